@@ -94,6 +94,60 @@ class DataSection(_Strict):
     groups: GroupsSection = GroupsSection()
 
 
+class ModelSection(_Strict):
+    """Encoder and head; mirrors pipeline.model.ModelConfig (tiny-bert sizes shape the embedded default only)."""
+
+    #: "tiny-bert" (embedded, trained from scratch), "minilm" (packaged all-MiniLM-L6-v2), a hub name or path.
+    encoder: str = "tiny-bert"
+    pooling: Literal["cls", "mean"] = "cls"
+    dropout: float = Field(0.1, ge=0, lt=1)
+    max_length: int = Field(128, ge=4)
+    hidden_size: int = Field(128, ge=8)
+    num_layers: int = Field(2, ge=1)
+    num_heads: int = Field(2, ge=1)
+    intermediate_size: int = Field(256, ge=8)
+    vocab_size: int = Field(8000, ge=16)
+    lowercase: bool = True
+    #: Start the head's bias at the label base rates (log-odds), so rare labels start near their prior.
+    init_bias_from_priors: bool = True
+
+
+class LossSection(_Strict):
+    #: bce, weighted-bce, focal, class-balanced, r-fl, ntr-fl, db-0fl, db, cb-ntr, asymmetric.
+    name: str = "db"
+    #: Parameters of that loss (see pipeline/losses.py docstrings); unknown ones are errors.
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainSection(_Strict):
+    epochs: int = Field(10, ge=1)
+    #: Per worker, per optimizer micro-step.
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(128, ge=1)
+    lr: float = Field(5e-4, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    grad_clip: float | None = Field(1.0, gt=0)
+    grad_accum: int = Field(1, ge=1)
+    #: auto: bf16 autocast on GPUs that support it, fp32 on CPU.
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    #: Sampling inside each worker's shard: none, or sample weights from inverse label frequencies.
+    sampling: Literal["none", "mean", "max", "geomean", "class-aware"] = "none"
+    #: 0 runs the loop in-process (no worker actors); N >= 1 runs N data-parallel workers.
+    num_workers: int = Field(1, ge=0)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(1.0, ge=0)
+    #: CPUs left free for Ray Data (tokenisation, reading) beside the training workers.
+    data_cpus: float = Field(0.5, ge=0)
+    checkpoint_metric: str = "val_macro_f1"
+    checkpoint_mode: Literal["max", "min"] = "max"
+    keep_checkpoints: int = Field(2, ge=1)
+    #: Stop after this many epochs without improvement of checkpoint_metric (0: never stop early).
+    patience: int = Field(3, ge=0)
+    max_failures: int = Field(2, ge=0)
+
+
 class RaySection(_Strict):
     #: None: connect to a running cluster if RAY_ADDRESS is set, else start a local one in-process.
     address: str | None = None
@@ -104,6 +158,9 @@ class Config(_Strict):
     run: RunSection = RunSection()
     storage: StorageSection = StorageSection()
     data: DataSection = DataSection()
+    model: ModelSection = ModelSection()
+    loss: LossSection = LossSection()
+    train: TrainSection = TrainSection()
     ray: RaySection = RaySection()
 
     @property

@@ -9,6 +9,7 @@ object by object, and readers trust a folder only once its marker file (written 
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import uuid
 from collections.abc import Iterator
@@ -139,3 +140,13 @@ def staged_dir(final: Location) -> Iterator[Location]:
         rel = posixpath.relpath(path, stage.path)
         final.fs.copy_file(path, posixpath.join(final.path, rel))
     delete_dir(stage)
+
+
+def upload_dir(local: str | os.PathLike[str], dest: Location) -> None:
+    """Copy a local folder to `dest` as one unit (staged, then swapped in)."""
+    with staged_dir(dest) as stage:
+        pafs.copy_files(os.fspath(local), stage.path, destination_filesystem=stage.fs)
+
+
+def download_dir(src: Location, local: str | os.PathLike[str]) -> None:
+    pafs.copy_files(src.path, os.fspath(local), source_filesystem=src.fs)

@@ -1,0 +1,476 @@
+"""Decision thresholds for multi-label scores, fitted on validation.
+
+A model trained on a long-tailed label set produces scores whose scale differs per label: rare labels
+rarely reach 0.5, so one fixed cut-off predicts the head and never the tail. Per-label F1-optimal thresholds
+fix that for labels with enough validation positives, but a threshold fitted to 1-3 positives follows those
+few scores and over-predicts on test (DESIGN.md, "Thresholds and metrics"). This module therefore fits,
+exactly and without a grid:
+
+- one global threshold maximising validation micro-F1 (the floor every strategy must match),
+- per-label thresholds maximising each label's validation F1,
+- a fallback (and optional shrinkage) to the global threshold for labels with little validation support,
+- a guard that reverts labels to the global threshold whenever the per-label thresholds would lose to it on
+  validation micro-F1.
+
+Decision rule everywhere: a label is predicted iff ``score >= threshold``. All functions are pure numpy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+STRATEGIES: tuple[str, ...] = ("global", "per_label", "per_label_with_fallback")
+DEFAULT_STRATEGY = "per_label_with_fallback"
+DEFAULT_MIN_SUPPORT = 5
+DEFAULT_SHRINKAGE = 0.0
+DECISION_RULE = "score >= threshold"
+SCHEMA_VERSION = 1
+# Threshold used when validation holds no positive at all (every threshold then scores micro-F1 0).
+NO_POSITIVES_THRESHOLD = 0.5
+# Bound on the number of matrix cells sorted at once, so memory stays flat for large validation sets.
+_CHUNK_CELLS = 4_000_000
+
+
+def _check_inputs(y_true: ArrayLike, scores: ArrayLike) -> tuple[NDArray[np.bool_], NDArray[np.float64]]:
+    """Validate a 0/1 label matrix and a finite score matrix of the same 2-D shape."""
+    y = np.asarray(y_true)
+    s = np.asarray(scores, dtype=np.float64)
+    if y.ndim != 2 or y.shape != s.shape:
+        raise ValueError(f"y_true and scores must be 2-D of one shape, got {y.shape} and {s.shape}")
+    if y.size and not np.isin(y, (0, 1)).all():
+        raise ValueError("y_true must contain only 0 and 1")
+    if not np.isfinite(s).all():
+        raise ValueError("scores must be finite")
+    return y.astype(bool), s
+
+
+def _sweep(y: NDArray[np.bool_], s: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """F1-optimal threshold and its F1 for every column, over every distinct score of that column.
+
+    Sorting a column by descending score and cumulating true positives gives, at each tie-group end, the
+    counts of the rule ``score >= that score``; F1 = 2 TP / (predicted + positives) is evaluated there.
+    """
+    n, c = s.shape
+    thr = np.full(c, np.nan)
+    best_f1 = np.zeros(c)
+    if n == 0 or c == 0:
+        return thr, best_f1
+    positives = y.sum(axis=0, dtype=np.int64)
+    order = np.argsort(-s, axis=0, kind="stable")
+    s_sorted = np.take_along_axis(s, order, axis=0)
+    tp = np.cumsum(np.take_along_axis(y, order, axis=0), axis=0, dtype=np.int64)
+    predicted = np.arange(1, n + 1, dtype=np.int64)[:, None]
+    f1 = 2.0 * tp / (predicted + positives[None, :])
+    # Inside a run of equal scores only the run's end is reachable by a threshold.
+    group_end = np.ones((n, c), dtype=bool)
+    group_end[:-1] = s_sorted[:-1] != s_sorted[1:]
+    f1 = np.where(group_end, f1, -1.0)
+    # First maximum = highest threshold among equally good ones: the fewest predictions.
+    best = np.argmax(f1, axis=0)
+    cols = np.arange(c)
+    chosen = s_sorted[best, cols]
+    has_lower = best + 1 < n
+    lower = s_sorted[np.minimum(best + 1, n - 1), cols]
+    mid = 0.5 * chosen + 0.5 * lower
+    # Midpoint to the next lower distinct score; if rounding lands it on that score, keep the chosen score.
+    thr_c = np.where(has_lower & (mid > lower), mid, chosen)
+    has_pos = positives > 0
+    thr[has_pos] = thr_c[has_pos]
+    best_f1[has_pos] = f1[best, cols][has_pos]
+    return thr, best_f1
+
+
+def best_f1_thresholds(
+    y_true: ArrayLike, scores: ArrayLike
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.int64]]:
+    """Exact per-label F1-optimal thresholds, searched over every distinct score.
+
+    Parameters
+    ----------
+    y_true : array of shape (n_samples, n_labels)
+        0/1 validation labels.
+    scores : array of shape (n_samples, n_labels)
+        Validation scores (probabilities or logits); higher means more likely.
+
+    Returns
+    -------
+    thresholds : ndarray of shape (n_labels,)
+        Threshold for the rule ``score >= threshold``, placed at the midpoint between the optimal score and
+        the next lower distinct score so that small score shifts on test do not flip the decision at the
+        boundary (the optimal score itself when it is the column's lowest). Among equally good thresholds the
+        highest is kept (fewest predictions). NaN for labels without validation positives: every threshold
+        has F1 0 there, so the choice is left to the strategy's fallback.
+    f1 : ndarray of shape (n_labels,)
+        Validation F1 at that threshold (0 for labels without positives).
+    support : ndarray of shape (n_labels,)
+        Validation positives per label.
+    """
+    y, s = _check_inputs(y_true, scores)
+    n, c = s.shape
+    thr = np.full(c, np.nan)
+    f1 = np.zeros(c)
+    step = max(1, _CHUNK_CELLS // max(n, 1))
+    for start in range(0, c, step):
+        sl = slice(start, start + step)
+        thr[sl], f1[sl] = _sweep(y[:, sl], s[:, sl])
+    return thr, f1, y.sum(axis=0, dtype=np.int64)
+
+
+def best_global_threshold(y_true: ArrayLike, scores: ArrayLike) -> tuple[float, float]:
+    """One threshold for all labels that maximises micro-F1 exactly.
+
+    Micro-F1 pools every (document, label) decision, so the search is the per-label search on the flattened
+    matrix. Same placement and tie rule as :func:`best_f1_thresholds`.
+
+    Returns
+    -------
+    threshold : float
+        ``NO_POSITIVES_THRESHOLD`` (0.5) when validation has no positive at all (every threshold scores 0).
+    micro_f1 : float
+        Validation micro-F1 at that threshold.
+    """
+    y, s = _check_inputs(y_true, scores)
+    thr, f1 = _sweep(y.reshape(-1, 1), s.reshape(-1, 1))
+    if not np.isfinite(thr[0]):
+        return NO_POSITIVES_THRESHOLD, 0.0
+    return float(thr[0]), float(f1[0])
+
+
+def apply_thresholds(
+    scores: ArrayLike, thresholds: ArrayLike | float, at_least_one: bool = False
+) -> NDArray[np.int8]:
+    """Turn scores into 0/1 decisions with ``score >= threshold``.
+
+    Parameters
+    ----------
+    scores : array of shape (n_samples, n_labels)
+    thresholds : float or array of shape (n_labels,)
+        Must be finite: a NaN threshold would silently never predict its label.
+    at_least_one : bool, default=False
+        A row with no predicted label gets the label with the largest ``score - threshold``, i.e. the label
+        closest to (relative to its own threshold) being predicted; the raw arg-max score would ignore that
+        labels are calibrated differently and favour head labels.
+
+    Returns
+    -------
+    ndarray of int8, shape (n_samples, n_labels)
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    t = np.asarray(thresholds, dtype=np.float64)
+    if s.ndim != 2:
+        raise ValueError(f"scores must be 2-D, got shape {s.shape}")
+    if t.ndim not in (0, 1) or (t.ndim == 1 and t.shape[0] != s.shape[1]):
+        raise ValueError(f"thresholds must be a scalar or of shape ({s.shape[1]},), got {t.shape}")
+    if not np.isfinite(t).all():
+        raise ValueError("thresholds must be finite")
+    pred = (s >= t).astype(np.int8)
+    if at_least_one and s.shape[1] > 0:
+        empty = np.flatnonzero(pred.sum(axis=1) == 0)
+        if empty.size:
+            margin = s[empty] - np.broadcast_to(t, s.shape[1])
+            pred[empty, np.argmax(margin, axis=1)] = 1
+    return pred
+
+
+def _counts(y: NDArray[np.bool_], pred: NDArray[Any]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Per-label true and false positives of a 0/1 prediction matrix."""
+    p = pred.astype(bool)
+    tp = (p & y).sum(axis=0, dtype=np.int64)
+    return tp, p.sum(axis=0, dtype=np.int64) - tp
+
+
+def _f1_from_counts(
+    tp: NDArray[np.int64], fp: NDArray[np.int64], pos: NDArray[np.int64]
+) -> NDArray[np.float64]:
+    """F1 = 2TP / (2TP + FP + FN), 0 where nothing is true or predicted (sklearn zero_division=0)."""
+    denom = tp + fp + pos
+    return np.divide(2.0 * tp, denom, out=np.zeros(tp.shape), where=denom > 0)
+
+
+def _micro_ge(tp_a: int, fp_a: int, tp_b: int, fp_b: int, pos: int) -> bool:
+    """Exact micro-F1 comparison a >= b in integers (no float ties)."""
+    return int(tp_a) * (int(tp_b) + int(fp_b) + pos) >= int(tp_b) * (int(tp_a) + int(fp_a) + pos)
+
+
+def _summary(y: NDArray[np.bool_], pred: NDArray[Any]) -> dict[str, float]:
+    """Validation micro- and macro-F1 (macro over all labels, zero_division=0)."""
+    tp, fp = _counts(y, pred)
+    pos = y.sum(axis=0, dtype=np.int64)
+    micro = _f1_from_counts(np.array([tp.sum()]), np.array([fp.sum()]), np.array([pos.sum()]))[0]
+    macro = float(_f1_from_counts(tp, fp, pos).mean()) if tp.size else 0.0
+    return {"micro_f1": float(micro), "macro_f1": macro}
+
+
+@dataclass
+class ThresholdResult:
+    """Fitted thresholds with their provenance (what ``thresholds.json`` stores).
+
+    Attributes
+    ----------
+    labels : label names, in column order.
+    thresholds : the threshold applied per label.
+    support : validation positives per label.
+    f1 : validation F1 per label at the applied threshold.
+    source : per label ``"per_label"``, ``"global"`` or ``"shrunk"``.
+    label_optimal_threshold, label_optimal_f1 : the unconstrained per-label optimum (NaN threshold: no
+        positives), kept to show what the fallback and the micro-F1 guard gave up.
+    global_threshold : the micro-F1-optimal single threshold.
+    fallback_labels : labels sent to the global threshold for low support (or no positives).
+    reverted_labels : labels sent back to the global threshold by the micro-F1 guard.
+    floor_action : ``"none"``, ``"greedy_revert"`` or ``"wholesale_global"``.
+    validation : validation micro/macro-F1 for ``chosen``, ``global`` and ``fixed_0.5`` thresholds.
+    """
+
+    labels: list[str]
+    thresholds: NDArray[np.float64]
+    support: NDArray[np.int64]
+    f1: NDArray[np.float64]
+    source: list[str]
+    label_optimal_threshold: NDArray[np.float64]
+    label_optimal_f1: NDArray[np.float64]
+    global_threshold: float
+    strategy: str
+    min_support: int
+    shrinkage: float
+    at_least_one: bool
+    enforce_global_floor: bool
+    fallback_labels: list[str]
+    reverted_labels: list[str]
+    floor_action: str
+    validation: dict[str, dict[str, float]]
+
+    def apply(self, scores: ArrayLike) -> NDArray[np.int8]:
+        """Decisions for new scores with the fitted thresholds and the fitted ``at_least_one`` setting."""
+        return apply_thresholds(scores, self.thresholds, self.at_least_one)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (python scalars only, NaN as null)."""
+
+        def opt(x: float) -> float | None:
+            return float(x) if math.isfinite(x) else None
+
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "strategy": self.strategy,
+            "decision_rule": DECISION_RULE,
+            "parameters": {
+                "min_support": int(self.min_support),
+                "shrinkage": float(self.shrinkage),
+                "at_least_one": bool(self.at_least_one),
+                "enforce_global_floor": bool(self.enforce_global_floor),
+            },
+            "global_threshold": float(self.global_threshold),
+            "labels": [
+                {
+                    "label": name,
+                    "threshold": float(self.thresholds[i]),
+                    "support": int(self.support[i]),
+                    "f1": float(self.f1[i]),
+                    "source": self.source[i],
+                    "label_optimal_threshold": opt(float(self.label_optimal_threshold[i])),
+                    "label_optimal_f1": float(self.label_optimal_f1[i]),
+                }
+                for i, name in enumerate(self.labels)
+            ],
+            "fallback_labels": list(self.fallback_labels),
+            "reverted_labels": list(self.reverted_labels),
+            "floor_action": self.floor_action,
+            "validation": {k: {m: float(v) for m, v in d.items()} for k, d in self.validation.items()},
+        }
+
+    @classmethod
+    def from_json_dict(cls, data: dict[str, Any]) -> ThresholdResult:
+        """Inverse of :meth:`to_json_dict`."""
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(f"unsupported thresholds schema_version {data.get('schema_version')!r}")
+        rows = data["labels"]
+        params = data["parameters"]
+
+        def nan(x: float | None) -> float:
+            return float("nan") if x is None else float(x)
+
+        return cls(
+            labels=[r["label"] for r in rows],
+            thresholds=np.array([r["threshold"] for r in rows], dtype=np.float64),
+            support=np.array([r["support"] for r in rows], dtype=np.int64),
+            f1=np.array([r["f1"] for r in rows], dtype=np.float64),
+            source=[r["source"] for r in rows],
+            label_optimal_threshold=np.array(
+                [nan(r["label_optimal_threshold"]) for r in rows], dtype=np.float64
+            ),
+            label_optimal_f1=np.array([r["label_optimal_f1"] for r in rows], dtype=np.float64),
+            global_threshold=float(data["global_threshold"]),
+            strategy=data["strategy"],
+            min_support=int(params["min_support"]),
+            shrinkage=float(params["shrinkage"]),
+            at_least_one=bool(params["at_least_one"]),
+            enforce_global_floor=bool(params["enforce_global_floor"]),
+            fallback_labels=list(data["fallback_labels"]),
+            reverted_labels=list(data["reverted_labels"]),
+            floor_action=data["floor_action"],
+            validation={k: dict(v) for k, v in data["validation"].items()},
+        )
+
+
+def _greedy_revert(
+    y: NDArray[np.bool_], s: NDArray[np.float64], thresholds: NDArray[np.float64], t_global: float
+) -> tuple[NDArray[np.bool_], bool]:
+    """Labels to send back to the global threshold until micro-F1 reaches the global threshold's.
+
+    Each step reverts the label whose switch raises micro-F1 most (labels are independent under a fixed rule,
+    so per-label TP/FP deltas are exact). Stops as soon as the floor is met, so as few per-label thresholds as
+    possible are given up; returns ``(reverted mask, floor met)``. Without "at least one" greedy never stalls
+    below the floor: F1 >= c is linear in (TP, FP), so if reverting all remaining labels beats the current
+    F1, some single revert does too.
+    """
+    pos = int(y.sum())
+    tp_c, fp_c = _counts(y, s >= thresholds)
+    tp_g, fp_g = _counts(y, s >= t_global)
+    tp_goal, fp_goal = int(tp_g.sum()), int(fp_g.sum())
+    tp, fp = int(tp_c.sum()), int(fp_c.sum())
+    d_tp, d_fp = tp_g - tp_c, fp_g - fp_c
+    reverted = np.zeros(thresholds.shape[0], dtype=bool)
+    candidate = thresholds != t_global
+    while not _micro_ge(tp, fp, tp_goal, fp_goal, pos):
+        if not candidate.any():
+            break
+        new_tp, new_fp = tp + d_tp, fp + d_fp
+        denom = new_tp + new_fp + pos
+        gain = np.divide(2.0 * new_tp, denom, out=np.zeros(denom.shape), where=denom > 0)
+        gain[~candidate] = -np.inf
+        j = int(np.argmax(gain))
+        if _micro_ge(tp, fp, int(new_tp[j]), int(new_fp[j]), pos):
+            break  # no single revert improves micro-F1: greedy is stuck
+        tp, fp = int(new_tp[j]), int(new_fp[j])
+        reverted[j] = True
+        candidate[j] = False
+    return reverted, _micro_ge(tp, fp, tp_goal, fp_goal, pos)
+
+
+def fit_thresholds(
+    y_true: ArrayLike,
+    scores: ArrayLike,
+    labels: list[str],
+    strategy: str = DEFAULT_STRATEGY,
+    min_support: int = DEFAULT_MIN_SUPPORT,
+    shrinkage: float = DEFAULT_SHRINKAGE,
+    at_least_one: bool = False,
+    enforce_global_floor: bool = True,
+) -> ThresholdResult:
+    """Fit decision thresholds on validation.
+
+    Parameters
+    ----------
+    y_true, scores : arrays of shape (n_samples, n_labels)
+        Validation labels (0/1) and scores.
+    labels : list of str
+        Label names in column order.
+    strategy : {"global", "per_label", "per_label_with_fallback"}, default="per_label_with_fallback"
+        ``global``: the micro-F1-optimal single threshold for every label. ``per_label``: each label's
+        F1-optimal threshold wherever it has a validation positive (the naive strategy that over-predicts
+        rare labels on test; kept for comparison). ``per_label_with_fallback``: per-label thresholds only for
+        labels with at least ``min_support`` validation positives, the global threshold for the rest.
+    min_support : int, default=5
+        Fewest validation positives a per-label threshold may be fitted from. With 1-3 positives the optimum
+        sits on those few scores and over-predicts on test (DESIGN.md measured micro-F1 0.86 -> 0.62-0.69);
+        at 5 the F1 curve has at least five steps and one outlying positive moves the optimum less. Used by
+        ``per_label_with_fallback`` only.
+    shrinkage : float, default=0.0
+        Pseudo-count k pulling per-label thresholds toward the global one,
+        ``t = (s * t_label + k * t_global) / (s + k)`` with s the label's validation support: a label with
+        s = k lands halfway, a well-supported label keeps nearly its own threshold. 0 disables it. Such labels
+        get source ``"shrunk"``.
+    at_least_one : bool, default=False
+        Whether decisions (and therefore validation F1s and the micro-F1 guard) use the "at least one label
+        per document" rule of :func:`apply_thresholds`.
+    enforce_global_floor : bool, default=True
+        Guarantee, on validation, micro-F1 at least that of the global threshold: labels are greedily
+        reverted to the global threshold until the floor is met, and all of them if greedy cannot reach it.
+        Off only to reproduce the naive per-label strategy.
+
+    Returns
+    -------
+    ThresholdResult
+    """
+    y, s = _check_inputs(y_true, scores)
+    n_labels = s.shape[1]
+    if len(labels) != n_labels:
+        raise ValueError(f"{len(labels)} label names for {n_labels} score columns")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if min_support < 1:
+        raise ValueError("min_support must be >= 1")
+    if shrinkage < 0:
+        raise ValueError("shrinkage must be >= 0")
+
+    t_label, f1_label, support = best_f1_thresholds(y, s)
+    t_global, _ = best_global_threshold(y, s)
+    has_optimum = np.isfinite(t_label)
+    if strategy == "global":
+        own = np.zeros(n_labels, dtype=bool)
+    elif strategy == "per_label":
+        own = has_optimum
+    else:
+        own = has_optimum & (support >= min_support)
+
+    thresholds = np.full(n_labels, t_global)
+    source = np.full(n_labels, "global", dtype=object)
+    thresholds[own] = t_label[own]
+    source[own] = "per_label"
+    if shrinkage > 0:
+        shrunk = (support * np.nan_to_num(t_label) + shrinkage * t_global) / (support + shrinkage)
+        thresholds[own] = shrunk[own]
+        source[own] = "shrunk"
+    fallback = ~own if strategy != "global" else np.zeros(n_labels, dtype=bool)
+
+    floor_action = "none"
+    reverted = np.zeros(n_labels, dtype=bool)
+    if enforce_global_floor and strategy != "global":
+        pos = int(support.sum())
+        reverted, met = _greedy_revert(y, s, thresholds, t_global)
+        if reverted.any():
+            floor_action = "greedy_revert"
+        if met and at_least_one:
+            # The forced labels couple the columns; check the floor on the real decisions.
+            trial = np.where(reverted, t_global, thresholds)
+            tp_c, fp_c = _counts(y, apply_thresholds(s, trial, True))
+            tp_g, fp_g = _counts(y, apply_thresholds(s, np.full(n_labels, t_global), True))
+            met = _micro_ge(int(tp_c.sum()), int(fp_c.sum()), int(tp_g.sum()), int(fp_g.sum()), pos)
+        if not met:
+            floor_action = "wholesale_global"
+            reverted = thresholds != t_global
+        thresholds[reverted] = t_global
+        source[reverted] = "global"
+
+    pred = apply_thresholds(s, thresholds, at_least_one)
+    tp, fp = _counts(y, pred)
+    names = list(labels)
+    validation = {
+        "chosen": _summary(y, pred),
+        "global": _summary(y, apply_thresholds(s, np.full(n_labels, t_global), at_least_one)),
+        "fixed_0.5": _summary(y, apply_thresholds(s, np.full(n_labels, 0.5), at_least_one)),
+    }
+    return ThresholdResult(
+        labels=names,
+        thresholds=thresholds,
+        support=support,
+        f1=_f1_from_counts(tp, fp, support),
+        source=[str(x) for x in source],
+        label_optimal_threshold=t_label,
+        label_optimal_f1=f1_label,
+        global_threshold=float(t_global),
+        strategy=strategy,
+        min_support=int(min_support),
+        shrinkage=float(shrinkage),
+        at_least_one=bool(at_least_one),
+        enforce_global_floor=bool(enforce_global_floor),
+        fallback_labels=[names[i] for i in np.flatnonzero(fallback)],
+        reverted_labels=[names[i] for i in np.flatnonzero(reverted)],
+        floor_action=floor_action,
+        validation=validation,
+    )

@@ -1,0 +1,491 @@
+"""The train stage: Ray Train (TorchTrainer, Train V2 API) over the prepared, tokenised data.
+
+Driver: read `label_stats.json`, build the tokenizer, tokenise in Ray Data, check the resource plan, fit, then
+write the best epoch's weights as a Ray-free `model/` folder. Worker: the training loop below, which resumes
+from `ray.train.get_checkpoint()` when a run with the same name is started again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import ray.data
+import ray.train
+import torch
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+from sklearn.metrics import average_precision_score, f1_score
+
+from pipeline.config import Config
+from pipeline.dataset import InputError
+from pipeline.losses import build_loss
+from pipeline.model import (
+    TINY_BERT,
+    ModelConfig,
+    build_model,
+    build_tokenizer,
+    encode_labels,
+    save_model,
+    train_wordpiece_tokenizer,
+)
+from pipeline.resources import cluster_plan
+from pipeline.sampling import class_aware_indices, sample_weights, weighted_indices
+from pipeline.storage import Location, locate, read_json, upload_dir
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.pt"
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def read_prepared(run: Location, split: str) -> ray.data.Dataset:
+    stats_loc = run.join("label_stats.json")
+    if not stats_loc.exists():
+        raise InputError(f"{stats_loc.uri} not found: run the prepare stage first (python -m jobs.prepare)")
+    return ray.data.read_parquet(run.join("prepared", split).path, filesystem=run.fs)
+
+
+class EncodeBatch:
+    """map_batches (numpy): text -> fixed-length token ids, labels -> multi-hot float32 targets."""
+
+    def __init__(self, tokenizer: Any, max_length: int, labels: list[str]) -> None:
+        from pipeline.model import Tokenize
+
+        self.tokenize = Tokenize(tokenizer, max_length=max_length, text_column="text")
+        self.label_to_index = {lab: i for i, lab in enumerate(labels)}
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = self.tokenize(batch)
+        out["targets"] = encode_labels(batch["labels"], self.label_to_index)
+        return out
+
+
+def encode_dataset(
+    ds: ray.data.Dataset, tokenizer: Any, max_length: int, labels: list[str]
+) -> ray.data.Dataset:
+    return ds.map_batches(
+        EncodeBatch(tokenizer, max_length, labels), batch_format="numpy", batch_size=256
+    ).select_columns(["input_ids", "attention_mask", "targets"])
+
+
+def make_tokenizer(cfg: Config, train_ds: ray.data.Dataset) -> Any:
+    """tiny-bert: a WordPiece vocabulary trained on the training texts, streamed from Ray Data (never all
+    held on the driver at once); any other encoder brings its own tokenizer."""
+    if cfg.model.encoder != TINY_BERT:
+        return build_tokenizer(ModelConfig.from_any(cfg.model.model_dump(exclude={"init_bias_from_priors"})))
+
+    def texts() -> Iterator[str]:
+        for batch in train_ds.select_columns(["text"]).iter_batches(batch_format="pyarrow", batch_size=4096):
+            yield from batch.column("text").to_pylist()
+
+    return train_wordpiece_tokenizer(texts(), vocab_size=cfg.model.vocab_size, lowercase=cfg.model.lowercase)
+
+
+def train_label_rows(train_ds: ray.data.Dataset, labels: list[str]) -> list[np.ndarray]:
+    """Per training row, the indices of its labels (labels only: needed for the data-driven mu)."""
+    index = {lab: i for i, lab in enumerate(labels)}
+    rows = []
+    for batch in train_ds.select_columns(["labels"]).iter_batches(batch_format="pyarrow", batch_size=65536):
+        rows.extend(
+            np.array([index[lab] for lab in labs], dtype=np.int64) for labs in batch.column(0).to_pylist()
+        )
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+
+
+def epoch_metrics(y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """Validation metrics at threshold 0.5; macro averages over the whole vocabulary, zero_division=0."""
+    pred = (scores >= 0.5).astype(np.int64)
+    has_pos = y.sum(0) > 0
+    ap = (
+        float(average_precision_score(y[:, has_pos], scores[:, has_pos], average="macro"))
+        if has_pos.any()
+        else 0.0
+    )
+    return {
+        "val_micro_f1": float(f1_score(y, pred, average="micro", zero_division=0)),
+        "val_macro_f1": float(f1_score(y, pred, average="macro", zero_division=0)),
+        "val_macro_ap": ap,
+    }
+
+
+# ------------------------------------------------------------------------------------------------ worker
+
+
+@dataclass
+class _State:
+    epoch: int = -1  # last completed epoch
+    best: float | None = None
+    bad_epochs: int = 0
+    history: list | None = None
+
+
+def _autocast(device: torch.device, precision: str):
+    if device.type != "cuda" or precision == "fp32":
+        return nullcontext(), None
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    return torch.autocast("cuda", dtype=dtype), scaler
+
+
+def _gather(arr: np.ndarray) -> np.ndarray:
+    """Concatenate an array across data-parallel ranks (identity with one worker)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return arr
+    parts: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(parts, arr)
+    return np.concatenate(parts, axis=0)
+
+
+def _batches_in_memory(shard: Any) -> dict[str, torch.Tensor]:
+    """This worker's whole shard as tensors: weighted sampling draws indices over it each epoch."""
+    cols: dict[str, list[np.ndarray]] = {"input_ids": [], "attention_mask": [], "targets": []}
+    for batch in shard.iter_batches(batch_size=4096, batch_format="numpy"):
+        for k in cols:
+            cols[k].append(batch[k])
+    return {k: torch.from_numpy(np.concatenate(v)) for k, v in cols.items()}
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    seed = int(config["seed"])
+    random.seed(seed + rank)
+    np.random.seed(seed + rank)
+    torch.manual_seed(seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+    tcfg = config["train"]
+
+    model = build_model(config["model"], len(config["labels"]), config["tokenizer"])
+    if config["init_bias"]:
+        model.init_head_bias(np.asarray(config["counts"]) / max(config["num_docs"], 1))
+    model = ray.train.torch.prepare_model(model)
+    device = ray.train.torch.get_device()
+    loss_fn = build_loss(
+        config["loss_name"], config["counts"], config["num_docs"], dict(config["loss_params"])
+    ).to(device)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": tcfg["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=tcfg["lr"],
+    )
+    steps_per_epoch = max(
+        math.ceil(config["train_rows"] / world / tcfg["batch_size"] / tcfg["grad_accum"]), 1
+    )
+    total_steps = steps_per_epoch * tcfg["epochs"]
+    warmup = int(total_steps * tcfg["warmup_ratio"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: (
+            (s + 1) / max(warmup, 1)
+            if s < warmup
+            else max(0.0, (total_steps - s) / max(total_steps - warmup, 1))
+        ),
+    )
+    autocast, scaler = _autocast(device, tcfg["precision"])
+
+    state = _State(history=[])
+    best_weights: dict[str, torch.Tensor] | None = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            saved = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+        _unwrap(model).load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        if scaler is not None and saved.get("scaler"):
+            scaler.load_state_dict(saved["scaler"])
+        state = _State(**saved["state"])
+        best_weights = saved["best_weights"]
+        if rank == 0:
+            print(f"[train] resumed from checkpoint after epoch {state.epoch + 1}", flush=True)
+
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("validation")
+    in_memory = _batches_in_memory(train_shard) if config["sampling"] != "none" else None
+    metric, mode = tcfg["checkpoint_metric"], tcfg["checkpoint_mode"]
+    start_time = time.perf_counter()
+    first_epoch = state.epoch + 1
+    for epoch in range(first_epoch, tcfg["epochs"]):
+        if tcfg["patience"] and state.bad_epochs >= tcfg["patience"]:
+            break
+        if config.get("fail_after_epoch") is not None and epoch == config["fail_after_epoch"] + 1:
+            os._exit(1)  # test hook: die like a killed worker, after the previous epoch's checkpoint
+        t0 = time.perf_counter()
+        model.train()
+        batches = _epoch_batches(train_shard, in_memory, config, tcfg, seed + epoch * 1000 + rank)
+        loss_sum, rows = 0.0, 0
+        optimizer.zero_grad(set_to_none=True)
+        for step, batch in enumerate(batches):
+            ids = batch["input_ids"].to(device)
+            mask = batch["attention_mask"].to(device)
+            y = batch["targets"].to(device)
+            with autocast:
+                logits = model(ids, mask)
+            loss = loss_fn(logits.float(), y) / tcfg["grad_accum"]
+            (scaler.scale(loss) if scaler else loss).backward()
+            if (step + 1) % tcfg["grad_accum"] == 0:
+                _step(model, optimizer, scheduler, scaler, tcfg["grad_clip"])
+            loss_sum += float(loss) * tcfg["grad_accum"] * len(ids)
+            rows += len(ids)
+        if rows % (tcfg["batch_size"] * tcfg["grad_accum"]):
+            _step(model, optimizer, scheduler, scaler, tcfg["grad_clip"])
+        train_time = time.perf_counter() - t0
+
+        val_loss, scores, targets = _validate(
+            model, val_shard, loss_fn, device, autocast, tcfg["eval_batch_size"]
+        )
+        scores, targets = _gather(scores), _gather(targets)
+        val_loss = float(np.mean(_gather(np.array([val_loss]))))
+        metrics = {"epoch": epoch, "train_loss": loss_sum / max(rows, 1), "val_loss": val_loss}
+        metrics.update(epoch_metrics(targets, scores))
+        metrics["samples_per_s"] = rows * world / max(train_time, 1e-9)
+        value = metrics[metric]
+        improved = state.best is None or (value > state.best if mode == "max" else value < state.best)
+        if improved:
+            state.best, state.bad_epochs = value, 0
+            best_weights = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
+        else:
+            state.bad_epochs += 1
+        state.epoch = epoch
+        metrics["best_" + metric] = state.best
+        state.history.append(metrics)
+        done = epoch + 1 - first_epoch
+        eta = (time.perf_counter() - start_time) / done * (tcfg["epochs"] - epoch - 1)
+        if rank == 0:
+            print(
+                f"[train] epoch {epoch + 1}/{tcfg['epochs']} train_loss {metrics['train_loss']:.4f} "
+                f"val_loss {val_loss:.4f} micro-F1 {metrics['val_micro_f1']:.3f} macro-F1 "
+                f"{metrics['val_macro_f1']:.3f} mAP {metrics['val_macro_ap']:.3f} "
+                f"{metrics['samples_per_s']:.0f} samples/s ETA {eta:.0f}s",
+                flush=True,
+            )
+        _report(metrics, rank, model, optimizer, scheduler, scaler, state, best_weights, config["local_dir"])
+
+
+def _epoch_batches(
+    shard: Any, in_memory: dict[str, torch.Tensor] | None, config: dict, tcfg: dict, seed: int
+):
+    if in_memory is None:
+        yield from shard.iter_torch_batches(
+            batch_size=tcfg["batch_size"],
+            local_shuffle_buffer_size=4 * tcfg["batch_size"],
+            local_shuffle_seed=seed,
+        )
+        return
+    y = in_memory["targets"].numpy()
+    rows = [np.flatnonzero(r) for r in y]
+    n = len(rows)
+    if config["sampling"] == "class-aware":
+        idx = class_aware_indices(rows, y.shape[1], n, seed)
+    else:
+        weights = sample_weights(rows, np.asarray(config["counts"]), config["sampling"])
+        idx = weighted_indices(weights, n, seed)
+    idx = torch.as_tensor(np.asarray(idx), dtype=torch.long)
+    for start in range(0, n, tcfg["batch_size"]):
+        sel = idx[start : start + tcfg["batch_size"]]
+        yield {k: v[sel] for k, v in in_memory.items()}
+
+
+def _step(model, optimizer, scheduler, scaler, clip: float | None) -> None:
+    if scaler:
+        scaler.unscale_(optimizer)
+    if clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+@torch.no_grad()
+def _validate(
+    model, shard, loss_fn, device, autocast, batch_size: int
+) -> tuple[float, np.ndarray, np.ndarray]:
+    model.eval()
+    scores, targets, loss_sum, rows = [], [], 0.0, 0
+    for batch in shard.iter_torch_batches(batch_size=batch_size):
+        y = batch["targets"].to(device)
+        with autocast:
+            logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+        logits = logits.float()
+        loss_sum += float(loss_fn(logits, y)) * len(y)
+        rows += len(y)
+        scores.append(torch.sigmoid(logits).cpu().numpy())
+        targets.append(y.cpu().numpy())
+    if not scores:
+        c = _unwrap(model).head.out_features
+        return 0.0, np.zeros((0, c), np.float32), np.zeros((0, c), np.float32)
+    return loss_sum / max(rows, 1), np.concatenate(scores), np.concatenate(targets)
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def _report(
+    metrics, rank, model, optimizer, scheduler, scaler, state: _State, best_weights, local_dir
+) -> None:
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    # In-process runs (num_workers=0) keep the checkpoint folder where it is, so it lives in a folder the
+    # driver owns and removes; worker runs upload it to storage and drop the local copy.
+    d = tempfile.mkdtemp(dir=local_dir, prefix="ckpt-")
+    torch.save(
+        {
+            "model": _unwrap(model).state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler else None,
+            "state": vars(state),
+            # The best epoch's weights travel in every checkpoint, so the latest one (kept for resuming)
+            # always holds the model to export.
+            "best_weights": best_weights,
+        },
+        Path(d) / STATE_FILE,
+    )
+    ray.train.report(
+        metrics,
+        checkpoint=Checkpoint.from_directory(d),
+        delete_local_checkpoint_after_upload=local_dir is None,
+    )
+
+
+# ------------------------------------------------------------------------------------------------ driver
+
+
+def run_train(cfg: Config, fail_after_epoch: int | None = None) -> dict[str, Any]:
+    """Train on `<run>/prepared`, write `<run>/model/`; returns a summary (metrics history, paths)."""
+    run = locate(cfg.run_uri, cfg.storage)
+    plan = cluster_plan(cfg.train)  # fail fast before any dataset work
+    log.info("resource plan: %s", plan.describe())
+    stats = read_json(run.join("label_stats.json")) if run.join("label_stats.json").exists() else None
+    if stats is None:
+        raise InputError(f"{run.join('label_stats.json').uri} not found: run the prepare stage first")
+    labels: list[str] = stats["labels"]
+    counts = [stats["label_counts"][lab]["train"] for lab in labels]
+    num_docs = stats["documents"]["train"]
+
+    train_raw = read_prepared(run, "train")
+    tokenizer = make_tokenizer(cfg, train_raw)
+    loss_params = dict(cfg.loss.params)
+    if cfg.loss.name in {"db", "r-fl", "db-0fl"} and "mu" not in loss_params:
+        from pipeline.losses import estimate_mu
+
+        loss_params["mu"] = float(estimate_mu(train_label_rows(train_raw, labels), counts))
+        log.info("rebalancing mu estimated from the training labels: %.4f", loss_params["mu"])
+    # Validate the loss name and parameters on the driver, not deep inside a worker.
+    build_loss(cfg.loss.name, counts, num_docs, dict(loss_params))
+
+    max_length = cfg.model.max_length
+    datasets = {
+        split: encode_dataset(read_prepared(run, split), tokenizer, max_length, labels).materialize()
+        for split in ("train", "validation")
+    }
+    model_cfg = ModelConfig.from_any(cfg.model.model_dump(exclude={"init_bias_from_priors"}))
+    local_dir = tempfile.mkdtemp(prefix="bml-train-") if cfg.train.num_workers == 0 else None
+    loop_config = {
+        "local_dir": local_dir,
+        "seed": cfg.run.seed,
+        "train": cfg.train.model_dump(),
+        "model": model_cfg.to_dict(),
+        "tokenizer": tokenizer,
+        "labels": labels,
+        "counts": counts,
+        "num_docs": num_docs,
+        "train_rows": datasets["train"].count(),
+        "loss_name": cfg.loss.name,
+        "loss_params": loss_params,
+        "sampling": cfg.train.sampling,
+        "init_bias": cfg.model.init_bias_from_priors,
+        "fail_after_epoch": fail_after_epoch,
+    }
+    scaling = ScalingConfig(
+        num_workers=cfg.train.num_workers,
+        use_gpu=cfg.train.use_gpu,
+        resources_per_worker=plan.resources_per_worker if cfg.train.num_workers else None,
+    )
+    run_config = RunConfig(
+        name="checkpoints",
+        storage_path=run.path,
+        storage_filesystem=run.fs,
+        failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+        checkpoint_config=CheckpointConfig(
+            num_to_keep=cfg.train.keep_checkpoints,
+            checkpoint_score_attribute=cfg.train.checkpoint_metric,
+            checkpoint_score_order=cfg.train.checkpoint_mode,
+        ),
+    )
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=scaling,
+        run_config=run_config,
+        datasets=datasets,
+    )
+    t0 = time.perf_counter()
+    try:
+        result = trainer.fit()
+        if result.checkpoint is None:
+            raise RuntimeError("training finished without a checkpoint")
+        with result.checkpoint.as_directory() as d:
+            saved = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+    finally:
+        if local_dir is not None:
+            shutil.rmtree(local_dir, ignore_errors=True)
+    model = build_model(model_cfg, len(labels), tokenizer)
+    model.load_state_dict(saved["best_weights"])
+    history = saved["state"]["history"]
+    best = saved["state"]["best"]
+    extra = {
+        "loss": {"name": cfg.loss.name, "params": loss_params},
+        "training": {
+            "epochs_run": len(history),
+            "best_" + cfg.train.checkpoint_metric: best,
+            "seed": cfg.run.seed,
+            "history": history,
+        },
+        "label_counts_train": dict(zip(labels, counts, strict=True)),
+        "num_train_docs": num_docs,
+    }
+    export_model(model, tokenizer, labels, extra, run.join("model"))
+    log.info(
+        "training done in %.0fs; best %s %.4f; model at %s",
+        time.perf_counter() - t0,
+        cfg.train.checkpoint_metric,
+        best,
+        run.join("model").uri,
+    )
+    return {"history": history, "best": best, "model": run.join("model").uri}
+
+
+def export_model(model, tokenizer, labels: list[str], extra: dict, dest: Location) -> None:
+    if dest.is_local:
+        save_model(model, tokenizer, labels, dest.path, extra_config=extra)
+        return
+    with tempfile.TemporaryDirectory() as d:
+        save_model(model, tokenizer, labels, Path(d) / "model", extra_config=extra)
+        upload_dir(Path(d) / "model", dest)

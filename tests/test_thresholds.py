@@ -1,0 +1,302 @@
+"""Threshold search: exactness against brute force, fallback, the micro-F1 floor, decisions, JSON."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numpy.typing import NDArray
+from sklearn.metrics import f1_score
+
+from pipeline.thresholds import (
+    STRATEGIES,
+    ThresholdResult,
+    apply_thresholds,
+    best_f1_thresholds,
+    best_global_threshold,
+    fit_thresholds,
+)
+
+FAST = settings(max_examples=60, deadline=None)
+
+
+@st.composite
+def label_matrices(draw: st.DrawFn, max_n: int = 25, max_c: int = 6) -> tuple[NDArray, NDArray]:
+    """0/1 labels and scores; coarse integer scores half the time so ties are common."""
+    n = draw(st.integers(1, max_n))
+    c = draw(st.integers(1, max_c))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    density = draw(st.sampled_from([0.05, 0.2, 0.5]))
+    y = (rng.random((n, c)) < density).astype(np.int8)
+    if draw(st.booleans()):
+        s = rng.integers(0, 6, (n, c)) / 5.0
+    else:
+        s = np.clip(rng.random((n, c)) * 0.6 + 0.4 * y * rng.random((n, c)), 0, 1)
+    return y, s
+
+
+def hand_f1(y: NDArray, pred: NDArray) -> NDArray:
+    """Per-column F1 = 2TP / (2TP + FP + FN), 0 when nothing is true or predicted."""
+    y, pred = np.atleast_2d(y.T).T.astype(bool), np.atleast_2d(pred.T).T.astype(bool)
+    tp = (y & pred).sum(axis=0)
+    denom = y.sum(axis=0) + pred.sum(axis=0)
+    return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+
+
+def hand_micro_f1(y: NDArray, pred: NDArray) -> float:
+    return float(hand_f1(y.reshape(-1), pred.reshape(-1))[0])
+
+
+def brute_force_f1(y: NDArray, s: NDArray) -> tuple[float, float]:
+    """Best F1 and highest score reaching it, trying every distinct score as a `>=` cut-off."""
+    best, best_c = 0.0, np.nan
+    for cut in sorted(set(s.tolist()), reverse=True):
+        f = float(hand_f1(y, s >= cut)[0])
+        if f > best + 1e-12:
+            best, best_c = f, cut
+    return best, best_c
+
+
+@FAST
+@given(label_matrices())
+def test_per_label_thresholds_match_brute_force(data: tuple[NDArray, NDArray]) -> None:
+    y, s = data
+    thr, f1, support = best_f1_thresholds(y, s)
+    np.testing.assert_array_equal(support, y.sum(axis=0))
+    for j in range(y.shape[1]):
+        if y[:, j].sum() == 0:
+            assert np.isnan(thr[j]) and f1[j] == 0.0
+            continue
+        best, cut = brute_force_f1(y[:, j], s[:, j])
+        assert f1[j] == pytest.approx(best, abs=1e-12)
+        # The threshold picks exactly the brute-force decision set, and scores that F1 itself.
+        np.testing.assert_array_equal(s[:, j] >= thr[j], s[:, j] >= cut)
+        assert f1_score(y[:, j], s[:, j] >= thr[j]) == pytest.approx(best, abs=1e-12)
+        lower = s[:, j][s[:, j] < cut]
+        if lower.size:
+            assert lower.max() < thr[j] <= cut
+            assert thr[j] == pytest.approx((cut + lower.max()) / 2)
+        else:
+            assert thr[j] == cut
+
+
+@FAST
+@given(label_matrices())
+def test_global_threshold_matches_brute_force_micro_f1(data: tuple[NDArray, NDArray]) -> None:
+    y, s = data
+    t, micro = best_global_threshold(y, s)
+    if y.sum() == 0:
+        assert (t, micro) == (0.5, 0.0)
+        return
+    best = max(hand_micro_f1(y, s >= cut) for cut in np.unique(s))
+    assert micro == pytest.approx(best, abs=1e-12)
+    assert hand_micro_f1(y, apply_thresholds(s, t)) == pytest.approx(best)
+
+
+def test_crafted_threshold_midpoint_and_tie_rule() -> None:
+    # F1 at cut 0.9/0.8/0.7/0.6/0.2: 0.5, 0.8, 0.667, 0.857, 0.75 -> cut 0.6, midpoint to 0.2.
+    y = np.array([[1], [1], [0], [1], [0]])
+    s = np.array([[0.9], [0.8], [0.7], [0.6], [0.2]])
+    thr, f1, support = best_f1_thresholds(y, s)
+    assert thr[0] == pytest.approx(0.4) and f1[0] == pytest.approx(6 / 7) and support[0] == 3
+    # F1 2/3 both at cut 0.9 (1 of 1 predicted right) and at cut 0.3 (2 of 4): the higher threshold wins.
+    y2 = np.array([[1], [0], [0], [1], [0]])
+    s2 = np.array([[0.9], [0.7], [0.5], [0.3], [0.1]])
+    thr2, f12, _ = best_f1_thresholds(y2, s2)
+    assert f12[0] == pytest.approx(2 / 3)
+    assert thr2[0] == pytest.approx(0.8)
+    y3 = np.array([[1], [0], [0], [0], [1], [1]])
+    s3 = np.array([[0.9], [0.8], [0.8], [0.7], [0.5], [0.4]])
+    # cut 0.9: 2/4; cut 0.5: 4/8; cut 0.4: 6/9 -> predict all, threshold = the lowest score.
+    thr3, f13, _ = best_f1_thresholds(y3, s3)
+    assert f13[0] == pytest.approx(2 / 3) and thr3[0] == 0.4
+
+
+def test_adjacent_floats_keep_the_decision_set() -> None:
+    hi = 0.5
+    lo = np.nextafter(hi, 0.0)
+    y = np.array([[1], [0]])
+    s = np.array([[hi], [lo]])
+    thr, _, _ = best_f1_thresholds(y, s)
+    np.testing.assert_array_equal(apply_thresholds(s, thr)[:, 0], [1, 0])
+
+
+def imbalanced(seed: int, n: int = 1500) -> tuple[NDArray, NDArray, list[str]]:
+    """Head labels scored around 0.5; rare labels compressed toward 0 (positives ~0.25, negatives ~0.1)."""
+    rng = np.random.default_rng(seed)
+    priors = np.array([0.3, 0.25, 0.2, 0.04, 0.03, 0.02, 0.02])
+    y = (rng.random((n, priors.size)) < priors).astype(np.int8)
+    scale = np.where(priors >= 0.1, 1.0, 0.35)
+    s = scale * np.clip(0.25 + 0.45 * y + rng.normal(0, 0.15, y.shape), 0, 1)
+    return y, s, [f"l{j}" for j in range(priors.size)]
+
+
+def test_beats_fixed_half_on_imbalanced_scores() -> None:
+    y_val, s_val, labels = imbalanced(0)
+    y_test, s_test, _ = imbalanced(1)
+    res = fit_thresholds(y_val, s_val, labels)
+    half = (s_test >= 0.5).astype(int)
+    tuned = res.apply(s_test)
+    assert f1_score(y_test, half, average="macro", zero_division=0) < 0.6
+    assert (
+        f1_score(y_test, tuned, average="macro", zero_division=0)
+        > f1_score(y_test, half, average="macro", zero_division=0) + 0.2
+    )
+    assert f1_score(y_test, tuned, average="micro") > f1_score(y_test, half, average="micro")
+    assert res.validation["chosen"]["macro_f1"] > res.validation["fixed_0.5"]["macro_f1"]
+
+
+def test_fallback_applies_exactly_to_low_support_labels() -> None:
+    rng = np.random.default_rng(3)
+    supports = [0, 1, 2, 4, 5, 6, 20]
+    n = 60
+    y = np.zeros((n, len(supports)), dtype=np.int8)
+    for j, k in enumerate(supports):
+        y[rng.choice(n, k, replace=False), j] = 1
+    s = np.clip(0.3 * y + rng.random(y.shape) * 0.7, 0, 1)
+    labels = [f"s{k}" for k in supports]
+    res = fit_thresholds(y, s, labels, min_support=5, enforce_global_floor=False)
+    assert res.fallback_labels == ["s0", "s1", "s2", "s4"]
+    thr_label, _, _ = best_f1_thresholds(y, s)
+    for j, k in enumerate(supports):
+        if k < 5:
+            assert res.source[j] == "global" and res.thresholds[j] == res.global_threshold
+        else:
+            assert res.source[j] == "per_label" and res.thresholds[j] == thr_label[j]
+    naive = fit_thresholds(y, s, labels, strategy="per_label", enforce_global_floor=False)
+    assert naive.fallback_labels == ["s0"]
+    assert fit_thresholds(y, s, labels, min_support=7).fallback_labels == ["s0", "s1", "s2", "s4", "s5", "s6"]
+
+
+def test_shrinkage_formula() -> None:
+    y, s, labels = imbalanced(4, n=300)
+    k = 10.0
+    res = fit_thresholds(y, s, labels, shrinkage=k, enforce_global_floor=False)
+    thr_label, _, support = best_f1_thresholds(y, s)
+    own = support >= 5
+    assert own.all()
+    expected = (support * thr_label + k * res.global_threshold) / (support + k)
+    np.testing.assert_allclose(res.thresholds, expected)
+    assert res.source == ["shrunk"] * len(labels)
+
+
+def test_global_strategy_uses_one_threshold() -> None:
+    y, s, labels = imbalanced(5, n=300)
+    res = fit_thresholds(y, s, labels, strategy="global")
+    t, micro = best_global_threshold(y, s)
+    assert np.all(res.thresholds == t) and res.source == ["global"] * len(labels)
+    assert res.fallback_labels == [] and res.validation["chosen"]["micro_f1"] == pytest.approx(micro)
+
+
+def test_floor_reverts_the_label_that_costs_micro_f1() -> None:
+    # Label "head" is separated perfectly; "rare" has one positive scored among negatives, so its own
+    # optimum predicts 5 documents (F1 1/3) and adds 4 false positives to the micro counts.
+    n = 40
+    y = np.zeros((n, 2), dtype=np.int8)
+    s = np.zeros((n, 2))
+    y[:20, 0] = 1
+    s[:, 0] = np.where(y[:, 0] == 1, 0.9, 0.1)
+    y[4, 1] = 1
+    s[:5, 1] = [0.30, 0.29, 0.28, 0.27, 0.26]
+    s[5:, 1] = 0.01
+    labels = ["head", "rare"]
+    naive = fit_thresholds(y, s, labels, strategy="per_label", enforce_global_floor=False)
+    assert naive.validation["chosen"]["micro_f1"] < naive.validation["global"]["micro_f1"]
+    guarded = fit_thresholds(y, s, labels, strategy="per_label")
+    assert guarded.floor_action == "greedy_revert" and guarded.reverted_labels == ["rare"]
+    assert guarded.source == ["per_label", "global"]
+    assert guarded.validation["chosen"]["micro_f1"] >= guarded.validation["global"]["micro_f1"]
+
+
+def test_floor_with_at_least_one_falls_back_wholesale() -> None:
+    # Label "a" ties its positive with a negative (own threshold 0.4: F1 2/3); "b" separates (0.6).
+    # Without the rule per-label beats global (micro 0.8 vs 2/3); with it, global forces the right label
+    # onto the empty row and scores 1.0, which the per-label thresholds cannot match.
+    y = np.array([[0, 1], [1, 0]])
+    s = np.array([[0.4, 0.8], [0.4, 0.4]])
+    plain = fit_thresholds(y, s, ["a", "b"], strategy="per_label")
+    assert plain.floor_action == "none" and plain.source == ["per_label", "per_label"]
+    forced = fit_thresholds(y, s, ["a", "b"], strategy="per_label", at_least_one=True)
+    assert forced.floor_action == "wholesale_global" and forced.reverted_labels == ["a"]  # b: own == global
+    assert np.all(forced.thresholds == forced.global_threshold)
+    assert forced.validation["chosen"]["micro_f1"] == 1.0
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    label_matrices(max_n=30, max_c=8),
+    st.sampled_from(["per_label", "per_label_with_fallback"]),
+    st.integers(1, 6),
+    st.sampled_from([0.0, 3.0]),
+    st.booleans(),
+)
+def test_never_below_global_micro_f1(
+    data: tuple[NDArray, NDArray], strategy: str, min_support: int, shrinkage: float, at_least_one: bool
+) -> None:
+    y, s = data
+    labels = [str(j) for j in range(y.shape[1])]
+    res = fit_thresholds(y, s, labels, strategy, min_support, shrinkage, at_least_one)
+    t_global, _ = best_global_threshold(y, s)
+    chosen = hand_micro_f1(y, res.apply(s))
+    glob = hand_micro_f1(y, apply_thresholds(s, np.full(y.shape[1], t_global), at_least_one))
+    assert chosen >= glob - 1e-12
+    assert res.validation["chosen"]["micro_f1"] == pytest.approx(chosen)
+    assert res.validation["global"]["micro_f1"] == pytest.approx(glob)
+    assert res.validation["chosen"]["macro_f1"] == pytest.approx(hand_f1(y, res.apply(s)).mean())
+    # Guard: no label gets its own threshold from fewer than min_support positives.
+    for j, src in enumerate(res.source):
+        if src != "global" and strategy == "per_label_with_fallback":
+            assert res.support[j] >= min_support
+    np.testing.assert_allclose(res.f1, hand_f1(y, res.apply(s)))
+    if y.shape[1] > 1:  # sklearn reads a single column as a binary target
+        assert res.validation["chosen"]["macro_f1"] == pytest.approx(
+            f1_score(y, res.apply(s), average="macro", zero_division=0)
+        )
+
+
+def test_apply_at_least_one_gives_every_row_a_label() -> None:
+    rng = np.random.default_rng(7)
+    s = rng.random((200, 5)) * 0.6
+    t = np.array([0.5, 0.55, 0.3, 0.58, 0.59])
+    plain = apply_thresholds(s, t)
+    forced = apply_thresholds(s, t, at_least_one=True)
+    assert (plain.sum(axis=1) == 0).any()
+    assert (forced.sum(axis=1) >= 1).all()
+    had = plain.sum(axis=1) > 0
+    np.testing.assert_array_equal(forced[had], plain[had])
+    empty = np.flatnonzero(~had)
+    np.testing.assert_array_equal(np.argmax(forced[empty], axis=1), np.argmax(s[empty] - t, axis=1))
+    assert forced[empty].sum() == empty.size
+    assert forced.dtype == np.int8
+    with pytest.raises(ValueError, match="finite"):
+        apply_thresholds(s, np.array([0.5, np.nan, 0.5, 0.5, 0.5]))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_json_round_trip(strategy: str) -> None:
+    y, s, labels = imbalanced(8, n=200)
+    y[:, 6] = 0  # a label without validation positives: NaN optimum stored as null
+    res = fit_thresholds(y, s, labels, strategy=strategy, shrinkage=2.0, at_least_one=True)
+    text = json.dumps(res.to_json_dict(), allow_nan=False)
+    back = ThresholdResult.from_json_dict(json.loads(text))
+    assert back.to_json_dict() == res.to_json_dict()
+    np.testing.assert_array_equal(back.thresholds, res.thresholds)
+    np.testing.assert_array_equal(back.apply(s), res.apply(s))
+    row = json.loads(text)["labels"][6]
+    assert row["label_optimal_threshold"] is None and row["support"] == 0 and row["source"] == "global"
+    assert set(json.loads(text)["validation"]) == {"chosen", "global", "fixed_0.5"}
+
+
+def test_rejects_bad_inputs() -> None:
+    y = np.array([[0, 1], [1, 0]])
+    s = np.array([[0.1, 0.9], [0.8, 0.2]])
+    with pytest.raises(ValueError, match="strategy"):
+        fit_thresholds(y, s, ["a", "b"], strategy="nope")
+    with pytest.raises(ValueError, match="label names"):
+        fit_thresholds(y, s, ["a"])
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        best_f1_thresholds(y * 2, s)
