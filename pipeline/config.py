@@ -95,7 +95,7 @@ class DataSection(_Strict):
 
 
 class ModelSection(_Strict):
-    """Encoder and head; mirrors pipeline.model.ModelConfig (tiny-bert sizes shape the embedded default only)."""
+    """Encoder and head; mirrors pipeline.model.ModelConfig (tiny-bert sizes shape tiny-bert only)."""
 
     #: "tiny-bert" (embedded, trained from scratch), "minilm" (packaged all-MiniLM-L6-v2), a hub name or path.
     encoder: str = "tiny-bert"
