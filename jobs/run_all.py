@@ -8,7 +8,9 @@ import sys
 
 from jobs._common import main
 from pipeline.config import Config
+from pipeline.evaluate import run_evaluate
 from pipeline.prepare import run_prepare
+from pipeline.train import run_train
 
 log = logging.getLogger("jobs.run_all")
 
@@ -21,7 +23,12 @@ def run_all(cfg: Config, args: argparse.Namespace) -> None:
         stats["num_labels"],
         stats["groups"]["sizes"],
     )
-    log.info("stages after prepare (train, evaluate) are not implemented yet; outputs in %s", cfg.run_uri)
+    run_train(cfg)
+    run_evaluate(cfg)
+    log.info(
+        "all stages done; report at %s/report/report.html (tune is a separate job, not yet built)",
+        cfg.run_uri,
+    )
 
 
 if __name__ == "__main__":

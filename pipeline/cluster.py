@@ -6,6 +6,7 @@ import logging
 import os
 
 import ray
+import ray.data
 
 from pipeline.config import RaySection
 
@@ -28,4 +29,5 @@ def ensure_ray(cfg: RaySection) -> bool:
     else:
         ray.init(num_cpus=cfg.num_cpus, include_dashboard=False)
         log.info("started a local Ray: %s", ray.cluster_resources())
+    ray.data.DataContext.get_current().enable_progress_bars = False
     return True

@@ -140,12 +140,31 @@ class TrainSection(_Strict):
     gpus_per_worker: float = Field(1.0, ge=0)
     #: CPUs left free for Ray Data (tokenisation, reading) beside the training workers.
     data_cpus: float = Field(0.5, ge=0)
+    #: PACK fills nodes one by one; SPREAD puts workers on different nodes.
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     checkpoint_metric: str = "val_macro_f1"
     checkpoint_mode: Literal["max", "min"] = "max"
     keep_checkpoints: int = Field(2, ge=1)
     #: Stop after this many epochs without improvement of checkpoint_metric (0: never stop early).
     patience: int = Field(3, ge=0)
     max_failures: int = Field(2, ge=0)
+
+
+class EvaluateSection(_Strict):
+    #: global | per_label | per_label_with_fallback (per-label F1-optimal; low-support labels use global).
+    threshold_strategy: Literal["global", "per_label", "per_label_with_fallback"] = "per_label_with_fallback"
+    #: Validation positives a label needs for a threshold of its own.
+    min_support: int = Field(5, ge=1)
+    #: Shrink per-label thresholds toward the global one: t = (s t_label + k t_global) / (s + k); 0 = off.
+    shrinkage: float = Field(0.0, ge=0)
+    at_least_one: bool = False
+    batch_size: int = Field(256, ge=1)
+    #: Scoring actors (each loads the model once) and their resources.
+    concurrency: int = Field(1, ge=1)
+    cpus_per_actor: float = Field(1.0, gt=0)
+    gpus_per_actor: float = Field(0.0, ge=0)
+    #: Another run (a run name under run.output, or a run URI) to show beside this one in the report.
+    compare: str | None = None
 
 
 class RaySection(_Strict):
@@ -161,6 +180,7 @@ class Config(_Strict):
     model: ModelSection = ModelSection()
     loss: LossSection = LossSection()
     train: TrainSection = TrainSection()
+    evaluate: EvaluateSection = EvaluateSection()
     ray: RaySection = RaySection()
 
     @property

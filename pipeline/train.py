@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import posixpath
 import random
 import shutil
 import tempfile
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.fs as pafs
 import ray
 import ray.data
 import ray.train
@@ -205,7 +207,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     state = _State(history=[])
     best_weights: dict[str, torch.Tensor] | None = None
-    checkpoint = ray.train.get_checkpoint()
+    # Ray's own record first; else the newest checkpoint folder of an earlier attempt (see latest_checkpoint).
+    checkpoint = ray.train.get_checkpoint() or config.get("resume_from")
     if checkpoint:
         with checkpoint.as_directory() as d:
             saved = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
@@ -228,8 +231,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     for epoch in range(first_epoch, tcfg["epochs"]):
         if tcfg["patience"] and state.bad_epochs >= tcfg["patience"]:
             break
-        if config.get("fail_after_epoch") is not None and epoch == config["fail_after_epoch"] + 1:
-            os._exit(1)  # test hook: die like a killed worker, after the previous epoch's checkpoint
+        _maybe_fail(config.get("fault"), epoch)
         t0 = time.perf_counter()
         model.train()
         batches = _epoch_batches(train_shard, in_memory, config, tcfg, seed + epoch * 1000 + rank)
@@ -280,6 +282,32 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 flush=True,
             )
         _report(metrics, rank, model, optimizer, scheduler, scaler, state, best_weights, config["local_dir"])
+    if config.get("digest_dir"):
+        _write_digest(model, Path(config["digest_dir"]), rank)
+
+
+def _maybe_fail(fault: dict | None, epoch: int) -> None:
+    """Fault injection for tests: die like a killed worker at the start of `fault["epoch"]`, once
+    (a marker file records that it happened, so the restarted attempt goes on)."""
+    if not fault or epoch != fault["epoch"]:
+        return
+    marker = Path(fault["marker"])
+    if marker.exists():
+        return
+    marker.write_text("failed once")
+    os._exit(1)
+
+
+def _write_digest(model: torch.nn.Module, folder: Path, rank: int) -> None:
+    """Hash of this rank's final weights: DDP replicas must end identical."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(_unwrap(model).state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().numpy().tobytes())
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"rank-{rank}.txt").write_text(h.hexdigest())
 
 
 def _epoch_batches(
@@ -377,8 +405,12 @@ def _report(
 # ------------------------------------------------------------------------------------------------ driver
 
 
-def run_train(cfg: Config, fail_after_epoch: int | None = None) -> dict[str, Any]:
-    """Train on `<run>/prepared`, write `<run>/model/`; returns a summary (metrics history, paths)."""
+def run_train(cfg: Config, hooks: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train on `<run>/prepared`, write `<run>/model/`; returns a summary (metrics history, paths).
+
+    `hooks` is for tests: {"fault": {"epoch", "marker"}} kills the worker once; {"digest_dir"} makes every
+    rank write a hash of its final weights.
+    """
     run = locate(cfg.run_uri, cfg.storage)
     plan = cluster_plan(cfg.train)  # fail fast before any dataset work
     log.info("resource plan: %s", plan.describe())
@@ -421,12 +453,13 @@ def run_train(cfg: Config, fail_after_epoch: int | None = None) -> dict[str, Any
         "loss_params": loss_params,
         "sampling": cfg.train.sampling,
         "init_bias": cfg.model.init_bias_from_priors,
-        "fail_after_epoch": fail_after_epoch,
+        **(hooks or {}),
     }
     scaling = ScalingConfig(
         num_workers=cfg.train.num_workers,
         use_gpu=cfg.train.use_gpu,
         resources_per_worker=plan.resources_per_worker if cfg.train.num_workers else None,
+        placement_strategy=cfg.train.placement_strategy,
     )
     run_config = RunConfig(
         name="checkpoints",
@@ -439,6 +472,10 @@ def run_train(cfg: Config, fail_after_epoch: int | None = None) -> dict[str, Any
             checkpoint_score_order=cfg.train.checkpoint_mode,
         ),
     )
+    resume = latest_checkpoint(run.join("checkpoints"))
+    if resume is not None:
+        log.info("found checkpoint %s: training resumes from it", resume.path)
+    loop_config["resume_from"] = resume
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
@@ -471,7 +508,7 @@ def run_train(cfg: Config, fail_after_epoch: int | None = None) -> dict[str, Any
         "label_counts_train": dict(zip(labels, counts, strict=True)),
         "num_train_docs": num_docs,
     }
-    export_model(model, tokenizer, labels, extra, run.join("model"))
+    export_model(model, tokenizer, labels, extra, model_cfg, run.join("model"))
     log.info(
         "training done in %.0fs; best %s %.4f; model at %s",
         time.perf_counter() - t0,
@@ -482,10 +519,35 @@ def run_train(cfg: Config, fail_after_epoch: int | None = None) -> dict[str, Any
     return {"history": history, "best": best, "model": run.join("model").uri}
 
 
-def export_model(model, tokenizer, labels: list[str], extra: dict, dest: Location) -> None:
+def latest_checkpoint(folder: Location) -> Checkpoint | None:
+    """The newest complete checkpoint of an earlier attempt of this run, if any.
+
+    Ray Train restores from its own snapshot file, but that file was missing after a run whose worker was
+    killed (checked with Ray 2.60), so a restarted job would start over; the checkpoint folders themselves are
+    the reliable record. Names sort by time; a folder without its state file is an interrupted upload.
+    """
+    if not folder.exists():
+        return None
+    candidates = sorted(
+        (
+            i.path
+            for i in folder.fs.get_file_info(pafs.FileSelector(folder.path))
+            if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")
+        ),
+        reverse=True,
+    )
+    for path in candidates:
+        if folder.fs.get_file_info(posixpath.join(path, STATE_FILE)).type == pafs.FileType.File:
+            return Checkpoint(path=path, filesystem=folder.fs)
+    return None
+
+
+def export_model(
+    model, tokenizer, labels: list[str], extra: dict, model_cfg: ModelConfig, dest: Location
+) -> None:
     if dest.is_local:
-        save_model(model, tokenizer, labels, dest.path, extra_config=extra)
+        save_model(model, tokenizer, labels, dest.path, extra_config=extra, model_config=model_cfg)
         return
     with tempfile.TemporaryDirectory() as d:
-        save_model(model, tokenizer, labels, Path(d) / "model", extra_config=extra)
+        save_model(model, tokenizer, labels, Path(d) / "model", extra_config=extra, model_config=model_cfg)
         upload_dir(Path(d) / "model", dest)

@@ -1,0 +1,134 @@
+"""The evaluate stage: score validation and test with Ray Data, pick per-label thresholds on validation,
+measure on test, and write predictions, thresholds and the report back to storage."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import ray.data
+
+from pipeline import report
+from pipeline.config import Config
+from pipeline.dataset import InputError
+from pipeline.metrics import evaluate as compute_metrics
+from pipeline.predict import collect_scores, decide, score_dataset
+from pipeline.prepare import _PartFiles
+from pipeline.storage import Location, locate, read_json, staged_dir, write_bytes, write_json
+from pipeline.thresholds import fit_thresholds
+
+log = logging.getLogger(__name__)
+
+
+def _require(loc: Location, stage: str) -> None:
+    if not loc.exists():
+        raise InputError(f"{loc.uri} not found: run the {stage} stage first")
+
+
+def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
+    """Returns the metrics document written to `report/metrics.json`."""
+    t0 = time.perf_counter()
+    ecfg = cfg.evaluate
+    run = locate(cfg.run_uri, cfg.storage)
+    _require(run.join("label_stats.json"), "prepare")
+    _require(run.join("model", "model_config.json"), "train")
+    stats = read_json(run.join("label_stats.json"))
+    model_cfg = read_json(run.join("model", "model_config.json"))
+    labels: list[str] = model_cfg["labels"]
+    if labels != stats["labels"]:
+        raise InputError(f"{run.uri}: the model's label vocabulary differs from label_stats.json; retrain")
+    train_counts = np.array([stats["label_counts"][lab]["train"] for lab in labels])
+
+    scored = {}
+    for split in ("validation", "test"):
+        ds = ray.data.read_parquet(run.join("prepared", split).path, filesystem=run.fs)
+        scored[split] = score_dataset(
+            ds.select_columns(["id", "text", "labels"]),
+            run.join("model").uri,
+            cfg.storage,
+            concurrency=ecfg.concurrency,
+            num_cpus=ecfg.cpus_per_actor,
+            num_gpus=ecfg.gpus_per_actor,
+            batch_size=ecfg.batch_size,
+        ).materialize()
+        log.info("scored %s: %d rows", split, scored[split].count())
+
+    y_val, s_val = collect_scores(scored["validation"], labels)
+    thr = fit_thresholds(
+        y_val,
+        s_val,
+        labels,
+        strategy=ecfg.threshold_strategy,
+        min_support=ecfg.min_support,
+        shrinkage=ecfg.shrinkage,
+        at_least_one=ecfg.at_least_one,
+    )
+    thr_doc = thr.to_json_dict()
+    thr_doc["provenance"] = {"run": cfg.run.name, "fitted_on": "validation", "documents": len(y_val)}
+
+    y_test, s_test = collect_scores(scored["test"], labels)
+    pred_test = thr.apply(s_test)
+    ev = compute_metrics(
+        y_test.astype(np.int64),
+        pred_test,
+        s_test,
+        labels,
+        train_counts,
+        head_min=stats["groups"]["head_min"],
+        tail_max=stats["groups"]["tail_max"],
+    )
+    # For the report: what a single 0.5 cut-off would have given on test.
+    at_half = compute_metrics(
+        y_test.astype(np.int64),
+        (s_test >= 0.5).astype(np.int64),
+        s_test,
+        labels,
+        train_counts,
+        head_min=stats["groups"]["head_min"],
+        tail_max=stats["groups"]["tail_max"],
+    )["overall"]
+    provenance = {
+        "run": cfg.run.name,
+        "run_uri": run.uri,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "data_source": stats.get("source"),
+        "model": {k: model_cfg.get(k) for k in ("encoder", "pooling", "max_length", "loss", "training")},
+        "config": cfg.model_dump(),
+    }
+    doc = report.build_metrics_document(ev, thr_doc, stats, provenance, extra={"test_at_0.5": at_half})
+
+    other = None
+    compare = compare or ecfg.compare
+    if compare:
+        other_run = locate(
+            compare if ("/" in compare) else cfg.run.output.rstrip("/") + "/" + compare, cfg.storage
+        )
+        _require(other_run.join("report", "metrics.json"), "evaluate (of the compared run)")
+        other_doc = read_json(other_run.join("report", "metrics.json"))
+        other = (compare, other_doc, other_doc)
+
+    # Predictions first, the report last: a report on storage always describes predictions that exist.
+    thresholds = np.asarray(thr.thresholds, dtype=np.float64)
+    predictions = run.join("predictions")
+    for split, ds in scored.items():
+        out = ds.map_batches(decide, batch_format="pyarrow", fn_args=(labels, thresholds, ecfg.at_least_one))
+        with staged_dir(predictions.join(split)) as stage:
+            out.write_parquet(stage.path, filesystem=stage.fs, filename_provider=_PartFiles())
+    write_json(run.join("thresholds.json"), thr_doc)
+    plots = report.render_plots(ev, thr_doc, stats)
+    rep = run.join("report")
+    with staged_dir(rep) as stage:
+        for name, png in plots.items():
+            write_bytes(stage.join("plots", f"{name}.png"), png)
+        write_bytes(stage.join("per_label.csv"), report.per_label_csv(ev, thr_doc).encode())
+        write_bytes(
+            stage.join("report.html"),
+            report.render_html(doc, ev, plots, compare=other, thresholds=thr_doc).encode(),
+        )
+        write_json(stage.join("metrics.json"), doc)
+    print(report.summary_table(doc, other[1] if other else None), flush=True)
+    log.info("evaluate done in %.1fs: report at %s", time.perf_counter() - t0, rep.join("report.html").uri)
+    return doc

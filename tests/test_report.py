@@ -1,0 +1,228 @@
+"""Report artefacts: metrics.json document, per-label CSV, PNG plots, self-contained HTML, summary table."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.image import imread
+
+from pipeline import report
+from pipeline.metrics import GROUPS, evaluate
+from pipeline.thresholds import fit_thresholds
+
+LABELS = ["earn", "acq", "a<b&c", "crude", "trade", "ship", "grain", "rare\"one'", "zinc", "tin", "gold", "x"]
+TRAIN_COUNTS = np.array([500, 200, 90, 40, 35, 20, 12, 9, 8, 5, 2, 1])  # 5 head, 3 medium, 4 tail
+ODD = "a<b&c"
+
+
+def _data(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels with prevalence following the training counts; scores separating them noisily."""
+    prev = np.clip(TRAIN_COUNTS / TRAIN_COUNTS.max() * 0.4, 0.04, None)
+    y = (rng.random((n, len(LABELS))) < prev).astype(np.int64)
+    y[:, -1] = 0  # one label absent from the set: labels_without_positives, AP undefined
+    s = np.clip(0.25 * rng.random(y.shape) + 0.5 * y * rng.random(y.shape) + 0.1 * rng.random(y.shape), 0, 1)
+    return y, s
+
+
+def _stats() -> dict[str, Any]:
+    groups = dict(zip(LABELS, ["head"] * 5 + ["medium"] * 3 + ["tail"] * 4, strict=True))
+    return {
+        "schema_version": 1,
+        "labels": LABELS,
+        "num_labels": len(LABELS),
+        "documents": {"train": 1000, "validation": 150, "test": 200},
+        "label_counts": {
+            lab: {"train": int(c), "validation": 3, "test": 4}
+            for lab, c in zip(LABELS, TRAIN_COUNTS, strict=True)
+        },
+        "cardinality": {"train": 1.3, "validation": 1.2, "test": 1.25},
+        "groups": {
+            "head_min": 35,
+            "tail_max": 8,
+            "assignment": groups,
+            "sizes": {"head": 5, "medium": 3, "tail": 4},
+        },
+        "top_pairs": [{"labels": ["acq", "earn"], "count": 7}],
+        "row_issues": {
+            "empty_text": {"by_split": {"train": 2, "test": 1}, "total": 3, "examples": ["d<1>", "d2"]}
+        },
+        "split": {"method": "iterative", "ratios": [0.85, 0.15], "seed": 0},
+    }
+
+
+def _run(seed: int, cut: float | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(ev, thresholds dict) of one synthetic run; ``cut`` replaces the fitted thresholds by a fixed one."""
+    rng = np.random.default_rng(seed)
+    y_val, s_val = _data(rng, 150)
+    thr = fit_thresholds(y_val, s_val, LABELS)
+    y_test, s_test = _data(rng, 200)
+    pred = thr.apply(s_test) if cut is None else (s_test >= cut).astype(np.int64)
+    return evaluate(y_test, pred, s_test, LABELS, TRAIN_COUNTS), thr.to_json_dict()
+
+
+@pytest.fixture(scope="module")
+def run_a() -> dict[str, Any]:
+    ev, thr = _run(0)
+    prov = {"run": "bce-run", "created": "2025-01-01T00:00:00+00:00", "model": {"loss": "bce"}}
+    doc = report.build_metrics_document(ev, thr, _stats(), prov, extra={"test_at_0.5": {"micro_f1": 0.5}})
+    return {"ev": ev, "thr": thr, "doc": doc, "plots": report.render_plots(ev, thr, _stats())}
+
+
+@pytest.fixture(scope="module")
+def run_b() -> dict[str, Any]:
+    ev, thr = _run(1, cut=0.5)
+    doc = report.build_metrics_document(ev, thr, _stats(), {"run": "db-run"})
+    return {"ev": ev, "thr": thr, "doc": doc}
+
+
+def test_fixture_spans_groups_and_edge_cases(run_a: dict[str, Any]) -> None:
+    ev = run_a["ev"]
+    assert {r["group"] for r in ev["per_label"]} == set(GROUPS)
+    assert ev["labels_without_positives"] == ["x"]
+
+
+def test_metrics_document_is_strict_json_with_headline(run_a: dict[str, Any]) -> None:
+    doc, ev, thr = run_a["doc"], run_a["ev"], run_a["thr"]
+    back = json.loads(json.dumps(doc, allow_nan=False))
+    assert back["schema_version"] == 1
+    assert back["overall"] == ev["overall"]
+    assert back["groups"] == ev["groups"]
+    assert back["never_correct"] == ev["never_correct"]
+    assert back["labels_with_f1_gt_0"] == ev["labels_with_f1_gt_0"]
+    assert back["conventions"] == ev["conventions"]
+    assert "per_label" not in back
+    assert back["data"]["documents"] == {"train": 1000, "validation": 150, "test": 200}
+    assert back["data"]["groups"]["sizes"] == {"head": 5, "medium": 3, "tail": 4}
+    assert back["data"]["row_issues"]["empty_text"]["total"] == 3
+    t = back["thresholds"]
+    assert t["strategy"] == thr["strategy"] and t["global_threshold"] == thr["global_threshold"]
+    assert t["fallback_labels"] == len(thr["fallback_labels"])
+    assert sum(t["sources"].values()) == len(LABELS)
+    assert t["validation"] == thr["validation"]
+    assert back["extra"] == {"test_at_0.5": {"micro_f1": 0.5}}
+    assert back["provenance"]["run"] == "bce-run"
+
+
+def test_metrics_document_sanitises_provenance(run_a: dict[str, Any]) -> None:
+    from pathlib import Path
+
+    prov = {
+        "run": "r",
+        "path": Path("/tmp/x"),
+        "nan": float("nan"),
+        "n": np.int64(3),
+        "config": {"storage": {"secret_key": "s3cr3t", "access_key": "AK", "endpoint_override": None}},
+    }
+    doc = report.build_metrics_document(run_a["ev"], run_a["thr"], _stats(), prov)
+    text = json.dumps(doc, allow_nan=False)
+    assert "s3cr3t" not in text and '"AK"' not in text
+    p = doc["provenance"]
+    assert p["path"] == "/tmp/x" and p["nan"] is None and p["n"] == 3
+    assert p["config"]["storage"]["endpoint_override"] is None  # None is not a secret to hide
+
+
+def test_per_label_csv(run_a: dict[str, Any]) -> None:
+    ev, thr = run_a["ev"], run_a["thr"]
+    df = pd.read_csv(io.StringIO(report.per_label_csv(ev, thr)), keep_default_na=False, na_values=[""])
+    assert list(df.columns) == list(report.CSV_COLUMNS)
+    assert df["label"].tolist() == LABELS
+    np.testing.assert_allclose(df["f1"], [r["f1"] for r in ev["per_label"]], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(df["threshold"], [r["threshold"] for r in thr["labels"]], rtol=0, atol=1e-12)
+    assert df["threshold_source"].tolist() == [r["source"] for r in thr["labels"]]
+    assert df["predicted_count"].tolist() == [r["predicted_count"] for r in ev["per_label"]]
+    last = df.iloc[-1]  # label "x": no test positives, AP and over-prediction undefined
+    assert np.isnan(last["ap"]) and np.isnan(last["over_prediction"])
+
+
+def test_plots_are_png(run_a: dict[str, Any]) -> None:
+    plots = run_a["plots"]
+    assert set(plots) == set(report.PLOTS)
+    for name, png in plots.items():
+        assert png.startswith(b"\x89PNG\r\n\x1a\n"), name
+        assert len(png) > 5_000, name
+        img = imread(io.BytesIO(png))
+        assert img.shape[0] >= 300 and img.shape[1] >= 400, name
+        assert img[..., :3].std() > 0.01, f"{name} is blank"
+        assert b"http" not in png, name
+
+
+def test_html_is_self_contained_and_complete(run_a: dict[str, Any]) -> None:
+    doc, ev, plots = run_a["doc"], run_a["ev"], run_a["plots"]
+    page = report.render_html(doc, ev, plots, thresholds=run_a["thr"])
+    for name, png in plots.items():
+        assert f"data:image/png;base64,{base64.b64encode(png).decode()}" in page, name
+    ov = ev["overall"]
+    for key in ("micro_f1", "macro_f1", "macro_ap", "p_at_1"):
+        assert f"<td>{ov[key]:.4f}</td>" in page, key
+    for g in GROUPS:
+        assert f"<th>{g}</th>" in page
+        assert f"{ev['groups'][g]['macro_f1']:.4f}" in page
+    assert "a&lt;b&amp;c" in page and "a<b&c" not in page
+    assert "rare&quot;one&#x27;" in page
+    assert "bce-run" in page
+    stripped = re.sub(r"base64,[A-Za-z0-9+/=]+", "base64,", page)
+    assert "http" not in stripped.lower()
+    targets = re.findall(r"""\b(?:src|href)\s*=\s*["']?([^"'\s>]*)""", stripped, flags=re.IGNORECASE)
+    assert len(targets) == len(plots) and all(t == "data:image/png;base64," for t in targets), targets
+    assert "url(" not in stripped and "@import" not in stripped
+    for label in ev["never_correct"]:
+        assert label.replace("<", "&lt;") in page
+
+
+def test_html_escapes_provenance_and_limits_rows(run_a: dict[str, Any]) -> None:
+    prov = {"run": "<script>alert(1)</script>", "config": {"note": "</pre><b>x</b>"}}
+    doc = report.build_metrics_document(run_a["ev"], run_a["thr"], _stats(), prov)
+    page = report.render_html(doc, run_a["ev"], {}, max_label_rows=3)
+    assert "<script>" not in page and "<b>x</b>" not in page
+    assert "&lt;script&gt;" in page
+    body = page.split("<h2>Per label</h2>")[1].split("<h2>")[0]
+    assert body.count("<tr>") == 1 + 3  # header + the 3 most frequent labels
+    assert '<td class="l">earn</td>' in body and "per_label.csv" in body
+
+
+def test_html_compare(run_a: dict[str, Any], run_b: dict[str, Any]) -> None:
+    a, b = run_a["doc"], run_b["doc"]
+    page = report.render_html(a, run_a["ev"], run_a["plots"], compare=("db-run", b, run_b["ev"]))
+    assert "bce-run" in page and "db-run" in page
+    assert "<th>delta</th>" in page
+    d = report.fmt_delta(a["overall"]["micro_f1"], b["overall"]["micro_f1"])
+    assert d != "n/a" and d in page
+    for g in GROUPS:
+        assert f"{g}: delta" in page
+        assert report.fmt_delta(a["groups"][g]["macro_f1"], b["groups"][g]["macro_f1"]) in page
+    assert "F1 db-run" in page  # per-label comparison when the other run's ev is given
+    # The evaluate job passes the other run's metrics document as its ev (no per-label rows): still works.
+    page2 = report.render_html(a, run_a["ev"], {}, compare=("db-run", b, b))
+    assert d in page2 and "F1 db-run" not in page2
+
+
+def test_summary_table(run_a: dict[str, Any], run_b: dict[str, Any]) -> None:
+    a, b = run_a["doc"], run_b["doc"]
+    text = report.summary_table(a)
+    for key in ("micro_f1", "macro_f1", "macro_ap", "p_at_1"):
+        assert f"{a['overall'][key]:.4f}" in text
+    assert f"{a['overall']['labels_with_f1_gt_0']}/{len(LABELS)}" in text
+    for g in GROUPS:
+        assert f"{g} macro F1" in text and f"{a['groups'][g]['macro_f1']:.4f}" in text
+    lines = text.splitlines()
+    assert (
+        len({len(line.rstrip()) for line in lines[2:]} | {len(lines[0])}) == 1
+    )  # fixed width, right-aligned
+    both = report.summary_table(a, b)
+    assert "bce-run" in both and "db-run" in both and "delta" in both
+    assert f"{b['overall']['micro_f1']:.4f}" in both
+    assert report.fmt_delta(a["overall"]["macro_f1"], b["overall"]["macro_f1"]) in both
+
+
+def test_formatting() -> None:
+    assert report.fmt(None) == "n/a" and report.fmt(3) == "3" and report.fmt(0.123456) == "0.1235"
+    assert report.fmt(float("nan")) == "n/a"
+    assert report.fmt_delta(0.5, 0.25) == "+0.2500" and report.fmt_delta(2, 5) == "-3"
+    assert report.fmt_delta(None, 0.1) == "n/a"

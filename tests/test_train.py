@@ -1,0 +1,193 @@
+"""Training on Ray Train: in-process loop, a real worker, resume after a kill, fail-fast resource plan."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.config import load_config
+from pipeline.prepare import run_prepare
+from pipeline.resources import ResourceError, plan_training
+from pipeline.train import STATE_FILE, run_train
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = [
+    "data.synthetic.num_docs=600",
+    "data.synthetic.num_labels=12",
+    "data.synthetic.words_per_doc=20",
+    "model.max_length=32",
+    "model.hidden_size=64",
+    "model.intermediate_size=128",
+    "model.vocab_size=1000",
+    "train.batch_size=32",
+    "train.lr=2e-3",
+    "model.pooling=mean",
+    "train.patience=0",
+]
+
+
+def _cfg(root: Path, name: str, *overrides: str):
+    return load_config(None, [f"run.output={root}", f"run.name={name}", *SMALL, *overrides])
+
+
+@pytest.fixture(scope="module")
+def prepared(ray_session, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("train")
+    run_prepare(_cfg(root, "base"))
+    return root
+
+
+def _fresh_run(root: Path, name: str) -> None:
+    """A new run that shares the prepared data of the module's base run."""
+    dst = root / name
+    shutil.rmtree(dst, ignore_errors=True)
+    dst.mkdir()
+    shutil.copytree(root / "base" / "prepared", dst / "prepared")
+    shutil.copy(root / "base" / "label_stats.json", dst / "label_stats.json")
+
+
+@pytest.mark.timeout(300)
+def test_in_process_loop_learns(prepared):
+    _fresh_run(prepared, "inproc")
+    cfg = _cfg(prepared, "inproc", "train.num_workers=0", "train.epochs=6", "loss.name=bce")
+    out = run_train(cfg)
+    hist = out["history"]
+    assert len(hist) == 6
+    assert hist[-1]["train_loss"] < 0.7 * hist[0]["train_loss"]
+    # A constant predictor's average precision on a label equals that label's prevalence.
+    stats = json.loads((prepared / "inproc" / "label_stats.json").read_text())
+    n_val = stats["documents"]["validation"]
+    prevalence = np.mean([c["validation"] / n_val for c in stats["label_counts"].values() if c["validation"]])
+    assert hist[-1]["val_macro_ap"] > prevalence + 0.2, (hist[-1]["val_macro_ap"], prevalence)
+    assert (prepared / "inproc" / "model" / "model_config.json").is_file()
+
+
+@pytest.mark.timeout(400)
+def test_one_worker_checkpoints_and_model_reloads_without_ray(prepared):
+    _fresh_run(prepared, "w1")
+    cfg = _cfg(prepared, "w1", "train.num_workers=1", "train.epochs=2", "train.cpus_per_worker=0.5")
+    run_train(cfg)
+    run = prepared / "w1"
+    checkpoints = sorted(c for c in (run / "checkpoints").glob("checkpoint_*") if c.is_dir())
+    assert checkpoints and all((c / STATE_FILE).is_file() for c in checkpoints)
+    model_cfg = json.loads((run / "model" / "model_config.json").read_text())
+    assert model_cfg["loss"]["name"] == "db" and "mu" in model_cfg["loss"]["params"]
+    assert model_cfg["training"]["epochs_run"] == 2
+
+    texts = ["alpha beta", "a different document with words", ""]
+    script = (
+        "import sys, json; from pipeline.model import load_model; "
+        f"m = load_model({str(run / 'model')!r}); "
+        f"print(json.dumps(m.predict_scores({texts!r}).tolist())); "
+        "assert 'ray' not in sys.modules, 'loading the model imported ray'"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    reloaded = np.array(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+    # The same scores from the best weights stored in the latest checkpoint.
+    from pipeline.model import ModelConfig, build_model, load_model
+
+    saved = torch.load(checkpoints[-1] / STATE_FILE, weights_only=False)
+    tokenizer = load_model(run / "model").tokenizer
+    model = build_model(ModelConfig.from_any(model_cfg["model"]), len(model_cfg["labels"]), tokenizer)
+    model.load_state_dict(saved["best_weights"])
+    model.eval()
+    enc = tokenizer(texts, padding="max_length", truncation=True, max_length=32, return_tensors="pt")
+    with torch.no_grad():
+        direct = torch.sigmoid(model(enc["input_ids"], enc["attention_mask"])).numpy()
+    np.testing.assert_allclose(reloaded, direct, atol=1e-5)
+
+
+@pytest.mark.timeout(500)
+def test_killed_run_resumes_at_next_epoch(prepared, tmp_path):
+    import ray.train
+
+    _fresh_run(prepared, "resume")
+    cfg = _cfg(
+        prepared,
+        "resume",
+        "train.num_workers=1",
+        "train.epochs=3",
+        "train.cpus_per_worker=0.5",
+        "train.max_failures=0",
+    )
+    with pytest.raises(ray.train.TrainingFailedError):
+        run_train(cfg, hooks={"fault": {"epoch": 1, "marker": str(tmp_path / "failed")}})
+    first = sorted(c for c in (prepared / "resume" / "checkpoints").glob("checkpoint_*") if c.is_dir())
+    assert len(first) == 1  # epoch 0 was checkpointed before the kill
+    epoch0 = torch.load(first[0] / STATE_FILE, weights_only=False)["state"]["history"][0]
+
+    out = run_train(cfg)  # same name: resumes
+    hist = out["history"]
+    assert [h["epoch"] for h in hist] == [0, 1, 2]
+    assert hist[0] == epoch0  # epoch 0 was not run again (its timing would differ)
+
+
+def test_infeasible_request_fails_fast(prepared):
+    cfg = _cfg(prepared, "big", "train.num_workers=4", "train.cpus_per_worker=1")
+    t0 = time.perf_counter()
+    with pytest.raises(ResourceError, match=r"CPU: asked 4.5, cluster has 2") as err:
+        run_train(cfg)
+    assert time.perf_counter() - t0 < 10
+    assert "4 worker(s)" in str(err.value)
+    gpu = _cfg(prepared, "gpu", "train.use_gpu=true")
+    with pytest.raises(ResourceError, match="no GPU"):
+        run_train(gpu)
+
+
+def test_resource_plan_pure():
+    train = load_config(None, ["train.num_workers=2", "train.cpus_per_worker=0.5"]).train
+    plan = plan_training(train, {"CPU": 4.0}, [{"CPU": 2.0}, {"CPU": 2.0}])
+    assert plan.resources_per_worker == {"CPU": 0.5}
+    assert plan.concurrent_trials == 3  # (4 - 0.5 for data) // (2 x 0.5)
+    big = load_config(None, ["train.num_workers=1", "train.cpus_per_worker=3"]).train
+    with pytest.raises(ResourceError, match="no single node"):
+        plan_training(big, {"CPU": 4.0}, [{"CPU": 2.0}, {"CPU": 2.0}])
+    gpu = load_config(None, ["train.num_workers=2", "train.use_gpu=true"]).train
+    plan = plan_training(gpu, {"CPU": 16.0, "GPU": 4.0})
+    assert plan.resources_per_worker == {"CPU": 1.0, "GPU": 1.0} and plan.concurrent_trials == 2
+
+
+@pytest.mark.timeout(600)
+def test_ddp_two_nodes_identical_weights(prepared, tmp_path):
+    """Two 1-CPU nodes of a real multi-node cluster, one worker on each; runs in a subprocess because
+    this test process already holds the session's local Ray."""
+    _fresh_run(prepared, "ddp")
+    digests = tmp_path / "digests"
+    script = f"""
+import ray
+from ray.cluster_utils import Cluster
+from pipeline.config import load_config
+from pipeline.train import run_train
+cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1, "include_dashboard": False}})
+cluster.add_node(num_cpus=1)
+cluster.wait_for_nodes()
+ray.init(address=cluster.address)
+try:
+    cfg = load_config(None, {[f"run.output={prepared}", "run.name=ddp", *SMALL]!r} + [
+        "train.num_workers=2", "train.cpus_per_worker=0.5", "train.epochs=2", "train.data_cpus=0.5",
+        "train.placement_strategy=SPREAD"])
+    run_train(cfg, hooks={{"digest_dir": {str(digests)!r}}})
+finally:
+    ray.shutdown()
+    cluster.shutdown()
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=560
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    files = sorted(digests.glob("rank-*.txt"))
+    assert [f.name for f in files] == ["rank-0.txt", "rank-1.txt"]
+    assert files[0].read_text() == files[1].read_text()
+    assert (prepared / "ddp" / "model" / "model_config.json").is_file()
