@@ -74,13 +74,19 @@ def decide(table: pa.Table, labels: list[str], thresholds: np.ndarray, at_least_
     """map_batches (pyarrow): add `predicted` (list<string>) from `scores` and the per-label thresholds."""
     from pipeline.thresholds import apply_thresholds
 
-    scores = np.stack(table.column("scores").to_numpy(zero_copy_only=False)) if table.num_rows else None
-    if scores is None:
-        predicted: list[list[str]] = []
-    else:
-        pred = apply_thresholds(scores, thresholds, at_least_one=at_least_one)
-        names = np.asarray(labels, dtype=object)
-        predicted = [names[np.flatnonzero(row)].tolist() for row in pred]
+    c = len(labels)
+    scores = (
+        np.stack(table.column("scores").to_numpy(zero_copy_only=False)).astype(np.float32)
+        if table.num_rows
+        else np.zeros((0, c), np.float32)
+    )
+    pred = apply_thresholds(scores, thresholds, at_least_one=at_least_one)
+    names = np.asarray(labels, dtype=object)
+    predicted = [names[np.flatnonzero(row)].tolist() for row in pred]
+    # Plain list<float> (not Ray's tensor extension type) so any Parquet reader can use the file.
+    offsets = pa.array(np.arange(0, (len(scores) + 1) * c, c, dtype=np.int32))
+    plain = pa.ListArray.from_arrays(offsets, pa.array(scores.reshape(-1), pa.float32()))
+    table = table.set_column(table.schema.get_field_index("scores"), "scores", plain)
     return table.append_column("predicted", pa.array(predicted, pa.list_(pa.string())))
 
 

@@ -1,0 +1,148 @@
+"""The evaluate stage end to end on a small trained run: outputs on storage, thresholds, report, compare."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pytest
+
+from pipeline.config import load_config
+from pipeline.evaluate import run_evaluate
+from pipeline.prepare import run_prepare
+from pipeline.train import run_train
+
+pytestmark = pytest.mark.timeout(600)
+
+SMALL = [
+    "data.synthetic.num_docs=700",
+    "data.synthetic.num_labels=14",
+    "data.synthetic.words_per_doc=20",
+    "model.max_length=32",
+    "model.hidden_size=64",
+    "model.intermediate_size=128",
+    "model.vocab_size=1000",
+    "model.pooling=mean",
+    "train.lr=2e-3",
+    "train.num_workers=0",
+    "train.epochs=5",
+    "train.patience=0",
+    "evaluate.cpus_per_actor=0.5",
+]
+
+
+@pytest.fixture(scope="module")
+def evaluated(ray_session, tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    cfg = load_config(None, [f"run.output={root}", "run.name=db", *SMALL])
+    run_prepare(cfg)
+    run_train(cfg)
+    doc = run_evaluate(cfg)
+    return root, cfg, doc
+
+
+def test_outputs_written(evaluated):
+    root, _, doc = evaluated
+    run = root / "db"
+    for path in ["thresholds.json", "report/metrics.json", "report/per_label.csv", "report/report.html"]:
+        assert (run / path).is_file(), path
+    assert len(list((run / "report" / "plots").glob("*.png"))) == 5
+    stats = json.loads((run / "label_stats.json").read_text())
+    for split in ("validation", "test"):
+        preds = pl.read_parquet(sorted((run / "predictions" / split).glob("*.parquet")))
+        assert preds.height == stats["documents"][split]
+        assert set(preds.columns) >= {"id", "labels", "predicted", "scores"}
+        assert preds["scores"].list.len().unique().to_list() == [stats["num_labels"]]
+        assert preds["predicted"].dtype == pl.List(pl.String)
+    assert not list(run.rglob(".staging-*"))
+
+
+def test_predictions_follow_thresholds_and_metrics_agree(evaluated):
+    root, _, doc = evaluated
+    run = root / "db"
+    thr = json.loads((run / "thresholds.json").read_text())
+    labels = json.loads((run / "model" / "model_config.json").read_text())["labels"]
+    assert [row["label"] for row in thr["labels"]] == labels
+    t = np.array([row["threshold"] for row in thr["labels"]])
+    preds = pl.read_parquet(sorted((run / "predictions" / "test").glob("*.parquet")))
+    scores = np.stack(preds["scores"].to_list())
+    expected = [[labels[j] for j in np.flatnonzero(row >= t)] for row in scores]
+    assert preds["predicted"].to_list() == expected
+    # micro-F1 recomputed from the written predictions equals the report's.
+    tp = sum(len(set(p) & set(y)) for p, y in zip(expected, preds["labels"].to_list(), strict=True))
+    n_pred = sum(len(p) for p in expected)
+    n_true = sum(len(y) for y in preds["labels"].to_list())
+    assert doc["overall"]["micro_f1"] == pytest.approx(2 * tp / (n_pred + n_true), abs=1e-9)
+    per_label = pd.read_csv(run / "report" / "per_label.csv")
+    assert len(per_label) == len(labels)
+
+
+def test_thresholds_never_lose_to_global_on_validation(evaluated):
+    root, _, _ = evaluated
+    thr = json.loads((root / "db" / "thresholds.json").read_text())
+    val = thr["validation"]
+    assert val["chosen"]["micro_f1"] >= val["global"]["micro_f1"] - 1e-12
+    assert thr["strategy"] == "per_label_with_fallback"
+
+
+def test_compare_shows_both_runs(evaluated):
+    root, cfg, _ = evaluated
+    other = root / "bce"
+    shutil.copytree(
+        root / "db", other, ignore=shutil.ignore_patterns("report", "predictions", "thresholds.json")
+    )
+    bce_cfg = load_config(None, [f"run.output={root}", "run.name=bce", *SMALL, "loss.name=bce"])
+    run_train(bce_cfg)
+    run_evaluate(bce_cfg, compare="db")
+    html = (other / "report" / "report.html").read_text()
+    assert "db" in html and "bce" in html and "delta" in html.lower()
+
+
+def test_missing_model_is_a_clear_error(ray_session, tmp_path):
+    from pipeline.dataset import InputError
+
+    cfg = load_config(None, [f"run.output={tmp_path}", "run.name=none", *SMALL])
+    with pytest.raises(InputError, match="run the prepare stage first"):
+        run_evaluate(cfg)
+
+
+def test_report_renders_in_chromium(evaluated, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip(
+            "Chromium is not installed (Debian package 'chromium'); the HTML screenshot check needs it"
+        )
+    root, _, _ = evaluated
+    shot = tmp_path / "report.png"
+    proc = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=1280,4000",
+            f"--screenshot={shot}",
+            (root / "db" / "report" / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shot.is_file(), proc.stderr[-2000:]
+    from PIL import Image
+
+    img = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
+    # Plots are drawn: a page of text alone is mostly white; the plot area has many mid-grey pixels.
+    assert img.std() > 20
+    assert ((img > 30) & (img < 220)).mean() > 0.02
