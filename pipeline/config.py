@@ -142,12 +142,24 @@ class TrainSection(_Strict):
     data_cpus: float = Field(0.5, ge=0)
     #: PACK fills nodes one by one; SPREAD puts workers on different nodes.
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
-    checkpoint_metric: str = "val_macro_f1"
-    checkpoint_mode: Literal["max", "min"] = "max"
+    #: val_tuned_macro_f1 (after per-label thresholds, as the report), val_macro_f1 (at 0.5), val_loss, ...
+    checkpoint_metric: Literal[
+        "val_tuned_macro_f1", "val_tuned_micro_f1", "val_macro_f1", "val_micro_f1", "val_macro_ap", "val_loss"
+    ] = "val_tuned_macro_f1"
+    #: Default: min for val_loss, max otherwise.
+    checkpoint_mode: Literal["max", "min"] | None = None
     keep_checkpoints: int = Field(2, ge=1)
     #: Stop after this many epochs without improvement of checkpoint_metric (0: never stop early).
     patience: int = Field(3, ge=0)
     max_failures: int = Field(2, ge=0)
+
+    @model_validator(mode="after")
+    def _mode_follows_metric(self) -> TrainSection:
+        if self.checkpoint_mode is None:
+            object.__setattr__(
+                self, "checkpoint_mode", "min" if self.checkpoint_metric == "val_loss" else "max"
+            )
+        return self
 
 
 class EvaluateSection(_Strict):

@@ -19,17 +19,43 @@ def shared_dataset(name: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def ray_session():
-    """A local 2-CPU Ray for the whole test session (never local_mode)."""
+def _start_local_ray() -> None:
     import ray
 
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-    if ray.is_initialized():
-        yield ray
-        return
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A local 2-CPU Ray for the whole test session (never local_mode), shut down at the end."""
+    import ray
+
+    if not ray.is_initialized():
+        _start_local_ray()
     try:
         yield ray
     finally:
         ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _ray_alive(request):
+    """Restart the session's Ray for tests that need it if an earlier test had to shut it down."""
+    if "ray_session" in request.fixturenames:
+        import ray
+
+        if not ray.is_initialized():
+            _start_local_ray()
+    yield
+
+
+@pytest.fixture
+def no_local_ray():
+    """Shut the session's Ray down for a test that starts a cluster of its own: with two Ray instances on one
+    machine, Ray Train's placement-group cleaner joined the wrong one and the run was killed (seen here)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    yield

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -68,6 +70,18 @@ def test_in_process_loop_learns(prepared):
     prevalence = np.mean([c["validation"] / n_val for c in stats["label_counts"].values() if c["validation"]])
     assert hist[-1]["val_macro_ap"] > prevalence + 0.2, (hist[-1]["val_macro_ap"], prevalence)
     assert (prepared / "inproc" / "model" / "model_config.json").is_file()
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("sampling", ["geomean", "class-aware"])
+def test_in_process_weighted_sampling_runs(prepared, sampling):
+    _fresh_run(prepared, f"s-{sampling}")
+    cfg = _cfg(
+        prepared, f"s-{sampling}", "train.num_workers=0", "train.epochs=2", f"train.sampling={sampling}"
+    )
+    hist = run_train(cfg)["history"]
+    assert len(hist) == 2 and np.isfinite(hist[-1]["train_loss"])
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
 
 
 @pytest.mark.timeout(400)
@@ -160,9 +174,9 @@ def test_resource_plan_pure():
 
 
 @pytest.mark.timeout(600)
-def test_ddp_two_nodes_identical_weights(prepared, tmp_path):
-    """Two 1-CPU nodes of a real multi-node cluster, one worker on each; runs in a subprocess because
-    this test process already holds the session's local Ray."""
+def test_ddp_two_nodes_identical_weights(prepared, no_local_ray, tmp_path):
+    """Two 1-CPU nodes of a real multi-node cluster (ray.cluster_utils.Cluster), one worker on each, in a
+    subprocess with the session's Ray shut down (see the no_local_ray fixture)."""
     _fresh_run(prepared, "ddp")
     digests = tmp_path / "digests"
     script = f"""
@@ -183,10 +197,23 @@ finally:
     ray.shutdown()
     cluster.shutdown()
 """
-    proc = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=560
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = tmp_path / "ddp.log"
+    with log.open("w") as out:
+        # Output to a file, not a pipe: Ray's daemons inherit the child's pipes and would keep them open.
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            rc = proc.wait(timeout=540)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the process group this test started, Ray daemons included
+            proc.wait()
+            rc = "timeout"
+    assert rc == 0, log.read_text()[-4000:]
     files = sorted(digests.glob("rank-*.txt"))
     assert [f.name for f in files] == ["rank-0.txt", "rank-1.txt"]
     assert files[0].read_text() == files[1].read_text()
