@@ -179,6 +179,32 @@ class EvaluateSection(_Strict):
     compare: str | None = None
 
 
+class TuneSection(_Strict):
+    #: Loss families searched (each with its own parameters, see pipeline/search_space.py).
+    families: list[str] = Field(
+        default_factory=lambda: ["bce", "weighted-bce", "focal", "class-balanced", "db", "asymmetric"]
+    )
+    #: Overrides of the default ranges: {family: {param: [low, high] or [choices]}}.
+    space: dict[str, dict[str, list]] = Field(default_factory=dict)
+    lr: tuple[float, float] = (3e-4, 3e-3)
+    num_samples: int = Field(12, ge=1)
+    search: Literal["optuna", "random"] = "optuna"
+    scheduler: Literal["asha", "none"] = "asha"
+    #: The objective: validation macro-F1 after per-label threshold tuning, as the report shows.
+    metric: Literal["val_tuned_macro_f1", "val_tuned_micro_f1", "val_macro_f1", "val_macro_ap"] = (
+        "val_tuned_macro_f1"
+    )
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(2.0, gt=1)
+    #: Trials at once; None: as many as the resource plan fits.
+    max_concurrent: int | None = Field(None, ge=1)
+    #: CPU held by each trial's driver function (it only waits on its TorchTrainer).
+    driver_cpus: float = Field(0.05, ge=0)
+    #: Trials to run first, e.g. [{loss: db, lr: 0.001, db.kappa: 0.05}] (keys: loss, lr, <family>.<param>).
+    points_to_evaluate: list[dict[str, Any]] = Field(default_factory=list)
+    seed: int = 0
+
+
 class RaySection(_Strict):
     #: None: connect to a running cluster if RAY_ADDRESS is set, else start a local one in-process.
     address: str | None = None
@@ -193,6 +219,7 @@ class Config(_Strict):
     loss: LossSection = LossSection()
     train: TrainSection = TrainSection()
     evaluate: EvaluateSection = EvaluateSection()
+    tune: TuneSection = TuneSection()
     ray: RaySection = RaySection()
 
     @property
@@ -247,3 +274,15 @@ def add_config_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a key"
     )
     return parser
+
+
+def apply_params(cfg: Config, params: dict[str, Any]) -> Config:
+    """Merge a `best_params.yaml` (sections `loss` and `train`; `objective` is provenance) into a config."""
+    unknown = sorted(set(params) - {"loss", "train", "objective"})
+    if unknown:
+        raise ValueError(f"params file: unknown sections {unknown}; expected loss, train, objective")
+    data = cfg.model_dump()
+    if "loss" in params:
+        data["loss"] = params["loss"]
+    data["train"].update(params.get("train") or {})
+    return Config.model_validate(data)

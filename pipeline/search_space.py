@@ -12,7 +12,10 @@ DEFAULT_SPACE: dict[str, dict[str, tuple]] = {
     "bce": {},
     "weighted-bce": {"a": ("float", 0.25, 1.0, False)},
     "focal": {"gamma": ("float", 0.5, 3.0, False)},
-    "class-balanced": {"beta": ("choice", [0.9, 0.99, 0.999, 0.9999]), "mode": ("choice", ["by_class", "average_w"])},
+    "class-balanced": {
+        "beta": ("choice", [0.9, 0.99, 0.999, 0.9999]),
+        "mode": ("choice", ["by_class", "average_w"]),
+    },
     "db": {
         "rebalance_alpha": ("float", 0.0, 0.5, False),
         "rebalance_beta": ("float", 2.0, 20.0, False),
@@ -30,7 +33,9 @@ DEFAULT_SPACE: dict[str, dict[str, tuple]] = {
 SEP = "."
 
 
-def resolve_space(families: list[str], overrides: dict[str, dict[str, list]] | None = None) -> dict[str, dict]:
+def resolve_space(
+    families: list[str], overrides: dict[str, dict[str, list]] | None = None
+) -> dict[str, dict]:
     """The table for the chosen families, with per-parameter overrides ([low, high] or a list of choices)."""
     unknown = sorted(set(families) - set(DEFAULT_SPACE))
     if unknown:
@@ -41,7 +46,9 @@ def resolve_space(families: list[str], overrides: dict[str, dict[str, list]] | N
             raise ValueError(f"tune.space: family {fam!r} is not in tune.families {families}")
         for name, value in params.items():
             if name not in DEFAULT_SPACE[fam]:
-                raise ValueError(f"tune.space.{fam}: unknown parameter {name!r}; known: {sorted(DEFAULT_SPACE[fam])}")
+                raise ValueError(
+                    f"tune.space.{fam}: unknown parameter {name!r}; known: {sorted(DEFAULT_SPACE[fam])}"
+                )
             kind = DEFAULT_SPACE[fam][name][0]
             if kind == "float":
                 low, high = value
@@ -62,7 +69,10 @@ def _domain(spec: tuple) -> Any:
 
 def random_space(space: dict[str, dict], lr: tuple[float, float]) -> dict[str, Any]:
     """Tune param_space: `loss` first, then each family's parameters through sample_from (None elsewhere)."""
-    out: dict[str, Any] = {"loss": tune.choice(list(space)), "lr": tune.loguniform(*lr) if lr[0] != lr[1] else lr[0]}
+    out: dict[str, Any] = {
+        "loss": tune.choice(list(space)),
+        "lr": tune.loguniform(*lr) if lr[0] != lr[1] else lr[0],
+    }
     for fam, params in space.items():
         for name, spec in params.items():
             dom = _domain(spec)
@@ -94,7 +104,7 @@ def optuna_space(space: dict[str, dict], lr: tuple[float, float]):
 
 
 def loss_from_trial(config: dict[str, Any], space: dict[str, dict]) -> tuple[str, dict[str, Any]]:
-    """(loss name, its parameters) from a trial's flat config; constant ranges fill in what was not sampled."""
+    """(loss name, its parameters) from a flat trial config; a constant range fills in an unsampled value."""
     fam = config["loss"]
     params: dict[str, Any] = {}
     for name, spec in space[fam].items():

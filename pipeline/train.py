@@ -33,7 +33,7 @@ from sklearn.metrics import average_precision_score, f1_score
 
 from pipeline.config import Config
 from pipeline.dataset import InputError
-from pipeline.losses import build_loss
+from pipeline.losses import build_loss, estimate_mu
 from pipeline.model import (
     TINY_BERT,
     ModelConfig,
@@ -414,55 +414,79 @@ def _report(
 # ------------------------------------------------------------------------------------------------ driver
 
 
-def run_train(cfg: Config, hooks: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train on `<run>/prepared`, write `<run>/model/`; returns a summary (metrics history, paths).
+REBALANCED = {"db", "r-fl", "db-0fl"}
 
-    `hooks` is for tests: {"fault": {"epoch", "marker"}} kills the worker once; {"digest_dir"} makes every
-    rank write a hash of its final weights.
-    """
+
+@dataclass
+class TrainInputs:
+    """What every training run of a prepared run shares (one per train job, or one per Tune experiment)."""
+
+    run: Location
+    labels: list[str]
+    counts: list[int]
+    num_docs: int
+    tokenizer: Any
+    #: Data-driven mu of the rebalanced weighting (average of mean and median of r over training positives).
+    mu: float
+    datasets: dict[str, ray.data.Dataset]
+    model_cfg: ModelConfig
+
+
+def build_inputs(cfg: Config) -> TrainInputs:
+    """Label statistics, tokenizer, mu and the tokenised, materialised train / validation datasets."""
     run = locate(cfg.run_uri, cfg.storage)
-    plan = cluster_plan(cfg.train)  # fail fast before any dataset work
-    log.info("resource plan: %s", plan.describe())
-    stats = read_json(run.join("label_stats.json")) if run.join("label_stats.json").exists() else None
-    if stats is None:
-        raise InputError(f"{run.join('label_stats.json').uri} not found: run the prepare stage first")
+    stats_loc = run.join("label_stats.json")
+    if not stats_loc.exists():
+        raise InputError(f"{stats_loc.uri} not found: run the prepare stage first (python -m jobs.prepare)")
+    stats = read_json(stats_loc)
     labels: list[str] = stats["labels"]
     counts = [stats["label_counts"][lab]["train"] for lab in labels]
-    num_docs = stats["documents"]["train"]
-
     train_raw = read_prepared(run, "train")
     tokenizer = make_tokenizer(cfg, train_raw)
-    loss_params = dict(cfg.loss.params)
-    if cfg.loss.name in {"db", "r-fl", "db-0fl"} and "mu" not in loss_params:
-        from pipeline.losses import estimate_mu
-
-        loss_params["mu"] = float(estimate_mu(train_label_rows(train_raw, labels), counts))
-        log.info("rebalancing mu estimated from the training labels: %.4f", loss_params["mu"])
-    # Validate the loss name and parameters on the driver, not deep inside a worker.
-    build_loss(cfg.loss.name, counts, num_docs, dict(loss_params))
-
-    max_length = cfg.model.max_length
+    mu = float(estimate_mu(train_label_rows(train_raw, labels), counts))
     datasets = {
-        split: encode_dataset(read_prepared(run, split), tokenizer, max_length, labels).materialize()
+        split: encode_dataset(
+            read_prepared(run, split), tokenizer, cfg.model.max_length, labels
+        ).materialize()
         for split in ("train", "validation")
     }
     model_cfg = ModelConfig.from_any(cfg.model.model_dump(exclude={"init_bias_from_priors"}))
-    local_dir = tempfile.mkdtemp(prefix="bml-train-") if cfg.train.num_workers == 0 else None
+    return TrainInputs(run, labels, counts, stats["documents"]["train"], tokenizer, mu, datasets, model_cfg)
+
+
+def resolved_loss_params(name: str, params: dict[str, Any], inputs: TrainInputs) -> dict[str, Any]:
+    """The loss parameters with the data-driven mu filled in, checked on the driver (not in a worker)."""
+    out = dict(params)
+    if name in REBALANCED and "mu" not in out:
+        out["mu"] = inputs.mu
+    build_loss(name, inputs.counts, inputs.num_docs, dict(out))
+    return out
+
+
+def make_trainer(
+    cfg: Config,
+    inputs: TrainInputs,
+    run_config: RunConfig,
+    loss_params: dict[str, Any],
+    extra_loop_config: dict[str, Any] | None = None,
+) -> TorchTrainer:
+    plan = cluster_plan(cfg.train)
     loop_config = {
-        "local_dir": local_dir,
+        "local_dir": None,
         "seed": cfg.run.seed,
         "train": cfg.train.model_dump(),
-        "model": model_cfg.to_dict(),
-        "tokenizer": tokenizer,
-        "labels": labels,
-        "counts": counts,
-        "num_docs": num_docs,
-        "train_rows": datasets["train"].count(),
+        "model": inputs.model_cfg.to_dict(),
+        "tokenizer": inputs.tokenizer,
+        "labels": inputs.labels,
+        "counts": inputs.counts,
+        "num_docs": inputs.num_docs,
+        "train_rows": inputs.datasets["train"].count(),
         "loss_name": cfg.loss.name,
         "loss_params": loss_params,
         "sampling": cfg.train.sampling,
         "init_bias": cfg.model.init_bias_from_priors,
-        **(hooks or {}),
+        "resume_from": None,
+        **(extra_loop_config or {}),
     }
     scaling = ScalingConfig(
         num_workers=cfg.train.num_workers,
@@ -470,6 +494,28 @@ def run_train(cfg: Config, hooks: dict[str, Any] | None = None) -> dict[str, Any
         resources_per_worker=plan.resources_per_worker if cfg.train.num_workers else None,
         placement_strategy=cfg.train.placement_strategy,
     )
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=scaling,
+        run_config=run_config,
+        datasets=inputs.datasets,
+    )
+
+
+def run_train(cfg: Config, hooks: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train on `<run>/prepared`, write `<run>/model/`; returns a summary (metrics history, paths).
+
+    `hooks` is for tests: {"fault": {"epoch", "marker"}} kills the worker once; {"digest_dir"} makes every
+    rank write a hash of its final weights.
+    """
+    plan = cluster_plan(cfg.train)  # fail fast before any dataset work
+    log.info("resource plan: %s", plan.describe())
+    inputs = build_inputs(cfg)
+    run = inputs.run
+    loss_params = resolved_loss_params(cfg.loss.name, cfg.loss.params, inputs)
+    if "mu" in loss_params and "mu" not in cfg.loss.params:
+        log.info("rebalancing mu estimated from the training labels: %.4f", loss_params["mu"])
     run_config = RunConfig(
         name="checkpoints",
         storage_path=run.path,
@@ -484,13 +530,9 @@ def run_train(cfg: Config, hooks: dict[str, Any] | None = None) -> dict[str, Any
     resume = latest_checkpoint(run.join("checkpoints"))
     if resume is not None:
         log.info("found checkpoint %s: training resumes from it", resume.path)
-    loop_config["resume_from"] = resume
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config=loop_config,
-        scaling_config=scaling,
-        run_config=run_config,
-        datasets=datasets,
+    local_dir = tempfile.mkdtemp(prefix="bml-train-") if cfg.train.num_workers == 0 else None
+    trainer = make_trainer(
+        cfg, inputs, run_config, loss_params, {"local_dir": local_dir, "resume_from": resume, **(hooks or {})}
     )
     t0 = time.perf_counter()
     try:
@@ -502,7 +544,8 @@ def run_train(cfg: Config, hooks: dict[str, Any] | None = None) -> dict[str, Any
     finally:
         if local_dir is not None:
             shutil.rmtree(local_dir, ignore_errors=True)
-    model = build_model(model_cfg, len(labels), tokenizer)
+    labels, tokenizer = inputs.labels, inputs.tokenizer
+    model = build_model(inputs.model_cfg, len(labels), tokenizer)
     model.load_state_dict(saved["best_weights"])
     history = saved["state"]["history"]
     best = saved["state"]["best"]
@@ -514,10 +557,10 @@ def run_train(cfg: Config, hooks: dict[str, Any] | None = None) -> dict[str, Any
             "seed": cfg.run.seed,
             "history": history,
         },
-        "label_counts_train": dict(zip(labels, counts, strict=True)),
-        "num_train_docs": num_docs,
+        "label_counts_train": dict(zip(labels, inputs.counts, strict=True)),
+        "num_train_docs": inputs.num_docs,
     }
-    export_model(model, tokenizer, labels, extra, model_cfg, run.join("model"))
+    export_model(model, tokenizer, labels, extra, inputs.model_cfg, run.join("model"))
     log.info(
         "training done in %.0fs; best %s %.4f; model at %s",
         time.perf_counter() - t0,
