@@ -34,11 +34,12 @@ def main(
 
     from pipeline.cluster import ensure_ray
     from pipeline.dataset import InputError
+    from pipeline.resources import ResourceError
 
     started = ensure_ray(cfg.ray)
     try:
         body(cfg, args)
-    except InputError as err:
+    except (InputError, ResourceError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     finally:

@@ -16,7 +16,7 @@ from pipeline.config import Config
 from pipeline.dataset import InputError
 from pipeline.metrics import evaluate as compute_metrics
 from pipeline.predict import collect_scores, decide, score_dataset
-from pipeline.prepare import _PartFiles
+from pipeline.prepare import PartFiles
 from pipeline.storage import Location, locate, read_json, staged_dir, write_bytes, write_json
 from pipeline.thresholds import fit_thresholds
 
@@ -116,7 +116,7 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
     for split, ds in scored.items():
         out = ds.map_batches(decide, batch_format="pyarrow", fn_args=(labels, thresholds, ecfg.at_least_one))
         with staged_dir(predictions.join(split)) as stage:
-            out.write_parquet(stage.path, filesystem=stage.fs, filename_provider=_PartFiles())
+            out.write_parquet(stage.path, filesystem=stage.fs, filename_provider=PartFiles())
     write_json(run.join("thresholds.json"), thr_doc)
     plots = report.render_plots(ev, thr_doc, stats)
     rep = run.join("report")

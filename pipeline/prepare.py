@@ -35,7 +35,9 @@ PREPARED_SCHEMA = pa.schema(
 )
 
 
-class _PartFiles(FilenameProvider):
+class PartFiles(FilenameProvider):
+    """Ray Data writes `part-<task>-<write uuid>.parquet` files (the layout DESIGN.md names)."""
+
     def __init__(self) -> None:
         super().__init__(file_format="parquet")
 
@@ -280,7 +282,7 @@ def _write(ds: ray.data.Dataset, run: Location, doc: dict, rows_per_file: int) -
             part.write_parquet(
                 stage.join(split).path,
                 filesystem=stage.fs,
-                filename_provider=_PartFiles(),
+                filename_provider=PartFiles(),
                 min_rows_per_file=rows_per_file,
             )
     # Written last: later stages take prepared/ as complete only when label_stats.json exists.

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -18,17 +16,7 @@ from pipeline.sampling import (
     tail_share,
     weighted_indices,
 )
-
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def shared_dataset(name: str) -> Path:
-    """Same skip logic as tests/conftest.py (tests/ is not a package, so it is not imported from there)."""
-    path = SHARED_DATA / name
-    if not path.is_dir():
-        pytest.skip(f"{path} is absent: this test needs the shared evaluation corpus '{name}'")
-    return path
-
+from tests.conftest import shared_dataset
 
 # counts [1, 2, 4, 0] -> inverse frequencies [1, 1/2, 1/4, 1] (n = 0 uses max(n, 1))
 COUNTS = np.array([1, 2, 4, 0])
