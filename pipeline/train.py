@@ -7,6 +7,8 @@ from `ray.train.get_checkpoint()` when a run with the same name is started again
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import os
@@ -51,6 +53,7 @@ from pipeline.thresholds import fit_thresholds
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
+META_FILE = "meta.json"
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -96,7 +99,15 @@ def make_tokenizer(cfg: Config, train_ds: ray.data.Dataset) -> Any:
         for batch in train_ds.select_columns(["text"]).iter_batches(batch_format="pyarrow", batch_size=4096):
             yield from batch.column("text").to_pylist()
 
-    return train_wordpiece_tokenizer(texts(), vocab_size=cfg.model.vocab_size, lowercase=cfg.model.lowercase)
+    # The same texts in the same order give the same vocabulary, which a resumed run relies on.
+    options = ray.data.DataContext.get_current().execution_options
+    previous, options.preserve_order = options.preserve_order, True
+    try:
+        return train_wordpiece_tokenizer(
+            texts(), vocab_size=cfg.model.vocab_size, lowercase=cfg.model.lowercase
+        )
+    finally:
+        options.preserve_order = previous
 
 
 def train_label_rows(train_ds: ray.data.Dataset, labels: list[str]) -> list[np.ndarray]:
@@ -290,7 +301,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 f"{metrics['samples_per_s']:.0f} samples/s ETA {eta:.0f}s",
                 flush=True,
             )
-        _report(metrics, rank, model, optimizer, scheduler, scaler, state, best_weights, config["local_dir"])
+        finished = epoch + 1 >= tcfg["epochs"] or bool(
+            tcfg["patience"] and state.bad_epochs >= tcfg["patience"]
+        )
+        meta = {"fingerprint": config.get("fingerprint"), "epoch": epoch, "finished": finished}
+        _report(
+            metrics, rank, model, optimizer, scheduler, scaler, state, best_weights, config["local_dir"], meta
+        )
     if config.get("digest_dir"):
         _write_digest(model, Path(config["digest_dir"]), rank)
 
@@ -383,7 +400,7 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _report(
-    metrics, rank, model, optimizer, scheduler, scaler, state: _State, best_weights, local_dir
+    metrics, rank, model, optimizer, scheduler, scaler, state: _State, best_weights, local_dir, meta
 ) -> None:
     if rank != 0:
         ray.train.report(metrics)
@@ -404,6 +421,8 @@ def _report(
         },
         Path(d) / STATE_FILE,
     )
+    # Small sidecar the driver reads without loading weights: which config made it, and whether it is final.
+    (Path(d) / META_FILE).write_text(json.dumps(meta))
     ray.train.report(
         metrics,
         checkpoint=Checkpoint.from_directory(d),
@@ -527,23 +546,27 @@ def run_train(cfg: Config, hooks: dict[str, Any] | None = None) -> dict[str, Any
             checkpoint_score_order=cfg.train.checkpoint_mode,
         ),
     )
+    fp = fingerprint(cfg, inputs.labels, loss_params, inputs.tokenizer)
     resume = latest_checkpoint(run.join("checkpoints"))
-    if resume is not None:
-        log.info("found checkpoint %s: training resumes from it", resume.path)
-    local_dir = tempfile.mkdtemp(prefix="bml-train-") if cfg.train.num_workers == 0 else None
-    trainer = make_trainer(
-        cfg, inputs, run_config, loss_params, {"local_dir": local_dir, "resume_from": resume, **(hooks or {})}
-    )
+    meta = _checkpoint_meta(resume) if resume is not None else None
+    if meta is not None and meta.get("fingerprint") != fp:
+        raise InputError(
+            f"{run.join('checkpoints').uri} holds checkpoints of a different configuration (loss, model, "
+            "training settings or labels changed): use a new run.name, or delete that folder to start over"
+        )
     t0 = time.perf_counter()
-    try:
-        result = trainer.fit()
-        if result.checkpoint is None:
-            raise RuntimeError("training finished without a checkpoint")
-        with result.checkpoint.as_directory() as d:
+    if meta is not None and meta.get("finished"):
+        log.info("training of this run already finished (%s); exporting its best epoch", resume.path)
+        with resume.as_directory() as d:
             saved = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
-    finally:
-        if local_dir is not None:
-            shutil.rmtree(local_dir, ignore_errors=True)
+    else:
+        if resume is not None:
+            log.info(
+                "found checkpoint %s (epoch %s): training resumes from it", resume.path, meta["epoch"] + 1
+            )
+        saved = _fit(
+            cfg, inputs, run_config, loss_params, {"resume_from": resume, "fingerprint": fp, **(hooks or {})}
+        )
     labels, tokenizer = inputs.labels, inputs.tokenizer
     model = build_model(inputs.model_cfg, len(labels), tokenizer)
     model.load_state_dict(saved["best_weights"])
@@ -569,6 +592,62 @@ def run_train(cfg: Config, hooks: dict[str, Any] | None = None) -> dict[str, Any
         run.join("model").uri,
     )
     return {"history": history, "best": best, "model": run.join("model").uri}
+
+
+def _fit(cfg: Config, inputs: TrainInputs, run_config: RunConfig, loss_params: dict, extra: dict) -> dict:
+    """Fit and return the final checkpoint's saved state."""
+    local_dir = tempfile.mkdtemp(prefix="bml-train-") if cfg.train.num_workers == 0 else None
+    trainer = make_trainer(cfg, inputs, run_config, loss_params, {"local_dir": local_dir, **extra})
+    try:
+        result = trainer.fit()
+        if result.checkpoint is None:
+            raise RuntimeError("training finished without a checkpoint")
+        with result.checkpoint.as_directory() as d:
+            return torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+    finally:
+        if local_dir is not None:
+            shutil.rmtree(local_dir, ignore_errors=True)
+
+
+def fingerprint(cfg: Config, labels: list[str], loss_params: dict[str, Any], tokenizer: Any) -> str:
+    """What a checkpoint must match to be resumed: everything that shapes the weights, not how long or where
+    the run goes (epochs, patience, workers and resources may change between attempts)."""
+    train = cfg.train.model_dump(
+        exclude={
+            "epochs",
+            "patience",
+            "max_failures",
+            "num_workers",
+            "use_gpu",
+            "cpus_per_worker",
+            "gpus_per_worker",
+            "data_cpus",
+            "placement_strategy",
+            "keep_checkpoints",
+            "eval_batch_size",
+        }
+    )
+    blob = json.dumps(
+        {
+            "model": cfg.model.model_dump(),
+            "loss": [cfg.loss.name, loss_params],
+            "train": train,
+            "labels": labels,
+            "seed": cfg.run.seed,
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _checkpoint_meta(checkpoint: Checkpoint) -> dict[str, Any]:
+    path = posixpath.join(checkpoint.path, META_FILE)
+    try:
+        with checkpoint.filesystem.open_input_stream(path) as f:
+            return json.loads(f.read())
+    except (FileNotFoundError, OSError):
+        return {}
 
 
 def latest_checkpoint(folder: Location) -> Checkpoint | None:

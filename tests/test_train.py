@@ -88,7 +88,14 @@ def test_in_process_weighted_sampling_runs(prepared, sampling):
 def test_one_worker_checkpoints_and_model_reloads_without_ray(prepared):
     _fresh_run(prepared, "w1")
     cfg = _cfg(prepared, "w1", "train.num_workers=1", "train.epochs=2", "train.cpus_per_worker=0.5")
-    run_train(cfg)
+    hist = run_train(cfg)["history"]
+    # Submitting the finished run again exports its best epoch without training again (same history floats).
+    assert run_train(cfg)["history"] == hist
+    # A changed configuration must not resume these checkpoints.
+    from pipeline.dataset import InputError
+
+    with pytest.raises(InputError, match="different configuration"):
+        run_train(_cfg(prepared, "w1", "train.num_workers=1", "train.epochs=2", "loss.name=focal"))
     run = prepared / "w1"
     checkpoints = sorted(c for c in (run / "checkpoints").glob("checkpoint_*") if c.is_dir())
     assert checkpoints and all((c / STATE_FILE).is_file() for c in checkpoints)
