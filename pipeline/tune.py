@@ -2,7 +2,8 @@
 
 Train V2 pattern: each trial is a driver function that builds and fits a `TorchTrainer` with
 `TuneReportCallback`, so every epoch's validation metrics reach Tune (and ASHA can stop a bad trial early).
-The experiment lives in `<run>/tune/`; submitting the same job again restores it and runs only what is left.
+The experiment lives in `<run>/tune/`; submitting the same job again calls `Tuner.restore` on it so that only
+unfinished trials run (that path has no test yet).
 """
 
 from __future__ import annotations
