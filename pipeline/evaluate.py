@@ -47,7 +47,8 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
         ds = ray.data.read_parquet(run.join("prepared", split).path, filesystem=run.fs)
         scored[split] = score_dataset(
             ds.select_columns(["id", "text", "labels"]),
-            run.join("model").uri,
+            # Absolute for local paths: scoring actors need not share the driver's working directory.
+            run.join("model").path if run.is_local else run.join("model").uri,
             cfg.storage,
             concurrency=ecfg.concurrency,
             num_cpus=ecfg.cpus_per_actor,

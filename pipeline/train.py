@@ -32,6 +32,7 @@ import torch
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from sklearn.metrics import average_precision_score, f1_score
+from transformers import AutoTokenizer
 
 from pipeline.config import Config
 from pipeline.dataset import InputError
@@ -47,7 +48,7 @@ from pipeline.model import (
 )
 from pipeline.resources import cluster_plan
 from pipeline.sampling import class_aware_indices, sample_weights, weighted_indices
-from pipeline.storage import Location, locate, read_json, upload_dir
+from pipeline.storage import Location, download_dir, locate, read_bytes, read_json, upload_dir
 from pipeline.thresholds import fit_thresholds
 
 log = logging.getLogger(__name__)
@@ -89,25 +90,38 @@ def encode_dataset(
     ).select_columns(["input_ids", "attention_mask", "targets"])
 
 
-def make_tokenizer(cfg: Config, train_ds: ray.data.Dataset) -> Any:
+def make_tokenizer(cfg: Config, train_ds: ray.data.Dataset, run: Location, stats: dict) -> Any:
     """tiny-bert: a WordPiece vocabulary trained on the training texts, streamed from Ray Data (never all
-    held on the driver at once); any other encoder brings its own tokenizer."""
+    held on the driver at once), saved under `<run>/tokenizer/` and reused while the training data is the
+    same, so a resumed run sees the vocabulary its checkpoints were trained with (training the vocabulary
+    twice on the same texts gave 791 and 792 tokens here); any other encoder brings its own tokenizer."""
     if cfg.model.encoder != TINY_BERT:
         return build_tokenizer(ModelConfig.from_any(cfg.model.model_dump(exclude={"init_bias_from_priors"})))
+    key = hashlib.sha256(
+        json.dumps(
+            [stats["documents"], stats["label_counts"], cfg.model.vocab_size, cfg.model.lowercase],
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:16]
+    folder = run.join("tokenizer")
+    marker = folder.join("data_key.txt")
+    if marker.exists() and read_bytes(marker).decode() == key:
+        with tempfile.TemporaryDirectory() as d:
+            download_dir(folder, d)
+            return AutoTokenizer.from_pretrained(d)
 
     def texts() -> Iterator[str]:
         for batch in train_ds.select_columns(["text"]).iter_batches(batch_format="pyarrow", batch_size=4096):
             yield from batch.column("text").to_pylist()
 
-    # The same texts in the same order give the same vocabulary, which a resumed run relies on.
-    options = ray.data.DataContext.get_current().execution_options
-    previous, options.preserve_order = options.preserve_order, True
-    try:
-        return train_wordpiece_tokenizer(
-            texts(), vocab_size=cfg.model.vocab_size, lowercase=cfg.model.lowercase
-        )
-    finally:
-        options.preserve_order = previous
+    tokenizer = train_wordpiece_tokenizer(
+        texts(), vocab_size=cfg.model.vocab_size, lowercase=cfg.model.lowercase
+    )
+    with tempfile.TemporaryDirectory() as d:
+        tokenizer.save_pretrained(d)
+        Path(d, "data_key.txt").write_text(key)
+        upload_dir(d, folder)
+    return tokenizer
 
 
 def train_label_rows(train_ds: ray.data.Dataset, labels: list[str]) -> list[np.ndarray]:
@@ -461,7 +475,7 @@ def build_inputs(cfg: Config) -> TrainInputs:
     labels: list[str] = stats["labels"]
     counts = [stats["label_counts"][lab]["train"] for lab in labels]
     train_raw = read_prepared(run, "train")
-    tokenizer = make_tokenizer(cfg, train_raw)
+    tokenizer = make_tokenizer(cfg, train_raw, run, stats)
     mu = float(estimate_mu(train_label_rows(train_raw, labels), counts))
     datasets = {
         split: encode_dataset(
@@ -634,6 +648,7 @@ def fingerprint(cfg: Config, labels: list[str], loss_params: dict[str, Any], tok
             "train": train,
             "labels": labels,
             "seed": cfg.run.seed,
+            "vocab": sorted(tokenizer.get_vocab().items()),
         },
         sort_keys=True,
         default=str,
