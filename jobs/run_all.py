@@ -26,7 +26,7 @@ def run_all(cfg: Config, args: argparse.Namespace) -> None:
     run_train(cfg)
     run_evaluate(cfg)
     log.info(
-        "all stages done; report at %s/report/report.html (tune is a separate job, not yet built)",
+        "all stages done; report at %s/report/report.html (tune: python -m jobs.tune)",
         cfg.run_uri,
     )
 
