@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.dataset import SPLITS
+from pipeline.metrics import assign_groups
 
 MAX_EXAMPLES = 5
 
@@ -83,12 +84,6 @@ def combine(partials: list[bytes]) -> Partial:
     for blob in partials:
         total.merge(pickle.loads(blob))
     return total
-
-
-def assign_groups(train_counts: np.ndarray, head_min: int, tail_max: int) -> np.ndarray:
-    """head if count >= head_min, tail if count <= tail_max, medium otherwise (as strings)."""
-    counts = np.asarray(train_counts)
-    return np.where(counts >= head_min, "head", np.where(counts <= tail_max, "tail", "medium"))
 
 
 def label_stats(total: Partial, head_min: int, tail_max: int, top_pairs: int) -> dict:
