@@ -22,7 +22,7 @@ run: $(STAMP)
 	$(PY) -m jobs.run_all --config $(CONFIG)
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pipeline jobs tests benchmarks

@@ -203,6 +203,33 @@ class TuneSection(_Strict):
     #: Trials to run first, e.g. [{loss: db, lr: 0.001, db.kappa: 0.05}] (keys: loss, lr, <family>.<param>).
     points_to_evaluate: list[dict[str, Any]] = Field(default_factory=list)
     seed: int = 0
+    #: full: every trial fine-tunes the whole model through Ray Train. embeddings: the encoder's pooled
+    #: embeddings are computed once with Ray Data and cached as Parquet; each trial trains only the head.
+    mode: Literal["full", "embeddings"] = "full"
+    #: CPUs per trial in embeddings mode (the head trains in the trial's own process).
+    trial_cpus: float = Field(1.0, gt=0)
+
+
+class PredictSection(_Strict):
+    """`jobs/predict.py`: score new shards with a saved model and its thresholds."""
+
+    #: Parquet shards to score: a folder, glob or URI (required by the predict job).
+    source: str | None = None
+    #: Where predictions go; default <run>/predict/.
+    output: str | None = None
+    #: Model folder; default: the promoted model (<run>/current.json, written by retrain), else <run>/model.
+    model: str | None = None
+    #: thresholds.json fitted for that model; default: the one beside the model's run.
+    thresholds: str | None = None
+
+
+class RetrainSection(_Strict):
+    """`jobs/retrain.py`: retrain on new or changed shards, promote the challenger only if it is not worse."""
+
+    #: Test-set metrics (keys of the report's overall metrics) the challenger must not lose on.
+    metrics: list[str] = Field(default_factory=lambda: ["micro_f1", "macro_f1"])
+    #: How much worse (absolute) the challenger may be on each metric and still be promoted.
+    tolerance: float = Field(0.01, ge=0)
 
 
 class RaySection(_Strict):
@@ -220,6 +247,8 @@ class Config(_Strict):
     train: TrainSection = TrainSection()
     evaluate: EvaluateSection = EvaluateSection()
     tune: TuneSection = TuneSection()
+    predict: PredictSection = PredictSection()
+    retrain: RetrainSection = RetrainSection()
     ray: RaySection = RaySection()
 
     @property
