@@ -215,7 +215,8 @@ class PredictSection(_Strict):
 
     #: Parquet shards to score: a folder, glob or URI (required by the predict job).
     source: str | None = None
-    #: Where predictions go; default <run>/predict/.
+    #: Predictions go to <run>/predictions/<name>/ unless output is given (a folder or URI).
+    name: str = "new"
     output: str | None = None
     #: Model folder; default: the promoted model (<run>/current.json, written by retrain), else <run>/model.
     model: str | None = None
