@@ -1,35 +1,48 @@
-"""The whole pipeline in one job: `python -m jobs.run_all --config configs/demo.yaml`."""
+"""The whole pipeline in one job: `python -m jobs.run_all --config configs/demo.yaml [--tune]`.
+
+prepare -> (tune, with --tune) -> train -> evaluate. Each stage records its inputs in
+`<run>/manifests/<stage>.json` once its outputs are written; submitting the job again skips every stage whose
+inputs are unchanged and re-runs a changed stage and every stage after it (pipeline/manifest.py).
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from typing import Any
 
 from jobs._common import main
 from pipeline.config import Config
-from pipeline.evaluate import run_evaluate
-from pipeline.prepare import run_prepare
-from pipeline.train import run_train
+from pipeline.manifest import run_stages
 
 log = logging.getLogger("jobs.run_all")
 
 
-def run_all(cfg: Config, args: argparse.Namespace) -> None:
-    stats = run_prepare(cfg)
-    log.info(
-        "prepare: %s documents, %d labels (groups %s)",
-        stats["documents"],
-        stats["num_labels"],
-        stats["groups"]["sizes"],
+def _args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tune",
+        action="store_true",
+        help="search the loss and learning rate first (Ray Tune) and train with best_params.yaml",
     )
-    run_train(cfg)
-    run_evaluate(cfg)
+
+
+def run_all(cfg: Config, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    results = run_stages(cfg, tune=bool(getattr(args, "tune", False)))
+    ran = [s for s, r in results.items() if r["ran"]]
+    skipped = [s for s, r in results.items() if not r["ran"]]
     log.info(
-        "all stages done; report at %s/report/report.html (tune: python -m jobs.tune)",
+        "all stages done (ran: %s; skipped, inputs unchanged: %s); report at %s/report/report.html",
+        ", ".join(ran) or "none",
+        ", ".join(skipped) or "none",
         cfg.run_uri,
     )
+    return results
+
+
+def cli(argv: list[str] | None = None) -> int:
+    return main(__doc__, run_all, _args, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main(__doc__, run_all))
+    sys.exit(cli())

@@ -27,7 +27,9 @@ def ensure_ray(cfg: RaySection) -> bool:
         ray.init(address=address, log_to_driver=True)
         log.info("joined Ray cluster at %s: %s", address, ray.cluster_resources())
     else:
-        ray.init(num_cpus=cfg.num_cpus, include_dashboard=False)
+        # The dashboard serves the State API, which Train V2's PlacementGroupCleaner needs: without it, the
+        # placement groups of Train runs that Tune ended (ASHA) stayed reserved and later work never started.
+        ray.init(num_cpus=cfg.num_cpus, include_dashboard=True)
         log.info("started a local Ray: %s", ray.cluster_resources())
     ray.data.DataContext.get_current().enable_progress_bars = False
     return True

@@ -86,21 +86,30 @@ def random_space(space: dict[str, dict], lr: tuple[float, float]) -> dict[str, A
     return out
 
 
-def optuna_space(space: dict[str, dict], lr: tuple[float, float]):
-    """Optuna define-by-run function: conditional parameters are only suggested for their family."""
+class OptunaSpace:
+    """Optuna define-by-run space: conditional parameters are only suggested for their family.
 
-    def define(trial) -> None:
-        fam = trial.suggest_categorical("loss", list(space))
-        if lr[0] != lr[1]:
-            trial.suggest_float("lr", lr[0], lr[1], log=True)
-        for name, spec in space[fam].items():
+    A class, not a closure: OptunaSearch pickles it into every experiment checkpoint (a closure failed there).
+    """
+
+    def __init__(self, space: dict[str, dict], lr: tuple[float, float]) -> None:
+        self.space = space
+        self.lr = lr
+
+    def __call__(self, trial) -> None:
+        fam = trial.suggest_categorical("loss", list(self.space))
+        if self.lr[0] != self.lr[1]:
+            trial.suggest_float("lr", self.lr[0], self.lr[1], log=True)
+        for name, spec in self.space[fam].items():
             key = fam + SEP + name
             if spec[0] == "choice":
                 trial.suggest_categorical(key, spec[1])
             elif spec[1] != spec[2]:
                 trial.suggest_float(key, spec[1], spec[2], log=spec[3])
 
-    return define
+
+def optuna_space(space: dict[str, dict], lr: tuple[float, float]) -> OptunaSpace:
+    return OptunaSpace(space, lr)
 
 
 def loss_from_trial(config: dict[str, Any], space: dict[str, dict]) -> tuple[str, dict[str, Any]]:

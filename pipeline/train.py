@@ -227,14 +227,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     )
     total_steps = steps_per_epoch * tcfg["epochs"]
     warmup = int(total_steps * tcfg["warmup_ratio"])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: (
-            (s + 1) / max(warmup, 1)
-            if s < warmup
-            else max(0.0, (total_steps - s) / max(total_steps - warmup, 1))
-        ),
-    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_linear(total_steps, warmup))
     autocast, scaler = _autocast(device, tcfg["precision"])
 
     state = _State(history=[])
@@ -324,6 +317,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         )
     if config.get("digest_dir"):
         _write_digest(model, Path(config["digest_dir"]), rank)
+
+
+def warmup_then_linear(total_steps: int, warmup: int):
+    """LR multiplier per step: linear warm-up over `warmup` steps, then linear decay to 0 at `total_steps`."""
+
+    def factor(s: int) -> float:
+        if s < warmup:
+            return (s + 1) / max(warmup, 1)
+        return max(0.0, (total_steps - s) / max(total_steps - warmup, 1))
+
+    return factor
 
 
 def _maybe_fail(fault: dict | None, epoch: int) -> None:
@@ -465,8 +469,9 @@ class TrainInputs:
     model_cfg: ModelConfig
 
 
-def build_inputs(cfg: Config) -> TrainInputs:
-    """Label statistics, tokenizer, mu and the tokenised, materialised train / validation datasets."""
+def build_inputs(cfg: Config, tokenize: bool = True) -> TrainInputs:
+    """Label statistics, tokenizer, mu and the tokenised, materialised train / validation datasets
+    (`tokenize=False`: no datasets, for callers that read the prepared splits themselves)."""
     run = locate(cfg.run_uri, cfg.storage)
     stats_loc = run.join("label_stats.json")
     if not stats_loc.exists():
@@ -481,7 +486,7 @@ def build_inputs(cfg: Config) -> TrainInputs:
         split: encode_dataset(
             read_prepared(run, split), tokenizer, cfg.model.max_length, labels
         ).materialize()
-        for split in ("train", "validation")
+        for split in (("train", "validation") if tokenize else ())
     }
     model_cfg = ModelConfig.from_any(cfg.model.model_dump(exclude={"init_bias_from_priors"}))
     return TrainInputs(run, labels, counts, stats["documents"]["train"], tokenizer, mu, datasets, model_cfg)

@@ -2,8 +2,11 @@
 
 Train V2 pattern: each trial is a driver function that builds and fits a `TorchTrainer` with
 `TuneReportCallback`, so every epoch's validation metrics reach Tune (and ASHA can stop a bad trial early).
+With `tune.mode: embeddings` the encoder's pooled embeddings are computed once (pipeline/embeddings.py) and
+each trial trains only the head on them in its own process (pipeline/head_train.py): no Ray Train start-up
+per trial, so a CPU cluster can afford many more trials.
 The experiment lives in `<run>/tune/`; submitting the same job again calls `Tuner.restore` on it so that only
-unfinished trials run (that path has no test yet).
+unfinished trials run.
 """
 
 from __future__ import annotations
@@ -11,7 +14,10 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -20,10 +26,11 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from pipeline.config import Config
+from pipeline.dataset import InputError
 from pipeline.resources import cluster_plan
 from pipeline.search_space import loss_from_trial, optuna_space, random_space, resolve_space
-from pipeline.storage import write_bytes
-from pipeline.train import TrainInputs, build_inputs, make_trainer, resolved_loss_params
+from pipeline.storage import locate, read_json, write_bytes
+from pipeline.train import TrainInputs, build_inputs, latest_checkpoint, make_trainer, resolved_loss_params
 
 log = logging.getLogger(__name__)
 
@@ -54,32 +61,101 @@ def _trial(config: dict[str, Any], *, base: dict, inputs: TrainInputs, space: di
         callbacks=[TuneReportCallback()],
     )
     params = resolved_loss_params(cfg.loss.name, cfg.loss.params, inputs)
-    make_trainer(cfg, inputs, run_config, params).fit()
+    # A restored trial continues from its newest Train checkpoint (Train's own restore was unreliable after
+    # a kill, see train.latest_checkpoint).
+    resume = latest_checkpoint(run.join(run_config.name))
+    make_trainer(cfg, inputs, run_config, params, {"resume_from": resume}).fit()
+
+
+def _head_trial(
+    config: dict[str, Any], *, base: dict, cache: str, space: dict[str, dict], data: dict[str, Any]
+) -> None:
+    """One trial of the embeddings mode: the head alone, trained here on the cached features."""
+    import torch
+
+    from pipeline.embeddings import load_split
+    from pipeline.head_train import train_head
+
+    cfg = trial_config(Config.model_validate(base), config, space)
+    torch.set_num_threads(max(1, int(cfg.tune.trial_cpus)))
+    folder = locate(cache, cfg.storage)
+    train = load_split(folder, "train", data["labels"])
+    val = load_split(folder, "validation", data["labels"])
+    resume = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            resume = torch.load(Path(d) / "head.pt", weights_only=False)
+
+    def report(epoch: int, metrics: dict[str, float], state: dict[str, Any]) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(state, Path(d) / "head.pt")
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+    params = _loss_params(cfg, data)
+    train_head(cfg, train, val, data["counts"], data["num_docs"], params, report=report, resume=resume)
+
+
+def _loss_params(cfg: Config, data: dict[str, Any]) -> dict[str, Any]:
+    from pipeline.train import REBALANCED
+
+    params = dict(cfg.loss.params)
+    if cfg.loss.name in REBALANCED and "mu" not in params:
+        params["mu"] = data["mu"]
+    return params
 
 
 def run_tune(cfg: Config) -> dict[str, Any]:
     """Search, then write `<run>/best_params.yaml` and `<run>/tune/summary.csv`; returns the best params."""
+    import ray
+
     tcfg = cfg.tune
-    if cfg.train.num_workers < 1:
-        # In-process training (num_workers=0) calls ray.train.* inside the Tune trial, which Ray 2.60 refuses.
-        raise ValueError("tune needs train.num_workers >= 1 (each trial runs a TorchTrainer with workers)")
-    plan = cluster_plan(cfg.train)
     space = resolve_space(tcfg.families, tcfg.space)
-    concurrent = tcfg.max_concurrent or plan.concurrent_trials
-    log.info(
-        "tune: %d trials over %s, %d at a time (%s)",
-        tcfg.num_samples,
-        tcfg.families,
-        concurrent,
-        plan.describe(),
-    )
-    inputs = build_inputs(cfg)
+    if tcfg.mode == "embeddings":
+        from pipeline.embeddings import ensure_embeddings
+
+        cpus = float(ray.cluster_resources().get("CPU", 0.0))
+        if tcfg.trial_cpus > cpus:
+            from pipeline.resources import ResourceError
+
+            raise ResourceError(f"tune.trial_cpus={tcfg.trial_cpus:g} but the cluster has CPU={cpus:g}")
+        concurrent = tcfg.max_concurrent or max(1, int(cpus // tcfg.trial_cpus))
+        inputs = build_inputs(cfg, tokenize=False)
+        stats = read_json(inputs.run.join("label_stats.json"))
+        cache = ensure_embeddings(cfg, inputs.run, stats, inputs.tokenizer)
+        data = {
+            "labels": inputs.labels,
+            "counts": inputs.counts,
+            "num_docs": inputs.num_docs,
+            "mu": inputs.mu,
+        }
+        trainable = tune.with_resources(
+            tune.with_parameters(_head_trial, base=cfg.model_dump(), cache=cache.uri, space=space, data=data),
+            {"CPU": tcfg.trial_cpus},
+        )
+        how = f"head-only trials on cached embeddings, {tcfg.trial_cpus:g} CPU each"
+    else:
+        if cfg.train.num_workers < 1:
+            # In-process training (num_workers=0) calls ray.train.* inside the Tune trial, which Ray 2.60
+            # refuses.
+            raise InputError(
+                "tune needs train.num_workers >= 1 (each trial runs a TorchTrainer with workers), "
+                "or tune.mode=embeddings"
+            )
+        plan = cluster_plan(cfg.train)
+        concurrent = tcfg.max_concurrent or plan.concurrent_trials
+        inputs = build_inputs(cfg)
+        trainable = tune.with_resources(
+            tune.with_parameters(_trial, base=cfg.model_dump(), inputs=inputs, space=space),
+            {"CPU": tcfg.driver_cpus},
+        )
+        how = plan.describe()
+    log.info("tune: %d trials over %s, %d at a time (%s)", tcfg.num_samples, tcfg.families, concurrent, how)
     run = inputs.run
     exp = run.join(EXPERIMENT)
-    trainable = tune.with_resources(
-        tune.with_parameters(_trial, base=cfg.model_dump(), inputs=inputs, space=space),
-        {"CPU": tcfg.driver_cpus},
-    )
+    if tcfg.mode == "embeddings":
+        # Those per-checkpoint saves are what we want; Tune warns about them when they come < 5 s apart.
+        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     t0 = time.perf_counter()
     if tune.Tuner.can_restore(exp.path, storage_filesystem=run.fs):
         log.info("tune: restoring the experiment at %s (finished trials are kept)", exp.uri)
@@ -128,8 +204,18 @@ def run_tune(cfg: Config) -> dict[str, Any]:
                 scheduler=scheduler,
                 num_samples=tcfg.num_samples,
                 max_concurrent_trials=concurrent if tcfg.search == "optuna" else None,
+                # Head-only trials last seconds: starting a fresh actor (torch import) per trial dominated.
+                reuse_actors=tcfg.mode == "embeddings",
             ),
-            run_config=tune.RunConfig(name=EXPERIMENT, storage_path=run.path, storage_filesystem=run.fs),
+            run_config=tune.RunConfig(
+                name=EXPERIMENT,
+                storage_path=run.path,
+                storage_filesystem=run.fs,
+                # Head trials checkpoint every epoch. num_to_keep makes Tune save the experiment state after
+                # each trial checkpoint instead of every >= 10 s: with the 10 s period, a driver killed
+                # seconds after trials finished lost them, and the restored search ran them again.
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1) if tcfg.mode == "embeddings" else None,
+            ),
         )
     results = tuner.fit()
     rows = summarise(results, cfg.train.epochs, tcfg.metric, space)
@@ -137,11 +223,14 @@ def run_tune(cfg: Config) -> dict[str, Any]:
     if not ok:
         raise RuntimeError(f"tune: no trial reported {tcfg.metric}; see {exp.uri}")
     best = max(ok, key=lambda r: r[tcfg.metric])
-    best_params = {
-        "loss": {"name": best["loss"], "params": best["params"]},
-        "train": {"lr": best["lr"]},
-        "objective": {tcfg.metric: best[tcfg.metric], "trial_id": best["trial_id"]},
-    }
+    best_params: dict[str, Any] = {"loss": {"name": best["loss"], "params": best["params"]}}
+    objective = {tcfg.metric: best[tcfg.metric], "trial_id": best["trial_id"], "mode": tcfg.mode}
+    if tcfg.mode == "full":
+        best_params["train"] = {"lr": best["lr"]}
+    else:
+        # The head's learning rate says nothing about fine-tuning the whole model: kept as provenance only.
+        objective["head_lr"] = best["lr"]
+    best_params["objective"] = objective
     write_bytes(run.join("best_params.yaml"), yaml.safe_dump(best_params, sort_keys=False).encode())
     write_bytes(exp.join("summary.csv"), _csv(rows).encode())
     log.info(
@@ -200,3 +289,32 @@ def _csv(rows: list[dict[str, Any]]) -> str:
                 }
             )
     return buf.getvalue()
+
+
+def replay_head(cfg: Config, best_params: dict[str, Any]) -> dict[str, Any]:
+    """Embeddings mode: train the head again with `best_params` (its loss and head_lr) on the same cache and
+    seed; returns {"history", "best"}. The best trial's objective is reproduced exactly (see tests)."""
+    from pipeline.config import apply_params
+    from pipeline.embeddings import ensure_embeddings, load_split
+    from pipeline.head_train import train_head
+
+    objective = best_params.get("objective") or {}
+    if objective.get("mode") != "embeddings":
+        raise ValueError(
+            "replay_head replays an embeddings-mode search; for a full search run jobs.train --params"
+        )
+    cfg = apply_params(cfg, {k: v for k, v in best_params.items() if k != "objective"})
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"lr": objective["head_lr"]})})
+    inputs = build_inputs(cfg, tokenize=False)
+    cache = ensure_embeddings(
+        cfg, inputs.run, read_json(inputs.run.join("label_stats.json")), inputs.tokenizer
+    )
+    data = {"labels": inputs.labels, "counts": inputs.counts, "num_docs": inputs.num_docs, "mu": inputs.mu}
+    return train_head(
+        cfg,
+        load_split(cache, "train", inputs.labels),
+        load_split(cache, "validation", inputs.labels),
+        inputs.counts,
+        inputs.num_docs,
+        _loss_params(cfg, data),
+    )

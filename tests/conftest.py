@@ -23,7 +23,10 @@ def _start_local_ray() -> None:
     import ray
 
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # address="local": always a fresh instance of our own. With no address, ray.init joins the cluster named
+    # in /tmp/ray/ray_current_cluster whenever any other Ray runs on the machine (a `ray start` of another
+    # test), and then refuses num_cpus.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
 
 
 @pytest.fixture(scope="session")

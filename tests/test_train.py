@@ -180,6 +180,7 @@ def test_resource_plan_pure():
     assert plan.resources_per_worker == {"CPU": 1.0, "GPU": 1.0} and plan.concurrent_trials == 2
 
 
+@pytest.mark.e2e
 @pytest.mark.timeout(600)
 def test_ddp_two_nodes_identical_weights(prepared, no_local_ray, tmp_path):
     """Two 1-CPU nodes of a real multi-node cluster (ray.cluster_utils.Cluster), one worker on each, in a

@@ -1,0 +1,20 @@
+"""Predict: `python -m jobs.predict --config configs/demo.yaml --set predict.source=PATH_OR_URI`.
+
+Scores new Parquet shards with the run's model (or the promoted one in <run>/current.json) and its
+thresholds; writes <run>/predictions/<predict.name>/ (or predict.output) and a `_SUCCESS` summary.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from jobs._common import main as run_job
+from pipeline.predict import run_predict
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job(__doc__, lambda cfg, args: run_predict(cfg), argv=argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

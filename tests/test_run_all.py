@@ -1,0 +1,350 @@
+"""jobs.run_all with stage manifests: a second run skips every stage, a changed input re-runs its stage and
+every later one, and nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from jobs.run_all import run_all
+from pipeline import manifest
+from pipeline.config import load_config
+from pipeline.dataset import InputError
+
+SMALL = [
+    "data.synthetic.num_docs=300",
+    "data.synthetic.num_labels=8",
+    "data.synthetic.words_per_doc=20",
+    "data.synthetic.num_shards=2",
+    "model.max_length=32",
+    "model.hidden_size=64",
+    "model.intermediate_size=128",
+    "model.num_layers=1",
+    "model.vocab_size=500",
+    "model.pooling=mean",
+    "train.num_workers=0",
+    "train.epochs=1",
+    "train.lr=5e-3",
+    "train.patience=0",
+    "evaluate.cpus_per_actor=0.5",
+]
+NO_TUNE = argparse.Namespace(tune=False)
+
+
+def _cfg(root: Path, name: str, *overrides: str):
+    return load_config(None, [f"run.output={root}", f"run.name={name}", *SMALL, *overrides])
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
+    """(mtime_ns, content) of every file under a folder."""
+    return {
+        str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes())
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _manifest(run: Path, stage: str) -> dict:
+    return json.loads((run / "manifests" / f"{stage}.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def first_run(ray_session, tmp_path_factory):
+    root = tmp_path_factory.mktemp("run_all")
+    cfg = _cfg(root, "r")
+    results = run_all(cfg, NO_TUNE)
+    return root, results
+
+
+@pytest.mark.timeout(600)
+def test_second_run_skips_everything_and_a_changed_evaluate_setting_reruns_only_evaluate(first_run, caplog):
+    root, first = first_run
+    run = root / "r"
+    assert [s for s, r in first.items() if r["ran"]] == ["prepare", "train", "evaluate"]
+    for stage in ("prepare", "train", "evaluate"):
+        doc = _manifest(run, stage)
+        assert doc["stage"] == stage and doc["hash"] == first[stage]["hash"]
+    assert _manifest(run, "train")["parts"]["upstream.prepare"] == first["prepare"]["hash"]
+    assert _manifest(run, "evaluate")["parts"]["upstream.train"] == first["train"]["hash"]
+    # The synthetic source is identified by its parameters.
+    assert _manifest(run, "prepare")["inputs"]["source"]["synthetic"]["num_docs"] == 300
+
+    before = _snapshot(run)
+    caplog.set_level(logging.INFO, logger="pipeline.manifest")
+    second = run_all(_cfg(root, "r"), NO_TUNE)
+    assert not any(r["ran"] for r in second.values()), second
+    assert {s: r["hash"] for s, r in second.items()} == {s: r["hash"] for s, r in first.items()}
+    for stage in ("prepare", "train", "evaluate"):
+        assert f"{stage}: skipped" in caplog.text
+    # Nothing under the run was written again: manifests, data, model, report (same bytes, same mtimes).
+    assert _snapshot(run) == before
+
+    # Settings that only change resources are not inputs.
+    caplog.clear()
+    resources = run_all(
+        _cfg(root, "r", "train.max_failures=5", "evaluate.batch_size=64", "evaluate.cpus_per_actor=1"),
+        NO_TUNE,
+    )
+    assert not any(r["ran"] for r in resources.values()), resources
+    assert _snapshot(run) == before
+
+    # A changed evaluate setting re-runs evaluate only.
+    caplog.clear()
+    third = run_all(_cfg(root, "r", "evaluate.min_support=2"), NO_TUNE)
+    assert {s: r["ran"] for s, r in third.items()} == {"prepare": False, "train": False, "evaluate": True}
+    assert "config.evaluate" in third["evaluate"]["reason"]
+    assert "evaluate: running: inputs changed since the last run (config.evaluate)" in caplog.text
+    after = _snapshot(run)
+    unchanged = [k for k in before if k.startswith(("model/", "prepared/", "data/", "tokenizer/"))]
+    unchanged += ["label_stats.json", "manifests/prepare.json", "manifests/train.json"]
+    assert all(after[k] == before[k] for k in unchanged), [k for k in unchanged if after[k] != before[k]]
+    assert after["manifests/evaluate.json"] != before["manifests/evaluate.json"]
+    assert _manifest(run, "evaluate")["inputs"]["config.evaluate"]["min_support"] == 2
+    assert json.loads((run / "thresholds.json").read_text())["parameters"]["min_support"] == 2
+    assert after["report/metrics.json"][0] > before["report/metrics.json"][0]
+
+
+@pytest.mark.timeout(300)
+def test_changed_synthetic_data_reruns_prepare_and_refuses_checkpoints_of_other_data(first_run):
+    root, _ = first_run
+    # A copy of the finished run (manifests do not depend on the run's name or place).
+    shutil.copytree(root / "r", root / "g")
+    run = root / "g"
+    # Checkpoints of that training, as a run with train.num_workers >= 1 keeps them.
+    ckpt = run / "checkpoints" / "checkpoint_2026-01-01_00-00-00.000000"
+    ckpt.mkdir(parents=True)
+    (ckpt / "state.pt").write_bytes(b"not read")
+    data_before = _snapshot(run / "data")
+    model_before = _snapshot(run / "model")
+
+    with pytest.raises(InputError, match="checkpoints trained on other prepared data"):
+        run_all(_cfg(root, "g", "data.synthetic.seed=1"), NO_TUNE)
+    # prepare ran with the new parameters: the corpus under the run was written again, differently.
+    assert _snapshot(run / "data") != data_before
+    prep = _manifest(run, "prepare")
+    assert prep["inputs"]["source"]["synthetic"]["seed"] == 1
+    # train and evaluate no longer vouch for their outputs; the model was not touched.
+    assert not (run / "manifests" / "train.json").exists()
+    assert not (run / "manifests" / "evaluate.json").exists()
+    assert _snapshot(run / "model") == model_before
+
+
+# ------------------------------------------------------------------------------------------ stubbed stages
+
+
+@pytest.fixture
+def stub_stages(monkeypatch):
+    """Stage functions that only write their outputs and record what they were called with."""
+    calls: list[tuple[str, dict]] = []
+
+    def run_of(cfg) -> Path:
+        return Path(cfg.run_uri)
+
+    def prepare(cfg):
+        run = run_of(cfg)
+        for split in ("train", "validation", "test"):
+            (run / "prepared" / split).mkdir(parents=True, exist_ok=True)
+        (run / "label_stats.json").write_text("{}")
+        calls.append(("prepare", {}))
+
+    def tune(cfg):
+        best = {
+            "loss": {"name": "focal", "params": {"gamma": float(cfg.tune.seed + 1)}},
+            "train": {"lr": 0.01},
+        }
+        (run_of(cfg) / "tune").mkdir(exist_ok=True)
+        (run_of(cfg) / "tune" / f"search-{cfg.tune.seed}").write_text("trials")
+        (run_of(cfg) / "best_params.yaml").write_text(yaml.safe_dump(best))
+        calls.append(("tune", {}))
+
+    def train(cfg):
+        if os.environ.get("STUB_TRAIN_FAILS"):
+            raise RuntimeError("worker killed")
+        (run_of(cfg) / "model").mkdir(exist_ok=True)
+        for name in ("model_config.json", "head.pt"):
+            (run_of(cfg) / "model" / name).write_text("x")
+        calls.append(("train", {"loss": cfg.loss.name, "lr": cfg.train.lr}))
+
+    def evaluate(cfg):
+        run = run_of(cfg)
+        for split in ("validation", "test"):
+            (run / "predictions" / split).mkdir(parents=True, exist_ok=True)
+        (run / "report").mkdir(exist_ok=True)
+        (run / "report" / "metrics.json").write_text("{}")
+        (run / "thresholds.json").write_text("{}")
+        calls.append(("evaluate", {"loss": cfg.loss.name}))
+
+    monkeypatch.setattr(manifest, "run_prepare", prepare)
+    monkeypatch.setattr(manifest, "_run_tune", tune)
+    monkeypatch.setattr(manifest, "run_train", train)
+    monkeypatch.setattr(manifest, "run_evaluate", evaluate)
+    return calls
+
+
+def _ran(results: dict) -> list[str]:
+    return [s for s, r in results.items() if r["ran"]]
+
+
+def test_tune_stage_and_interrupted_train_with_stub_stages(stub_stages, tmp_path, monkeypatch):
+    calls = stub_stages
+    cfg = _cfg(tmp_path, "t")
+    out = manifest.run_stages(cfg, tune=True)
+    assert list(out) == ["prepare", "tune", "train", "evaluate"] and _ran(out) == list(out)
+    # Train and evaluate used best_params.yaml applied to the config.
+    assert calls[2] == ("train", {"loss": "focal", "lr": 0.01}) and calls[3] == (
+        "evaluate",
+        {"loss": "focal"},
+    )
+    assert _manifest(tmp_path / "t", "train")["inputs"]["best_params"]["loss"]["name"] == "focal"
+
+    calls.clear()
+    assert _ran(manifest.run_stages(cfg, tune=True)) == [] and calls == []
+
+    # A changed tune setting re-runs tune and everything after it, not prepare.
+    cfg2 = _cfg(tmp_path, "t", "tune.seed=4")
+    out = manifest.run_stages(cfg2, tune=True)
+    assert _ran(out) == ["tune", "train", "evaluate"]
+    assert "config.tune" in out["tune"]["reason"] and out["train"]["reason"] == "an earlier stage (tune) ran"
+    assert _manifest(tmp_path / "t", "train")["inputs"]["best_params"]["loss"]["params"]["gamma"] == 5.0
+    # The finished search of the old tune settings was removed, not restored.
+    assert sorted(p.name for p in (tmp_path / "t" / "tune").iterdir()) == ["search-4"]
+
+    # Without --tune, train's inputs are the config itself (no best_params): train and evaluate re-run.
+    calls.clear()
+    out = manifest.run_stages(cfg2)
+    assert list(out) == ["prepare", "train", "evaluate"] and _ran(out) == ["train", "evaluate"]
+    assert calls[0] == ("train", {"loss": "db", "lr": 5e-3})
+
+    # A train killed half-way leaves no train (nor evaluate) manifest: the next run trains again.
+    cfg3 = _cfg(tmp_path, "t", "loss.name=bce")
+    monkeypatch.setenv("STUB_TRAIN_FAILS", "1")
+    with pytest.raises(RuntimeError, match="worker killed"):
+        manifest.run_stages(cfg3)
+    assert not (tmp_path / "t" / "manifests" / "train.json").exists()
+    assert not (tmp_path / "t" / "manifests" / "evaluate.json").exists()
+    monkeypatch.delenv("STUB_TRAIN_FAILS")
+    out = manifest.run_stages(cfg3)
+    assert _ran(out) == ["train", "evaluate"] and out["train"]["reason"].startswith("no manifest")
+
+    # A deleted output makes its stage run again even though the manifest matches.
+    (tmp_path / "t" / "report" / "metrics.json").unlink()
+    out = manifest.run_stages(cfg3)
+    assert _ran(out) == ["evaluate"] and "report/metrics.json" in out["evaluate"]["reason"]
+
+
+def _shard(path: Path, n: int, start: int = 0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.table(
+        {
+            "id": [f"d{i}" for i in range(start, start + n)],
+            "text": ["some words"] * n,
+            "labels": pa.array([["a"]] * n, pa.list_(pa.string())),
+        }
+    )
+    pq.write_table(table, path)
+
+
+def test_source_listing_sees_added_changed_and_removed_shards(tmp_path):
+    src = tmp_path / "src"
+    _shard(src / "train" / "a.parquet", 5)
+    _shard(src / "test" / "b.parquet", 5)
+    (src / "_SUCCESS").write_text("")
+    _shard(src / ".hidden" / "c.parquet", 5)
+    cfg = _cfg(tmp_path, "x", f"data.source={src}")
+    listing = manifest.source_listing(str(src))
+    assert [f["path"] for f in listing] == ["test/b.parquet", "train/a.parquet"]
+    assert all(f["size"] > 0 and f["mtime_ns"] > 0 for f in listing)
+    h0 = manifest.inputs_hash(cfg)
+    assert manifest.inputs_hash(cfg) == h0
+    # Unused synthetic parameters do not change the inputs of a Parquet source.
+    assert manifest.prepare_inputs(
+        _cfg(tmp_path, "x", f"data.source={src}", "data.synthetic.seed=3")
+    ).hash == (manifest.prepare_inputs(cfg).hash)
+
+    _shard(src / "train" / "new.parquet", 5, start=100)
+    h1 = manifest.inputs_hash(cfg)
+    assert h1 != h0
+    _shard(src / "train" / "new.parquet", 6, start=100)  # rewritten with other content
+    h2 = manifest.inputs_hash(cfg)
+    assert h2 != h1
+    (src / "train" / "new.parquet").unlink()
+    assert manifest.inputs_hash(cfg) == h0
+
+    # A glob selects its files only; nothing found is a clear error.
+    assert [f["path"] for f in manifest.source_listing(f"{src}/train/*.parquet")] == ["a.parquet"]
+    with pytest.raises(InputError, match="no .parquet files"):
+        manifest.source_listing(str(tmp_path / "empty"))
+
+
+@pytest.fixture
+def s3_server(tmp_path):
+    """A local S3 (moto_server) on a free port; its storage options; stopped after the test."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    server = Path(sys.executable).with_name("moto_server")
+    if not server.exists():
+        pytest.skip("moto_server (PyPI moto[server]) is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [str(server), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    pytest.fail("moto_server did not start")
+                time.sleep(0.2)
+        yield {
+            "storage.endpoint_override": f"127.0.0.1:{port}",
+            "storage.scheme": "http",
+            "storage.access_key": "test",
+            "storage.secret_key": "test",
+            "storage.region": "us-east-1",
+        }
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_source_listing_on_object_storage(s3_server, tmp_path):
+    import pyarrow.fs as pafs
+
+    overrides = [f"{k}={v}" for k, v in s3_server.items()]
+    cfg = _cfg(tmp_path, "x", "data.source=s3://bucket/shards", *overrides)
+    options = {k.split(".")[1]: v for k, v in s3_server.items()}
+    fs = pafs.S3FileSystem(**options, allow_bucket_creation=True)
+    fs.create_dir("bucket")
+    local = tmp_path / "a.parquet"
+    _shard(local, 5)
+    fs.create_dir("bucket/shards/train")
+    with fs.open_output_stream("bucket/shards/train/a.parquet") as out:
+        out.write(local.read_bytes())
+    listing = manifest.source_listing(cfg.data.source, cfg.storage)
+    assert [f["path"] for f in listing] == ["train/a.parquet"]
+    assert listing[0]["size"] == local.stat().st_size and listing[0]["mtime_ns"] > 0
+    h0 = manifest.inputs_hash(cfg)
+    with fs.open_output_stream("bucket/shards/train/b.parquet") as out:
+        out.write(local.read_bytes())
+    assert manifest.inputs_hash(cfg) != h0
+    fs.delete_file("bucket/shards/train/b.parquet")
+    assert manifest.inputs_hash(cfg) == h0
