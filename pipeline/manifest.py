@@ -53,7 +53,7 @@ from pipeline.dataset import InputError
 from pipeline.evaluate import run_evaluate
 from pipeline.prepare import run_prepare
 from pipeline.storage import Location, delete_dir, locate, make_filesystem, read_bytes, read_json, write_json
-from pipeline.train import latest_checkpoint, run_train
+from pipeline.train import TRAIN_RESOURCE_KEYS, latest_checkpoint, run_train
 
 log = logging.getLogger(__name__)
 
@@ -75,20 +75,6 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
         "report/metrics.json",
     ),
 }
-#: Train settings that do not change the model: resources, retries, bookkeeping.
-TRAIN_RESOURCE_KEYS = frozenset(
-    {
-        "num_workers",
-        "use_gpu",
-        "cpus_per_worker",
-        "gpus_per_worker",
-        "data_cpus",
-        "placement_strategy",
-        "max_failures",
-        "keep_checkpoints",
-        "eval_batch_size",
-    }
-)
 EVALUATE_RESOURCE_KEYS = frozenset({"batch_size", "concurrency", "cpus_per_actor", "gpus_per_actor"})
 
 

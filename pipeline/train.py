@@ -452,6 +452,20 @@ def _report(
 
 
 REBALANCED = {"db", "r-fl", "db-0fl"}
+#: Train settings that do not change the model: resources, retries, bookkeeping.
+TRAIN_RESOURCE_KEYS = frozenset(
+    {
+        "num_workers",
+        "use_gpu",
+        "cpus_per_worker",
+        "gpus_per_worker",
+        "data_cpus",
+        "placement_strategy",
+        "max_failures",
+        "keep_checkpoints",
+        "eval_batch_size",
+    }
+)
 
 
 @dataclass
@@ -631,21 +645,7 @@ def _fit(cfg: Config, inputs: TrainInputs, run_config: RunConfig, loss_params: d
 def fingerprint(cfg: Config, labels: list[str], loss_params: dict[str, Any], tokenizer: Any) -> str:
     """What a checkpoint must match to be resumed: everything that shapes the weights, not how long or where
     the run goes (epochs, patience, workers and resources may change between attempts)."""
-    train = cfg.train.model_dump(
-        exclude={
-            "epochs",
-            "patience",
-            "max_failures",
-            "num_workers",
-            "use_gpu",
-            "cpus_per_worker",
-            "gpus_per_worker",
-            "data_cpus",
-            "placement_strategy",
-            "keep_checkpoints",
-            "eval_batch_size",
-        }
-    )
+    train = cfg.train.model_dump(exclude=set(TRAIN_RESOURCE_KEYS | {"epochs", "patience"}))
     blob = json.dumps(
         {
             "model": cfg.model.model_dump(),

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -62,3 +66,39 @@ def no_local_ray():
     if ray.is_initialized():
         ray.shutdown()
     yield
+
+
+@pytest.fixture(scope="session")
+def moto_storage():
+    """`storage.*` settings of an S3 server (moto's server mode) on a free loopback port, for the session."""
+    server = Path(sys.executable).with_name("moto_server")
+    if not server.exists():
+        pytest.skip("moto_server (PyPI moto[server]) is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [str(server), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    pytest.fail(f"moto_server did not start on port {port}")
+                time.sleep(0.2)
+        yield {
+            "endpoint_override": f"127.0.0.1:{port}",
+            "scheme": "http",
+            "access_key": "testing",
+            "secret_key": "testing",
+            "region": "us-east-1",
+        }
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -6,10 +6,6 @@ import json
 import logging
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -143,43 +139,10 @@ def test_predictions_match_model_and_thresholds(ray_session, built):
 # ------------------------------------------------------------------------------------------ object storage
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def s3_server():
-    """Storage settings of a local moto S3 server, or None when moto_server is not installed."""
-    exe = Path(sys.executable).parent / "moto_server"
-    if not exe.exists():
-        yield None
-        return
-    port = _free_port()
-    proc = subprocess.Popen(
-        [str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"moto_server did not start on port {port}") from None
-                time.sleep(0.2)
-        yield [
-            f"storage.endpoint_override=127.0.0.1:{port}",
-            "storage.scheme=http",
-            "storage.access_key=testing",
-            "storage.secret_key=testing",
-            "storage.region=us-east-1",
-        ]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+def s3_server(moto_storage):
+    """The moto server's storage options as `--set` overrides."""
+    return [f"storage.{k}={v}" for k, v in moto_storage.items()]
 
 
 def _bucket(s3_sets: list[str], name: str):
@@ -209,8 +172,6 @@ def _put(fs, path: str, table: pa.Table) -> None:
 @pytest.mark.timeout(60)
 def test_bad_shard_on_s3_names_its_uri(built, s3_server, tmp_path):
     """Shards on s3:// are found and checked through storage.endpoint_override and friends."""
-    if s3_server is None:
-        pytest.skip("moto_server (PyPI moto[server]) is not installed; the S3 checks need it")
     cfg = _cfg(tmp_path, *s3_server, "predict.source=s3://predict-bad/in")
     fs = _bucket(s3_server, "predict-bad")
     _put(fs, "predict-bad/in/p.parquet", pa.table({"id": ["a"], "txt": ["b"]}))
@@ -242,14 +203,9 @@ def test_pointer_s3_source_no_labels_column_via_job(
     (run / "current.json").write_text(json.dumps({"model": "models/v2", "thresholds": "models/thr-v2.json"}))
     texts = _texts(np.random.default_rng(6), 12)
     shard = pa.table({"id": pa.array(range(100, 112), pa.int64()), "text": texts})
-    source, storage = str(root / "in"), []
-    if s3_server is not None:
-        storage = s3_server
-        fs = _bucket(s3_server, "predict-in")
-        _put(fs, "predict-in/new/x.parquet", shard)
-        source = "s3://predict-in/new"
-    else:
-        _write(root / "in" / "x.parquet", dict(zip(shard.column_names, shard.columns, strict=True)))
+    storage = s3_server
+    _put(_bucket(s3_server, "predict-in"), "predict-in/new/x.parquet", shard)
+    source = "s3://predict-in/new"
     out = root / "elsewhere"
     sets = [f"run.output={root / 'runs'}", f"predict.source={source}", f"predict.output={out}", *SCORING]
     argv = [x for s in [*sets, *storage] for x in ("--set", s)]

@@ -286,44 +286,9 @@ def test_source_listing_sees_added_changed_and_removed_shards(tmp_path):
 
 
 @pytest.fixture
-def s3_server(tmp_path):
-    """A local S3 (moto_server) on a free port; its storage options; stopped after the test."""
-    import socket
-    import subprocess
-    import sys
-    import time
-
-    server = Path(sys.executable).with_name("moto_server")
-    if not server.exists():
-        pytest.skip("moto_server (PyPI moto[server]) is not installed")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [str(server), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.fail("moto_server did not start")
-                time.sleep(0.2)
-        yield {
-            "storage.endpoint_override": f"127.0.0.1:{port}",
-            "storage.scheme": "http",
-            "storage.access_key": "test",
-            "storage.secret_key": "test",
-            "storage.region": "us-east-1",
-        }
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+def s3_server(moto_storage):
+    """The moto server's storage options, keyed as config paths."""
+    return {f"storage.{k}": v for k, v in moto_storage.items()}
 
 
 def test_source_listing_on_object_storage(s3_server, tmp_path):
