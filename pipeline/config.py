@@ -40,9 +40,34 @@ class SyntheticSection(_Strict):
     mean_labels_per_doc: float = Field(1.5, ge=1)
     #: Probability that a drawn label pulls in a partner from its co-occurrence group of three.
     cooccurrence: float = Field(0.15, ge=0, le=1)
+    #: Noise words per document (the vectorised generator adds the label words to these).
     words_per_doc: int = Field(40, ge=5)
+    #: Words of its own vocabulary (drawn with repetition) that each label of a document puts in its text.
+    label_words_min: int = Field(3, ge=1)
+    label_words_max: int = Field(5, ge=1)
+    #: per-document: the original generator, one document at a time (mean_labels_per_doc counts the labels
+    #: drawn before co-occurrence pulls; label words overwrite noise words), fine for a few labels per
+    #: document. vectorised: documents in chunks, one Bernoulli draw per (document, label) with rates tuned so
+    #: each label's expected document frequency, pulls included, follows the Zipf law and sums to
+    #: mean_labels_per_doc; label words are inserted among the noise words. For many labels per document
+    #: (80,000 x 7,900 labels x 130 per document in well under a minute).
+    generator: Literal["per-document", "vectorised"] = "per-document"
     num_shards: int = Field(4, ge=1)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SyntheticSection:
+        if self.label_words_max < self.label_words_min:
+            raise ValueError(
+                f"label_words_max ({self.label_words_max}) must be at least label_words_min "
+                f"({self.label_words_min})"
+            )
+        if self.generator == "vectorised" and self.mean_labels_per_doc > 0.9 * self.num_labels:
+            raise ValueError(
+                f"mean_labels_per_doc ({self.mean_labels_per_doc:g}) must be at most 0.9 x num_labels "
+                f"({self.num_labels})"
+            )
+        return self
 
 
 class SplitSection(_Strict):
@@ -88,6 +113,9 @@ class DataSection(_Strict):
     #: Labels in validation/test that never occur in train: fail, or drop those labels from the rows.
     unknown_label_policy: Literal["error", "drop"] = "error"
     top_pairs: int = Field(20, ge=0)
+    #: Pairs are counted among this many most frequent train labels (memory ~ its square); top_pairs_exact in
+    #: label_stats.json says whether the top pairs are provably the top pairs of the whole vocabulary.
+    pair_candidates: int = Field(1024, ge=2, le=4096)
     rows_per_file: int = Field(50_000, ge=1)
     synthetic: SyntheticSection = SyntheticSection()
     split: SplitSection = SplitSection()

@@ -9,6 +9,8 @@ import time
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import ray.data
 
 from pipeline import report
@@ -21,6 +23,17 @@ from pipeline.storage import Location, locate, read_json, staged_dir, write_byte
 from pipeline.thresholds import fit_thresholds
 
 log = logging.getLogger(__name__)
+
+
+SPLITS = ("validation", "test")
+
+
+def _rows_of(table: pa.Table, split: str) -> pa.Table:
+    """map_batches (pyarrow): the rows read from `prepared/<split>/`, without the path column."""
+    paths = table.column("path")
+    # .../prepared/<split>/part-*.parquet -> <split>
+    folder = pc.replace_substring_regex(paths, pattern=r"^.*/prepared/([^/]+)/[^/]*$", replacement=r"\1")
+    return table.filter(pc.equal(folder, split)).drop_columns(["path"])
 
 
 def _require(loc: Location, stage: str) -> None:
@@ -42,20 +55,26 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
         raise InputError(f"{run.uri}: the model's label vocabulary differs from label_stats.json; retrain")
     train_counts = np.array([stats["label_counts"][lab]["train"] for lab in labels])
 
-    scored = {}
-    for split in ("validation", "test"):
-        ds = ray.data.read_parquet(run.join("prepared", split).path, filesystem=run.fs)
-        scored[split] = score_dataset(
-            ds.select_columns(["id", "text", "labels"]),
-            # Absolute for local paths: scoring actors need not share the driver's working directory.
-            run.join("model").path if run.is_local else run.join("model").uri,
-            cfg.storage,
-            concurrency=ecfg.concurrency,
-            num_cpus=ecfg.cpus_per_actor,
-            num_gpus=ecfg.gpus_per_actor,
-            batch_size=ecfg.batch_size,
-        ).materialize()
-        log.info("scored %s: %d rows", split, scored[split].count())
+    # Both splits through one actor pool (one model load per actor), told apart by their file paths.
+    both = ray.data.read_parquet(
+        [run.join("prepared", split).path for split in SPLITS], filesystem=run.fs, include_paths=True
+    )
+    scored_both = score_dataset(
+        both.select_columns(["id", "text", "labels", "path"]),
+        # Absolute for local paths: scoring actors need not share the driver's working directory.
+        run.join("model").path if run.is_local else run.join("model").uri,
+        cfg.storage,
+        concurrency=ecfg.concurrency,
+        num_cpus=ecfg.cpus_per_actor,
+        num_gpus=ecfg.gpus_per_actor,
+        batch_size=ecfg.batch_size,
+    ).materialize()
+    scored = {
+        split: scored_both.map_batches(_rows_of, batch_format="pyarrow", fn_args=(split,)).materialize()
+        for split in SPLITS
+    }
+    for split, ds in scored.items():
+        log.info("scored %s: %d rows", split, ds.count())
 
     y_val, s_val = collect_scores(scored["validation"], labels)
     thr = fit_thresholds(
@@ -68,12 +87,12 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
         at_least_one=ecfg.at_least_one,
     )
     thr_doc = thr.to_json_dict()
-    thr_doc["provenance"] = {"run": cfg.run.name, "fitted_on": "validation", "documents": len(y_val)}
+    thr_doc["provenance"] = {"run": cfg.run.name, "fitted_on": "validation", "documents": y_val.shape[0]}
 
     y_test, s_test = collect_scores(scored["test"], labels)
     pred_test = thr.apply(s_test)
     ev = compute_metrics(
-        y_test.astype(np.int64),
+        y_test,
         pred_test,
         s_test,
         labels,
@@ -83,8 +102,8 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
     )
     # For the report: what a single 0.5 cut-off would have given on test.
     at_half = compute_metrics(
-        y_test.astype(np.int64),
-        (s_test >= 0.5).astype(np.int64),
+        y_test,
+        s_test >= 0.5,
         s_test,
         labels,
         train_counts,

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import nn
 
@@ -29,6 +30,24 @@ def build_head(hidden: int, num_labels: int, dropout: float, priors: np.ndarray)
     return head
 
 
+def _dense(y: sp.csr_matrix, rows: np.ndarray) -> torch.Tensor:
+    """Multi-hot targets of one batch: the only dense label matrix head training builds."""
+    return torch.from_numpy(y[rows].toarray().astype(np.float32))
+
+
+def _score(
+    head: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y: sp.csr_matrix, batch_size: int
+) -> tuple[np.ndarray, float]:
+    """Validation scores and mean loss, batch by batch."""
+    scores, loss_sum = [], 0.0
+    for start in range(0, len(x), batch_size):
+        rows = np.arange(start, min(start + batch_size, len(x)))
+        logits = head(x[rows])
+        loss_sum += float(loss_fn(logits, _dense(y, rows))) * len(rows)
+        scores.append(torch.sigmoid(logits).numpy())
+    return np.concatenate(scores), loss_sum / max(len(x), 1)
+
+
 def train_head(
     cfg: Config,
     train: HeadData,
@@ -45,7 +64,8 @@ def train_head(
     tcfg = cfg.train
     torch.manual_seed(cfg.run.seed)
     priors = np.asarray(counts, dtype=np.float64) / max(num_docs, 1)
-    head = build_head(train.x.shape[1], train.y.shape[1], cfg.model.dropout, priors)
+    num_labels = train.y.shape[1]
+    head = build_head(train.x.shape[1], num_labels, cfg.model.dropout, priors)
     loss_fn = build_loss(cfg.loss.name, counts, num_docs, dict(loss_params))
     optimizer = torch.optim.AdamW(head.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     steps_per_epoch = max(math.ceil(len(train.x) / tcfg.batch_size), 1)
@@ -60,8 +80,8 @@ def train_head(
         scheduler.load_state_dict(resume["scheduler"])
         torch.set_rng_state(resume["rng"])
         state = resume["state"]
-    x_tr, y_tr = torch.from_numpy(train.x), torch.from_numpy(train.y)
-    x_va, y_va = torch.from_numpy(val.x), torch.from_numpy(val.y)
+    x_tr, y_tr = torch.from_numpy(train.x), sp.csr_matrix(train.y)
+    x_va, y_va = torch.from_numpy(val.x), sp.csr_matrix(val.y)
     metric, mode = tcfg.checkpoint_metric, tcfg.checkpoint_mode
     for epoch in range(state["epoch"] + 1, tcfg.epochs):
         if tcfg.patience and state["bad_epochs"] >= tcfg.patience:
@@ -71,7 +91,7 @@ def train_head(
         loss_sum = 0.0
         for start in range(0, len(order), tcfg.batch_size):
             idx = order[start : start + tcfg.batch_size]
-            loss = loss_fn(head(x_tr[idx]), y_tr[idx])
+            loss = loss_fn(head(x_tr[idx]), _dense(y_tr, idx.numpy()))
             loss.backward()
             if tcfg.grad_clip:
                 nn.utils.clip_grad_norm_(head.parameters(), tcfg.grad_clip)
@@ -81,9 +101,7 @@ def train_head(
             loss_sum += float(loss.detach()) * len(idx)
         head.eval()
         with torch.no_grad():
-            logits = head(x_va)
-            val_loss = float(loss_fn(logits, y_va))
-            scores = torch.sigmoid(logits).numpy()
+            scores, val_loss = _score(head, loss_fn, x_va, y_va, tcfg.eval_batch_size)
         metrics = {"epoch": epoch, "train_loss": loss_sum / len(x_tr), "val_loss": val_loss}
         metrics.update(epoch_metrics(val.y, scores))
         value = metrics[metric]

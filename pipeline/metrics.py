@@ -3,23 +3,27 @@
 Micro-F1 is dominated by head labels, so on a long-tailed label set it hides a model that never predicts the
 tail; the report therefore also gives macro figures over the whole training vocabulary, the same metrics per
 frequency group (head / medium / tail by training count), per-label predicted-vs-true counts (over-prediction)
-and the labels the model never gets right. scikit-learn computes every metric it has; precision@k is by hand.
-Output is JSON-ready (python scalars, ``None`` for undefined values).
+and the labels the model never gets right. Output is JSON-ready (python scalars, ``None`` for undefined
+values).
+
+Ground truth may be a dense 0/1 array or a ``scipy.sparse`` matrix (CSR from the pipeline: an 8,000 x 7,900
+split with 130 labels per document is 1M positives, not 63M cells), and both give bit-identical results: every
+function first reduces a label matrix to the coordinates of its positives (:func:`label_positives`) and
+computes from counts. Scores stay dense (the model emits them), float32 is kept as float32. The definitions
+are scikit-learn's (``precision_recall_fscore_support`` with ``zero_division=0``, ``hamming_loss``,
+``accuracy_score``, ``average_precision_score``), computed without it: its per-column calls and dense
+``(n, labels)`` temporaries took minutes and gigabytes at thousands of labels. Count-based figures are
+bit-identical to scikit-learn's; average precision differs from it by float summation order only (~1e-16).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+import scipy.sparse as sp
 from numpy.typing import ArrayLike, NDArray
-from sklearn.metrics import (
-    accuracy_score,
-    average_precision_score,
-    hamming_loss,
-    precision_recall_fscore_support,
-)
 
 GROUPS: tuple[str, ...] = ("head", "medium", "tail")
 DEFAULT_HEAD_MIN = 35
@@ -27,6 +31,203 @@ DEFAULT_TAIL_MAX = 8
 AVERAGES: tuple[str, ...] = ("micro", "macro", "weighted", "samples")
 TOP_K: tuple[int, ...] = (1, 3)
 DECISION_RULE = "a label is predicted iff its score >= its threshold (pipeline.thresholds.apply_thresholds)"
+# Bound on the score cells handled at once by row-chunked passes (top-k selection), to keep memory flat.
+_CHUNK_CELLS = 4_000_000
+
+
+# ------------------------------------------------------------------------------------------ inputs
+
+
+class Positives(NamedTuple):
+    """The 1-cells of a 0/1 label matrix: row and column of each, in row-major order (row, then column)."""
+
+    rows: NDArray[np.int64]
+    cols: NDArray[np.int64]
+    shape: tuple[int, int]
+
+    def per_label(self) -> NDArray[np.int64]:
+        """Positives per column."""
+        return np.bincount(self.cols, minlength=self.shape[1]).astype(np.int64, copy=False)
+
+    def keys(self) -> NDArray[np.int64]:
+        """``row * n_labels + col`` of each positive: ascending, so membership is a binary search."""
+        return self.rows * self.shape[1] + self.cols
+
+
+def label_positives(y: Any, name: str = "y_true") -> Positives:
+    """Positions of the ones of a 2-D 0/1 label matrix, dense (array-like) or ``scipy.sparse``.
+
+    Explicit zeros and the storage order of a sparse matrix do not matter: a dense matrix and any sparse form
+    of it give the same :class:`Positives`. Raises ``ValueError`` for anything but 0 and 1 (duplicate sparse
+    entries are summed first, so a duplicated 1 is a 2).
+    """
+    if sp.issparse(y):
+        if len(y.shape) != 2:
+            raise ValueError(f"{name} must be 2-D, got shape {y.shape}")
+        m = y.tocsr()
+        if not m.has_canonical_format:
+            m = m.copy()  # never reorder the caller's matrix in place
+            m.sum_duplicates()
+        n, c = (int(v) for v in m.shape)
+        data = m.data
+        if data.size and not np.isin(data, (0, 1)).all():
+            raise ValueError(f"{name} must contain only 0 and 1")
+        rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(m.indptr))
+        cols = m.indices.astype(np.int64)
+        keep = data != 0
+        if not keep.all():
+            rows, cols = rows[keep], cols[keep]
+        return Positives(rows, cols, (n, c))
+    a = np.asarray(y)
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, got shape {a.shape}")
+    if a.size and not np.isin(a, (0, 1)).all():
+        raise ValueError(f"{name} must contain only 0 and 1")
+    rows, cols = np.nonzero(a)
+    return Positives(rows.astype(np.int64, copy=False), cols.astype(np.int64, copy=False), a.shape)
+
+
+def check_scores(scores: ArrayLike, name: str = "scores") -> NDArray[np.floating]:
+    """A dense, finite 2-D score matrix; float32 and float64 are kept (no 2x copy), anything else -> float64.
+
+    Comparisons of float32 scores with float64 thresholds are exact (numpy promotes to float64), so results
+    do not depend on the score dtype.
+    """
+    if sp.issparse(scores):
+        raise ValueError(f"{name} must be a dense array, got a sparse matrix")
+    s = np.asarray(scores)
+    if s.dtype != np.float32 and s.dtype != np.float64:
+        s = s.astype(np.float64)
+    if s.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, got shape {s.shape}")
+    if not np.isfinite(s).all():
+        raise ValueError(f"{name} must be finite")
+    return s
+
+
+def _divide(num: ArrayLike, den: ArrayLike) -> NDArray[np.float64]:
+    """``num / den`` in float64, 0 where ``den`` is 0 (scikit-learn's ``zero_division=0``)."""
+    num = np.asarray(num, dtype=np.float64)
+    den = np.asarray(den)
+    return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den != 0)
+
+
+# ------------------------------------------------------------------------------------------ ranking
+
+
+class ScoreCuts(NamedTuple):
+    """For every label, every distinct score of its positives as a cut-off ``score >= cut``, highest first.
+
+    The ``i``-th cut belongs to label ``label[i]``; a label's cuts are ``ptr[j]:ptr[j + 1]``. ``tp`` counts
+    the label's positives scoring >= the cut, ``predicted`` all its scores >= the cut, and ``lower`` is the
+    next lower distinct score in the label's column (NaN if none). Precision, recall, F1 and AP only change
+    value at these cuts, so they are all a label needs: O(positives) values instead of O(documents).
+    """
+
+    label: NDArray[np.int64]
+    cut: NDArray[np.float64]
+    tp: NDArray[np.int64]
+    predicted: NDArray[np.int64]
+    lower: NDArray[np.float64]
+    ptr: NDArray[np.int64]
+
+
+def score_cuts(
+    pos_cols: NDArray[np.int64], pos_scores: NDArray[Any], sorted_rows: NDArray[Any], n_labels: int
+) -> ScoreCuts:
+    """:class:`ScoreCuts` from the positives (column, score) and each label's scores sorted ascending.
+
+    ``sorted_rows[j]`` holds every score of label ``j`` in ascending order (any row for a label without
+    positives). A pooled ranking (micro figures) is one label: all columns zero, one row of all scores.
+    """
+    order = np.lexsort((-pos_scores, pos_cols))
+    c, v = pos_cols[order], pos_scores[order]
+    last = np.ones(c.size, dtype=bool)
+    if c.size > 1:
+        last[:-1] = (c[1:] != c[:-1]) | (v[1:] != v[:-1])
+    first = np.searchsorted(c, np.arange(n_labels))
+    idx = np.flatnonzero(last)
+    label = c[idx]
+    cut = v[idx]
+    tp = (idx - first[label] + 1).astype(np.int64)
+    ptr = np.searchsorted(label, np.arange(n_labels + 1)).astype(np.int64)
+    left = np.empty(idx.size, dtype=np.int64)
+    for j in np.flatnonzero(ptr[1:] > ptr[:-1]):
+        a, b = ptr[j], ptr[j + 1]
+        left[a:b] = np.searchsorted(sorted_rows[j], cut[a:b], side="left")
+    n = sorted_rows.shape[1]
+    lower = np.full(idx.size, np.nan)
+    has_lower = left > 0
+    lower[has_lower] = sorted_rows[label[has_lower], left[has_lower] - 1]
+    return ScoreCuts(label, cut.astype(np.float64), tp, n - left, lower, ptr)
+
+
+def sorted_label_scores(s: NDArray[Any], labels: NDArray[np.intp] | None = None) -> NDArray[Any]:
+    """Scores of the given label columns (all if None), one contiguous row per label, sorted ascending."""
+    rows = np.ascontiguousarray(s.T) if labels is None else s.T[labels]
+    rows.sort(axis=1)
+    return rows
+
+
+def label_cuts(pos: Positives, s: NDArray[Any]) -> ScoreCuts:
+    """Per-label :class:`ScoreCuts` of the label matrix ``pos`` against the scores ``s``."""
+    n_labels = s.shape[1]
+    with_pos = np.flatnonzero(pos.per_label() > 0)
+    if with_pos.size == 0:
+        empty_i, empty_f = np.zeros(0, dtype=np.int64), np.zeros(0)
+        return ScoreCuts(empty_i, empty_f, empty_i, empty_i, empty_f, np.zeros(n_labels + 1, dtype=np.int64))
+    # Only labels with positives have cuts: sort just those columns, renumbered 0..k-1, then map back.
+    slot = np.full(n_labels, -1, dtype=np.int64)
+    slot[with_pos] = np.arange(with_pos.size)
+    cuts = score_cuts(slot[pos.cols], s[pos.rows, pos.cols], sorted_label_scores(s, with_pos), with_pos.size)
+    counts = np.zeros(n_labels, dtype=np.int64)
+    counts[with_pos] = np.diff(cuts.ptr)
+    ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return cuts._replace(label=with_pos[cuts.label], ptr=ptr)
+
+
+def pooled_cuts(pos: Positives, s: NDArray[Any], cols: NDArray[np.intp] | None = None) -> ScoreCuts:
+    """:class:`ScoreCuts` of all (document, label) cells of the columns ``cols`` (all if None) pooled."""
+    if cols is None:
+        flat = np.sort(s, axis=None)
+        keep = slice(None)
+    else:
+        flat = s[:, cols].reshape(-1)
+        flat.sort()
+        in_cols = np.zeros(s.shape[1], dtype=bool)
+        in_cols[cols] = True
+        keep = in_cols[pos.cols]
+    rows, cols_ = pos.rows[keep], pos.cols[keep]
+    return score_cuts(np.zeros(rows.size, dtype=np.int64), s[rows, cols_], flat[None, :], 1)
+
+
+def cut_f1(cuts: ScoreCuts, support: NDArray[np.int64]) -> NDArray[np.float64]:
+    """F1 = 2 TP / (predicted + positives) at every cut."""
+    return 2.0 * cuts.tp / (cuts.predicted + support[cuts.label])
+
+
+def cut_ap(cuts: ScoreCuts, support: NDArray[np.int64]) -> NDArray[np.float64]:
+    """scikit-learn's (uninterpolated) average precision per label, NaN for labels without cuts.
+
+    AP = sum over cuts of (recall - previous recall) * precision, which is ``average_precision_score``: its
+    other thresholds leave recall unchanged and add zero terms.
+    """
+    n_labels = cuts.ptr.size - 1
+    ap = np.full(n_labels, np.nan)
+    if cuts.label.size == 0:
+        return ap
+    pos = support[cuts.label].astype(np.float64)
+    recall = cuts.tp / pos
+    prev_tp = np.empty_like(cuts.tp)
+    prev_tp[1:] = cuts.tp[:-1]
+    starts = cuts.ptr[:-1][cuts.ptr[1:] > cuts.ptr[:-1]]
+    prev_tp[starts] = 0
+    terms = (recall - prev_tp / pos) * (cuts.tp / cuts.predicted)
+    ap[cuts.label[starts]] = np.add.reduceat(terms, starts)
+    return ap
+
+
+# ------------------------------------------------------------------------------------------ metrics
 
 
 def assign_groups(
@@ -45,24 +246,63 @@ def assign_groups(
     return np.where(counts >= head_min, "head", np.where(counts <= tail_max, "tail", "medium")).astype("<U6")
 
 
-def precision_at_k(y_true: ArrayLike, scores: ArrayLike, k: int) -> float:
+def _top_k(sub: NDArray[Any], k: int) -> NDArray[np.bool_]:
+    """Mask of each row's k top-scored cells, ties going to the lower column (a stable descending sort)."""
+    m = sub.shape[1]
+    if k >= m:
+        return np.ones(sub.shape, dtype=bool)
+    kth = np.partition(sub, m - k, axis=1)[:, m - k : m - k + 1]  # each row's k-th largest score
+    top = sub > kth
+    need = k - top.sum(axis=1)  # >= 1: cells equal to the k-th largest still to take
+    eq = sub == kth
+    tied = np.flatnonzero(eq.sum(axis=1) > need)
+    if tied.size:
+        e = eq[tied]
+        eq[tied] = e & (np.cumsum(e, axis=1) <= need[tied, None])
+    return top | eq
+
+
+def _precision_at_ks(
+    pos: Positives, s: NDArray[Any], ks: tuple[int, ...], cols: NDArray[np.intp] | None = None
+) -> dict[int, float]:
+    """:func:`precision_at_k` for each k, ranking only the columns ``cols`` (all if None), in row chunks."""
+    n, n_labels = s.shape
+    if n == 0:
+        return dict.fromkeys(ks, 0.0)
+    if cols is None:
+        rows, local, m = pos.rows, pos.cols, n_labels
+    else:
+        slot = np.full(n_labels, -1, dtype=np.int64)
+        slot[cols] = np.arange(cols.size)
+        local = slot[pos.cols]
+        keep = local >= 0
+        rows, local, m = pos.rows[keep], local[keep], cols.size
+    row_ptr = np.searchsorted(rows, np.arange(n + 1))
+    hits = {k: np.zeros(n, dtype=np.int64) for k in ks}
+    step = max(1, _CHUNK_CELLS // max(m, 1))
+    for a in range(0, n, step):
+        b = min(n, a + step)
+        sub = s[a:b] if cols is None else s[a:b, cols]
+        r, c = rows[row_ptr[a] : row_ptr[b]] - a, local[row_ptr[a] : row_ptr[b]]
+        for k in ks:
+            hits[k][a:b] = np.bincount(r[_top_k(sub, k)[r, c]], minlength=b - a)
+    return {k: float(hits[k].mean() / k) for k in ks}
+
+
+def precision_at_k(y_true: Any, scores: ArrayLike, k: int) -> float:
     """Mean over rows of (true labels among the k top-scored labels) / k.
 
     LibMultiLabel's definition: the denominator is always k, also when a row has fewer than k true labels or
     the label set has fewer than k labels, and rows without true labels count (as 0). Ties in score go to the
-    lower label index.
+    lower label index. ``y_true`` is dense or ``scipy.sparse``.
     """
-    y = np.asarray(y_true)
-    s = np.asarray(scores, dtype=np.float64)
     if k < 1:
         raise ValueError("k must be >= 1")
-    if y.shape != s.shape or y.ndim != 2:
-        raise ValueError(f"y_true and scores must be 2-D of one shape, got {y.shape} and {s.shape}")
-    if y.shape[0] == 0:
-        return 0.0
-    top = np.argsort(-s, axis=1, kind="stable")[:, :k]
-    hits = np.take_along_axis(y, top, axis=1).sum(axis=1)
-    return float(hits.mean() / k)
+    pos = label_positives(y_true)
+    s = check_scores(scores)
+    if pos.shape != s.shape:
+        raise ValueError(f"y_true and scores must be 2-D of one shape, got {pos.shape} and {s.shape}")
+    return _precision_at_ks(pos, s, (k,))[k]
 
 
 def _opt(x: float) -> float | None:
@@ -70,68 +310,108 @@ def _opt(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def per_label_ap(y_true: NDArray[Any], scores: NDArray[np.float64]) -> NDArray[np.float64]:
-    """sklearn average precision per label; NaN for labels without positives (AP is undefined there)."""
-    ap = np.full(y_true.shape[1], np.nan)
-    for j in np.flatnonzero(y_true.sum(axis=0) > 0):
-        ap[j] = average_precision_score(y_true[:, j], scores[:, j])
-    return ap
+def per_label_ap(y_true: Any, scores: ArrayLike) -> NDArray[np.float64]:
+    """Average precision per label (scikit-learn's definition); NaN for labels without positives.
 
-
-def _prf(
-    y_true: NDArray[np.int8], y_pred: NDArray[np.int8], cols: NDArray[np.intp], average: str | None
-) -> tuple[Any, Any, Any]:
-    """sklearn precision, recall, F1 (zero_division=0) over the label columns ``cols``.
-
-    sklearn reads a single-column matrix as a binary target; a zero pad column keeps it multilabel, and
-    ``labels=cols`` restricts every average to ``cols``, so the pad never counts.
+    ``y_true`` is dense or ``scipy.sparse``. One sort of the scores of the labels with positives, then
+    O(positives) work: no per-label scikit-learn call.
     """
-    if y_true.shape[1] == 1:
-        pad = np.zeros((y_true.shape[0], 1), dtype=y_true.dtype)
-        y_true, y_pred = np.hstack([y_true, pad]), np.hstack([y_pred, pad])
-    p, r, f, _ = precision_recall_fscore_support(
-        y_true, y_pred, labels=cols, average=average, zero_division=0
-    )
-    return p, r, f
+    pos = label_positives(y_true)
+    s = check_scores(scores)
+    if pos.shape != s.shape:
+        raise ValueError(f"y_true and scores must be 2-D of one shape, got {pos.shape} and {s.shape}")
+    return cut_ap(label_cuts(pos, s), pos.per_label())
+
+
+class _Counts(NamedTuple):
+    """What every figure is computed from: the positives of truth and prediction, and per-label counts."""
+
+    true: Positives
+    pred: Positives
+    hit: NDArray[np.bool_]  # per true positive: also predicted
+    true_count: NDArray[np.int64]
+    pred_count: NDArray[np.int64]
+    tp: NDArray[np.int64]
+
+
+def _weighted(values: NDArray[np.float64], weights: NDArray[np.int64]) -> float:
+    """scikit-learn's weighted average: by true count, plain mean when every weight is zero."""
+    try:
+        return float(np.average(values, weights=weights))
+    except ZeroDivisionError:
+        return float(np.mean(values))
 
 
 def _headline(
-    y_true: NDArray[np.int8],
-    y_pred: NDArray[np.int8],
-    scores: NDArray[np.float64],
+    cnt: _Counts,
+    scores: NDArray[Any],
     cols: NDArray[np.intp],
     ap: NDArray[np.float64],
     f1_label: NDArray[np.float64],
 ) -> dict[str, Any]:
     """All headline metrics restricted to the label columns ``cols`` (all columns for the overall figures)."""
-    out: dict[str, Any] = {"n_labels": int(cols.size), "n_docs": int(y_true.shape[0])}
+    n, n_labels = scores.shape
+    out: dict[str, Any] = {"n_labels": int(cols.size), "n_docs": int(n)}
     names = [f"{a}_{m}" for a in AVERAGES for m in ("precision", "recall", "f1")]
     names += ["hamming_loss", "subset_accuracy", "macro_ap", "micro_auprc"] + [f"p_at_{k}" for k in TOP_K]
-    if cols.size == 0 or y_true.shape[0] == 0:
+    if cols.size == 0 or n == 0:
         out.update(dict.fromkeys(names))
         out.update(macro_ap_n_labels=0, macro_ap_n_excluded=int(cols.size), labels_with_f1_gt_0=0)
         return out
-    for avg in AVERAGES:
-        p, r, f = _prf(y_true, y_pred, cols, avg)
-        out[f"{avg}_precision"], out[f"{avg}_recall"], out[f"{avg}_f1"] = float(p), float(r), float(f)
-    t_sub, p_sub, s_sub = y_true[:, cols], y_pred[:, cols], scores[:, cols]
-    out["hamming_loss"] = float(hamming_loss(t_sub, p_sub))
-    out["subset_accuracy"] = float(accuracy_score(t_sub, p_sub))
+    every = cols.size == n_labels
+    in_cols = np.zeros(n_labels, dtype=bool)
+    in_cols[cols] = True
+    t_in, p_in = in_cols[cnt.true.cols], in_cols[cnt.pred.cols]
+    tp, pred, true = cnt.tp[cols], cnt.pred_count[cols], cnt.true_count[cols]
+
+    # Same arithmetic as scikit-learn's precision_recall_fscore_support (zero_division=0), average by average.
+    per_label = {
+        "precision": _divide(tp, pred),
+        "recall": _divide(tp, true),
+        "f1": _divide(2.0 * tp, true + pred),
+    }
+    tp_s, pred_s, true_s = tp.sum(), pred.sum(), true.sum()
+    micro = {
+        "precision": _divide(tp_s, pred_s),
+        "recall": _divide(tp_s, true_s),
+        "f1": _divide(2.0 * tp_s, true_s + pred_s),
+    }
+    row_true = np.bincount(cnt.true.rows[t_in], minlength=n)
+    row_pred = np.bincount(cnt.pred.rows[p_in], minlength=n)
+    row_tp = np.bincount(cnt.true.rows[t_in & cnt.hit], minlength=n)
+    per_doc = {
+        "precision": _divide(row_tp, row_pred),
+        "recall": _divide(row_tp, row_true),
+        "f1": _divide(2.0 * row_tp, row_true + row_pred),
+    }
+    for m in ("precision", "recall", "f1"):
+        out[f"micro_{m}"] = float(micro[m])
+        out[f"macro_{m}"] = float(np.mean(per_label[m]))
+        out[f"weighted_{m}"] = _weighted(per_label[m], true)
+        out[f"samples_{m}"] = float(np.mean(per_doc[m]))
+    differences = int(row_true.sum()) + int(row_pred.sum()) - 2 * int(row_tp.sum())
+    out["hamming_loss"] = float(differences) / (n * cols.size * 1.0)
+    out["subset_accuracy"] = float(np.mean((row_true == row_tp) & (row_pred == row_tp)))
     ap_sub = ap[cols]
     defined = np.isfinite(ap_sub)
     out["macro_ap"] = float(ap_sub[defined].mean()) if defined.any() else None
     out["macro_ap_n_labels"] = int(defined.sum())
     out["macro_ap_n_excluded"] = int((~defined).sum())
-    out["micro_auprc"] = float(average_precision_score(t_sub.ravel(), s_sub.ravel())) if t_sub.any() else None
+    if true_s:
+        pooled = pooled_cuts(cnt.true, scores, None if every else cols)
+        out["micro_auprc"] = float(cut_ap(pooled, np.array([true_s], dtype=np.int64))[0])
+    else:
+        out["micro_auprc"] = None
+    p_at = _precision_at_ks(cnt.true, scores, TOP_K, None if every else cols)
     for k in TOP_K:
-        out[f"p_at_{k}"] = precision_at_k(t_sub, s_sub, k)
+        out[f"p_at_{k}"] = p_at[k]
     out["labels_with_f1_gt_0"] = int((f1_label[cols] > 0).sum())
     return out
 
 
 def evaluate(
-    y_true: ArrayLike,
-    y_pred: ArrayLike,
+    y_true: Any,
+    y_pred: Any,
     scores: ArrayLike,
     labels: list[str],
     train_counts: ArrayLike,
@@ -143,8 +423,9 @@ def evaluate(
 
     Parameters
     ----------
-    y_true, y_pred : arrays of shape (n_samples, n_labels)
-        0/1 true and predicted labels; the columns are the whole training vocabulary.
+    y_true, y_pred : arrays or scipy.sparse matrices of shape (n_samples, n_labels)
+        0/1 true and predicted labels; the columns are the whole training vocabulary. Dense and sparse
+        inputs give identical results; pass CSR for large label sets.
     scores : array of shape (n_samples, n_labels)
         Scores the predictions were thresholded from (for AP, AUPRC and P@k).
     labels : list of str
@@ -162,30 +443,27 @@ def evaluate(
     columns), ``per_label``, ``labels_with_f1_gt_0``, ``never_correct``, ``labels_without_positives``,
     ``conventions``.
     """
-    yt = np.asarray(y_true)
-    yp = np.asarray(y_pred)
-    s = np.asarray(scores, dtype=np.float64)
+    s = check_scores(scores)
+    yt = label_positives(y_true, "y_true")
+    yp = label_positives(y_pred, "y_pred")
     counts = np.asarray(train_counts, dtype=np.int64)
-    if yt.ndim != 2 or yt.shape != yp.shape or yt.shape != s.shape:
+    if yt.shape != yp.shape or yt.shape != s.shape:
         raise ValueError(f"y_true, y_pred, scores must be 2-D of one shape: {yt.shape} {yp.shape} {s.shape}")
-    n_labels = yt.shape[1]
+    n_labels = s.shape[1]
     if len(labels) != n_labels or counts.shape != (n_labels,):
         raise ValueError(f"labels ({len(labels)}), train_counts {counts.shape}: expected {n_labels} labels")
-    for name, m in (("y_true", yt), ("y_pred", yp)):
-        if m.size and not np.isin(m, (0, 1)).all():
-            raise ValueError(f"{name} must contain only 0 and 1")
-    yt, yp = yt.astype(np.int8), yp.astype(np.int8)
     groups = assign_groups(counts, head_min, tail_max)
 
-    all_cols = np.arange(n_labels)
-    if yt.shape[0] and n_labels:
-        prec, rec, f1 = _prf(yt, yp, all_cols, None)
-    else:
-        prec = rec = f1 = np.zeros(n_labels)
-    ap = per_label_ap(yt, s)
-    true_count = yt.sum(axis=0, dtype=np.int64)
-    pred_count = yp.sum(axis=0, dtype=np.int64)
-    tp = (yt & yp).sum(axis=0, dtype=np.int64)
+    keys_p = yp.keys()
+    keys_t = yt.keys()
+    at = np.minimum(np.searchsorted(keys_p, keys_t), max(keys_p.size - 1, 0))
+    hit = keys_p[at] == keys_t if keys_p.size else np.zeros(keys_t.size, dtype=bool)
+    true_count, pred_count = yt.per_label(), yp.per_label()
+    tp = np.bincount(yt.cols[hit], minlength=n_labels).astype(np.int64, copy=False)
+    cnt = _Counts(yt, yp, hit, true_count, pred_count, tp)
+    prec, rec = _divide(tp, pred_count), _divide(tp, true_count)
+    f1 = _divide(2.0 * tp, true_count + pred_count)
+    ap = cut_ap(label_cuts(yt, s), true_count)
 
     per_label = [
         {
@@ -204,8 +482,12 @@ def evaluate(
         }
         for j in range(n_labels)
     ]
-    overall = _headline(yt, yp, s, all_cols, ap, f1)
-    by_group = {g: _headline(yt, yp, s, np.flatnonzero(groups == g), ap, f1) for g in GROUPS}
+    overall = _headline(cnt, s, np.arange(n_labels), ap, f1)
+    by_group = {}
+    for g in GROUPS:
+        cols = np.flatnonzero(groups == g)
+        # A group holding every label (all head, say) is the overall set: skip recomputing it.
+        by_group[g] = dict(overall) if cols.size == n_labels else _headline(cnt, s, cols, ap, f1)
     order = np.argsort(-counts, kind="stable")
     return {
         "overall": overall,

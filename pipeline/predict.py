@@ -22,6 +22,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
 import ray.data
+import scipy.sparse as sp
 
 from pipeline.config import Config, DataSection, EvaluateSection, StorageSection
 from pipeline.dataset import InputError, _display, _expand, _is_string
@@ -60,7 +61,7 @@ class Scorer:
         scores = self.model.predict_scores(list(batch["text"]), batch_size=self.batch_size)
         # Label lists arrive as object arrays of arrays; plain lists keep them a list<string> column.
         out = {
-            k: ([list(x) for x in v] if v.dtype == object and k != "id" else v)
+            k: ([list(x) if isinstance(x, np.ndarray) else x for x in v] if v.dtype == object else v)
             for k, v in batch.items()
             if k != "text"
         }
@@ -110,17 +111,18 @@ def decide(table: pa.Table, labels: list[str], thresholds: np.ndarray, at_least_
     return table.append_column("predicted", pa.array(predicted, pa.list_(pa.string())))
 
 
-def collect_scores(ds: ray.data.Dataset, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(multi-hot y_true, scores) on the driver: threshold fitting and metrics need every row's scores."""
-    from pipeline.model import encode_labels
+def collect_scores(ds: ray.data.Dataset, labels: list[str]) -> tuple[sp.csr_matrix, np.ndarray]:
+    """(0/1 CSR y_true, dense scores) on the driver: threshold fitting and metrics need every row's scores;
+    the labels stay sparse (a dense matrix of them would be as large as the scores again)."""
+    from pipeline.labels import csr_from_arrow
 
     ys, ss = [], []
-    index = {lab: i for i, lab in enumerate(labels)}
-    for batch in ds.select_columns(["labels", "scores"]).iter_batches(batch_format="numpy", batch_size=8192):
-        ys.append(encode_labels(batch["labels"], index))
-        ss.append(np.stack(batch["scores"]).astype(np.float32))
+    batches = ds.select_columns(["labels", "scores"]).iter_batches(batch_format="pyarrow", batch_size=8192)
+    for batch in batches:
+        ys.append(csr_from_arrow(batch.column("labels"), labels))
+        ss.append(np.stack(batch.column("scores").to_numpy(zero_copy_only=False)).astype(np.float32))
     c = len(labels)
-    y = np.concatenate(ys) if ys else np.zeros((0, c), np.float32)
+    y = sp.vstack(ys, format="csr") if ys else sp.csr_matrix((0, c), dtype=np.int8)
     s = np.concatenate(ss) if ss else np.zeros((0, c), np.float32)
     return y, s
 

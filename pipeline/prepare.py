@@ -8,6 +8,7 @@ Every check runs before anything is written, so a failed run leaves no output be
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
@@ -18,12 +19,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 import ray.data
+import scipy.sparse as sp
 from ray.data.datasource.filename_provider import FilenameProvider
 
 from pipeline import stats as stats_mod
 from pipeline.config import Config
 from pipeline.dataset import SPLITS, InputError, InputSpec, discover, normalise_split_name
-from pipeline.split import label_matrix, stratified_assign
+from pipeline.split import stratified_assign
 from pipeline.storage import Location, locate, staged_dir, write_json
 from pipeline.synthetic import write_shards
 
@@ -48,12 +50,47 @@ class PartFiles(FilenameProvider):
 def _row_key(row_id: str | None, text: str, labels: list[str]) -> int:
     """A stable 63-bit key: from the id when there is one, else from the content (so exact duplicates
     always land in the same split)."""
-    basis = row_id if row_id is not None else text + "\x1f" + "\x1e".join(labels)
+    return _hash_key(row_id if row_id is not None else text + "\x1f" + "\x1e".join(labels))
+
+
+def _hash_key(basis: str) -> int:
     return int.from_bytes(hashlib.blake2b(basis.encode(), digest_size=8).digest(), "little") >> 1
 
 
+@functools.cache
+def _blank_pattern() -> str:
+    """A regex matching texts made only of characters Python's str.strip() removes (`not text.strip()`; all of
+    them are in the Basic Multilingual Plane)."""
+    chars = "".join(f"\\x{{{ord(c):x}}}" for c in map(chr, range(0x10000)) if c.isspace())
+    return f"^[{chars}]*$"
+
+
+def _clean_labels(labels: pa.ChunkedArray) -> pa.Array:
+    """Each row's labels without nulls, empty strings and repeats (first occurrence kept, order kept), as
+    list<string>; a null list becomes an empty one. Arrow and numpy only, no per-label Python."""
+    flat, lengths = stats_mod.flat_lists(labels.cast(pa.list_(pa.string())))
+    n = len(lengths)
+    parents = np.repeat(np.arange(n), lengths)
+    keep = np.array(pc.fill_null(pc.greater(pc.utf8_length(flat), 0), False), dtype=bool)
+    at = np.flatnonzero(keep)
+    if len(at):
+        codes = pc.dictionary_encode(flat.take(pa.array(at))).indices.to_numpy(zero_copy_only=False)
+        pair = parents[at] * (int(codes.max()) + 1) + codes
+        keep[:] = False
+        keep[at[np.unique(pair, return_index=True)[1]]] = True
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(np.bincount(parents[keep], minlength=n), out=offsets[1:])
+    values = flat.filter(pa.array(keep))
+    return pa.ListArray.from_arrays(pa.array(offsets), values, type=pa.list_(pa.string()))
+
+
 class Normalise:
-    """map_batches (pyarrow): canonical columns, row key, row issues and the keep decision of the policy."""
+    """map_batches (pyarrow): canonical columns, row key, row issues and the keep decision of the policy.
+
+    Labels: nulls, empty strings and repeats removed (first occurrence kept). Row key: `_row_key` of the id
+    when there is one, else of the content. Issues: bad_split_value:<value>, empty_text (null or only
+    whitespace), no_labels. Column work is Arrow; Python runs once per row only for the key hash.
+    """
 
     def __init__(
         self,
@@ -67,38 +104,47 @@ class Normalise:
         self.split_from_column, self.keep_empty = split_from_column, empty_policy == "keep"
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        texts = table.column(self.cols["text"]).to_pylist()
-        labels = table.column(self.cols["labels"]).to_pylist()
-        ids = table.column(self.cols["id"]).to_pylist() if self.has_id else [None] * len(texts)
+        n = table.num_rows
+        raw_text = table.column(self.cols["text"]).cast(pa.string())
+        text = pc.fill_null(raw_text, "")
+        clean = _clean_labels(table.column(self.cols["labels"]))
+        if self.has_id:
+            id_col = table.column(self.cols["id"])
+            if pa.types.is_string(id_col.type) or pa.types.is_large_string(id_col.type):
+                ids = id_col.cast(pa.string()).to_pylist()
+            else:
+                ids = [None if v is None else str(v) for v in id_col.to_pylist()]
+        else:
+            ids = [None] * n
+        if any(rid is None for rid in ids):
+            content = pc.binary_join_element_wise(text, pc.binary_join(clean, "\x1e"), "\x1f").to_pylist()
+            bases = [c if rid is None else rid for rid, c in zip(ids, content, strict=True)]
+        else:
+            bases = ids
+        keys = np.fromiter(map(_hash_key, bases), dtype=np.int64, count=n)
+        out_ids = [rid if rid is not None else f"row-{k:016x}" for rid, k in zip(ids, keys, strict=True)]
+
         if self.split_from_column:
             raw_splits = table.column(self.cols["split"]).to_pylist()
         else:
-            raw_splits = [self.fixed_split] * len(texts)
-        out_ids, out_text, out_labels, out_split, keys, issues, keep = [], [], [], [], [], [], []
-        for rid, text, labs, raw_split in zip(ids, texts, labels, raw_splits, strict=True):
-            clean = list(dict.fromkeys(lab for lab in (labs or []) if lab))
-            key = _row_key(None if rid is None else str(rid), text or "", clean)
-            split = normalise_split_name(raw_split) if raw_split is not None else None
-            issue = ""
-            if raw_split is not None and split is None:
-                issue = f"bad_split_value:{raw_split}"
-            elif text is None or not text.strip():
-                issue = "empty_text"
-            elif not clean:
-                issue = "no_labels"
-            out_ids.append(str(rid) if rid is not None else f"row-{key:016x}")
-            out_text.append(text or "")
-            out_labels.append(clean)
-            out_split.append(split)
-            keys.append(key)
-            issues.append(issue)
-            keep.append(not issue or (self.keep_empty and not issue.startswith("bad_split")))
+            raw_splits = [self.fixed_split] * n
+        memo = {r: normalise_split_name(r) for r in set(raw_splits) if isinstance(r, str)}
+        splits = [memo.get(r) if isinstance(r, str) else None for r in raw_splits]
+        bad = [r is not None and sp is None for r, sp in zip(raw_splits, splits, strict=True)]
+        blank = pc.match_substring_regex(text, _blank_pattern())
+        empty_text = pc.fill_null(blank, True).to_numpy(zero_copy_only=False)
+        no_labels = pc.equal(pc.list_value_length(clean), 0).to_numpy(zero_copy_only=False)
+        issues = np.where(empty_text, "empty_text", np.where(no_labels, "no_labels", "")).astype(object)
+        for i in np.flatnonzero(bad):
+            issues[i] = f"bad_split_value:{raw_splits[i]}"
+        bad = np.asarray(bad, dtype=bool)
+        keep = (issues == "") | (self.keep_empty & ~bad)
         return pa.table(
             {
                 "id": pa.array(out_ids, pa.string()),
-                "text": pa.array(out_text, pa.string()),
-                "labels": pa.array(out_labels, pa.list_(pa.string())),
-                "split": pa.array(out_split, pa.string()),
+                "text": text,
+                "labels": clean,
+                "split": pa.array(splits, pa.string()),
                 "_key": pa.array(keys, pa.int64()),
                 "_issue": pa.array(issues, pa.string()),
                 "_keep": pa.array(keep, pa.bool_()),
@@ -118,10 +164,15 @@ def _assign_splits(table: pa.Table, keys: np.ndarray, names: np.ndarray, only: s
 
 
 def _drop_unknown_labels(table: pa.Table, vocab: list[str]) -> pa.Table:
-    known = set(vocab)
-    labels = [[lab for lab in labs if lab in known] for labs in table.column("labels").to_pylist()]
+    """map_batches: remove the labels outside `vocab` from every row (Arrow kernels, no per-label Python)."""
+    flat, lengths = stats_mod.flat_lists(table.column("labels"))
+    known = pc.is_in(flat, value_set=pa.array(vocab, pa.string()))
+    parents = np.repeat(np.arange(len(lengths)), lengths)[known.to_numpy(zero_copy_only=False)]
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(np.bincount(parents, minlength=len(lengths)), out=offsets[1:])
+    kept = pa.ListArray.from_arrays(pa.array(offsets), flat.filter(known), type=pa.list_(pa.string()))
     idx = table.schema.get_field_index("labels")
-    return table.set_column(idx, "labels", pa.array(labels, pa.list_(pa.string())))
+    return table.set_column(idx, "labels", kept)
 
 
 def _select_split(table: pa.Table, split: str) -> pa.Table:
@@ -155,6 +206,31 @@ def _collect_partials(ds: ray.data.Dataset) -> stats_mod.Partial:
     return stats_mod.combine([row["partial"] for row in blobs.take_all()])
 
 
+def _top_pairs(ds: ray.data.Dataset, total: stats_mod.Partial, k: int, limit: int) -> tuple[list[dict], bool]:
+    """The k most frequent co-occurring train pairs: a second pass counting pairs among the `limit` most
+    frequent train labels only (an M x M array on the driver), plus whether they are provably exact."""
+    if k <= 0:
+        return [], True
+    label_counts = total.splits["train"].label_counts
+    candidates = stats_mod.pair_candidates(label_counts, limit)
+    blobs = ds.map_batches(
+        stats_mod.block_pairs, batch_format="pyarrow", batch_size=None, fn_args=(candidates,)
+    )
+    counts = stats_mod.combine_pairs([row["pairs"] for row in blobs.take_all()], len(candidates))
+    pairs, exact = stats_mod.top_pairs(counts, candidates, label_counts, k)
+    if not exact:
+        log.warning(
+            "top_pairs: pairs were counted among the %d most frequent of %d train labels; the %d-th pair "
+            "count (%d) is below the most frequent label left out, so the list may miss pairs "
+            "(label_stats.json top_pairs_exact=false; raise data.pair_candidates for an exact list)",
+            len(candidates),
+            len(label_counts),
+            k,
+            pairs[k - 1]["count"] if len(pairs) >= k else 0,
+        )
+    return pairs, exact
+
+
 def _split_plan(spec: InputSpec, cfg: Config) -> tuple[str, dict[str, float] | None, str | None]:
     """(method, ratios to stratify with, which split the stratification re-divides)."""
     s = cfg.data.split
@@ -170,23 +246,46 @@ def _split_plan(spec: InputSpec, cfg: Config) -> tuple[str, dict[str, float] | N
 def _stratify(
     ds: ray.data.Dataset, ratios: dict[str, float], only: str | None, seed: int
 ) -> ray.data.Dataset:
-    """Collect (row key, label set) of the rows to divide, stratify on the driver, write the splits back."""
-    key_batches, label_rows, vocab = [], [], {}
+    """Collect (row key, label set) of the rows to divide, stratify on the driver, write the splits back.
+
+    The label sets reach the driver as a CSR matrix built batch by batch from the Arrow label column, never
+    as Python lists.
+    """
+    key_batches, index_batches, length_batches = [], [], []
+    vocab: list[str] = []
     cols = ["_key", "labels", "_keep", "split"]
     for batch in ds.select_columns(cols).iter_batches(batch_format="pyarrow", batch_size=65536):
         mask = batch.column("_keep")
         if only is not None:
             mask = pc.and_(mask, pc.equal(batch.column("split"), only))
-        batch = batch.filter(mask)
+        batch = batch.filter(pc.fill_null(mask, False))
         key_batches.append(batch.column("_key").to_numpy())
-        for labs in batch.column("labels").to_pylist():
-            label_rows.append([vocab.setdefault(lab, len(vocab)) for lab in labs])
+        flat, lengths = stats_mod.flat_lists(batch.column("labels"))
+        # Grow the vocabulary by this batch's new labels; indices point into it (sorted by name below).
+        uniq = pc.unique(flat)
+        if vocab:
+            uniq = uniq.filter(pc.is_null(pc.index_in(uniq, value_set=pa.array(vocab, pa.string()))))
+        vocab.extend(uniq.to_pylist())
+        idx = pc.index_in(flat, value_set=pa.array(vocab, pa.string()))
+        index_batches.append(idx.to_numpy(zero_copy_only=False).astype(np.int32))
+        length_batches.append(lengths)
     keys = np.concatenate(key_batches) if key_batches else np.zeros(0, np.int64)
     if len(keys) == 0:
         raise InputError("no usable rows to split (every row was dropped by data.empty_policy)")
+    indptr = np.zeros(len(keys) + 1, dtype=np.int64)
+    np.cumsum(np.concatenate(length_batches), out=indptr[1:])
+    # Columns in label-name order, so the split does not depend on the order Ray Data streams blocks in
+    # (rows are ordered by key below).
+    rank = np.empty(len(vocab), dtype=np.int32)
+    rank[np.argsort(np.asarray(vocab, dtype=object), kind="stable")] = np.arange(len(vocab), dtype=np.int32)
+    indices = rank[np.concatenate(index_batches)]
+    y_all = sp.csr_matrix(
+        (np.ones(len(indices), dtype=np.int8), indices, indptr), shape=(len(keys), len(vocab))
+    )
     # Duplicate keys (exact duplicate rows) are stratified once and follow each other.
     keys, first = np.unique(keys, return_index=True)
-    y = label_matrix([label_rows[i] for i in first], len(vocab))
+    y = y_all[first]
+    del y_all, indices, index_batches
     t0 = time.perf_counter()
     names = stratified_assign(y, ratios, seed)
     log.info("stratified %d rows x %d labels in %.1fs", y.shape[0], y.shape[1], time.perf_counter() - t0)
@@ -256,7 +355,9 @@ def run_prepare(cfg: Config) -> dict[str, Any]:
         if total.splits[split].docs == 0:
             raise InputError(f"the {split} split is empty after preparation (method {method})")
 
-    doc = stats_mod.label_stats(total, cfg.data.groups.head_min, cfg.data.groups.tail_max, cfg.data.top_pairs)
+    pairs, exact = _top_pairs(ds, total, cfg.data.top_pairs, cfg.data.pair_candidates)
+    groups = cfg.data.groups
+    doc = stats_mod.label_stats(total, groups.head_min, groups.tail_max, pairs, exact)
     doc["source"] = source
     doc["split"] = {"method": method, "ratios": ratios, "seed": cfg.data.split.seed}
     doc["empty_policy"] = cfg.data.empty_policy

@@ -33,6 +33,11 @@ Per-label rows are not in the JSON (thousands of labels would bury the headline)
 ``per_label.csv``: label, group, train_count, support, true_count, predicted_count, true_positives,
 over_prediction, precision, recall, f1, ap, threshold, threshold_source, validation_support, validation_f1,
 in vocabulary (model column) order; empty cells where a value is undefined.
+
+``report.html`` stays readable at thousands of labels: the per-label table is complete only up to
+``MAX_HTML_LABEL_ROWS`` labels (beyond, the most frequent ones, plus tables of the best and worst labels by F1
+and by over-prediction), and the plots aggregate (binned by training frequency; per-label scatters switch to
+small translucent markers).
 """
 
 from __future__ import annotations
@@ -53,8 +58,16 @@ import numpy as np
 from pipeline.metrics import DEFAULT_HEAD_MIN, DEFAULT_TAIL_MAX, GROUPS
 
 SCHEMA_VERSION = 1
-MAX_HTML_LABEL_ROWS = 500
+#: The HTML holds the per-label table in full up to this many labels (beyond it: the most frequent ones, plus
+#: the best / worst tables below); every label is always in ``per_label.csv``.
+MAX_HTML_LABEL_ROWS = 200
 MAX_HTML_LIST = 300
+#: Rows of each best / worst label table of the HTML (F1, over- and under-prediction).
+HTML_EXTREMES = 20
+#: Above this many labels the per-label scatter plots switch to small translucent markers.
+DENSE_PLOT_LABELS = 500
+#: Training-frequency bins of the binned plots (fewer when training counts tie across bin edges).
+FREQUENCY_BINS = 10
 
 #: (key in ``overall``/``groups``, display name), in table order.
 HEADLINE: tuple[tuple[str, str], ...] = (
@@ -91,6 +104,12 @@ PLOTS: dict[str, str] = {
     "are over-predicted, at y = 0 never predicted.",
     "threshold_distribution": "Decision thresholds per label, by source (own F1-optimal threshold, shrunk, "
     "or the global fallback).",
+    "f1_by_frequency_bin": "Test F1 of the labels with test positives, by training-frequency bin (labels "
+    "ordered by training documents, cut into bins of about equal size): macro F1 (bars), median and "
+    "interquartile range, and the share of labels with F1 > 0.",
+    "counts_by_frequency_bin": "Test label assignments per training-frequency bin: true against predicted, "
+    "summed over the bin's labels; the figure above each pair is predicted / true (over-prediction when "
+    "above 1).",
 }
 GROUP_COLOURS = {"head": "#1f77b4", "medium": "#ff7f0e", "tail": "#2ca02c"}
 SOURCE_COLOURS = {"per_label": "#1f77b4", "shrunk": "#9467bd", "global": "#7f7f7f"}
@@ -307,6 +326,9 @@ def render_plots(
     f1 = np.array([r["f1"] for r in rows], dtype=np.float64)
     true_c = np.array([r["true_count"] for r in rows], dtype=np.float64)
     pred_c = np.array([r["predicted_count"] for r in rows], dtype=np.float64)
+    many = len(rows) > DENSE_PLOT_LABELS
+    # Thousands of labels: small translucent, rasterised markers so the density shows, not a blot.
+    dot: dict[str, Any] = {"s": 3, "alpha": 0.35, "linewidths": 0, "rasterized": True} if many else {}
     out: dict[str, bytes] = {}
 
     # Label frequency curve: the long tail at a glance.
@@ -329,14 +351,22 @@ def render_plots(
         for g in GROUPS:
             m = np.array([gg == g for _, gg in freq])
             if m.any():
-                ax.scatter(x[m], y[m], s=12, color=GROUP_COLOURS[g], label=f"{g} ({int(m.sum())})", zorder=2)
+                ax.scatter(
+                    x[m],
+                    y[m],
+                    s=2 if many else 12,
+                    color=GROUP_COLOURS[g],
+                    label=f"{g} ({int(m.sum())})",
+                    zorder=2,
+                    rasterized=many,
+                )
         ax.axhline(head_min, color=GROUP_COLOURS["head"], linestyle="--", linewidth=1)
         ax.axhline(tail_max, color=GROUP_COLOURS["tail"], linestyle="--", linewidth=1)
         ax.set_yscale("symlog", linthresh=1, linscale=0.3)
         ax.set_ylim(-0.2, max(float(y.max()), float(head_min)) * 1.6)
         ax.set_xlabel("label rank by training frequency")
         ax.set_ylabel("training documents")
-        ax.legend(loc="upper right", fontsize=8)
+        ax.legend(loc="upper right", fontsize=8, markerscale=4 if many else 1)
     else:
         _empty(ax, "no labels")
     ax.set_title(f"Label frequency (head >= {head_min}, tail <= {tail_max} training docs)")
@@ -349,10 +379,18 @@ def render_plots(
         for g in GROUPS:
             m = (groups == g) & ~no_pos
             if m.any():
-                ax.scatter(train[m], f1[m], s=16, alpha=0.8, color=GROUP_COLOURS[g], label=g)
+                ax.scatter(
+                    train[m], f1[m], **({"s": 16, "alpha": 0.8} | dot), color=GROUP_COLOURS[g], label=g
+                )
         if no_pos.any():
             ax.scatter(
-                train[no_pos], f1[no_pos], s=20, marker="x", color="#444444", label="no test positives"
+                train[no_pos],
+                f1[no_pos],
+                s=6 if many else 20,
+                marker="x",
+                color="#444444",
+                label="no test positives",
+                rasterized=many,
             )
         ax.axvline(head_min, color=GROUP_COLOURS["head"], linestyle="--", linewidth=1)
         ax.axvline(tail_max, color=GROUP_COLOURS["tail"], linestyle="--", linewidth=1)
@@ -361,7 +399,7 @@ def render_plots(
         ax.set_ylim(-0.03, 1.03)
         ax.set_xlabel("training documents (log scale)")
         ax.set_ylabel("test F1")
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="lower right", fontsize=8, markerscale=4 if many else 1)
     else:
         _empty(ax, "no labels")
     ax.set_title("F1 per label against training frequency")
@@ -390,7 +428,9 @@ def render_plots(
         for g in GROUPS:
             m = groups == g
             if m.any():
-                ax.scatter(true_c[m], pred_c[m], s=16, alpha=0.8, color=GROUP_COLOURS[g], label=g)
+                ax.scatter(
+                    true_c[m], pred_c[m], **({"s": 16, "alpha": 0.8} | dot), color=GROUP_COLOURS[g], label=g
+                )
         top = max(float(true_c.max()), float(pred_c.max()), 1.0) * 1.5
         ax.plot([0, top], [0, top], color="#444444", linewidth=1, label="predicted = true")
         ax.set_xscale("symlog", linthresh=1, linscale=0.3)
@@ -401,7 +441,7 @@ def render_plots(
         ax.text(0.70, 0.04, "under-predicted", transform=ax.transAxes, fontsize=8, color="#a00000")
         ax.set_xlabel("true test documents")
         ax.set_ylabel("predicted test documents")
-        ax.legend(loc="lower right", fontsize=8, bbox_to_anchor=(1.0, 0.08))
+        ax.legend(loc="lower right", fontsize=8, markerscale=4 if many else 1, bbox_to_anchor=(1.0, 0.08))
     else:
         _empty(ax, "no labels")
     ax.set_title("Predicted vs true label counts (test)")
@@ -437,6 +477,106 @@ def render_plots(
         _empty(ax, "no thresholds")
     ax.set_title(f"Threshold distribution (strategy: {thresholds.get('strategy', 'n/a')})")
     out["threshold_distribution"] = _png(fig)
+
+    # Binned by training frequency: readable at any label count.
+    bins = frequency_bins(train.astype(np.int64))
+    names = [f"{name}\n({idx.size})" for name, idx in bins]
+    colours = [GROUP_COLOURS.get(_majority(groups[idx]), "#7f7f7f") for _, idx in bins]
+    xb = np.arange(len(bins))
+
+    fig, ax = figure(8.0, 4.6)
+    has_pos = true_c > 0
+    stats = []
+    for _, idx in bins:
+        v = f1[idx[has_pos[idx]]]
+        stats.append(
+            (float(v.mean()), *np.percentile(v, [25, 50, 75]), float((v > 0).mean()))
+            if v.size
+            else (np.nan,) * 5
+        )
+    if bins and any(np.isfinite(st[0]) for st in stats):
+        mean, q25, q50, q75, share = (np.array(col, dtype=np.float64) for col in zip(*stats, strict=True))
+        ax.bar(xb, mean, 0.6, color=colours, alpha=0.55, label="macro F1 (mean)")
+        ok = np.isfinite(q50)
+        ax.errorbar(
+            xb[ok],
+            q50[ok],
+            yerr=[q50[ok] - q25[ok], q75[ok] - q50[ok]],
+            fmt="o",
+            color="#222222",
+            markersize=4,
+            capsize=3,
+            label="median, interquartile range",
+        )
+        ax.plot(xb[ok], share[ok], color="#d62728", marker="s", markersize=4, label="share with F1 > 0")
+        ax.set_xticks(xb, names, fontsize=7)
+        ax.set_ylim(0, 1.22)
+        ax.set_yticks(np.linspace(0, 1, 6))
+        ax.set_xlabel("training documents per label (labels in bin)")
+        ax.set_ylabel("test F1 / share")
+        ax.legend(loc="upper center", fontsize=8, ncols=3)
+    else:
+        _empty(ax, "no labels with test positives")
+    ax.set_title("Test F1 by training-frequency bin")
+    out["f1_by_frequency_bin"] = _png(fig)
+
+    fig, ax = figure(8.0, 4.6)
+    if bins:
+        true_sum = np.array([true_c[idx].sum() for _, idx in bins])
+        pred_sum = np.array([pred_c[idx].sum() for _, idx in bins])
+        ax.bar(xb - 0.2, true_sum, 0.4, color="#7f7f7f", label="true")
+        ax.bar(xb + 0.2, pred_sum, 0.4, color=colours, label="predicted (coloured by group)")
+        ratio = [
+            f"{p / t:.2f}" if t else ("n/a" if not p else "inf")
+            for t, p in zip(true_sum, pred_sum, strict=True)
+        ]
+        for x_, top, text in zip(xb, np.maximum(true_sum, pred_sum), ratio, strict=True):
+            ax.annotate(text, (x_, top), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=7)
+        both = np.concatenate([true_sum, pred_sum])
+        if (both > 0).all():
+            ax.set_yscale("log")
+            ax.set_ylim(float(both.min()) / 2, float(both.max()) * 3)
+        else:  # a zero bar (a bin never predicted) stays visible on a linear part below 1
+            ax.set_yscale("symlog", linthresh=1, linscale=0.3)
+            ax.set_ylim(0, max(float(both.max()), 1.0) * 3)
+        ax.set_xticks(xb, names, fontsize=7)
+        ax.set_xlabel("training documents per label (labels in bin)")
+        ax.set_ylabel("test label assignments (log scale)")
+        ax.legend(loc="upper left", fontsize=8)
+    else:
+        _empty(ax, "no labels")
+    ax.set_title("True vs predicted test counts by training-frequency bin")
+    out["counts_by_frequency_bin"] = _png(fig)
+    return out
+
+
+def _majority(values: np.ndarray) -> str:
+    """Most common value (first in :data:`GROUPS` order on ties); ``""`` for none."""
+    counts = Counter(str(v) for v in values)
+    return max(GROUPS, key=lambda g: counts.get(g, 0)) if counts else ""
+
+
+def frequency_bins(train_counts: Any, max_bins: int = FREQUENCY_BINS) -> list[tuple[str, np.ndarray]]:
+    """Labels cut into at most ``max_bins`` bins of about equal size by training count, rarest first.
+
+    Labels with one training count always share a bin (a bin edge falling inside a run of equal counts
+    moves to the run's start), so bins can be fewer and uneven. Returns ``(name, label indices)`` per bin,
+    the name being the bin's training-count range (``"3-8"``, or ``"5"`` when all are equal).
+    """
+    counts = np.asarray(train_counts)
+    n = counts.size
+    if n == 0:
+        return []
+    order = np.argsort(counts, kind="stable")
+    ranked = counts[order]
+    edges = {
+        int(np.searchsorted(ranked, ranked[(i * n) // max_bins], side="left")) for i in range(1, max_bins)
+    }
+    bounds = sorted({0, n} | {e for e in edges if 0 < e < n})
+    out = []
+    for a, b in zip(bounds[:-1], bounds[1:], strict=False):
+        lo, hi = ranked[a], ranked[b - 1]
+        out.append((str(lo) if lo == hi else f"{lo}-{hi}", order[a:b]))
     return out
 
 
@@ -671,13 +811,12 @@ def _data_html(d: dict[str, Any]) -> str:
     return out
 
 
-def _per_label_html(
-    ev: dict[str, Any],
+def _label_table(
+    rows_in: list[dict[str, Any]],
     thresholds: dict[str, Any] | None,
     compare: tuple[str, dict[str, Any], Any] | None,
-    max_rows: int,
 ) -> str:
-    rows_in = sorted(ev["per_label"], key=lambda r: -r["train_count"])  # stable: vocabulary order on ties
+    """HTML table of the given per-label rows of ``ev``, in the given order."""
     thr = _thresholds_by_label(thresholds)
     other: dict[str, dict[str, Any]] = {}
     if compare is not None and isinstance(compare[2], dict):
@@ -699,7 +838,7 @@ def _per_label_html(
     if thr:
         header += ["threshold", "source"]
     rows = []
-    for r in rows_in[:max_rows]:
+    for r in rows_in:
         row = [_e(r["label"]), _e(r["group"])]
         row += [_e(fmt(r[k])) for k in ("train_count", "support", "predicted_count")]
         row += [_e(fmt(r["over_prediction"], 2))]
@@ -712,13 +851,72 @@ def _per_label_html(
             t = thr.get(r["label"], {})
             row += [_e(fmt(t.get("threshold"), 3)), _e(fmt(t.get("source")))]
         rows.append(row)
+    return _table(header, rows, left=2)
+
+
+def _per_label_html(
+    ev: dict[str, Any],
+    thresholds: dict[str, Any] | None,
+    compare: tuple[str, dict[str, Any], Any] | None,
+    max_rows: int,
+) -> str:
+    rows_in = sorted(ev["per_label"], key=lambda r: -r["train_count"])  # stable: vocabulary order on ties
     note = ""
     if len(rows_in) > max_rows:
         note = (
             f'<p class="muted">The {max_rows} most frequent of {len(rows_in)} labels; every label is in '
             "per_label.csv.</p>"
         )
-    return note + _table(header, rows, left=2)
+    return note + _label_table(rows_in[:max_rows], thresholds, compare)
+
+
+def extreme_labels(ev: dict[str, Any], n: int = HTML_EXTREMES) -> dict[str, list[dict[str, Any]]]:
+    """The ``n`` best and worst labels of ``ev`` by test F1 and by over-prediction (predicted / true).
+
+    Only labels with test positives take part (F1 and the ratio are undefined or 0 by convention otherwise).
+    Keys: ``highest_f1`` (ties: more test positives first), ``lowest_f1`` (ties: more training documents
+    first, the most surprising failures), ``most_over_predicted`` (ties: more predictions first),
+    ``most_under_predicted`` (never predicted first; ties: more test positives first).
+    """
+    rows = [r for r in ev["per_label"] if r["true_count"] > 0]
+    return {
+        "highest_f1": sorted(rows, key=lambda r: (-r["f1"], -r["true_count"]))[:n],
+        "lowest_f1": sorted(rows, key=lambda r: (r["f1"], -r["train_count"]))[:n],
+        "most_over_predicted": sorted(rows, key=lambda r: (-r["over_prediction"], -r["predicted_count"]))[:n],
+        "most_under_predicted": sorted(rows, key=lambda r: (r["over_prediction"], -r["true_count"]))[:n],
+    }
+
+
+_EXTREME_TITLES = {
+    "highest_f1": "Highest test F1",
+    "lowest_f1": "Lowest test F1 (most training documents first among ties)",
+    "most_over_predicted": "Most over-predicted (predicted / true test documents)",
+    "most_under_predicted": "Most under-predicted (never predicted first)",
+}
+
+
+def _extremes_html(
+    ev: dict[str, Any],
+    thresholds: dict[str, Any] | None,
+    compare: tuple[str, dict[str, Any], Any] | None,
+    n: int,
+) -> str:
+    rows = ev["per_label"]
+    with_pos = sum(1 for r in rows if r["true_count"] > 0)
+    phantom = [r for r in rows if r["true_count"] == 0 and r["predicted_count"] > 0]
+    parts = [
+        f"<p>{len(rows)} labels, {with_pos} with test positives; the {n} best and worst of those by F1 and "
+        "by over-prediction. Every label is in per_label.csv.</p>"
+    ]
+    if phantom:
+        parts.append(
+            f"<p>{len(phantom)} labels without test positives are predicted anyway "
+            f"({sum(r['predicted_count'] for r in phantom)} predictions, all false).</p>"
+        )
+    for key, chosen in extreme_labels(ev, n).items():
+        parts.append(f'<h3 id="labels-{key.replace("_", "-")}">{_e(_EXTREME_TITLES[key])}</h3>')
+        parts.append(_label_table(chosen, thresholds, compare) if chosen else '<p class="muted">none</p>')
+    return "\n".join(parts)
 
 
 def render_html(
@@ -728,6 +926,7 @@ def render_html(
     compare: tuple[str, dict[str, Any], dict[str, Any]] | None = None,
     thresholds: dict[str, Any] | None = None,
     max_label_rows: int = MAX_HTML_LABEL_ROWS,
+    extremes: int = HTML_EXTREMES,
 ) -> str:
     """Self-contained ``report/report.html``: inline CSS, plots as base64 data URIs, no external resource.
 
@@ -736,6 +935,10 @@ def render_html(
     per-label F1 then does not appear, as the document has no per-label rows). ``thresholds`` (the
     ``thresholds.json`` dict) adds each label's threshold and its source to the per-label table. All text
     from data (label names, provenance) is HTML-escaped.
+
+    Up to ``max_label_rows`` labels the per-label table is complete. Beyond, it keeps the ``max_label_rows``
+    most frequent labels and a "Best and worst labels" section adds the ``extremes`` highest and lowest
+    labels by F1 and by over-prediction (:func:`extreme_labels`); ``per_label.csv`` has every label.
     """
     this = run_name(doc)
     title = f"Evaluation report: {this}" + (f" vs {compare[0]}" if compare else "")
@@ -779,6 +982,11 @@ def render_html(
         )
     parts += ["<h2>Thresholds</h2>", _thresholds_html(doc.get("thresholds", {}))]
     parts += ["<h2>Data</h2>", _data_html(doc.get("data", {}))]
+    if len(ev["per_label"]) > max_label_rows:
+        parts += [
+            "<h2>Best and worst labels</h2>",
+            _extremes_html(ev, thresholds, compare, min(extremes, max_label_rows)),
+        ]
     parts += ["<h2>Per label</h2>", _per_label_html(ev, thresholds, compare, max_label_rows)]
     conv = doc.get("conventions", {})
     if conv:

@@ -188,7 +188,7 @@ def align(
     Returns (scores, predictions, labels of `to_labels` missing from `from_labels`)."""
     index = {lab: j for j, lab in enumerate(from_labels)}
     out_s = np.zeros((len(scores), len(to_labels)), np.float32)
-    out_p = np.zeros((len(scores), len(to_labels)), np.int64)
+    out_p = np.zeros((len(scores), len(to_labels)), np.int8)
     for j, lab in enumerate(to_labels):
         if lab in index:
             out_s[:, j], out_p[:, j] = scores[:, index[lab]], pred[:, index[lab]]
@@ -224,7 +224,7 @@ def score_current(
     y, s_cur = collect_scores(scored, labels)
     scores, pred, unknown = align(s_cur, fitted.apply(s_cur), cur_labels, labels)
     ev = compute_metrics(
-        y.astype(np.int64),
+        y,
         pred,
         scores,
         labels,
@@ -235,7 +235,7 @@ def score_current(
     return {
         "overall": ev["overall"],
         "groups": ev["groups"],
-        "documents_scored": len(y),
+        "documents_scored": y.shape[0],
         "labels_unknown_to_current": unknown,
     }
 

@@ -1,17 +1,29 @@
 """Label statistics as a distributed aggregation: a partial per block, combined on the driver.
 
 Only the partials (one small record per block) travel to the driver, never the rows.
+
+Two passes over the prepared rows:
+
+1. `block_partial`: per split, documents, label counts (Arrow `value_counts`, no per-row Python), summed
+   label cardinality, and the row issues with a few example ids.
+2. `block_pairs`: co-occurring label pairs of the train split, counted only among the `M` most frequent
+   train labels (the candidates, known from pass 1) as a sparse `Y^T Y` per block. The driver sums the
+   blocks into an `M x M` array, so memory is bounded by `M^2`, not by the vocabulary squared nor by the
+   labels per row. `top_pairs` then takes the k largest counts; they are provably the exact top k of the
+   whole vocabulary when the k-th count is at least the count of the most frequent label left out of the
+   candidates (a pair is never more frequent than either of its labels).
 """
 
 from __future__ import annotations
 
-import itertools
 import pickle
 from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import scipy.sparse as sp
 
 from pipeline.dataset import SPLITS
 from pipeline.metrics import assign_groups
@@ -24,13 +36,11 @@ class SplitPartial:
     docs: int = 0
     label_counts: Counter = field(default_factory=Counter)
     cardinality_sum: int = 0
-    pairs: Counter = field(default_factory=Counter)
 
     def merge(self, other: SplitPartial) -> None:
         self.docs += other.docs
         self.label_counts.update(other.label_counts)
         self.cardinality_sum += other.cardinality_sum
-        self.pairs.update(other.pairs)
 
 
 @dataclass
@@ -50,32 +60,40 @@ class Partial:
             mine.extend(ex[: MAX_EXAMPLES - len(mine)])
 
 
-def block_partial(table: pa.Table, pair_max_labels: int = 64) -> pa.Table:
-    """Ray Data map_batches function (whole block, pyarrow): one row holding this block's pickled Partial.
+def _label_counts(labels: pa.ChunkedArray | pa.Array) -> Counter:
+    """label -> number of list entries holding it (rows hold each label once, so: documents)."""
+    flat = pc.list_flatten(labels)
+    if len(flat) == 0:
+        return Counter()
+    vc = pc.value_counts(flat)
+    values, counts = vc.field("values").to_pylist(), vc.field("counts").to_pylist()
+    return Counter({v: int(n) for v, n in zip(values, counts, strict=True) if v is not None})
 
-    Pairs are counted only for rows with at most `pair_max_labels` labels: pair counting is quadratic in the
-    row's label count.
-    """
+
+def split_mask(table: pa.Table, split: str) -> pa.ChunkedArray:
+    """Kept rows of `split` (rows with a null split are never selected)."""
+    return pc.fill_null(pc.and_(table.column("_keep"), pc.equal(table.column("split"), split)), False)
+
+
+def block_partial(table: pa.Table) -> pa.Table:
+    """Ray Data map_batches function (whole block, pyarrow): one row holding this block's pickled Partial."""
     part = Partial()
-    splits = table.column("split").to_pylist()
-    labels = table.column("labels").to_pylist()
-    issues = table.column("_issue").to_pylist()
-    ids = table.column("id").to_pylist()
-    keep = table.column("_keep").to_pylist()
-    for split, labs, issue, rid, kept in zip(splits, labels, issues, ids, keep, strict=True):
-        if issue:
+    has_issue = pc.fill_null(pc.not_equal(table.column("_issue"), ""), False)
+    if pc.any(has_issue).as_py():
+        rows = table.filter(has_issue).select(["_issue", "split", "id"]).to_pydict()
+        for issue, split, rid in zip(rows["_issue"], rows["split"], rows["id"], strict=True):
             part.issues.setdefault(issue, Counter())[split or "?"] += 1
             ex = part.examples.setdefault(issue, [])
             if len(ex) < MAX_EXAMPLES:
                 ex.append(rid)
-        if not kept or split not in part.splits:
+    for s in SPLITS:
+        labels = table.column("labels").filter(split_mask(table, s))
+        if len(labels) == 0:
             continue
-        sp = part.splits[split]
-        sp.docs += 1
-        sp.cardinality_sum += len(labs)
-        sp.label_counts.update(labs)
-        if split == "train" and 1 < len(labs) <= pair_max_labels:
-            sp.pairs.update(itertools.combinations(sorted(labs), 2))
+        sp_ = part.splits[s]
+        sp_.docs = len(labels)
+        sp_.cardinality_sum = int(pc.sum(pc.list_value_length(labels)).as_py() or 0)
+        sp_.label_counts = _label_counts(labels)
     return pa.table({"partial": pa.array([pickle.dumps(part)], pa.binary())})
 
 
@@ -86,8 +104,97 @@ def combine(partials: list[bytes]) -> Partial:
     return total
 
 
-def label_stats(total: Partial, head_min: int, tail_max: int, top_pairs: int) -> dict:
-    """The `label_stats.json` document (schema in README) from the combined partial."""
+def pair_candidates(label_counts: dict[str, int], limit: int) -> list[str]:
+    """The `limit` most frequent labels (ties by name): the labels whose pairs `block_pairs` counts."""
+    return sorted(label_counts, key=lambda lab: (-label_counts[lab], lab))[:limit]
+
+
+def flat_lists(labels: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """(every list's values concatenated, each row's length): a null list counts as empty.
+
+    (Not `pc.list_parent_indices`: it also counts the values a null list happens to span, which
+    `pc.list_flatten` leaves out.)
+    """
+    if isinstance(labels, pa.ChunkedArray):
+        labels = labels.combine_chunks() if labels.num_chunks else pa.array([], labels.type)
+    lengths = pc.fill_null(pc.list_value_length(labels), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    return pc.list_flatten(labels), lengths
+
+
+def candidate_matrix(labels: pa.ChunkedArray | pa.Array, candidates: list[str]) -> sp.csr_matrix:
+    """rows x len(candidates) 0/1 matrix of the rows' labels that are candidates (others are left out)."""
+    flat, lengths = flat_lists(labels)
+    col = pc.index_in(flat, value_set=pa.array(candidates, pa.string()))
+    found = pc.is_valid(col).to_numpy(zero_copy_only=False)
+    rows = np.repeat(np.arange(len(lengths)), lengths)[found]
+    cols = col.to_numpy(zero_copy_only=False)[found].astype(np.int32)
+    data = np.ones(len(cols), dtype=np.int32)
+    return sp.csr_matrix((data, (rows, cols)), shape=(len(lengths), len(candidates)))
+
+
+def pair_counts(y: sp.csr_matrix) -> sp.coo_matrix:
+    """Upper triangle (i < j) of Y^T Y: documents holding both labels i and j."""
+    y = y.astype(np.int32)
+    return sp.triu(y.T @ y, k=1, format="coo")
+
+
+def block_pairs(table: pa.Table, candidates: list[str]) -> pa.Table:
+    """Ray Data map_batches function (whole block, pyarrow): this block's train pair counts among the
+    candidates as one row (pickled row, column, count arrays of the upper triangle)."""
+    labels = table.column("labels").filter(split_mask(table, "train"))
+    if len(labels) == 0 or len(candidates) < 2:
+        blob = (np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.int32))
+    else:
+        c = pair_counts(candidate_matrix(labels, candidates))
+        idx = np.uint16 if len(candidates) <= 1 << 16 else np.int32
+        blob = (c.row.astype(idx), c.col.astype(idx), c.data.astype(np.int32))
+    return pa.table({"pairs": pa.array([pickle.dumps(blob)], pa.binary())})
+
+
+def combine_pairs(blobs: list[bytes], num_candidates: int) -> np.ndarray:
+    """Sum the blocks' pair counts into a dense num_candidates x num_candidates (upper triangle) array."""
+    total = np.zeros((num_candidates, num_candidates), dtype=np.int64)
+    for blob in blobs:
+        rows, cols, counts = pickle.loads(blob)
+        np.add.at(total, (rows.astype(np.int64), cols.astype(np.int64)), counts.astype(np.int64))
+    return total
+
+
+def top_pairs(
+    counts: np.ndarray, candidates: list[str], label_counts: dict[str, int], k: int
+) -> tuple[list[dict], bool]:
+    """(the k most frequent pairs as [{labels: [a, b] (sorted), count}], whether they are provably exact).
+
+    Ties are broken by label names, so the list is deterministic. Exact: the k-th count (0 when fewer than k
+    pairs co-occur) is at least the count of every label outside the candidates (ties at that count may
+    order differently than a full count would; the counts themselves are the true top k).
+    """
+    if k <= 0:
+        return [], True
+    names = np.asarray(candidates, dtype=object)
+    rank = np.empty(len(candidates), dtype=np.int64)
+    rank[np.argsort(names, kind="stable")] = np.arange(len(candidates))
+    i, j = np.nonzero(np.triu(counts, k=1))
+    n = counts[i, j]
+    # Each pair as (name-smaller, name-larger), then sort by count desc, names asc.
+    a = np.where(rank[i] < rank[j], i, j)
+    b = np.where(rank[i] < rank[j], j, i)
+    order = np.lexsort((rank[b], rank[a], -n))[:k]
+    out = [{"labels": [names[a[o]], names[b[o]]], "count": int(n[o])} for o in order]
+    kth = out[k - 1]["count"] if len(out) >= k else 0
+    chosen = set(candidates)
+    outside = max((c for lab, c in label_counts.items() if lab not in chosen), default=0)
+    return out, bool(kth >= outside)
+
+
+def label_stats(
+    total: Partial,
+    head_min: int,
+    tail_max: int,
+    pairs: list[dict] | None = None,
+    pairs_exact: bool = True,
+) -> dict:
+    """The `label_stats.json` document (schema in README) from the combined partial and the top pairs."""
     train = total.splits["train"]
     vocab = sorted(train.label_counts)
     counts = np.array([train.label_counts[lab] for lab in vocab], dtype=np.int64)
@@ -109,9 +216,8 @@ def label_stats(total: Partial, head_min: int, tail_max: int, top_pairs: int) ->
             "assignment": {lab: str(g) for lab, g in zip(vocab, groups, strict=True)},
             "sizes": {g: int((groups == g).sum()) for g in ("head", "medium", "tail")},
         },
-        "top_pairs": [
-            {"labels": list(pair), "count": int(n)} for pair, n in train.pairs.most_common(top_pairs)
-        ],
+        "top_pairs": list(pairs or []),
+        "top_pairs_exact": bool(pairs_exact),
         "row_issues": {
             issue: {
                 "by_split": dict(c),

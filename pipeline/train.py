@@ -24,25 +24,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.fs as pafs
 import ray
 import ray.data
 import ray.train
+import scipy.sparse as sp
 import torch
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
-from sklearn.metrics import average_precision_score, f1_score
 from transformers import AutoTokenizer
 
 from pipeline.config import Config
 from pipeline.dataset import InputError
+from pipeline.labels import csr_from_arrow, csr_from_padded, dense_targets, padded_indices, row_width
 from pipeline.losses import build_loss, estimate_mu
 from pipeline.model import (
     TINY_BERT,
     ModelConfig,
     build_model,
     build_tokenizer,
-    encode_labels,
     save_model,
     train_wordpiece_tokenizer,
 )
@@ -68,26 +69,36 @@ def read_prepared(run: Location, split: str) -> ray.data.Dataset:
 
 
 class EncodeBatch:
-    """map_batches (numpy): text -> fixed-length token ids, labels -> multi-hot float32 targets."""
+    """map_batches (pyarrow): text -> fixed-length token ids; labels -> their indices padded to `width`
+    (`pipeline.labels`): the multi-hot targets are built per training batch, never for the whole split."""
 
-    def __init__(self, tokenizer: Any, max_length: int, labels: list[str]) -> None:
+    def __init__(self, tokenizer: Any, max_length: int, labels: list[str], width: int) -> None:
         from pipeline.model import Tokenize
 
         self.tokenize = Tokenize(tokenizer, max_length=max_length, text_column="text")
-        self.label_to_index = {lab: i for i, lab in enumerate(labels)}
+        self.labels, self.width = labels, width
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = self.tokenize(batch)
-        out["targets"] = encode_labels(batch["labels"], self.label_to_index)
+    def __call__(self, table: pa.Table) -> dict[str, np.ndarray]:
+        out = self.tokenize({"text": np.asarray(table.column("text").to_pylist(), dtype=object)})
+        out["label_idx"] = padded_indices(csr_from_arrow(table.column("labels"), self.labels), self.width)
         return out
 
 
 def encode_dataset(
-    ds: ray.data.Dataset, tokenizer: Any, max_length: int, labels: list[str]
+    ds: ray.data.Dataset, tokenizer: Any, max_length: int, labels: list[str], width: int
 ) -> ray.data.Dataset:
     return ds.map_batches(
-        EncodeBatch(tokenizer, max_length, labels), batch_format="numpy", batch_size=256
-    ).select_columns(["input_ids", "attention_mask", "targets"])
+        EncodeBatch(tokenizer, max_length, labels, width), batch_format="pyarrow", batch_size=256
+    ).select_columns(["input_ids", "attention_mask", "label_idx"])
+
+
+def label_matrix(ds: ray.data.Dataset, labels: list[str]) -> sp.csr_matrix:
+    """A split's labels as a 0/1 CSR matrix on the driver (reads the labels column only)."""
+    parts = [
+        csr_from_arrow(batch.column("labels"), labels)
+        for batch in ds.select_columns(["labels"]).iter_batches(batch_format="pyarrow", batch_size=65536)
+    ]
+    return sp.vstack(parts, format="csr") if parts else sp.csr_matrix((0, len(labels)), dtype=np.int8)
 
 
 def make_tokenizer(cfg: Config, train_ds: ray.data.Dataset, run: Location, stats: dict) -> Any:
@@ -124,39 +135,42 @@ def make_tokenizer(cfg: Config, train_ds: ray.data.Dataset, run: Location, stats
     return tokenizer
 
 
-def train_label_rows(train_ds: ray.data.Dataset, labels: list[str]) -> list[np.ndarray]:
-    """Per training row, the indices of its labels (labels only: needed for the data-driven mu)."""
-    index = {lab: i for i, lab in enumerate(labels)}
-    rows = []
-    for batch in train_ds.select_columns(["labels"]).iter_batches(batch_format="pyarrow", batch_size=65536):
-        rows.extend(
-            np.array([index[lab] for lab in labs], dtype=np.int64) for labs in batch.column(0).to_pylist()
-        )
-    return rows
-
-
 # ------------------------------------------------------------------------------------------------ metrics
 
 
-def epoch_metrics(y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+def epoch_metrics(y: Any, scores: np.ndarray) -> dict[str, float]:
     """Validation metrics at 0.5 and after per-label threshold tuning; macro averages over the whole
-    vocabulary, zero_division=0."""
-    pred = (scores >= 0.5).astype(np.int64)
-    has_pos = y.sum(0) > 0
-    ap = (
-        float(average_precision_score(y[:, has_pos], scores[:, has_pos], average="macro"))
-        if has_pos.any()
-        else 0.0
-    )
+    vocabulary, zero_division=0. `y` is 0/1, dense or scipy.sparse (the loop passes CSR)."""
+    from pipeline.metrics import per_label_ap
+
+    y = sp.csr_matrix(y)
+    f1 = _f1_from_counts(y, scores >= 0.5)
+    ap = per_label_ap(y, scores)
     # The report applies per-label thresholds fitted on validation; the same fit here (optimistic: fitted and
     # measured on the same rows) lets epoch selection and Tune optimise what the report shows.
     tuned = fit_thresholds(y, scores, [str(i) for i in range(y.shape[1])]).validation["chosen"]
     return {
-        "val_micro_f1": float(f1_score(y, pred, average="micro", zero_division=0)),
-        "val_macro_f1": float(f1_score(y, pred, average="macro", zero_division=0)),
-        "val_macro_ap": ap,
+        "val_micro_f1": f1["micro"],
+        "val_macro_f1": f1["macro"],
+        "val_macro_ap": float(np.nanmean(ap)) if np.isfinite(ap).any() else 0.0,
         "val_tuned_micro_f1": float(tuned["micro_f1"]),
         "val_tuned_macro_f1": float(tuned["macro_f1"]),
+    }
+
+
+def _f1_from_counts(y: sp.csr_matrix, pred: np.ndarray) -> dict[str, float]:
+    """Micro and macro F1 (zero_division=0, as scikit-learn) from a sparse truth and a dense decision."""
+    rows, cols = y.nonzero()
+    num_labels = y.shape[1]
+    tp = np.bincount(cols, weights=pred[rows, cols], minlength=num_labels)
+    fp = pred.sum(0) - tp
+    fn = np.bincount(cols, minlength=num_labels) - tp
+    denom = 2 * tp + fp + fn
+    per_label = np.divide(2 * tp, denom, out=np.zeros(num_labels), where=denom > 0)
+    total = float(denom.sum())
+    return {
+        "micro": float(2 * tp.sum() / total) if total else 0.0,
+        "macro": float(per_label.mean()) if num_labels else 0.0,
     }
 
 
@@ -181,18 +195,18 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast("cuda", dtype=dtype), scaler
 
 
-def _gather(arr: np.ndarray) -> np.ndarray:
-    """Concatenate an array across data-parallel ranks (identity with one worker)."""
+def _gather(arr: Any) -> Any:
+    """Concatenate an array (numpy or scipy.sparse) across data-parallel ranks (identity with one worker)."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return arr
     parts: list[Any] = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(parts, arr)
-    return np.concatenate(parts, axis=0)
+    return sp.vstack(parts, format="csr") if sp.issparse(arr) else np.concatenate(parts, axis=0)
 
 
 def _batches_in_memory(shard: Any) -> dict[str, torch.Tensor]:
     """This worker's whole shard as tensors: weighted sampling draws indices over it each epoch."""
-    cols: dict[str, list[np.ndarray]] = {"input_ids": [], "attention_mask": [], "targets": []}
+    cols: dict[str, list[np.ndarray]] = {"input_ids": [], "attention_mask": [], "label_idx": []}
     for batch in shard.iter_batches(batch_size=4096, batch_format="numpy"):
         for k in cols:
             cols[k].append(batch[k])
@@ -208,7 +222,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     torch.manual_seed(seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     tcfg = config["train"]
 
-    model = build_model(config["model"], len(config["labels"]), config["tokenizer"])
+    num_labels = len(config["labels"])
+    model = build_model(config["model"], num_labels, config["tokenizer"])
     if config["init_bias"]:
         model.init_head_bias(np.asarray(config["counts"]) / max(config["num_docs"], 1))
     model = ray.train.torch.prepare_model(model)
@@ -265,7 +280,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         for step, batch in enumerate(batches):
             ids = batch["input_ids"].to(device)
             mask = batch["attention_mask"].to(device)
-            y = batch["targets"].to(device)
+            y = dense_targets(batch["label_idx"].to(device), num_labels)
             with autocast:
                 logits = model(ids, mask)
             loss = loss_fn(logits.float(), y) / tcfg["grad_accum"]
@@ -364,11 +379,11 @@ def _epoch_batches(
             local_shuffle_seed=seed,
         )
         return
-    y = in_memory["targets"].numpy()
-    rows = [np.flatnonzero(r) for r in y]
-    n = len(rows)
+    num_labels = len(config["labels"])
+    rows = csr_from_padded(in_memory["label_idx"].numpy(), num_labels)
+    n = rows.shape[0]
     if config["sampling"] == "class-aware":
-        idx = class_aware_indices(rows, y.shape[1], n, seed)
+        idx = class_aware_indices(rows, num_labels, n, seed)
     else:
         weights = sample_weights(rows, np.asarray(config["counts"]), config["sampling"])
         idx = weighted_indices(weights, n, seed)
@@ -395,22 +410,23 @@ def _step(model, optimizer, scheduler, scaler, clip: float | None) -> None:
 @torch.no_grad()
 def _validate(
     model, shard, loss_fn, device, autocast, batch_size: int
-) -> tuple[float, np.ndarray, np.ndarray]:
+) -> tuple[float, np.ndarray, sp.csr_matrix]:
+    """(mean loss, dense scores, sparse 0/1 targets) of this worker's validation shard."""
     model.eval()
+    c = _unwrap(model).head.out_features
     scores, targets, loss_sum, rows = [], [], 0.0, 0
     for batch in shard.iter_torch_batches(batch_size=batch_size):
-        y = batch["targets"].to(device)
+        y = dense_targets(batch["label_idx"].to(device), c)
         with autocast:
             logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
         logits = logits.float()
         loss_sum += float(loss_fn(logits, y)) * len(y)
         rows += len(y)
         scores.append(torch.sigmoid(logits).cpu().numpy())
-        targets.append(y.cpu().numpy())
+        targets.append(csr_from_padded(batch["label_idx"].numpy(), c))
     if not scores:
-        c = _unwrap(model).head.out_features
-        return 0.0, np.zeros((0, c), np.float32), np.zeros((0, c), np.float32)
-    return loss_sum / max(rows, 1), np.concatenate(scores), np.concatenate(targets)
+        return 0.0, np.zeros((0, c), np.float32), sp.csr_matrix((0, c), dtype=np.int8)
+    return loss_sum / max(rows, 1), np.concatenate(scores), sp.vstack(targets, format="csr")
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -495,13 +511,18 @@ def build_inputs(cfg: Config, tokenize: bool = True) -> TrainInputs:
     counts = [stats["label_counts"][lab]["train"] for lab in labels]
     train_raw = read_prepared(run, "train")
     tokenizer = make_tokenizer(cfg, train_raw, run, stats)
-    mu = float(estimate_mu(train_label_rows(train_raw, labels), counts))
-    datasets = {
-        split: encode_dataset(
-            read_prepared(run, split), tokenizer, cfg.model.max_length, labels
-        ).materialize()
-        for split in (("train", "validation") if tokenize else ())
-    }
+    y_train = label_matrix(train_raw, labels)
+    mu = float(estimate_mu(y_train, counts))
+    datasets = {}
+    if tokenize:
+        # One index width for both splits: Ray Data stacks the column as one fixed-shape tensor.
+        width = max(row_width(y_train), row_width(label_matrix(read_prepared(run, "validation"), labels)))
+        datasets = {
+            split: encode_dataset(
+                read_prepared(run, split), tokenizer, cfg.model.max_length, labels, width
+            ).materialize()
+            for split in ("train", "validation")
+        }
     model_cfg = ModelConfig.from_any(cfg.model.model_dump(exclude={"init_bias_from_priors"}))
     return TrainInputs(run, labels, counts, stats["documents"]["train"], tokenizer, mu, datasets, model_cfg)
 

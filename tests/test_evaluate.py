@@ -50,7 +50,7 @@ def test_outputs_written(evaluated):
     run = root / "db"
     for path in ["thresholds.json", "report/metrics.json", "report/per_label.csv", "report/report.html"]:
         assert (run / path).is_file(), path
-    assert len(list((run / "report" / "plots").glob("*.png"))) == 5
+    assert len(list((run / "report" / "plots").glob("*.png"))) == 7
     stats = json.loads((run / "label_stats.json").read_text())
     for split in ("validation", "test"):
         preds = pl.read_parquet(sorted((run / "predictions" / split).glob("*.parquet")))

@@ -7,12 +7,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 from sklearn.metrics import average_precision_score, f1_score
 
-from pipeline.metrics import GROUPS, assign_groups, evaluate, precision_at_k
+import pipeline.metrics as metrics_module
+from pipeline.metrics import GROUPS, assign_groups, evaluate, per_label_ap, precision_at_k
 
 
 def safe_div(a: NDArray | float, b: NDArray | float) -> NDArray:
@@ -213,3 +215,76 @@ def test_rejects_mismatched_inputs() -> None:
         evaluate(y, y, np.zeros((3, 2)), ["a"], [1, 2])
     with pytest.raises(ValueError):
         evaluate(y, y + 2, np.zeros((3, 2)), ["a", "b"], [1, 2])
+
+
+# ------------------------------------------------------------------------------- sparse ground truth
+
+
+@settings(max_examples=30, deadline=None)
+@given(evaluation_data(), st.booleans())
+def test_sparse_and_dense_give_identical_results(
+    data: tuple[NDArray, NDArray, NDArray, NDArray], float32: bool
+) -> None:
+    y, p, s, counts = data
+    if float32:
+        s = s.astype(np.float32)
+    labels = [f"L{j}" for j in range(y.shape[1])]
+    dense = evaluate(y, p, s, labels, counts)
+    for yt, yp in (
+        (sp.csr_matrix(y), p),
+        (sp.csr_matrix(y), sp.csr_matrix(p)),
+        (sp.csc_matrix(y.astype(np.float32)), sp.coo_matrix(p)),
+        (sp.csr_array(y.astype(bool)), p.astype(bool)),
+    ):
+        assert evaluate(yt, yp, s, labels, counts) == dense
+    np.testing.assert_array_equal(per_label_ap(sp.csr_matrix(y), s), per_label_ap(y, s))
+    for k in (1, 2, 3, 50):
+        assert precision_at_k(sp.csr_matrix(y), s, k) == precision_at_k(y, s, k)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 40), st.integers(1, 12), st.booleans())
+def test_ap_and_precision_at_k_match_references(seed: int, n: int, c: int, ties: bool) -> None:
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, c)) < 0.3).astype(np.int8)
+    s = rng.integers(0, 3, (n, c)) / 2.0 if ties else rng.random((n, c))
+    ap = per_label_ap(sp.csr_matrix(y), s)
+    for j in range(c):
+        if y[:, j].any():
+            assert ap[j] == pytest.approx(average_precision_score(y[:, j], s[:, j]), abs=1e-12)
+        else:
+            assert np.isnan(ap[j])
+    for k in (1, 3, c, c + 2):
+        assert precision_at_k(sp.csr_matrix(y), s, k) == pytest.approx(hand_p_at_k(y, s, k), abs=1e-12)
+
+
+def test_precision_at_k_ties_across_row_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Rows are ranked in chunks; ties (to the lower label index) must not depend on the chunking.
+    rng = np.random.default_rng(5)
+    y = (rng.random((50, 7)) < 0.4).astype(np.int8)
+    s = rng.integers(0, 2, (50, 7)) / 1.0  # mostly ties
+    want = {k: hand_p_at_k(y, s, k) for k in (1, 3)}
+    monkeypatch.setattr(metrics_module, "_CHUNK_CELLS", 10)  # one row per chunk
+    for k in (1, 3):
+        assert precision_at_k(sp.csr_matrix(y), s, k) == pytest.approx(want[k])
+    res = evaluate(y, y, s, [str(j) for j in range(7)], np.full(7, 100))
+    assert res["overall"]["p_at_1"] == pytest.approx(want[1])
+    assert res["overall"]["p_at_3"] == pytest.approx(want[3])
+
+
+def test_sparse_inputs_are_checked_and_left_alone() -> None:
+    y = np.array([[1, 0, 1], [0, 1, 0]])
+    s = np.array([[0.9, 0.2, 0.4], [0.1, 0.8, 0.3]])
+    unsorted = sp.csr_matrix((np.array([1, 1, 1]), np.array([2, 0, 1]), np.array([0, 2, 3])), shape=(2, 3))
+    unsorted.has_sorted_indices = False
+    before = unsorted.indices.copy()
+    assert evaluate(unsorted, y, s, ["a", "b", "c"], [50, 20, 1]) == evaluate(
+        y, y, s, ["a", "b", "c"], [50, 20, 1]
+    )
+    np.testing.assert_array_equal(unsorted.indices, before)
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        evaluate(sp.csr_matrix(y * 3), y, s, ["a", "b", "c"], [1, 2, 3])
+    with pytest.raises(ValueError, match="finite"):
+        evaluate(sp.csr_matrix(y), y, np.where(y > 0, np.nan, s), ["a", "b", "c"], [1, 2, 3])
+    with pytest.raises(ValueError, match="one shape"):
+        evaluate(sp.csr_matrix((2, 4)), y, s, ["a", "b", "c"], [1, 2, 3])

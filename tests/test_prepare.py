@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
 from pathlib import Path
@@ -64,6 +65,12 @@ def test_synthetic_demo_counts_match_polars(ray_session, tmp_path):
     assert sum(stats["groups"]["sizes"].values()) == stats["num_labels"]
     assert stats["split"]["method"] == "iterative-stratification"
     assert not list(run.glob(".staging-*"))
+    # Top pairs: the exact top pairs of the written train split (20 labels: all of them are candidates).
+    train_rows = pl.read_parquet(sorted((run / "prepared" / "train").glob("*.parquet")))["labels"].to_list()
+    pairs = Counter(p for r in train_rows for p in itertools.combinations(sorted(r), 2))
+    ranked = sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))[:20]
+    assert stats["top_pairs"] == [{"labels": list(p), "count": n} for p, n in ranked]
+    assert stats["top_pairs_exact"] is True and on_disk["top_pairs_exact"] is True
 
 
 def test_reuters_counts_and_carved_validation(ray_session, tmp_path):

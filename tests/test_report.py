@@ -226,3 +226,120 @@ def test_formatting() -> None:
     assert report.fmt(float("nan")) == "n/a"
     assert report.fmt_delta(0.5, 0.25) == "+0.2500" and report.fmt_delta(2, 5) == "-3"
     assert report.fmt_delta(None, 0.1) == "n/a"
+
+
+# ------------------------------------------------------------------------------- thousands of labels
+
+WIDE_LABELS = 7900
+
+
+def _section(page: str, title: str) -> str:
+    return page.split(f"<h2>{title}</h2>")[1].split("<h2>")[0]
+
+
+@pytest.fixture(scope="module")
+def wide_run() -> dict[str, Any]:
+    """A 7,900-label evaluation from sparse ground truth, as the evaluate stage builds it."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(11)
+    prevalence = 0.3 / (np.arange(WIDE_LABELS) + 3.0) ** 0.6  # long tail, ~15 labels per document
+    labels = [f"topic_{j:04d}" for j in range(WIDE_LABELS)]
+    train_counts = rng.binomial(2000, np.minimum(prevalence * 2, 1))
+
+    def split(n: int) -> tuple[sp.csr_matrix, np.ndarray]:
+        y = rng.random((n, WIDE_LABELS)) < prevalence
+        s = 0.55 * rng.random(y.shape, dtype=np.float32) + 0.45 * y * rng.random(y.shape, dtype=np.float32)
+        return sp.csr_matrix(y, dtype=np.int8), s
+
+    y_val, s_val = split(300)
+    y_test, s_test = split(300)
+    thr = fit_thresholds(y_val, s_val, labels)
+    ev = evaluate(y_test, thr.apply(s_test), s_test, labels, train_counts)
+    stats = {
+        "labels": labels,
+        "num_labels": WIDE_LABELS,
+        "documents": {"train": 2000, "validation": 300, "test": 300},
+        "label_counts": {lab: {"train": int(c)} for lab, c in zip(labels, train_counts, strict=True)},
+        "groups": {"head_min": 35, "tail_max": 8},
+    }
+    thr_doc = thr.to_json_dict()
+    doc = report.build_metrics_document(ev, thr_doc, stats, {"run": "wide-run"})
+    plots = report.render_plots(ev, thr_doc, stats)
+    page = report.render_html(doc, ev, plots, thresholds=thr_doc)
+    return {"ev": ev, "thr": thr_doc, "plots": plots, "page": page, "csv": report.per_label_csv(ev, thr_doc)}
+
+
+def test_wide_report_has_every_group_and_the_csv_every_label(wide_run: dict[str, Any]) -> None:
+    ev = wide_run["ev"]
+    assert {g: ev["groups"][g]["n_labels"] > 0 for g in GROUPS} == dict.fromkeys(GROUPS, True)
+    df = pd.read_csv(io.StringIO(wide_run["csv"]), keep_default_na=False, na_values=[""])
+    assert len(df) == WIDE_LABELS and df["label"].tolist() == [r["label"] for r in ev["per_label"]]
+    assert df["threshold"].notna().all()
+
+
+def test_wide_report_html_stays_short(wide_run: dict[str, Any]) -> None:
+    page = wide_run["page"]
+    assert len(page) < 3_000_000  # plots included
+    per_label = _section(page, "Per label")
+    assert per_label.count("<tr>") == 1 + report.MAX_HTML_LABEL_ROWS
+    assert f"The {report.MAX_HTML_LABEL_ROWS} most frequent of {WIDE_LABELS} labels" in per_label
+    extremes = _section(page, "Best and worst labels")
+    tables = extremes.split("<h3")[1:]
+    assert len(tables) == 4
+    for key, table in zip(report.extreme_labels(wide_run["ev"]), tables, strict=True):
+        assert f'id="labels-{key.replace("_", "-")}"' in table
+        assert table.count("<tr>") == 1 + report.HTML_EXTREMES
+    assert page.count("<tr>") < 2 * report.MAX_HTML_LABEL_ROWS  # no full per-label table anywhere
+
+
+def test_wide_report_extreme_tables_are_ordered(wide_run: dict[str, Any]) -> None:
+    ext = report.extreme_labels(wide_run["ev"])
+    with_pos = [r for r in wide_run["ev"]["per_label"] if r["true_count"] > 0]
+    f1s = sorted(r["f1"] for r in with_pos)
+    assert [r["f1"] for r in ext["highest_f1"]] == f1s[::-1][: report.HTML_EXTREMES]
+    assert [r["f1"] for r in ext["lowest_f1"]] == f1s[: report.HTML_EXTREMES]
+    ratios = sorted(r["over_prediction"] for r in with_pos)
+    assert [r["over_prediction"] for r in ext["most_over_predicted"]] == ratios[::-1][: report.HTML_EXTREMES]
+    assert [r["over_prediction"] for r in ext["most_under_predicted"]] == ratios[: report.HTML_EXTREMES]
+    page = wide_run["page"]
+    for r in ext["most_over_predicted"]:
+        assert f'<td class="l">{r["label"]}</td>' in page
+
+
+def test_wide_report_plots(wide_run: dict[str, Any]) -> None:
+    plots = wide_run["plots"]
+    assert set(plots) == set(report.PLOTS)
+    for name, png in plots.items():
+        img = imread(io.BytesIO(png))
+        assert img.shape[0] >= 300 and img.shape[1] >= 400, name
+        assert img[..., :3].std() > 0.01, f"{name} is blank"
+        assert len(png) < 400_000, name
+
+
+def test_small_report_keeps_the_full_table(run_a: dict[str, Any]) -> None:
+    page = report.render_html(run_a["doc"], run_a["ev"], run_a["plots"], thresholds=run_a["thr"])
+    assert "Best and worst labels" not in page
+    assert _section(page, "Per label").count("<tr>") == 1 + len(LABELS)
+    assert "most frequent of" not in page
+    cut = report.render_html(run_a["doc"], run_a["ev"], {}, max_label_rows=3)
+    extremes = _section(cut, "Best and worst labels")
+    assert extremes.count("<h3") == 4 and extremes.count("<tr>") == 4 * (1 + 3)
+    assert "a&lt;b&amp;c" in cut and "a<b&c" not in cut
+
+
+def test_frequency_bins() -> None:
+    counts = np.array([5, 1, 1, 1, 1, 1, 1, 2, 3, 100, 40, 7, 7, 7])
+    bins = report.frequency_bins(counts, max_bins=4)
+    assert 1 <= len(bins) <= 4
+    members = np.concatenate([idx for _, idx in bins])
+    assert sorted(members.tolist()) == list(range(counts.size))
+    # An edge inside a run of equal counts moves to the run start: the six 1s and the three 7s stay together.
+    assert bins[0][0] == "1-2" and set(bins[0][1].tolist()) == {1, 2, 3, 4, 5, 6, 7}
+    assert any(set(idx.tolist()) >= {11, 12, 13} for _, idx in bins)
+    tops = [counts[idx].max() for _, idx in bins]
+    lows = [counts[idx].min() for _, idx in bins]
+    assert all(hi < lo for hi, lo in zip(tops[:-1], lows[1:], strict=True))  # ordered, disjoint ranges
+    assert bins[-1][0] == f"{lows[-1]}-100"
+    assert report.frequency_bins([]) == []
+    assert [name for name, _ in report.frequency_bins([4, 4, 4])] == ["4"]

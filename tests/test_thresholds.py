@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
@@ -300,3 +301,83 @@ def test_rejects_bad_inputs() -> None:
         fit_thresholds(y, s, ["a"])
     with pytest.raises(ValueError, match="only 0 and 1"):
         best_f1_thresholds(y * 2, s)
+
+
+# ------------------------------------------------------------------------------- sparse ground truth
+
+
+def sparse_forms(y: NDArray) -> list:
+    """The same 0/1 matrix as CSR, CSC, COO with an explicit zero, and CSR with unsorted column indices."""
+    coo = sp.coo_matrix(y)
+    with_zero = sp.coo_matrix(
+        (np.r_[coo.data, 0], (np.r_[coo.row, 0], np.r_[coo.col, 0])), shape=y.shape
+    )  # an explicit 0 (possibly on a 1 cell: duplicates are summed, 1 + 0 stays 1)
+    csr = sp.csr_matrix(y)
+    unsorted = sp.csr_matrix((csr.data[::-1].copy(), csr.indices.copy(), csr.indptr.copy()), shape=y.shape)
+    for r in range(y.shape[0]):  # reverse each row's column order
+        a, b = unsorted.indptr[r], unsorted.indptr[r + 1]
+        unsorted.indices[a:b] = csr.indices[a:b][::-1]
+        unsorted.data[a:b] = csr.data[a:b][::-1]
+    unsorted.has_sorted_indices = False
+    return [csr, sp.csc_matrix(y), with_zero, unsorted, sp.csr_array(y)]
+
+
+@FAST
+@given(label_matrices(), st.sampled_from(STRATEGIES), st.booleans(), st.booleans())
+def test_sparse_and_dense_ground_truth_give_identical_results(
+    data: tuple[NDArray, NDArray], strategy: str, at_least_one: bool, float32: bool
+) -> None:
+    y, s = data
+    if float32:
+        s = s.astype(np.float32)
+    labels = [str(j) for j in range(y.shape[1])]
+    dense = fit_thresholds(y, s, labels, strategy=strategy, shrinkage=2.0, at_least_one=at_least_one)
+    thr, f1, support = best_f1_thresholds(y, s)
+    glob = best_global_threshold(y, s)
+    for ys in sparse_forms(y):
+        snapshot = (ys.copy(), type(ys))
+        res = fit_thresholds(ys, s, labels, strategy=strategy, shrinkage=2.0, at_least_one=at_least_one)
+        assert res.to_json_dict() == dense.to_json_dict()
+        got = best_f1_thresholds(ys, s)
+        np.testing.assert_array_equal(got[0], thr)
+        np.testing.assert_array_equal(got[1], f1)
+        np.testing.assert_array_equal(got[2], support)
+        assert best_global_threshold(ys, s) == glob
+        assert type(ys) is snapshot[1] and (abs(ys - snapshot[0]) > 0).nnz == 0  # the input is not modified
+
+
+@FAST
+@given(label_matrices())
+def test_float32_scores_give_the_float64_results(data: tuple[NDArray, NDArray]) -> None:
+    # float32 scores are used without a float64 copy; every comparison with a float64 threshold stays exact.
+    y, s = data
+    s32 = s.astype(np.float32)
+    labels = [str(j) for j in range(y.shape[1])]
+    res32 = fit_thresholds(sp.csr_matrix(y), s32, labels, at_least_one=True)
+    res64 = fit_thresholds(y, s32.astype(np.float64), labels, at_least_one=True)
+    assert res32.to_json_dict() == res64.to_json_dict()
+    np.testing.assert_array_equal(res32.apply(s32), res64.apply(s32.astype(np.float64)))
+
+
+def test_float32_scores_compare_with_float64_thresholds_exactly() -> None:
+    s32 = np.array([[np.float32(0.1)], [np.nextafter(np.float32(0.1), np.float32(0))]], dtype=np.float32)
+    np.testing.assert_array_equal(apply_thresholds(s32, 0.1)[:, 0], [1, 0])
+    # Just above the top score in float64, but equal to it once rounded to float32: must not predict it.
+    t = float(s32[0, 0]) + 1e-12
+    assert np.float32(t) == s32[0, 0]
+    assert apply_thresholds(s32, t)[0, 0] == 0
+    assert apply_thresholds(s32, np.array([t]))[0, 0] == 0
+    assert fit_thresholds(np.array([[1], [0]]), s32, ["a"]).apply(s32)[:, 0].tolist() == [1, 0]
+
+
+def test_sparse_rejects_non_binary_and_duplicates() -> None:
+    s = np.array([[0.1, 0.9], [0.8, 0.2]])
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        best_f1_thresholds(sp.csr_matrix(np.array([[0, 2], [1, 0]])), s)
+    dup = sp.coo_matrix((np.array([1, 1]), (np.array([0, 0]), np.array([1, 1]))), shape=(2, 2))
+    with pytest.raises(ValueError, match="only 0 and 1"):  # a duplicated 1 sums to 2
+        fit_thresholds(dup, s, ["a", "b"])
+    with pytest.raises(ValueError, match="one shape"):
+        fit_thresholds(sp.csr_matrix((3, 2)), s, ["a", "b"])
+    with pytest.raises(ValueError, match="dense"):
+        best_f1_thresholds(np.eye(2), sp.csr_matrix(s))

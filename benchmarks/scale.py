@@ -1,0 +1,294 @@
+"""Time and peak memory of every stage at the label-space shapes users bring (issue #9).
+
+    .venv/bin/python -m benchmarks.scale                      # all three shapes, results/scale.json
+    .venv/bin/python -m benchmarks.scale --shape 7900 --set data.synthetic.num_docs=20000
+    .venv/bin/python -m benchmarks.scale --smoke              # reduced shapes, a few minutes
+
+Each shape (configs/scale-<shape>.yaml: a synthetic corpus of that shape) runs in a child process of its own
+with its own local Ray: prepare, then train and evaluate once per loss. Per stage: wall time, the driver's
+peak RSS and the peak RSS summed over the driver's process tree (Ray's workers and raylet are its
+descendants; shared pages are counted once per process, so the tree figure is an upper bound). For the
+seed-000 shape (7,900 labels) two losses, as the user compared them: pos_weight BCE (weighted-bce) and DB,
+both with per-label thresholds, with macro AP (AUPRC per label, averaged), micro AUPRC (all cells pooled),
+the predicted-to-true label count ratio on test, and macro-F1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPES = {"7900": ["weighted-bce", "db"], "1500": ["db"], "124": ["db"]}
+#: Reduced shapes (the CI test and --smoke): the label space of each shape at a fraction of the documents.
+REDUCED = {
+    "7900": ["data.synthetic.num_docs=2000"],
+    "1500": ["data.synthetic.num_docs=1500"],
+    "124": ["data.synthetic.num_docs=600"],
+}
+#: A model small enough that the reduced shapes train one epoch in seconds on 2 CPUs.
+SMALL_MODEL = [
+    "train.epochs=1",
+    "model.max_length=32",
+    "model.hidden_size=32",
+    "model.num_layers=1",
+    "model.intermediate_size=64",
+    "model.vocab_size=2000",
+]
+
+
+class PeakRSS:
+    """Samples the RSS of this process and of its whole process tree until stopped; keeps the peaks."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        import psutil
+
+        self._me = psutil.Process(os.getpid())
+        self.interval, self.own, self.tree = interval, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _sample(self) -> None:
+        import psutil
+
+        own = self._me.memory_info().rss
+        tree = own
+        for child in self._me.children(recursive=True):
+            try:
+                tree += child.memory_info().rss
+            except psutil.Error:
+                pass
+        self.own, self.tree = max(self.own, own), max(self.tree, tree)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> PeakRSS:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+
+def _stage(name: str, fn: Callable[[], Any], out: list[dict[str, Any]], **tags: Any) -> Any:
+    print(f"[scale] {name} {tags or ''} ...", flush=True)
+    t0 = time.perf_counter()
+    with PeakRSS() as peak:
+        result = fn()
+    row = {
+        "stage": name,
+        **tags,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "peak_rss_driver_mb": round(peak.own / 2**20, 1),
+        "peak_rss_tree_mb": round(peak.tree / 2**20, 1),
+    }
+    out.append(row)
+    print(f"[scale] {row}", flush=True)
+    return result
+
+
+def _copy_prepared(src: Path, dst: Path) -> None:
+    """A second loss trains on the same prepared data (and tokenizer) as the first."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("prepared", "tokenizer", "data"):
+        if (src / name).exists():
+            shutil.copytree(src / name, dst / name)
+    shutil.copy2(src / "label_stats.json", dst / "label_stats.json")
+
+
+def _quality(run_dir: Path) -> dict[str, Any]:
+    """Test-set figures of an evaluated run: AUPRC (macro and micro AP), predicted:true ratio, F1."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    doc = json.loads((run_dir / "report" / "metrics.json").read_text())
+    overall = doc["test"]["overall"] if "test" in doc else doc["overall"]
+    table = pq.read_table(run_dir / "predictions" / "test", columns=["labels", "predicted"])
+    true = int(pc.sum(pc.list_value_length(table.column("labels"))).as_py() or 0)
+    predicted = int(pc.sum(pc.list_value_length(table.column("predicted"))).as_py() or 0)
+    return {
+        "macro_ap": overall.get("macro_ap"),
+        "micro_auprc": overall.get("micro_auprc"),
+        "micro_f1": overall.get("micro_f1"),
+        "macro_f1": overall.get("macro_f1"),
+        "true_labels": true,
+        "predicted_labels": predicted,
+        "predicted_to_true": round(predicted / true, 4) if true else None,
+    }
+
+
+def run_shape(
+    shape: str,
+    overrides: list[str],
+    workdir: Path,
+    losses: list[str] | None = None,
+    check_width: bool = False,
+) -> dict:
+    """Prepare once, then train + evaluate per loss, in this process (Ray must be up). Returns the rows.
+
+    `check_width`: also tokenise the training split as the trainer does and record the width of its label
+    column (the evidence that no dense labels matrix is built per split; costs one more tokenisation).
+    """
+    from pipeline.config import load_config
+    from pipeline.evaluate import run_evaluate
+    from pipeline.prepare import run_prepare
+    from pipeline.train import build_inputs, run_train
+
+    losses = losses or SHAPES[shape]
+    config = ROOT / "configs" / f"scale-{shape}.yaml"
+    stages: list[dict[str, Any]] = []
+    quality: dict[str, Any] = {}
+    first_run: Path | None = None
+    width = None
+    for loss in losses:
+        cfg = load_config(
+            config, [*overrides, f"run.output={workdir}", f"run.name={shape}-{loss}", f"loss.name={loss}"]
+        )
+        run_dir = workdir / cfg.run.name
+        if first_run is None:
+            stats = _stage("prepare", lambda cfg=cfg: run_prepare(cfg), stages, shape=shape)
+            first_run = run_dir
+        else:
+            _copy_prepared(first_run, run_dir)
+        if check_width and loss == losses[0]:
+            inputs = build_inputs(cfg)
+            width = inputs.datasets["train"].schema().base_schema.field("label_idx").type.shape[0]
+            del inputs
+        _stage("train", lambda cfg=cfg: run_train(cfg), stages, shape=shape, loss=loss)
+        _stage("evaluate", lambda cfg=cfg: run_evaluate(cfg), stages, shape=shape, loss=loss)
+        quality[loss] = _quality(run_dir)
+    return {
+        "shape": shape,
+        "config": str(config.relative_to(ROOT)),
+        "overrides": overrides,
+        "documents": stats["documents"],
+        "num_labels": stats["num_labels"],
+        "cardinality_train": round(stats["cardinality"]["train"], 2),
+        "label_index_width": width,
+        "stages": stages,
+        "quality": quality,
+        "peak_rss_self_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def _child(args: argparse.Namespace) -> None:
+    """One shape in this process: its own local Ray unless --address joins a running one."""
+    import ray
+
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    if args.address:
+        ray.init(address=args.address, log_to_driver=False)
+    else:
+        ray.init(address="local", num_cpus=args.num_cpus, log_to_driver=False)
+    results = []
+    try:
+        for shape in args.child.split(","):
+            overrides = ([*REDUCED[shape], *SMALL_MODEL] if args.smoke else []) + args.overrides
+            with tempfile.TemporaryDirectory(prefix="bml-scale-") as d:
+                results.append(run_shape(shape, overrides, Path(d), args.loss or None, args.smoke))
+    finally:
+        ray.shutdown()
+    Path(args.result).write_text(json.dumps(results, indent=2))
+
+
+def child_command(
+    shapes: list[str],
+    overrides: list[str],
+    result: Path,
+    smoke: bool = False,
+    address: str | None = None,
+    losses: list[str] | None = None,
+) -> list[str]:
+    """The command of a child process running `shapes` one after the other; its result file is a list."""
+    cmd = [sys.executable, "-m", "benchmarks.scale", "--child", ",".join(shapes), "--result", str(result)]
+    if smoke:
+        cmd.append("--smoke")
+    for o in overrides:
+        cmd += ["--set", o]
+    if address:
+        cmd += ["--address", address]
+    for loss in losses or []:
+        cmd += ["--loss", loss]
+    return cmd
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--shape", action="append", choices=sorted(SHAPES), help="default: all three")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override a.b=c")
+    parser.add_argument("--smoke", action="store_true", help="reduced shapes and a small model")
+    parser.add_argument("--out", default=None, help="default: benchmarks/results/scale.json (smoke: stdout)")
+    parser.add_argument("--num-cpus", type=int, default=2)
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--address", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--loss", action="append", default=[], help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        _child(args)
+        return 0
+
+    shapes = args.shape or list(SHAPES)
+    results = []
+    t0 = time.perf_counter()
+    for shape in shapes:  # a fresh process (and Ray) per shape: its own peak memory
+        with tempfile.TemporaryDirectory() as d:
+            result = Path(d) / "result.json"
+            proc = subprocess.run(child_command([shape], args.overrides, result, args.smoke), cwd=ROOT)
+            if proc.returncode != 0:
+                print(f"[scale] shape {shape} failed (exit {proc.returncode})", file=sys.stderr)
+                return 1
+            results.extend(json.loads(result.read_text()))
+    import numpy
+    import ray
+    import torch
+
+    doc = {
+        "command": "python -m benchmarks.scale " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": f"{os.cpu_count()} CPUs, {_mem_gib()} GiB, no GPU",
+        "versions": {
+            "python": platform.python_version(),
+            "ray": ray.__version__,
+            "torch": torch.__version__,
+            "numpy": numpy.__version__,
+        },
+        "seconds": round(time.perf_counter() - t0, 1),
+        "shapes": results,
+    }
+    text = json.dumps(doc, indent=2)
+    out = args.out or (None if args.smoke else str(ROOT / "benchmarks" / "results" / "scale.json"))
+    if out:
+        Path(out).write_text(text + "\n")
+        print(f"[scale] wrote {out}")
+    else:
+        print(text)
+    return 0
+
+
+def _mem_gib() -> int:
+    import psutil
+
+    return round(psutil.virtual_memory().total / 2**30)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

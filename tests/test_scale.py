@@ -1,0 +1,53 @@
+"""The label-space shapes users bring (issue #9), reduced to CI size: 2,000 documents x 7,900 labels x 130
+labels per document, 1,500 x 1,500 sparse labels, 600 x 124 labels, each through prepare, one epoch of
+training and evaluate, in a driver process of its own whose peak RSS is asserted.
+
+The driver trains in-process (train.num_workers=0), so its peak RSS covers the stratified split, the label
+statistics, the training loop, threshold fitting, metrics and the report: every place a dense documents x
+labels matrix could appear on the driver.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from benchmarks.scale import child_command
+from tests.conftest import ROOT
+
+#: Driver peak RSS allowed (MB; the process ran all three shapes). Measured here: 870 MB. A dense
+#: float32 labels matrix of a full 80,000 x 7,900 split alone is 2,528 MB.
+RSS_CEILING_MB = 1500
+
+
+@pytest.mark.timeout(900)
+def test_reduced_shapes_run_end_to_end_within_memory(ray_session, tmp_path):
+    address = ray_session.get_runtime_context().gcs_address
+    result = tmp_path / "result.json"
+    log = tmp_path / "child.log"
+    cmd = child_command(
+        ["7900", "1500", "124"],
+        ["train.num_workers=0", "evaluate.cpus_per_actor=0.5"],
+        result,
+        smoke=True,
+        address=address,
+        losses=["db"],
+    )
+    with log.open("w") as out:
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, timeout=840)
+    assert proc.returncode == 0, log.read_text()[-5000:]
+    rows = {r["shape"]: r for r in json.loads(result.read_text())}
+    assert set(rows) == {"7900", "1500", "124"}
+
+    big = rows["7900"]
+    assert big["num_labels"] == 7900
+    assert 110 <= big["cardinality_train"] <= 150
+    for shape, row in rows.items():
+        assert [s["stage"] for s in row["stages"]] == ["prepare", "train", "evaluate"], shape
+        # The trainer's label column holds each row's label indices, as wide as the longest row only.
+        assert row["label_index_width"] < row["num_labels"] / 5, (shape, row["label_index_width"])
+        q = row["quality"]["db"]
+        assert q["true_labels"] > 0 and q["predicted_to_true"] is not None
+        assert row["peak_rss_self_mb"] < RSS_CEILING_MB, (shape, row["peak_rss_self_mb"], row["stages"])
