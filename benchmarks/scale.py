@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--address", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--loss", action="append", default=[], help=argparse.SUPPRESS)
+    parser.add_argument("--loss", action="append", default=[], help="losses to run (default: per shape)")
     args = parser.parse_args(argv)
     if args.child:
         _child(args)
@@ -253,10 +253,12 @@ def main(argv: list[str] | None = None) -> int:
     for shape in shapes:  # a fresh process (and Ray) per shape: its own peak memory
         with tempfile.TemporaryDirectory() as d:
             result = Path(d) / "result.json"
-            proc = subprocess.run(child_command([shape], args.overrides, result, args.smoke), cwd=ROOT)
-            if proc.returncode != 0:
+            cmd = child_command([shape], args.overrides, result, args.smoke, losses=args.loss)
+            proc = subprocess.run(cmd, cwd=ROOT)
+            if proc.returncode != 0 or not result.exists():  # keep the other shapes' figures
                 print(f"[scale] shape {shape} failed (exit {proc.returncode})", file=sys.stderr)
-                return 1
+                results.append({"shape": shape, "failed": f"exit {proc.returncode}"})
+                continue
             results.extend(json.loads(result.read_text()))
     import numpy
     import ray
@@ -272,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             "numpy": numpy.__version__,
         },
         "seconds": round(time.perf_counter() - t0, 1),
+        "complete": not any("failed" in r for r in results),
         "shapes": results,
     }
     text = json.dumps(doc, indent=2)
@@ -281,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[scale] wrote {out}")
     else:
         print(text)
-    return 0
+    return 0 if doc["complete"] else 1
 
 
 def _mem_gib() -> int:

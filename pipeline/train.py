@@ -143,34 +143,16 @@ def epoch_metrics(y: Any, scores: np.ndarray) -> dict[str, float]:
     vocabulary, zero_division=0. `y` is 0/1, dense or scipy.sparse (the loop passes CSR)."""
     from pipeline.metrics import per_label_ap
 
-    y = sp.csr_matrix(y)
-    f1 = _f1_from_counts(y, scores >= 0.5)
     ap = per_label_ap(y, scores)
     # The report applies per-label thresholds fitted on validation; the same fit here (optimistic: fitted and
     # measured on the same rows) lets epoch selection and Tune optimise what the report shows.
-    tuned = fit_thresholds(y, scores, [str(i) for i in range(y.shape[1])]).validation["chosen"]
+    fitted = fit_thresholds(y, scores, [str(i) for i in range(y.shape[1])]).validation
     return {
-        "val_micro_f1": f1["micro"],
-        "val_macro_f1": f1["macro"],
+        "val_micro_f1": float(fitted["fixed_0.5"]["micro_f1"]),
+        "val_macro_f1": float(fitted["fixed_0.5"]["macro_f1"]),
         "val_macro_ap": float(np.nanmean(ap)) if np.isfinite(ap).any() else 0.0,
-        "val_tuned_micro_f1": float(tuned["micro_f1"]),
-        "val_tuned_macro_f1": float(tuned["macro_f1"]),
-    }
-
-
-def _f1_from_counts(y: sp.csr_matrix, pred: np.ndarray) -> dict[str, float]:
-    """Micro and macro F1 (zero_division=0, as scikit-learn) from a sparse truth and a dense decision."""
-    rows, cols = y.nonzero()
-    num_labels = y.shape[1]
-    tp = np.bincount(cols, weights=pred[rows, cols], minlength=num_labels)
-    fp = pred.sum(0) - tp
-    fn = np.bincount(cols, minlength=num_labels) - tp
-    denom = 2 * tp + fp + fn
-    per_label = np.divide(2 * tp, denom, out=np.zeros(num_labels), where=denom > 0)
-    total = float(denom.sum())
-    return {
-        "micro": float(2 * tp.sum() / total) if total else 0.0,
-        "macro": float(per_label.mean()) if num_labels else 0.0,
+        "val_tuned_micro_f1": float(fitted["chosen"]["micro_f1"]),
+        "val_tuned_macro_f1": float(fitted["chosen"]["macro_f1"]),
     }
 
 

@@ -226,3 +226,24 @@ finally:
     assert [f.name for f in files] == ["rank-0.txt", "rank-1.txt"]
     assert files[0].read_text() == files[1].read_text()
     assert (prepared / "ddp" / "model" / "model_config.json").is_file()
+
+
+def test_epoch_metrics_match_scikit_learn_on_sparse_targets():
+    """The loop passes validation targets as CSR: the figures equal scikit-learn's on the dense matrix."""
+    import scipy.sparse as sp
+    from sklearn.metrics import average_precision_score, f1_score
+
+    from pipeline.train import epoch_metrics
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((300, 40)) < 0.1).astype(np.int8)
+    y[:, 7] = 0  # a label without validation positives
+    scores = np.clip(y * 0.35 + rng.random(y.shape) * 0.7, 0, 1).astype(np.float32)
+    got = epoch_metrics(sp.csr_matrix(y), scores)
+    pred = scores >= 0.5
+    has = y.sum(0) > 0
+    assert got["val_micro_f1"] == pytest.approx(f1_score(y, pred, average="micro", zero_division=0))
+    assert got["val_macro_f1"] == pytest.approx(f1_score(y, pred, average="macro", zero_division=0))
+    assert got["val_macro_ap"] == pytest.approx(average_precision_score(y[:, has], scores[:, has]))
+    assert got == epoch_metrics(y, scores)
+    assert got["val_tuned_macro_f1"] >= got["val_macro_f1"]
