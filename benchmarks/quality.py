@@ -838,10 +838,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
-    # ensure_embeddings reads GoEmotions' train split as one 43k-row block; the Embed task emits nothing
-    # until its output reaches target_max_block_size (128 MiB by default: the whole block here), and on the
-    # shared machine that took longer than Ray Data's 1800 s no-progress timeout, which failed the run.
-    # Smaller output blocks (~5k rows) show progress; the timeout is raised to 2 h as a backstop.
+    # A map task emits nothing until its output reaches target_max_block_size (128 MiB by default). When
+    # ensure_embeddings still fed GoEmotions' 43k-row train split to Embed as one block (before it
+    # repartitioned to 2,048-row blocks), that took longer than Ray Data's 1800 s no-progress timeout on the
+    # shared machine and failed the run. Kept as a backstop: smaller output blocks, a 2 h timeout.
     ctx.target_max_block_size = 8 * 1024 * 1024
     ctx.execution_no_progress_timeout_s = 7200
     t_start = time.perf_counter()
