@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import ray
 import ray.data
 import scipy.sparse as sp
+from ray.data import DataContext
 from ray.data.datasource.filename_provider import FilenameProvider
 
 from pipeline import stats as stats_mod
@@ -55,6 +56,12 @@ def _row_key(row_id: str | None, text: str, labels: list[str]) -> int:
 
 def _hash_key(basis: str) -> int:
     return int.from_bytes(hashlib.blake2b(basis.encode(), digest_size=8).digest(), "little") >> 1
+
+
+def _path_key(path: str) -> str:
+    """A file path without its URI scheme or leading slashes (Ray's `path` column and pyarrow's listing may
+    spell the same object differently)."""
+    return path.split("://", 1)[-1].lstrip("/")
 
 
 @functools.cache
@@ -99,9 +106,25 @@ class Normalise:
         fixed_split: str | None,
         split_from_column: bool,
         empty_policy: str,
+        split_of_path: dict[str, str] | None = None,
     ) -> None:
         self.cols, self.has_id, self.fixed_split = cols, has_id, fixed_split
         self.split_from_column, self.keep_empty = split_from_column, empty_policy == "keep"
+        self.split_of_path = (
+            None if split_of_path is None else {_path_key(f): s for f, s in split_of_path.items()}
+        )
+
+    def _splits_by_path(self, paths: pa.ChunkedArray) -> list[str]:
+        """Each row's split from the split folder of the file it was read from (Ray's `path` column)."""
+        assert self.split_of_path is not None
+        enc = pc.dictionary_encode(paths.combine_chunks())
+        names = []
+        for path in enc.dictionary.to_pylist():
+            split = self.split_of_path.get(_path_key(path))
+            if split is None:
+                raise InputError(f"read a row from {path!r}, which is in no split folder found by discover")
+            names.append(split)
+        return np.asarray(names, dtype=object)[enc.indices.to_numpy(zero_copy_only=False)].tolist()
 
     def __call__(self, table: pa.Table) -> pa.Table:
         n = table.num_rows
@@ -126,6 +149,8 @@ class Normalise:
 
         if self.split_from_column:
             raw_splits = table.column(self.cols["split"]).to_pylist()
+        elif self.split_of_path is not None:
+            raw_splits = self._splits_by_path(table.column("path"))
         else:
             raw_splits = [self.fixed_split] * n
         memo = {r: normalise_split_name(r) for r in set(raw_splits) if isinstance(r, str)}
@@ -189,16 +214,21 @@ def read_normalised(spec: InputSpec, cfg: Config) -> ray.data.Dataset:
         "split": data.split_column,
     }
     wanted = [data.text_column, data.labels_column] + ([data.id_column] if spec.has_id_column else [])
-    parts = []
-    groups: list[tuple[str | None, list[str]]] = list(spec.by_split.items()) or [(None, spec.files)]
-    for split, files in groups:
-        from_column = split is None and spec.has_split_column
-        columns = wanted + ([data.split_column] if from_column else [])
-        ds = ray.data.read_parquet(files, filesystem=spec.fs, columns=columns)
-        norm = Normalise(cols, spec.has_id_column, split, from_column, data.empty_policy)
-        parts.append(ds.map_batches(norm, batch_format="pyarrow", zero_copy_batch=True))
-    ds = parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
-    return ds
+    # One read over every split folder, each row's split from its file's path: a read per folder (and a
+    # union) ran 2.6x slower on 1M rows in 20 shards, and small shards were packed into one read task per
+    # folder. At least one read task per file (up to Ray's minimum block count) keeps both CPUs busy.
+    split_of = {f: s for s, files in spec.by_split.items() for f in files} or None
+    from_column = split_of is None and spec.has_split_column
+    files = spec.all_files
+    ds = ray.data.read_parquet(
+        files,
+        filesystem=spec.fs,
+        columns=wanted + ([data.split_column] if from_column else []),
+        include_paths=split_of is not None,
+        override_num_blocks=min(len(files), DataContext.get_current().read_op_min_num_blocks),
+    )
+    norm = Normalise(cols, spec.has_id_column, None, from_column, data.empty_policy, split_of_path=split_of)
+    return ds.map_batches(norm, batch_format="pyarrow", zero_copy_batch=True)
 
 
 def _collect_partials(ds: ray.data.Dataset) -> stats_mod.Partial:

@@ -201,3 +201,33 @@ def test_many_shards_and_glob_do_not_hang(ray_session, tmp_path):
     _write(src / "ignored.csv.parquet.bak", _table(["x"], [["a"]]))
     stats = run_prepare(_cfg(tmp_path, str(src / "shard-*.parquet")))
     assert sum(stats["documents"].values()) == 240
+
+
+def test_split_folders_on_object_storage(ray_session, moto_storage, tmp_path):
+    """Split folders read from s3:// in one pass: each row's split comes from its file's path."""
+    import pyarrow.fs as pafs
+
+    fs = pafs.S3FileSystem(
+        endpoint_override=moto_storage["endpoint_override"],
+        scheme=moto_storage["scheme"],
+        access_key=moto_storage["access_key"],
+        secret_key=moto_storage["secret_key"],
+        region=moto_storage["region"],
+        allow_bucket_creation=True,
+    )
+    fs.create_dir("prep-splits")
+    sizes = {"train": [7, 5], "validation": [3], "test": [4]}
+    for split, parts in sizes.items():
+        for i, n in enumerate(parts):
+            table = _table(
+                [f"{split} {i} {j}" for j in range(n)], [["a"] if j % 2 else ["a", "b"] for j in range(n)]
+            )
+            sink = pa.BufferOutputStream()
+            pq.write_table(table, sink)
+            with fs.open_output_stream(f"prep-splits/in/{split}/p{i}.parquet") as f:
+                f.write(sink.getvalue().to_pybytes())
+    overrides = [f"storage.{k}={v}" for k, v in moto_storage.items()]
+    stats = run_prepare(_cfg(tmp_path, "s3://prep-splits/in", *overrides))
+    assert stats["split"]["method"] == "folders"
+    assert stats["documents"] == {split: sum(parts) for split, parts in sizes.items()}
+    assert stats["label_counts"]["b"] == {"train": 7, "validation": 2, "test": 2}

@@ -14,7 +14,7 @@ import pytest
 
 from pipeline import stats
 from pipeline.config import SyntheticSection
-from pipeline.dataset import normalise_split_name
+from pipeline.dataset import InputError, normalise_split_name
 from pipeline.prepare import Normalise, _drop_unknown_labels, _row_key
 from pipeline.synthetic import generate, label_names, target_frequencies
 
@@ -304,3 +304,23 @@ def test_block_pairs_blob_is_small():
     blob = stats.block_pairs(table, cands).column("pairs")[0].as_py()
     r, c, n = pickle.loads(blob)
     assert len(r) <= 64 * 63 // 2 and r.dtype == np.uint16 and n.dtype == np.int32
+
+
+def test_normalise_takes_each_rows_split_from_its_files_folder():
+    """One read over every split folder: the split comes from Ray's `path` column, whatever the scheme."""
+    table = pa.table(
+        {
+            "id": ["a", "b", "c", "d"],
+            "text": ["t"] * 4,
+            "labels": [["x"]] * 4,
+            "path": ["bucket/in/test/p0.parquet", "/bucket/in/train/p1.parquet"] * 2,
+        }
+    )
+    cols = {"text": "text", "labels": "labels", "id": "id", "split": "split"}
+    split_of = {"s3://bucket/in/train/p1.parquet": "train", "bucket/in/test/p0.parquet": "test"}
+    norm = Normalise(cols, True, None, False, "drop", split_of_path=split_of)
+    got = norm(table)
+    assert got.column("split").to_pylist() == ["test", "train", "test", "train"]
+    assert "path" not in got.column_names
+    with pytest.raises(InputError, match="other/p2.parquet"):
+        norm(table.set_column(3, "path", pa.array(["bucket/in/other/p2.parquet"] * 4)))
