@@ -248,9 +248,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     shapes = args.shape or list(SHAPES)
+    command = "python -m benchmarks.scale " + " ".join(argv if argv is not None else sys.argv[1:])
     results = []
     t0 = time.perf_counter()
     for shape in shapes:  # a fresh process (and Ray) per shape: its own peak memory
+        load_before, started = os.getloadavg(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         with tempfile.TemporaryDirectory() as d:
             result = Path(d) / "result.json"
             cmd = child_command([shape], args.overrides, result, args.smoke, losses=args.loss)
@@ -259,32 +261,54 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[scale] shape {shape} failed (exit {proc.returncode})", file=sys.stderr)
                 results.append({"shape": shape, "failed": f"exit {proc.returncode}"})
                 continue
-            results.extend(json.loads(result.read_text()))
-    import numpy
-    import ray
-    import torch
-
-    doc = {
-        "command": "python -m benchmarks.scale " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": f"{os.cpu_count()} CPUs, {_mem_gib()} GiB, no GPU",
-        "versions": {
-            "python": platform.python_version(),
-            "ray": ray.__version__,
-            "torch": torch.__version__,
-            "numpy": numpy.__version__,
-        },
-        "seconds": round(time.perf_counter() - t0, 1),
-        "complete": not any("failed" in r for r in results),
-        "shapes": results,
-    }
-    text = json.dumps(doc, indent=2)
+            for row in json.loads(result.read_text()):
+                row.update(
+                    command=command,
+                    started=started,
+                    load_average_before=[round(x, 2) for x in load_before],
+                    load_average_after=[round(x, 2) for x in os.getloadavg()],
+                )
+                results.append(row)
     out = args.out or (None if args.smoke else str(ROOT / "benchmarks" / "results" / "scale.json"))
+    doc = _merge(Path(out) if out else None, results, command, round(time.perf_counter() - t0, 1))
+    text = json.dumps(doc, indent=2)
     if out:
         Path(out).write_text(text + "\n")
         print(f"[scale] wrote {out}")
     else:
         print(text)
-    return 0 if doc["complete"] else 1
+    return 0 if not any("failed" in r for r in results) else 1
+
+
+def _merge(out: Path | None, results: list[dict], command: str, seconds: float) -> dict[str, Any]:
+    """The result document: this run's shapes replace the same shapes of an earlier run in `out`, the other
+    shapes (and any other keys) are kept, each shape with the command that measured it."""
+    import numpy
+    import ray
+    import torch
+
+    doc: dict[str, Any] = json.loads(out.read_text()) if out is not None and out.exists() else {}
+    done = {r["shape"] for r in results}
+    shapes = [r for r in doc.get("shapes", []) if r.get("shape") not in done] + results
+    shapes.sort(key=lambda r: list(SHAPES).index(r["shape"]) if r.get("shape") in SHAPES else len(SHAPES))
+    doc.update(
+        command=command,
+        seconds=seconds,
+        machine=f"{os.cpu_count()} CPUs, {_mem_gib()} GiB, no GPU",
+        versions={
+            "python": platform.python_version(),
+            "ray": ray.__version__,
+            "torch": torch.__version__,
+            "numpy": numpy.__version__,
+        },
+        shapes=shapes,
+    )
+    measured = {r["shape"] for r in shapes if "failed" not in r and "stages" in r}
+    doc["complete"] = measured >= set(SHAPES) and all(
+        set(r.get("quality", {})) >= set(SHAPES[r["shape"]]) for r in shapes if r.get("shape") in SHAPES
+    )
+    doc.pop("status", None)
+    return doc
 
 
 def _mem_gib() -> int:
