@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import ray
 import ray.data
 import scipy.sparse as sp
+from ray.data.dataset import MaterializedDataset
 
 from pipeline.config import Config, DataSection, EvaluateSection, StorageSection
 from pipeline.dataset import InputError, _display, _expand, _is_string
@@ -113,18 +114,34 @@ def decide(table: pa.Table, labels: list[str], thresholds: np.ndarray, at_least_
 
 def collect_scores(ds: ray.data.Dataset, labels: list[str]) -> tuple[sp.csr_matrix, np.ndarray]:
     """(0/1 CSR y_true, dense scores) on the driver: threshold fitting and metrics need every row's scores;
-    the labels stay sparse (a dense matrix of them would be as large as the scores again)."""
+    the labels stay sparse (a dense matrix of them would be as large as the scores again).
+
+    A materialised dataset knows its row count, so the scores are written into one preallocated array: at
+    12,000 rows x 7,900 labels, concatenating batches held a second 380 MB copy at the peak.
+    """
     from pipeline.labels import csr_from_arrow
 
-    ys, ss = [], []
-    batches = ds.select_columns(["labels", "scores"]).iter_batches(batch_format="pyarrow", batch_size=8192)
+    c = len(labels)
+    rows = ds.count() if isinstance(ds, MaterializedDataset) else None
+    out = np.empty((rows, c), np.float32) if rows is not None else None
+    ys, ss, at = [], [], 0
+    batches = ds.select_columns(["labels", "scores"]).iter_batches(batch_format="pyarrow", batch_size=2048)
     for batch in batches:
         ys.append(csr_from_arrow(batch.column("labels"), labels))
-        ss.append(np.stack(batch.column("scores").to_numpy(zero_copy_only=False)).astype(np.float32))
-    c = len(labels)
+        block = np.stack(batch.column("scores").to_numpy(zero_copy_only=False)) if batch.num_rows else None
+        if block is None:
+            continue
+        if out is not None:
+            out[at : at + len(block)] = block
+        else:
+            ss.append(block.astype(np.float32, copy=False))
+        at += len(block)
     y = sp.vstack(ys, format="csr") if ys else sp.csr_matrix((0, c), dtype=np.int8)
-    s = np.concatenate(ss) if ss else np.zeros((0, c), np.float32)
-    return y, s
+    if out is not None:
+        if at != rows:
+            raise RuntimeError(f"collect_scores: read {at} rows of a dataset of {rows}")
+        return y, out
+    return y, (np.concatenate(ss) if ss else np.zeros((0, c), np.float32))
 
 
 # ------------------------------------------------------------------------------------------ predict job

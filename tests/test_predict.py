@@ -17,7 +17,7 @@ import torch
 from pipeline.config import load_config
 from pipeline.dataset import InputError
 from pipeline.model import ModelConfig, build_model, load_model, save_model, train_wordpiece_tokenizer
-from pipeline.predict import SUCCESS_FILE, run_predict
+from pipeline.predict import SUCCESS_FILE, collect_scores, run_predict
 from pipeline.thresholds import apply_thresholds, fit_thresholds
 
 LABELS = ["alpha", "beta", "gamma", "delta"]
@@ -322,3 +322,24 @@ def test_job_returns_nonzero_with_the_message(ray_session, built, tmp_path, caps
     assert code == 1
     assert "model not found" in err and "run the train stage first" in err
     assert not (tmp_path / "demo" / "predictions").exists()
+
+
+@pytest.mark.timeout(120)
+def test_collect_scores_materialised_or_streamed_keeps_labels_with_scores(ray_session):
+    import ray.data
+
+    rng = np.random.default_rng(0)
+    labels = ["a", "b", "c"]
+    rows = 5000  # more than one 2,048-row batch
+    scores = rng.random((rows, 3), dtype=np.float32)
+    truth = [[lab for lab, on in zip(labels, rng.random(3) < 0.3, strict=True) if on] for _ in range(rows)]
+    ds = ray.data.from_items([{"labels": t, "scores": s} for t, s in zip(truth, scores, strict=True)])
+    ds = ds.repartition(3)
+    for source in (ds, ds.materialize()):
+        y, s = collect_scores(source, labels)
+        assert s.dtype == np.float32 and s.shape == (rows, 3)
+        # Ray Data may reorder blocks; each row's labels must stay with its scores.
+        got, want = np.argsort(s[:, 0]), np.argsort(scores[:, 0])
+        np.testing.assert_array_equal(s[got], scores[want])
+        dense = np.array([[lab in t for lab in labels] for t in truth], dtype=np.int8)
+        np.testing.assert_array_equal(y.toarray()[got], dense[want])

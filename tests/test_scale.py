@@ -58,3 +58,26 @@ def test_reduced_shape_runs_end_to_end_within_memory(ray_session, tmp_path, shap
     q = row["quality"]["db"]
     assert q["true_labels"] > 0 and q["predicted_to_true"] is not None
     assert row["peak_rss_self_mb"] < RSS_CEILING_MB, (row["peak_rss_self_mb"], row["stages"])
+
+
+def test_results_of_one_shape_replace_only_that_shape(tmp_path):
+    """`--shape 124` after a full run keeps the other shapes' figures, each with the command that made it."""
+    from benchmarks.scale import _merge
+
+    out = tmp_path / "scale.json"
+    old = [
+        {"shape": s, "command": "old", "stages": [], "quality": {loss: {} for loss in losses}}
+        for s, losses in (("7900", ["weighted-bce", "db"]), ("1500", ["db"]), ("124", ["db"]))
+    ]
+    out.write_text(json.dumps({"shapes": old, "reduced_shapes_smoke": {"kept": True}}))
+    new = [{"shape": "124", "command": "new", "stages": [], "quality": {"db": {}}}]
+    doc = _merge(out, new, "python -m benchmarks.scale --shape 124", 1.0)
+    assert [(r["shape"], r["command"]) for r in doc["shapes"]] == [
+        ("7900", "old"),
+        ("1500", "old"),
+        ("124", "new"),
+    ]
+    assert doc["complete"] and doc["reduced_shapes_smoke"] == {"kept": True}
+    failed = _merge(out, [{"shape": "1500", "failed": "exit 1"}], "x", 1.0)
+    assert not failed["complete"] and failed["shapes"][1] == {"shape": "1500", "failed": "exit 1"}
+    assert not _merge(None, new, "x", 1.0)["complete"]
