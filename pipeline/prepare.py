@@ -215,7 +215,7 @@ def read_normalised(spec: InputSpec, cfg: Config) -> ray.data.Dataset:
     }
     wanted = [data.text_column, data.labels_column] + ([data.id_column] if spec.has_id_column else [])
     # One read over every split folder, each row's split from its file's path: a read per folder (and a
-    # union) ran 2.6x slower on 1M rows in 20 shards, and small shards were packed into one read task per
+    # union) ran about 3x slower on 1M rows in 20 shards, and small shards were packed into one read task per
     # folder. At least one read task per file (up to Ray's minimum block count) keeps both CPUs busy.
     split_of = {f: s for s, files in spec.by_split.items() for f in files} or None
     from_column = split_of is None and spec.has_split_column
