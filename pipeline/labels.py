@@ -9,12 +9,15 @@ stores as a fixed-shape tensor column.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
-import torch
+
+if TYPE_CHECKING:  # torch only where targets are built: prepare's Ray Data tasks need not import it
+    import torch
 
 #: Padding of the label-index column (a row has fewer labels than the column's width).
 PAD = -1
@@ -92,6 +95,8 @@ def csr_from_padded(idx: np.ndarray, num_labels: int) -> sp.csr_matrix:
 
 def dense_targets(idx: torch.Tensor, num_labels: int) -> torch.Tensor:
     """Multi-hot float32 targets (batch x labels) from a batch of padded label indices."""
+    import torch
+
     idx = idx.long()
     spill = torch.where(idx == PAD, torch.full_like(idx, num_labels), idx)
     y = torch.zeros(idx.shape[0], num_labels + 1, dtype=torch.float32, device=idx.device)

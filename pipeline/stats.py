@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import scipy.sparse as sp
 
 from pipeline.dataset import SPLITS
+from pipeline.labels import csr_from_arrow
 from pipeline.metrics import assign_groups
 
 MAX_EXAMPLES = 5
@@ -123,13 +124,7 @@ def flat_lists(labels: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, np.ndarray
 
 def candidate_matrix(labels: pa.ChunkedArray | pa.Array, candidates: list[str]) -> sp.csr_matrix:
     """rows x len(candidates) 0/1 matrix of the rows' labels that are candidates (others are left out)."""
-    flat, lengths = flat_lists(labels)
-    col = pc.index_in(flat, value_set=pa.array(candidates, pa.string()))
-    found = pc.is_valid(col).to_numpy(zero_copy_only=False)
-    rows = np.repeat(np.arange(len(lengths)), lengths)[found]
-    cols = col.to_numpy(zero_copy_only=False)[found].astype(np.int32)
-    data = np.ones(len(cols), dtype=np.int32)
-    return sp.csr_matrix((data, (rows, cols)), shape=(len(lengths), len(candidates)))
+    return csr_from_arrow(labels, candidates, ignore_unknown=True)
 
 
 def pair_counts(y: sp.csr_matrix) -> sp.coo_matrix:
