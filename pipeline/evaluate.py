@@ -17,7 +17,7 @@ from pipeline import report
 from pipeline.config import Config
 from pipeline.dataset import InputError
 from pipeline.metrics import evaluate as compute_metrics
-from pipeline.predict import collect_scores, decide, score_dataset
+from pipeline.predict import check_scoring_resources, collect_scores, decide, score_dataset
 from pipeline.prepare import PartFiles
 from pipeline.storage import Location, locate, read_json, staged_dir, write_bytes, write_json
 from pipeline.thresholds import fit_thresholds
@@ -54,6 +54,7 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
     if labels != stats["labels"]:
         raise InputError(f"{run.uri}: the model's label vocabulary differs from label_stats.json; retrain")
     train_counts = np.array([stats["label_counts"][lab]["train"] for lab in labels])
+    check_scoring_resources(ecfg, "evaluate")
 
     # Both splits through one actor pool (one model load per actor), told apart by their file paths.
     both = ray.data.read_parquet(

@@ -564,11 +564,16 @@ class _Progress:
             )
 
 
-def _check_resources(ecfg: EvaluateSection) -> None:
-    """Scoring actors plus one CPU for read/decision tasks must fit, or Ray Data waits forever."""
+def check_scoring_resources(
+    ecfg: EvaluateSection, stage: str = "predict", cluster: dict[str, float] | None = None
+) -> None:
+    """Scoring actors plus one CPU for read/decision tasks must fit, or Ray Data waits forever.
+
+    `cluster`: total resources (default: the live cluster's); `stage` names the caller in the message.
+    """
     from pipeline.resources import ResourceError
 
-    have = ray.cluster_resources()
+    have = ray.cluster_resources() if cluster is None else cluster
     cpus, gpus = ecfg.concurrency * ecfg.cpus_per_actor, ecfg.concurrency * ecfg.gpus_per_actor
     problems = []
     if cpus + 1.0 > have.get("CPU", 0.0) + 1e-9:
@@ -580,7 +585,7 @@ def _check_resources(ecfg: EvaluateSection) -> None:
         problems.append(f"{gpus:g} GPU for the scoring actors, the cluster has {have.get('GPU', 0.0):g}")
     if problems:
         raise ResourceError(
-            "infeasible resource request for predict: "
+            f"infeasible resource request for {stage}: "
             + "; ".join(problems)
             + ". Lower evaluate.concurrency / evaluate.cpus_per_actor / evaluate.gpus_per_actor."
         )
@@ -672,7 +677,7 @@ def run_predict(cfg: Config) -> dict[str, Any]:
         choice.thresholds.uri,
         out.uri,
     )
-    _check_resources(ecfg)
+    check_scoring_resources(ecfg)
     counts = check_rows(inp, data, choice.labels, choice.model.uri)
     if counts["empty_texts"]:
         log.warning(

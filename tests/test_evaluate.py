@@ -145,3 +145,32 @@ def test_report_renders_in_chromium(evaluated, tmp_path):
     # Plots are drawn: a page of text alone is mostly white; the plot area has many mid-grey pixels.
     assert img.std() > 20
     assert ((img > 30) & (img < 220)).mean() > 0.02
+
+
+def test_scoring_actors_that_cannot_fit_fail_at_once(evaluated):
+    """0.5-CPU actor + 1 CPU for reading on a 1-CPU cluster waited forever in Ray Data (seen here)."""
+    from pipeline.predict import check_scoring_resources
+    from pipeline.resources import ResourceError
+
+    root, cfg, _ = evaluated
+    check_scoring_resources(cfg.evaluate, "evaluate", {"CPU": 1.5})
+    with pytest.raises(
+        ResourceError, match=r"for evaluate: 1 scoring actor\(s\) x 0.5 CPU .* = 1.5 CPU, the cluster has 1"
+    ):
+        check_scoring_resources(cfg.evaluate, "evaluate", {"CPU": 1.0})
+    with pytest.raises(ResourceError, match="1 GPU for the scoring actors, the cluster has 0"):
+        check_scoring_resources(
+            cfg.evaluate.model_copy(update={"gpus_per_actor": 1.0}), "evaluate", {"CPU": 8.0}
+        )
+
+    report = root / "db" / "report" / "metrics.json"
+    before = report.stat().st_mtime_ns
+    big = load_config(
+        None,
+        [f"run.output={root}", "run.name=db", *SMALL, "evaluate.concurrency=2", "evaluate.cpus_per_actor=1"],
+    )
+    with pytest.raises(
+        ResourceError, match=r"2 scoring actor\(s\) x 1 CPU \+ 1 CPU for reading = 3 CPU, the cluster has 2"
+    ):
+        run_evaluate(big)
+    assert report.stat().st_mtime_ns == before
