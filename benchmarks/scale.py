@@ -139,17 +139,16 @@ def run_shape(
     overrides: list[str],
     workdir: Path,
     losses: list[str] | None = None,
-    check_width: bool = False,
 ) -> dict:
     """Prepare once, then train + evaluate per loss, in this process (Ray must be up). Returns the rows.
 
-    `check_width`: also tokenise the training split as the trainer does and record the width of its label
-    column (the evidence that no dense labels matrix is built per split; costs one more tokenisation).
+    `label_index_width` is the width of the trainer's label column as its first run built it: the evidence
+    that no dense labels matrix is built per split.
     """
     from pipeline.config import load_config
     from pipeline.evaluate import run_evaluate
     from pipeline.prepare import run_prepare
-    from pipeline.train import build_inputs, run_train
+    from pipeline.train import run_train
 
     losses = losses or SHAPES[shape]
     config = ROOT / "configs" / f"scale-{shape}.yaml"
@@ -167,11 +166,8 @@ def run_shape(
             first_run = run_dir
         else:
             _copy_prepared(first_run, run_dir)
-        if check_width and loss == losses[0]:
-            inputs = build_inputs(cfg)
-            width = inputs.datasets["train"].schema().base_schema.field("label_idx").type.shape[0]
-            del inputs
-        _stage("train", lambda cfg=cfg: run_train(cfg), stages, shape=shape, loss=loss)
+        trained = _stage("train", lambda cfg=cfg: run_train(cfg), stages, shape=shape, loss=loss)
+        width = trained["label_index_width"] if width is None else width
         _stage("evaluate", lambda cfg=cfg: run_evaluate(cfg), stages, shape=shape, loss=loss)
         quality[loss] = _quality(run_dir)
     return {
@@ -202,7 +198,7 @@ def _child(args: argparse.Namespace) -> None:
         for shape in args.child.split(","):
             overrides = ([*REDUCED[shape], *SMALL_MODEL] if args.smoke else []) + args.overrides
             with tempfile.TemporaryDirectory(prefix="bml-scale-") as d:
-                results.append(run_shape(shape, overrides, Path(d), args.loss or None, args.smoke))
+                results.append(run_shape(shape, overrides, Path(d), args.loss or None))
     finally:
         ray.shutdown()
     Path(args.result).write_text(json.dumps(results, indent=2))

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import ray
 import ray.data
@@ -68,6 +69,17 @@ def read_prepared(run: Location, split: str) -> ray.data.Dataset:
     return ray.data.read_parquet(run.join("prepared", split).path, filesystem=run.fs)
 
 
+def column_batches(run: Location, split: str, column: str, batch_size: int = 65536) -> Iterator[pa.Array]:
+    """One column of a prepared split, streamed on the driver with pyarrow.
+
+    For what the driver needs whole anyway (the labels, the tokenizer's training texts): each Ray Data read of
+    a small split cost about 3 s of scheduling here, and a train stage made four of them.
+    """
+    shards = pads.dataset(run.join("prepared", split).path, filesystem=run.fs, format="parquet")
+    for batch in shards.to_batches(columns=[column], batch_size=batch_size):
+        yield batch.column(0)
+
+
 class EncodeBatch:
     """map_batches (pyarrow): text -> fixed-length token ids; labels -> their indices padded to `width`
     (`pipeline.labels`): the multi-hot targets are built per training batch, never for the whole split."""
@@ -92,17 +104,14 @@ def encode_dataset(
     ).select_columns(["input_ids", "attention_mask", "label_idx"])
 
 
-def label_matrix(ds: ray.data.Dataset, labels: list[str]) -> sp.csr_matrix:
-    """A split's labels as a 0/1 CSR matrix on the driver (reads the labels column only)."""
-    parts = [
-        csr_from_arrow(batch.column("labels"), labels)
-        for batch in ds.select_columns(["labels"]).iter_batches(batch_format="pyarrow", batch_size=65536)
-    ]
+def label_matrix(run: Location, split: str, labels: list[str]) -> sp.csr_matrix:
+    """A prepared split's labels as a 0/1 CSR matrix on the driver (reads the labels column only)."""
+    parts = [csr_from_arrow(col, labels) for col in column_batches(run, split, "labels")]
     return sp.vstack(parts, format="csr") if parts else sp.csr_matrix((0, len(labels)), dtype=np.int8)
 
 
-def make_tokenizer(cfg: Config, train_ds: ray.data.Dataset, run: Location, stats: dict) -> Any:
-    """tiny-bert: a WordPiece vocabulary trained on the training texts, streamed from Ray Data (never all
+def make_tokenizer(cfg: Config, run: Location, stats: dict) -> Any:
+    """tiny-bert: a WordPiece vocabulary trained on the training texts, streamed from storage (never all
     held on the driver at once), saved under `<run>/tokenizer/` and reused while the training data is the
     same, so a resumed run sees the vocabulary its checkpoints were trained with (training the vocabulary
     twice on the same texts gave 791 and 792 tokens here); any other encoder brings its own tokenizer."""
@@ -122,8 +131,8 @@ def make_tokenizer(cfg: Config, train_ds: ray.data.Dataset, run: Location, stats
             return AutoTokenizer.from_pretrained(d)
 
     def texts() -> Iterator[str]:
-        for batch in train_ds.select_columns(["text"]).iter_batches(batch_format="pyarrow", batch_size=4096):
-            yield from batch.column("text").to_pylist()
+        for col in column_batches(run, "train", "text", batch_size=4096):
+            yield from col.to_pylist()
 
     tokenizer = train_wordpiece_tokenizer(
         texts(), vocab_size=cfg.model.vocab_size, lowercase=cfg.model.lowercase
@@ -479,6 +488,8 @@ class TrainInputs:
     mu: float
     datasets: dict[str, ray.data.Dataset]
     model_cfg: ModelConfig
+    #: Width of the datasets' `label_idx` column: the most labels of any row (0 without datasets).
+    label_width: int = 0
 
 
 def build_inputs(cfg: Config, tokenize: bool = True) -> TrainInputs:
@@ -491,14 +502,13 @@ def build_inputs(cfg: Config, tokenize: bool = True) -> TrainInputs:
     stats = read_json(stats_loc)
     labels: list[str] = stats["labels"]
     counts = [stats["label_counts"][lab]["train"] for lab in labels]
-    train_raw = read_prepared(run, "train")
-    tokenizer = make_tokenizer(cfg, train_raw, run, stats)
-    y_train = label_matrix(train_raw, labels)
+    tokenizer = make_tokenizer(cfg, run, stats)
+    y_train = label_matrix(run, "train", labels)
     mu = float(estimate_mu(y_train, counts))
-    datasets = {}
+    datasets, width = {}, 0
     if tokenize:
         # One index width for both splits: Ray Data stacks the column as one fixed-shape tensor.
-        width = max(row_width(y_train), row_width(label_matrix(read_prepared(run, "validation"), labels)))
+        width = max(row_width(y_train), row_width(label_matrix(run, "validation", labels)))
         datasets = {
             split: encode_dataset(
                 read_prepared(run, split), tokenizer, cfg.model.max_length, labels, width
@@ -506,7 +516,9 @@ def build_inputs(cfg: Config, tokenize: bool = True) -> TrainInputs:
             for split in ("train", "validation")
         }
     model_cfg = ModelConfig.from_any(cfg.model.model_dump(exclude={"init_bias_from_priors"}))
-    return TrainInputs(run, labels, counts, stats["documents"]["train"], tokenizer, mu, datasets, model_cfg)
+    return TrainInputs(
+        run, labels, counts, stats["documents"]["train"], tokenizer, mu, datasets, model_cfg, width
+    )
 
 
 def resolved_loss_params(name: str, params: dict[str, Any], inputs: TrainInputs) -> dict[str, Any]:
@@ -627,7 +639,12 @@ def run_train(cfg: Config, hooks: dict[str, Any] | None = None) -> dict[str, Any
         best,
         run.join("model").uri,
     )
-    return {"history": history, "best": best, "model": run.join("model").uri}
+    return {
+        "history": history,
+        "best": best,
+        "model": run.join("model").uri,
+        "label_index_width": inputs.label_width,
+    }
 
 
 def _fit(cfg: Config, inputs: TrainInputs, run_config: RunConfig, loss_params: dict, extra: dict) -> dict:

@@ -1,6 +1,6 @@
 """The label-space shapes users bring (issue #9), reduced to CI size: 2,000 documents x 7,900 labels x 130
 labels per document, 1,500 x 1,500 sparse labels, 600 x 124 labels, each through prepare, one epoch of
-training and evaluate, in a driver process of its own whose peak RSS is asserted.
+training and evaluate, one after the other in a driver process of their own whose peak RSS is asserted.
 
 The driver trains in-process (train.num_workers=0), so its peak RSS covers the stratified split, the label
 statistics, the training loop, threshold fitting, metrics and the report: every place a dense documents x
@@ -22,22 +22,15 @@ from tests.conftest import ROOT
 RSS_CEILING_MB = 1500
 
 
-@pytest.mark.timeout(900)
-@pytest.mark.parametrize(
-    "shape",
-    [
-        "7900",
-        # The two smaller label spaces cost about as much Ray start-up each; make test-e2e runs them.
-        pytest.param("1500", marks=pytest.mark.e2e),
-        pytest.param("124", marks=pytest.mark.e2e),
-    ],
-)
-def test_reduced_shape_runs_end_to_end_within_memory(ray_session, tmp_path, shape):
+@pytest.mark.timeout(600)
+def test_reduced_shapes_run_end_to_end_within_memory(ray_session, tmp_path):
+    """All three shapes in one child process (one start-up), one after the other."""
     address = ray_session.get_runtime_context().gcs_address
     result = tmp_path / "result.json"
     log = tmp_path / "child.log"
+    shapes = ["7900", "1500", "124"]
     cmd = child_command(
-        [shape],
+        shapes,
         ["train.num_workers=0", "evaluate.cpus_per_actor=0.5"],
         result,
         smoke=True,
@@ -45,19 +38,24 @@ def test_reduced_shape_runs_end_to_end_within_memory(ray_session, tmp_path, shap
         losses=["db"],
     )
     with log.open("w") as out:
-        proc = subprocess.run(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, timeout=840)
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, timeout=540)
     assert proc.returncode == 0, log.read_text()[-5000:]
-    (row,) = json.loads(result.read_text())
-    assert row["shape"] == shape
-    if shape == "7900":
-        assert row["num_labels"] == 7900
-        assert 110 <= row["cardinality_train"] <= 150
-    assert [s["stage"] for s in row["stages"]] == ["prepare", "train", "evaluate"]
-    # The trainer's label column holds each row's label indices, as wide as the longest row only.
-    assert row["label_index_width"] < row["num_labels"] / 5, row["label_index_width"]
-    q = row["quality"]["db"]
-    assert q["true_labels"] > 0 and q["predicted_to_true"] is not None
-    assert row["peak_rss_self_mb"] < RSS_CEILING_MB, (row["peak_rss_self_mb"], row["stages"])
+    rows = json.loads(result.read_text())
+    assert [row["shape"] for row in rows] == shapes
+    wide = rows[0]
+    assert wide["num_labels"] == 7900
+    assert 110 <= wide["cardinality_train"] <= 150
+    for row in rows:
+        assert [s["stage"] for s in row["stages"]] == ["prepare", "train", "evaluate"], row["shape"]
+        # The trainer's label column holds each row's label indices, as wide as the longest row only.
+        assert 0 < row["label_index_width"] < row["num_labels"] / 5, (row["shape"], row["label_index_width"])
+        q = row["quality"]["db"]
+        assert q["true_labels"] > 0 and q["predicted_to_true"] is not None, row["shape"]
+    # Sparse shapes: most labels are rare, so each row holds a few of them.
+    assert rows[1]["num_labels"] > 500 and rows[1]["cardinality_train"] < 10
+    assert rows[2]["num_labels"] > 100 and rows[2]["cardinality_train"] < 10
+    # ru_maxrss of the child: the peak over all three shapes.
+    assert rows[-1]["peak_rss_self_mb"] < RSS_CEILING_MB, [(r["shape"], r["stages"]) for r in rows]
 
 
 def test_results_of_one_shape_replace_only_that_shape(tmp_path):
