@@ -73,7 +73,7 @@ def column_batches(run: Location, split: str, column: str, batch_size: int = 655
     """One column of a prepared split, streamed on the driver with pyarrow.
 
     For what the driver needs whole anyway (the labels, the tokenizer's training texts): each Ray Data read of
-    a small split cost about 3 s of scheduling here, and a train stage made four of them.
+    a small split cost about 3 s of scheduling here, and `build_inputs` made three of them.
     """
     shards = pads.dataset(run.join("prepared", split).path, filesystem=run.fs, format="parquet")
     for batch in shards.to_batches(columns=[column], batch_size=batch_size):
