@@ -1,0 +1,171 @@
+"""Fine-tuned rows for the quality benchmark: the whole pipeline (prepare -> train -> evaluate) with the
+pretrained all-MiniLM-L6-v2 fine-tuned end to end, once per loss, on the splits of benchmarks/quality.py.
+
+    .venv/bin/python -m benchmarks.finetune            # Reuters, bce and db -> results/finetune.json
+    .venv/bin/python -m benchmarks.finetune --smoke    # synthetic corpus + tiny-bert, a minute
+
+benchmarks/quality.py trains only the classification head on frozen embeddings. Here the encoder's weights
+are trained too, through `pipeline.train.run_train` (in-process: train.num_workers=0, so the 2 CPUs go to
+one PyTorch process) and scored by `pipeline.evaluate.run_evaluate` with its per-label thresholds. On 2 CPUs
+that costs about 25 samples/s at 64 tokens (12 at 128, measured by hand), so the CPU-feasible setting is
+FINETUNE (max_length 64, 3 epochs); every run's figures land in the JSON as soon as they exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.quality import CONFIGS, DATA_ROOT, MACHINE, load_bench_config, versions, write_doc
+from benchmarks.scale import _copy_prepared
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "finetune.json"
+#: The CPU-feasible fine-tuning setting (overrides on top of the dataset's benchmark config).
+FINETUNE = [
+    "model.max_length=64",
+    "train.epochs=3",
+    "train.lr=1e-4",
+    "train.batch_size=32",
+    "train.patience=0",
+    "train.num_workers=0",
+]
+SMOKE = ["train.epochs=1", "train.num_workers=0"]
+GROUPS = ("head", "medium", "tail")
+
+log = logging.getLogger("benchmarks.finetune")
+
+
+def row_from_metrics(doc: dict[str, Any]) -> dict[str, Any]:
+    """The quality table's columns from an evaluate stage's report/metrics.json (its test figures)."""
+    overall = doc["overall"]
+    at_half = (doc.get("extra") or {}).get("test_at_0.5") or {}
+    return {
+        "micro_f1": overall["micro_f1"],
+        "macro_f1": overall["macro_f1"],
+        "macro_ap": overall["macro_ap"],
+        **{f"{g}_f1": doc["groups"][g]["macro_f1"] for g in GROUPS},
+        "p_at_1": overall["p_at_1"],
+        "labels_with_f1_gt_0": doc["labels_with_f1_gt_0"]["overall"],
+        "test_at_0.5": {k: at_half.get(k) for k in ("micro_f1", "macro_f1")},
+    }
+
+
+def run_loss(cfg_path: Path, work: Path, data_root: Path, loss: str, overrides: list[str]) -> dict[str, Any]:
+    """Prepare once per dataset (reused), then train + evaluate one loss in its own run folder."""
+    from pipeline.evaluate import run_evaluate
+    from pipeline.prepare import run_prepare
+    from pipeline.train import run_train
+
+    bc = load_bench_config(cfg_path, work, data_root, overrides)
+    shared = work / bc.cfg.run.name
+    if not (shared / "label_stats.json").exists():
+        t0 = time.perf_counter()
+        run_prepare(bc.cfg)
+        log.info("%s: prepared in %.0fs", bc.key, time.perf_counter() - t0)
+    name = f"{bc.cfg.run.name}-ft-{loss}"
+    shutil.rmtree(work / name, ignore_errors=True)
+    _copy_prepared(shared, work / name)
+    bc = load_bench_config(cfg_path, work, data_root, [*overrides, f"run.name={name}", f"loss.name={loss}"])
+    t0 = time.perf_counter()
+    trained = run_train(bc.cfg)
+    train_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    doc = run_evaluate(bc.cfg)
+    return {
+        **row_from_metrics(doc),
+        "loss": loss,
+        "epochs_run": len(trained["history"]),
+        "best_" + bc.cfg.train.checkpoint_metric: trained["best"],
+        "train_seconds": round(train_s, 1),
+        "evaluate_seconds": round(time.perf_counter() - t0, 1),
+        "history": trained["history"],
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="synthetic corpus, tiny-bert, one epoch")
+    parser.add_argument("--config", default=None, help="benchmark config (default: reuters21578)")
+    parser.add_argument("--loss", action="append", default=None, help="losses (default: bce, db)")
+    parser.add_argument("--data-root", default=str(DATA_ROOT))
+    parser.add_argument("--work-dir", default=None, help="prepared splits and runs (default: a temp folder)")
+    parser.add_argument(
+        "--out", default=None, help="results JSON (default: benchmarks/results/finetune.json)"
+    )
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+
+    cfg_path = (
+        Path(args.config) if args.config else CONFIGS / ("smoke.yaml" if args.smoke else "reuters21578.yaml")
+    )
+    overrides = [*(SMOKE if args.smoke else FINETUNE), *args.overrides]
+    losses = args.loss or ["bce", "db"]
+    out = Path(args.out) if args.out else (None if args.smoke else DEFAULT_OUT)
+    data_root = Path(args.data_root)
+    dataset = load_bench_config(cfg_path, Path("/unused"), data_root, overrides).dataset
+    doc: dict[str, Any] = {
+        "command": "python -m benchmarks.finetune" + (" " + " ".join(argv) if argv else ""),
+        "machine": MACHINE,
+        "platform": platform.platform(),
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "load_average_before": list(os.getloadavg()),
+        "versions": versions(),
+        "config": str(cfg_path.relative_to(ROOT)) if cfg_path.is_relative_to(ROOT) else str(cfg_path),
+        "overrides": overrides,
+        "rows": {},
+        "complete": False,
+    }
+    if dataset and not (data_root / dataset).is_dir():
+        doc["skipped"] = f"{data_root / dataset} not found"
+        log.warning("skipping: %s", doc["skipped"])
+        if out:
+            write_doc(out, doc)
+        return doc
+
+    import ray
+
+    own_work = args.work_dir is None
+    work = Path(tempfile.mkdtemp(prefix="bml-finetune-")) if own_work else Path(args.work_dir).resolve()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    t_all = time.perf_counter()
+    try:
+        for loss in losses:
+            doc["rows"][loss] = run_loss(cfg_path, work, data_root, loss, overrides)
+            log.info("%s: %s", loss, {k: v for k, v in doc["rows"][loss].items() if k != "history"})
+            if out:  # each row as soon as it exists: a later crash loses nothing measured
+                write_doc(out, doc)
+        doc["complete"] = True
+    finally:
+        ray.shutdown()
+        doc["total_seconds"] = round(time.perf_counter() - t_all, 1)
+        doc["load_average_after"] = list(os.getloadavg())
+        if out:
+            write_doc(out, doc)
+        if own_work:
+            shutil.rmtree(work, ignore_errors=True)
+    print(
+        json.dumps(
+            {
+                k: {m: v.get(m) for m in ("micro_f1", "macro_f1", "macro_ap", "tail_f1")}
+                for k, v in doc["rows"].items()
+            },
+            indent=2,
+        )
+    )
+    return doc
+
+
+if __name__ == "__main__":
+    main()
