@@ -448,17 +448,11 @@ def libmultilabel_available() -> str | None:
 
 
 def read_prepared_split(run: Any, split: str) -> tuple[list[str], list[list[str]]]:
-    import pyarrow as pa
-    import pyarrow.fs as pafs
-    import pyarrow.parquet as pq
+    from pipeline.train import column_batches
 
-    loc = run.join("prepared", split)
-    infos = run.fs.get_file_info(pafs.FileSelector(loc.path))
-    files = sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
-    table = pa.concat_tables(
-        [pq.read_table(run.fs.open_input_file(f), columns=["text", "labels"]) for f in files]
-    )
-    return table.column("text").to_pylist(), [list(x) for x in table.column("labels").to_pylist()]
+    texts = [t for col in column_batches(run, split, "text") for t in col.to_pylist()]
+    labels = [list(x) for col in column_batches(run, split, "labels") for x in col.to_pylist()]
+    return texts, labels
 
 
 def libmultilabel_rows(
