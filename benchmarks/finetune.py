@@ -138,7 +138,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     own_work = args.work_dir is None
     work = Path(tempfile.mkdtemp(prefix="bml-finetune-")) if own_work else Path(args.work_dir).resolve()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    started = not ray.is_initialized()  # a caller's Ray (the tests') is used as it is
+    if started:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     t_all = time.perf_counter()
     try:
         for loss in losses:
@@ -148,7 +150,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 write_doc(out, doc)
         doc["complete"] = True
     finally:
-        ray.shutdown()
+        if started:
+            ray.shutdown()
         doc["total_seconds"] = round(time.perf_counter() - t_all, 1)
         doc["load_average_after"] = list(os.getloadavg())
         if out:

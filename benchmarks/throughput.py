@@ -14,8 +14,11 @@ Sections of benchmarks/results/throughput.json (each one ratio, both sides measu
   loop: the same model (`build_model`), the same loop config (loss, optimiser, schedule, clipping), the same
   tokenised tensors and batch size, the same torch thread count. Epoch 0 is excluded; start-up is reported.
 - score: steady-state documents/s of Ray Data batch scoring (`score_dataset`, one `Scorer` actor) against
-  `load_model(...).predict_scores` in a loop with the same batch size; the actor start-up is reported
-  separately (two-point measurement, see phase_score_ray), and the score sums of both sides must agree.
+  `load_model(...).predict_scores` in a loop with the same batch size. Ray's steady rate is rows / the
+  Scorer operator's task time from Ray Data's own metrics; a two-point estimate and the start-up are
+  reported beside it (see phase_score_ray). The score sums of both sides must agree.
+- train and score run each side --repeats times (default 3), Ray and bare child processes alternating, and
+  report each side's median run (see _groups: this machine's speed drifts over minutes).
 - split: a reference to benchmarks/results/split_scaling.json (benchmarks/split_scaling.py), not re-run here.
 - scale: training samples/s with 1 and 2 workers on a two-node ray.cluster_utils.Cluster (1 CPU per node)
   and a model that predicts N nodes.
@@ -63,6 +66,7 @@ FULL = {
     "train_docs": 6_000,
     "epochs": 4,
     "score_docs": 20_000,
+    "repeats": 3,
     "scale_epochs": 3,
 }
 SMOKE = {
@@ -72,11 +76,13 @@ SMOKE = {
     "train_docs": 400,
     "epochs": 2,
     "score_docs": 1024,
+    "repeats": 1,
     "scale_epochs": 2,
 }
 
 #: Phases in the order they run (score_setup before score_*, train_ray before train_bare; the Ray phases
-#: next to each other, so that --smoke starts Ray once).
+#: next to each other, so that --smoke starts Ray once). A full run alternates the Ray and bare sides of
+#: train and score instead (see _groups).
 PHASES = (
     ("stats_gen", "stats", None),
     ("stats_polars", "stats", None),
@@ -466,6 +472,9 @@ _OP_KEYS = (
     "function_body_time_s",
     "task_completion_time_s",
     "average_total_task_completion_time_s",
+    "input_prep_time_s",
+    "output_build_time_s",
+    "block_serialization_time_s",
 )
 
 
@@ -595,10 +604,13 @@ def _timed_fit(cfg, inputs, loss_params: dict, name: str, times_path: Path) -> t
     trainer = make_trainer(
         cfg, inputs, run_config, loss_params, {"local_dir": None, "resume_from": None, "fingerprint": name}
     )
+    times_path.unlink(missing_ok=True)
     t0 = time.time()
     trainer.fit()
     t1 = time.time()
     reports = [json.loads(line) for line in times_path.read_text().splitlines() if line.strip()]
+    if len(reports) != cfg.train.epochs:
+        raise RuntimeError(f"{name}: {len(reports)} epoch reports for {cfg.train.epochs} epochs")
     train_rows = int(trainer.train_loop_config["train_rows"])
     return _fit_summary(reports, t0, t1, train_rows), trainer.train_loop_config
 
@@ -679,7 +691,10 @@ def phase_train_ray(
     cfg = _load_cfg(work, params, extra)
     loss_params = resolved_loss_params(cfg.loss.name, cfg.loss.params, inputs)
     threads = _probe_threads(cfg.train.cpus_per_worker)
-    summary, loop_config = _timed_fit(cfg, inputs, loss_params, "bench-1w", work / "train_reports.jsonl")
+    # A name of its own per child: Train V2 restores a run of the same name and storage path, so a repeat
+    # would resume the previous repeat's finished run instead of training.
+    tag = f"bench-1w-{os.getpid()}"
+    summary, loop_config = _timed_fit(cfg, inputs, loss_params, tag, work / f"{tag}.jsonl")
     memory = sampler.window()
     if ctx.kind == "cluster":  # the same fit as the scaling section's 1-worker run: reuse it there
         ctx.cache["scale_1w"] = {**summary, "reused_from": "train (same cluster and settings)"}
@@ -854,14 +869,21 @@ def phase_score_setup(
     }
 
 
+def _scorer_operator_metrics() -> list[dict[str, Any]]:
+    """Ray Data's metrics of every finished `MapBatches(Scorer)` operator of this session, oldest first."""
+    return [op for op in _ray_data_operator_metrics(0.0) or [] if op["operator"] == "MapBatches(Scorer)"]
+
+
 def _ray_score_pass(folder: Path, model: Path, ecfg: Any) -> dict[str, Any]:
     """One Ray Data scoring run as evaluate/predict do it: read_parquet -> score_dataset (a Scorer actor
-    pool) -> consumed on the driver. Its wall time includes the actor's start and model load."""
+    pool) -> consumed on the driver. Its wall time includes the actor's start and model load; the Scorer
+    operator's own metrics (Ray Data logs them when the run ends) time the actor's work alone."""
     import numpy as np
     import ray.data
 
     from pipeline.predict import score_dataset
 
+    known = len(_scorer_operator_metrics())
     t0 = time.perf_counter()
     scored = score_dataset(
         ray.data.read_parquet(str(folder)),
@@ -876,23 +898,37 @@ def _ray_score_pass(folder: Path, model: Path, ecfg: Any) -> dict[str, Any]:
         rows += len(batch["id"])
         blocks += 1
         score_sum += float(np.asarray(batch["scores"], dtype=np.float64).sum())
+    seconds = time.perf_counter() - t0
+    operator = None
+    for _ in range(50):  # the log line may land a moment after the last block
+        found = _scorer_operator_metrics()
+        if len(found) > known:
+            operator = found[-1]
+            break
+        time.sleep(0.2)
     return {
-        "seconds": time.perf_counter() - t0,
+        "seconds": seconds,
         "docs": rows,
         "blocks": blocks,
         "first_block_s": first,
         "sum": score_sum,
+        "scorer_operator": operator,
     }
 
 
 def phase_score_ray(
     work: Path, params: dict[str, Any], sampler: PeakSampler, ctx: RayContext
 ) -> dict[str, Any]:
-    """Two-point measurement: the scored output reaches the driver in whole blocks (one per input bundle), too
-    coarse to time the first batch. So one run of a single batch (S + b / r) and one of all documents
-    (S + N / r) give the steady rate r = (N - b) / (T_N - T_b) and the start-up S. Order: a warm-up run of
-    the single batch (first-use costs of a fresh Ray; skipped when earlier phases used it), the full run,
-    the single batch again."""
+    """Steady rate: rows / `task_completion_time_s` of the Scorer operator, from Ray Data's own metrics: the
+    actor's time from receiving its input block to handing back its output (batching, format conversion,
+    the model, output building and serialisation), without the read, the actor's start or the driver.
+
+    The scored output reaches the driver in whole blocks (here one), too coarse to time batches there. So a
+    two-point estimate is reported beside it: a run of one batch (S + b / r) and one of all documents
+    (S + N / r) give r = (N - b) / (T_N - T_b) and the start-up S. Measured here, S varies by several
+    seconds from run to run (worker start, imports), which moves the two-point r by 10-20% at 20,000
+    documents; the operator's time does not contain S. Order: a warm-up run of the single batch on a fresh
+    Ray (its first-use costs), the full run, the single batch again."""
     from pipeline.config import load_config
 
     ecfg = load_config(None, []).evaluate
@@ -903,38 +939,46 @@ def phase_score_ray(
     cold = _ray_score_pass(work / "score_small", model, ecfg) if "ray_shared_with" not in info else None
     full = _ray_score_pass(work / "score_data", model, ecfg)
     small = _ray_score_pass(work / "score_small", model, ecfg)
-    memory = sampler.window()
-    threads = _probe_threads(ecfg.cpus_per_actor)
     if full["docs"] != params["score_docs"]:
         raise RuntimeError(f"Ray Data scored {full['docs']} rows, expected {params['score_docs']}")
+    memory = sampler.window()
     dt = full["seconds"] - small["seconds"]
-    two_point = dt > 0 and full["docs"] > small["docs"]
-    if two_point:
-        steady = (full["docs"] - small["docs"]) / dt
-        startup = small["seconds"] - small["docs"] / steady
-        method = "two-point"
-    else:  # start-up noise larger than the scoring time (tiny --score-docs or a busy machine)
-        steady, startup = full["docs"] / full["seconds"], small["seconds"]
-        method = (
-            "end-to-end fallback: the single-batch run took as long as the full run; use more --score-docs"
-        )
+    if dt > 0 and full["docs"] > small["docs"]:
+        two_point = (full["docs"] - small["docs"]) / dt
+    else:  # start-up noise larger than the scoring time (tiny --score-docs, busy machine)
+        two_point = full["docs"] / full["seconds"]
+    op = full["scorer_operator"] or {}
+    busy = op.get("task_completion_time_s")
+    if busy:
+        steady = full["docs"] / busy
+        method = "operator: rows / task_completion_time_s of MapBatches(Scorer)"
+    else:  # Ray Data's log could not be read: the two-point estimate stands in
+        steady, method = two_point, "two-point (Ray Data's operator metrics not found in its log)"
     return {
         "docs": full["docs"],
         "steady_docs_per_s": round(steady, 1),
         "steady_method": method,
-        "startup_s": round(max(startup, 0.0), 3),
+        "two_point_docs_per_s": round(two_point, 1),
+        "startup_s": round(max(small["seconds"] - small["docs"] / two_point, 0.0), 3),
         "end_to_end_docs_per_s": round(full["docs"] / full["seconds"], 1),
         "full_run_s": round(full["seconds"], 3),
         "single_batch_run_s": round(small["seconds"], 3),
         "single_batch_first_run_s": round(cold["seconds"], 3) if cold else None,
         "output_blocks_full_run": full["blocks"],
-        "steady_what": "(N - b) / (T_N - T_b): documents/s once the actor is up, from a run of N documents "
-        "and a run of one batch b",
-        "startup_what": "T_b - b / r: plan, read, actor start (process, imports), model load",
+        "scorer_operator": full["scorer_operator"],
+        "udf_share_of_actor_time": round(op["function_body_time_s"] / busy, 4)
+        if busy and op.get("function_body_time_s")
+        else None,
+        "steady_what": "documents / the Scorer actor's task time (Ray Data's operator metrics): "
+        "everything Ray Data does around the model per block, without the read, the actor's start or "
+        "the driver",
+        "two_point_what": "(N - b) / (T_N - T_b) from the wall times of a run of N documents and a run of "
+        "one batch b",
+        "startup_what": "T_b - b / r (two-point r): plan, read, actor start (process, imports), model load",
         "batch_size": ecfg.batch_size,
         "actors": ecfg.concurrency,
         "cpus_per_actor": ecfg.cpus_per_actor,
-        "worker_threads": threads,
+        "worker_threads": _probe_threads(ecfg.cpus_per_actor),
         "score_sum": full["sum"],
         **info,
         "peak_memory": memory,
@@ -961,6 +1005,7 @@ def _score_summary(t0: float, arrivals: list[tuple[float, int]], expected: int) 
 def phase_score_bare(
     work: Path, params: dict[str, Any], sampler: PeakSampler, ctx: RayContext
 ) -> dict[str, Any]:
+    """`load_model(...).predict_scores` over the same documents in batches of evaluate.batch_size."""
     import numpy as np
     import pyarrow.parquet as pq
     import torch
@@ -1096,12 +1141,13 @@ def run_phases(names: list[str], work: Path) -> None:
     done: list[str] = []
     try:
         for name in names:
-            if kinds[name] is None:
+            base = name.split(REPEAT_SEP)[0]
+            if kinds[base] is None:
                 ctx.stop()
             sampler.reset()
             t0 = time.perf_counter()
             print(f"[throughput] phase {name} ...", file=sys.stderr, flush=True)
-            result = PHASE_FUNCS[name](work, params, sampler, ctx)
+            result = PHASE_FUNCS[base](work, params, sampler, ctx)
             result["phase_wall_s"] = round(time.perf_counter() - t0, 2)
             if "peak_memory" in result:
                 result["peak_memory"]["shared_process_with"] = list(done)
@@ -1114,10 +1160,31 @@ def run_phases(names: list[str], work: Path) -> None:
         sampler.stop()
 
 
-def _groups(phases: list[tuple[str, str, str | None]], smoke: bool) -> list[list[str]]:
-    """One child process per phase (its ru_maxrss is that phase's peak); with --smoke, one child for all."""
+#: Sections whose Ray and bare sides run as interleaved pairs of child processes, `repeats` times.
+PAIRED = ("train", "score")
+REPEAT_SEP = "@"
+
+
+def _groups(phases: list[tuple[str, str, str | None]], smoke: bool, repeats: int) -> list[list[str]]:
+    """One child process per phase (its ru_maxrss is that phase's peak); with --smoke, one child for all.
+
+    The Ray and bare sides of train and score alternate (ray@0, bare@0, ray@1, bare@1, ...): this machine's
+    speed drifts by 10-20% over minutes (the same scoring work took 15.9 to 20.8 s in one run), and sides
+    measured minutes apart would carry that drift into their ratio."""
     names = [name for name, _, _ in phases]
-    return [names] if smoke and names else [[name] for name in names]
+    if smoke:
+        return [names] if names else []
+    groups: list[list[str]] = []
+    for name, section, _ in phases:
+        if section not in PAIRED:
+            groups.append([name])
+        elif name.endswith("_ray"):
+            bare = name.removesuffix("_ray") + "_bare"
+            for i in range(repeats):
+                groups += [[f"{name}{REPEAT_SEP}{i}"], [f"{bare}{REPEAT_SEP}{i}"]]
+        elif not name.endswith("_bare"):  # set-up phases (score_setup)
+            groups.append([name])
+    return groups
 
 
 def _die_with_parent() -> None:
@@ -1192,6 +1259,12 @@ def _machine() -> dict[str, Any]:
     }
 
 
+def _median_run(runs: list[dict[str, Any]], rate: str) -> dict[str, Any]:
+    """The run with the median rate (the lower median for an even count), plus every run's rate."""
+    ordered = sorted(runs, key=lambda r: r[rate])
+    return {**ordered[(len(ordered) - 1) // 2], "runs": [r[rate] for r in runs]}
+
+
 def _ratio(ray_rate: float, base_rate: float) -> float | None:
     return round(ray_rate / base_rate, 3) if base_rate > 0 else None
 
@@ -1199,6 +1272,11 @@ def _ratio(ray_rate: float, base_rate: float) -> float | None:
 def _assemble(work: Path, selected: list[str], params: dict[str, Any]) -> dict[str, Any]:
     def res(name: str) -> dict[str, Any]:
         return json.loads((work / "results" / f"{name}.json").read_text())
+
+    def repeats(name: str) -> list[dict[str, Any]]:
+        """A phase's results: one per repeat (name@0, name@1, ...), or the single run of --smoke."""
+        n = params["repeats"] if not params.get("smoke") else 0
+        return [res(f"{name}{REPEAT_SEP}{i}") for i in range(n)] if n else [res(name)]
 
     out: dict[str, Any] = {}
     if "stats" in selected:
@@ -1214,33 +1292,44 @@ def _assemble(work: Path, selected: list[str], params: dict[str, Any]) -> dict[s
             "counts": _compare_counts(work),
             "attribution": res("stats_profile"),
         }
+    for section, ray_key, bare_key, rate in (
+        ("train", "ray_train", "bare_pytorch", "steady_samples_per_s"),
+        ("score", "ray_data", "bare_loop", "steady_docs_per_s"),
+    ):
+        if section not in selected:
+            continue
+        ray_runs, bare_runs = repeats(f"{section}_ray"), repeats(f"{section}_bare")
+        ray_side, bare = _median_run(ray_runs, rate), _median_run(bare_runs, rate)
+        ratio = _ratio(ray_side[rate], bare[rate])
+        out[section] = {
+            **({"setup": res("score_setup")} if section == "score" else {}),
+            ray_key: ray_side,
+            bare_key: bare,
+            "ratio_ray_over_bare": ratio,
+            "target": TARGET_RATIO,
+            "target_met": ratio is not None and ratio >= TARGET_RATIO,
+            "repeats": len(ray_runs),
+            "pair_ratios": [_ratio(r[rate], b[rate]) for r, b in zip(ray_runs, bare_runs, strict=True)],
+            "how": "each side ran `repeats` times, alternating Ray and bare child processes; each side's "
+            "figures are those of its median run (by rate), every run's rate is in `runs`, and "
+            "pair_ratios divides each Ray run by the bare run right after it",
+        }
     if "train" in selected:
-        ray_side, bare = res("train_ray"), res("train_bare")
-        ratio = _ratio(ray_side["steady_samples_per_s"], bare["steady_samples_per_s"])
-        out["train"] = {
-            "ray_train": ray_side,
-            "bare_pytorch": bare,
-            "ratio_ray_over_bare": ratio,
-            "target": TARGET_RATIO,
-            "target_met": ratio is not None and ratio >= TARGET_RATIO,
-            "same_work": "same loop config dict (make_trainer's), same model builder, same tokenised tensors "
-            "(the materialised train split), batch size and torch threads; Ray Train draws batches with "
-            "iter_torch_batches and a local shuffle buffer, the bare loop indexes in-memory tensors",
-        }
+        out["train"]["same_work"] = (
+            "same loop config dict (make_trainer's), same model builder, same tokenised tensors (the "
+            "materialised train split), batch size and torch threads; Ray Train draws batches with "
+            "iter_torch_batches and a local shuffle buffer, the bare loop indexes in-memory tensors"
+        )
     if "score" in selected:
-        ray_side, bare = res("score_ray"), res("score_bare")
-        ratio = _ratio(ray_side["steady_docs_per_s"], bare["steady_docs_per_s"])
-        rel = abs(ray_side["score_sum"] - bare["score_sum"]) / max(abs(bare["score_sum"]), 1e-12)
-        out["score"] = {
-            "setup": res("score_setup"),
-            "ray_data": ray_side,
-            "bare_loop": bare,
-            "ratio_ray_over_bare": ratio,
-            "target": TARGET_RATIO,
-            "target_met": ratio is not None and ratio >= TARGET_RATIO,
-            "scores_agree": rel < 1e-4,
-            "score_sum_relative_difference": rel,
-        }
+        part = out["score"]
+        ray_side, bare = part["ray_data"], part["bare_loop"]
+        sums = [r["score_sum"] for r in repeats("score_ray") + repeats("score_bare")]
+        rel = (max(sums) - min(sums)) / max(abs(min(sums)), 1e-12)
+        two_point, end_to_end = ray_side["two_point_docs_per_s"], ray_side["end_to_end_docs_per_s"]
+        part["ratio_two_point_over_bare"] = _ratio(two_point, bare["steady_docs_per_s"])
+        part["ratio_end_to_end"] = _ratio(end_to_end, bare["end_to_end_docs_per_s"])
+        part["scores_agree"] = rel < 1e-4
+        part["score_sum_relative_difference"] = rel
     if SPLIT_RESULTS.exists():
         split = json.loads(SPLIT_RESULTS.read_text())
         out["split"] = {
@@ -1271,6 +1360,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-docs", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--score-docs", type=int, default=None)
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="interleaved runs of each side of train and score"
+    )
     parser.add_argument("--phase-timeout", type=float, default=1800)
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
@@ -1284,7 +1376,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown or not selected:
         parser.error(f"--only: unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
     params: dict[str, Any] = dict(SMOKE if args.smoke else FULL)
-    for key in ("rows", "train_docs", "epochs", "score_docs"):
+    for key in ("rows", "train_docs", "epochs", "score_docs", "repeats"):
         if getattr(args, key) is not None:
             params[key] = getattr(args, key)
     if args.epochs is not None:
@@ -1303,7 +1395,7 @@ def main(argv: list[str] | None = None) -> None:
     work = Path(tempfile.mkdtemp(prefix="bml-throughput-"))
     try:
         (work / "params.json").write_text(json.dumps(params))
-        for names in _groups(phases, args.smoke):
+        for names in _groups(phases, args.smoke, params["repeats"]):
             _run_child(names, work, args.threads, args.phase_timeout)
         sections = _assemble(work, selected, params)
     finally:

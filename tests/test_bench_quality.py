@@ -90,12 +90,18 @@ def test_libmultilabel_thresholding_runs_through_the_adapter():
     assert linear.predict_values(model, data["train"]["x"]).shape == (len(texts), 3)
 
 
-@pytest.mark.e2e
-@pytest.mark.timeout(900)
-def test_smoke_run_writes_every_row_and_metric(ray_session, tmp_path):
-    out = tmp_path / "quality.json"
-    quality.main(["--smoke", "--out", str(out), "--work-dir", str(tmp_path / "work")])
-    doc = json.loads(out.read_text())
+@pytest.fixture(scope="module")
+def smoke_run(ray_session, tmp_path_factory) -> tuple[dict, Path]:
+    """`benchmarks.quality --smoke` once for the module (about a minute): its JSON and its work folder."""
+    tmp = tmp_path_factory.mktemp("quality-smoke")
+    out = tmp / "quality.json"
+    quality.main(["--smoke", "--out", str(out), "--work-dir", str(tmp / "work")])
+    return json.loads(out.read_text()), tmp / "work"
+
+
+@pytest.mark.timeout(600)
+def test_smoke_run_writes_every_row_and_metric(smoke_run):
+    doc, _ = smoke_run
     assert doc["complete"] and doc["smoke"] and doc["machine"]
     for pkg in ("torch", "transformers", "ray"):
         assert doc["versions"][pkg]
@@ -118,3 +124,25 @@ def test_smoke_run_writes_every_row_and_metric(ray_session, tmp_path):
     for step in ("prepare", "embeddings_train_validation", "embeddings_test", "tune", "db", "total"):
         assert step in result["timings_s"]
     assert {t["target"] for t in doc["targets"]} == {"db above bce on macro_f1", "db above bce on tail_f1"}
+
+
+@pytest.mark.timeout(300)
+def test_finetune_smoke_trains_and_evaluates_on_the_quality_splits(smoke_run, tmp_path):
+    """benchmarks/finetune.py --smoke on the quality smoke's work folder: it reuses the prepared splits and
+    its row is the evaluate stage's own metrics document."""
+    from benchmarks import finetune
+
+    _, work = smoke_run
+    stats = work / "smoke" / "label_stats.json"
+    prepared_at = stats.stat().st_mtime_ns
+    out = tmp_path / "finetune.json"
+    doc = finetune.main(["--smoke", "--work-dir", str(work), "--loss", "db", "--out", str(out)])
+    assert doc["complete"] and json.loads(out.read_text())["rows"].keys() == {"db"}
+    assert stats.stat().st_mtime_ns == prepared_at  # the quality benchmark's splits, not prepared again
+    row = doc["rows"]["db"]
+    assert row["loss"] == "db" and row["epochs_run"] == len(row["history"]) == 1
+    metrics = json.loads((work / "smoke-ft-db" / "report" / "metrics.json").read_text())
+    assert row["micro_f1"] == pytest.approx(metrics["overall"]["micro_f1"])
+    assert row["tail_f1"] == pytest.approx(metrics["groups"]["tail"]["macro_f1"])
+    assert row["labels_with_f1_gt_0"] == metrics["labels_with_f1_gt_0"]["overall"]
+    assert row["test_at_0.5"]["macro_f1"] == pytest.approx(metrics["extra"]["test_at_0.5"]["macro_f1"])

@@ -1,6 +1,7 @@
 """The throughput benchmark's smoke mode: every section is there, every rate is positive, both stats
-implementations agree. It starts its own two-node Ray cluster in a child process (one Ray start for every
-section): about a minute and a half on 2 idle CPUs, many times that on a busy machine."""
+implementations agree. Each run starts its own two-node Ray cluster in a child process (one Ray start for
+every section). `make test` runs the statistics and scoring sections (about a minute); the whole smoke run,
+with its three Ray Train fits, takes about two and a half minutes on 2 idle CPUs and is marked e2e."""
 
 from __future__ import annotations
 
@@ -10,21 +11,21 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.e2e
-@pytest.mark.timeout(660)
-def test_smoke_writes_every_section(no_local_ray, tmp_path):
+def _smoke(tmp_path: Path, *args: str) -> dict[str, Any]:
+    """`python -m benchmarks.throughput --smoke ARGS` in a process group of its own; its JSON."""
     out = tmp_path / "throughput.json"
     log = tmp_path / "throughput.log"
     with log.open("w") as sink:
         # Output to a file, not a pipe: Ray's daemons inherit the child's pipes and would keep them open.
         proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.throughput", "--smoke", "--out", str(out)],
+            [sys.executable, "-m", "benchmarks.throughput", "--smoke", *args, "--out", str(out)],
             cwd=ROOT,
             stdout=sink,
             stderr=subprocess.STDOUT,
@@ -38,38 +39,88 @@ def test_smoke_writes_every_section(no_local_ray, tmp_path):
             rc = "timeout"
     assert rc == 0, log.read_text()[-4000:]
     doc = json.loads(out.read_text())
-
     assert doc["mode"] == "smoke" and doc["command"].startswith("python -m benchmarks.throughput")
     assert {"ray", "torch", "polars", "pyarrow"} <= set(doc["versions"])
     assert doc["machine"]["summary"]
-    for section in ("stats", "train", "score", "split", "scale"):
-        assert section in doc, section
+    assert doc["split"]["reference"].endswith("split_scaling.json")
+    return doc
 
+
+def _check_stats(doc: dict[str, Any]) -> None:
     stats = doc["stats"]
     assert stats["ray_data"]["rows_per_s"] > 0 and stats["polars"]["rows_per_s"] > 0
     assert stats["counts"]["identical"], stats["counts"]["checks"]
     assert stats["ratio_ray_over_polars"] > 0
     assert stats["ray_data"]["peak_memory"]["driver_ru_maxrss_mib"] > 0
 
-    for section, ray_key, base_key, rate in (
-        ("train", "ray_train", "bare_pytorch", "steady_samples_per_s"),
-        ("score", "ray_data", "bare_loop", "steady_docs_per_s"),
-    ):
-        part = doc[section]
-        assert part[ray_key][rate] > 0 and part[base_key][rate] > 0, part
-        assert part["ratio_ray_over_bare"] > 0
-        assert part["target"] == 0.9 and isinstance(part["target_met"], bool)
-        assert part[ray_key]["startup_s"] >= 0
-        assert part[ray_key]["peak_memory"]["driver_ru_maxrss_mib"] > 0
+
+def _check_paired(doc: dict[str, Any], section: str, ray_key: str, base_key: str, rate: str) -> None:
+    part = doc[section]
+    assert part[ray_key][rate] > 0 and part[base_key][rate] > 0, part
+    assert part["ratio_ray_over_bare"] > 0
+    assert part["target"] == 0.9 and isinstance(part["target_met"], bool)
+    assert part[ray_key]["startup_s"] >= 0
+    assert part[ray_key]["peak_memory"]["driver_ru_maxrss_mib"] > 0
+    assert part["repeats"] == 1 and part[ray_key]["runs"] == [part[ray_key][rate]]
+
+
+def _check_score(doc: dict[str, Any]) -> None:
+    _check_paired(doc, "score", "ray_data", "bare_loop", "steady_docs_per_s")
+    assert doc["score"]["scores_agree"]
+    # The scoring rate comes from Ray Data's own metrics of the Scorer operator, found in its log.
+    score = doc["score"]["ray_data"]
+    assert score["steady_method"].startswith("operator"), score["steady_method"]
+    operator = score["scorer_operator"]
+    assert operator["rows_task_outputs_generated"] == doc["sizes"]["score_docs"]
+    assert 0 < operator["function_body_time_s"] <= operator["task_completion_time_s"]
+
+
+@pytest.mark.timeout(660)
+def test_smoke_stats_and_score_sections(no_local_ray, tmp_path):
+    doc = _smoke(tmp_path, "--only", "stats,score")
+    assert "train" not in doc and "scale" not in doc
+    _check_stats(doc)
+    _check_score(doc)
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(660)
+def test_smoke_writes_every_section(no_local_ray, tmp_path):
+    doc = _smoke(tmp_path)
+    _check_stats(doc)
+    _check_score(doc)
+    _check_paired(doc, "train", "ray_train", "bare_pytorch", "steady_samples_per_s")
     # Both sides of each comparison ran with the same torch thread count.
     assert (
         doc["train"]["ray_train"]["worker_threads"]["torch_threads"]
         == doc["train"]["bare_pytorch"]["torch_threads"]
     )
-    assert doc["score"]["scores_agree"]
-
-    assert doc["split"]["reference"].endswith("split_scaling.json")
     scale = doc["scale"]
     assert scale["workers_1"]["steady_samples_per_s"] > 0 and scale["workers_2"]["steady_samples_per_s"] > 0
     assert scale["model"]["predicted"]["4"]["ring_allreduce_model_samples_per_s"] > 0
     assert "same 2-CPU machine" in scale["model"]["limits"]
+
+
+def test_full_runs_alternate_the_ray_and_bare_sides():
+    from benchmarks import throughput
+
+    names = [name for name, _, _ in throughput.PHASES]
+    assert throughput._groups(list(throughput.PHASES), smoke=True, repeats=1) == [names]
+    groups = throughput._groups(list(throughput.PHASES), smoke=False, repeats=2)
+    assert all(len(g) == 1 for g in groups)
+    order = [g[0] for g in groups]
+    for section in ("train", "score"):
+        i = order.index(f"{section}_ray@0")
+        pairs = [f"{section}_{side}@{n}" for n in (0, 1) for side in ("ray", "bare")]
+        assert order[i : i + 4] == pairs
+        assert f"{section}_ray" not in order and f"{section}_bare" not in order
+    assert order.index("score_setup") < order.index("score_ray@0")
+    assert {"stats_gen", "stats_polars", "stats_profile", "stats_ray", "scale"} <= set(order)
+
+
+def test_median_run_keeps_that_runs_figures_and_every_rate():
+    from benchmarks.throughput import _median_run
+
+    runs = [{"rate": 3.0, "x": "a"}, {"rate": 1.0, "x": "b"}, {"rate": 2.0, "x": "c"}]
+    assert _median_run(runs, "rate") == {"rate": 2.0, "x": "c", "runs": [3.0, 1.0, 2.0]}
+    assert _median_run(runs[:2], "rate")["x"] == "b"  # even count: the lower median

@@ -84,24 +84,43 @@ def test_in_process_weighted_sampling_runs(prepared, sampling):
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]
 
 
-@pytest.mark.timeout(400)
-def test_one_worker_checkpoints_and_model_reloads_without_ray(prepared):
+@pytest.mark.timeout(600)
+def test_one_worker_resumes_after_a_kill_and_its_model_reloads_without_ray(prepared, tmp_path):
+    """One Ray Train worker, killed in epoch 1, resumed, submitted again, then reloaded without Ray (one
+    test: each Ray Train run costs about 20 s of start-up here)."""
+    import ray.train
+
     _fresh_run(prepared, "w1")
-    cfg = _cfg(prepared, "w1", "train.num_workers=1", "train.epochs=2", "train.cpus_per_worker=0.5")
-    hist = run_train(cfg)["history"]
+    cfg = _cfg(
+        prepared,
+        "w1",
+        "train.num_workers=1",
+        "train.epochs=3",
+        "train.cpus_per_worker=0.5",
+        "train.max_failures=0",
+    )
+    run = prepared / "w1"
+    with pytest.raises(ray.train.TrainingFailedError):
+        run_train(cfg, hooks={"fault": {"epoch": 1, "marker": str(tmp_path / "failed")}})
+    first = sorted(c for c in (run / "checkpoints").glob("checkpoint_*") if c.is_dir())
+    assert len(first) == 1  # epoch 0 was checkpointed before the kill
+    epoch0 = torch.load(first[0] / STATE_FILE, weights_only=False)["state"]["history"][0]
+
+    hist = run_train(cfg)["history"]  # same name: resumes
+    assert [h["epoch"] for h in hist] == [0, 1, 2]
+    assert hist[0] == epoch0  # epoch 0 was not run again (its timing would differ)
     # Submitting the finished run again exports its best epoch without training again (same history floats).
     assert run_train(cfg)["history"] == hist
     # A changed configuration must not resume these checkpoints.
     from pipeline.dataset import InputError
 
     with pytest.raises(InputError, match="different configuration"):
-        run_train(_cfg(prepared, "w1", "train.num_workers=1", "train.epochs=2", "loss.name=focal"))
-    run = prepared / "w1"
+        run_train(_cfg(prepared, "w1", "train.num_workers=1", "train.epochs=3", "loss.name=focal"))
     checkpoints = sorted(c for c in (run / "checkpoints").glob("checkpoint_*") if c.is_dir())
     assert checkpoints and all((c / STATE_FILE).is_file() for c in checkpoints)
     model_cfg = json.loads((run / "model" / "model_config.json").read_text())
     assert model_cfg["loss"]["name"] == "db" and "mu" in model_cfg["loss"]["params"]
-    assert model_cfg["training"]["epochs_run"] == 2
+    assert model_cfg["training"]["epochs_run"] == 3
 
     texts = ["alpha beta", "a different document with words", ""]
     script = (
@@ -128,31 +147,6 @@ def test_one_worker_checkpoints_and_model_reloads_without_ray(prepared):
     with torch.no_grad():
         direct = torch.sigmoid(model(enc["input_ids"], enc["attention_mask"])).numpy()
     np.testing.assert_allclose(reloaded, direct, atol=1e-5)
-
-
-@pytest.mark.timeout(500)
-def test_killed_run_resumes_at_next_epoch(prepared, tmp_path):
-    import ray.train
-
-    _fresh_run(prepared, "resume")
-    cfg = _cfg(
-        prepared,
-        "resume",
-        "train.num_workers=1",
-        "train.epochs=3",
-        "train.cpus_per_worker=0.5",
-        "train.max_failures=0",
-    )
-    with pytest.raises(ray.train.TrainingFailedError):
-        run_train(cfg, hooks={"fault": {"epoch": 1, "marker": str(tmp_path / "failed")}})
-    first = sorted(c for c in (prepared / "resume" / "checkpoints").glob("checkpoint_*") if c.is_dir())
-    assert len(first) == 1  # epoch 0 was checkpointed before the kill
-    epoch0 = torch.load(first[0] / STATE_FILE, weights_only=False)["state"]["history"][0]
-
-    out = run_train(cfg)  # same name: resumes
-    hist = out["history"]
-    assert [h["epoch"] for h in hist] == [0, 1, 2]
-    assert hist[0] == epoch0  # epoch 0 was not run again (its timing would differ)
 
 
 def test_infeasible_request_fails_fast(prepared):
