@@ -1,7 +1,8 @@
 """The throughput benchmark's smoke mode: every section is there, every rate is positive, both stats
-implementations agree. Each run starts its own two-node Ray cluster in a child process (one Ray start for
-every section). `make test` runs the statistics and scoring sections (about a minute); the whole smoke run,
-with its three Ray Train fits, takes about two and a half minutes on 2 idle CPUs and is marked e2e."""
+implementations agree. It starts its own two-node Ray cluster in a child process (one Ray start for every
+section) and runs three Ray Train fits: two and a half to three and a half minutes on 2 CPUs, which the
+15-minute budget of `make test` does not leave (a stats+score-only run took 75 s in CI), so it is e2e. The
+schedule of a full run is tested here without Ray."""
 
 from __future__ import annotations
 
@@ -73,14 +74,6 @@ def _check_score(doc: dict[str, Any]) -> None:
     operator = score["scorer_operator"]
     assert operator["rows_task_outputs_generated"] == doc["sizes"]["score_docs"]
     assert 0 < operator["function_body_time_s"] <= operator["task_completion_time_s"]
-
-
-@pytest.mark.timeout(660)
-def test_smoke_stats_and_score_sections(no_local_ray, tmp_path):
-    doc = _smoke(tmp_path, "--only", "stats,score")
-    assert "train" not in doc and "scale" not in doc
-    _check_stats(doc)
-    _check_score(doc)
 
 
 @pytest.mark.e2e
