@@ -1375,6 +1375,10 @@ def main(argv: list[str] | None = None) -> None:
     unknown = sorted(set(selected) - set(SECTIONS))
     if unknown or not selected:
         parser.error(f"--only: unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
+    if args.smoke and args.repeats is not None:
+        parser.error("--repeats applies to full runs; --smoke runs every phase once, in one process")
+    if args.repeats is not None and args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
     params: dict[str, Any] = dict(SMOKE if args.smoke else FULL)
     for key in ("rows", "train_docs", "epochs", "score_docs", "repeats"):
         if getattr(args, key) is not None:

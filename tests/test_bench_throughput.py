@@ -19,14 +19,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _smoke(tmp_path: Path, *args: str) -> dict[str, Any]:
-    """`python -m benchmarks.throughput --smoke ARGS` in a process group of its own; its JSON."""
+def _smoke(tmp_path: Path) -> dict[str, Any]:
+    """`python -m benchmarks.throughput --smoke` in a process group of its own; its JSON."""
     out = tmp_path / "throughput.json"
     log = tmp_path / "throughput.log"
     with log.open("w") as sink:
         # Output to a file, not a pipe: Ray's daemons inherit the child's pipes and would keep them open.
         proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.throughput", "--smoke", *args, "--out", str(out)],
+            [sys.executable, "-m", "benchmarks.throughput", "--smoke", "--out", str(out)],
             cwd=ROOT,
             stdout=sink,
             stderr=subprocess.STDOUT,
@@ -117,3 +117,18 @@ def test_median_run_keeps_that_runs_figures_and_every_rate():
     runs = [{"rate": 3.0, "x": "a"}, {"rate": 1.0, "x": "b"}, {"rate": 2.0, "x": "c"}]
     assert _median_run(runs, "rate") == {"rate": 2.0, "x": "c", "runs": [3.0, 1.0, 2.0]}
     assert _median_run(runs[:2], "rate")["x"] == "b"  # even count: the lower median
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--smoke", "--repeats", "2"], "--repeats applies to full runs"),
+        (["--repeats", "0"], "--repeats must be at least 1"),
+    ],
+)
+def test_bad_repeats_are_refused_before_anything_runs(argv, message, capsys):
+    from benchmarks import throughput
+
+    with pytest.raises(SystemExit):
+        throughput.main(argv)
+    assert message in capsys.readouterr().err
