@@ -19,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -505,20 +505,27 @@ def build_inputs(cfg: Config, tokenize: bool = True) -> TrainInputs:
     tokenizer = make_tokenizer(cfg, run, stats)
     y_train = label_matrix(run, "train", labels)
     mu = float(estimate_mu(y_train, counts))
-    datasets, width = {}, 0
-    if tokenize:
-        # One index width for both splits: Ray Data stacks the column as one fixed-shape tensor.
-        width = max(row_width(y_train), row_width(label_matrix(run, "validation", labels)))
-        datasets = {
-            split: encode_dataset(
-                read_prepared(run, split), tokenizer, cfg.model.max_length, labels, width
-            ).materialize()
-            for split in ("train", "validation")
-        }
     model_cfg = ModelConfig.from_any(cfg.model.model_dump(exclude={"init_bias_from_priors"}))
-    return TrainInputs(
-        run, labels, counts, stats["documents"]["train"], tokenizer, mu, datasets, model_cfg, width
-    )
+    inputs = TrainInputs(run, labels, counts, stats["documents"]["train"], tokenizer, mu, {}, model_cfg)
+    return with_datasets(cfg, inputs, y_train) if tokenize else inputs
+
+
+def with_datasets(cfg: Config, inputs: TrainInputs, y_train: sp.csr_matrix | None = None) -> TrainInputs:
+    """`inputs` with the tokenised, materialised train / validation datasets: the slow part of
+    `build_inputs` (seconds of worker start-up even for a small split), so run_train does it only when it
+    will fit."""
+    run, labels = inputs.run, inputs.labels
+    if y_train is None:
+        y_train = label_matrix(run, "train", labels)
+    # One index width for both splits: Ray Data stacks the column as one fixed-shape tensor.
+    width = max(row_width(y_train), row_width(label_matrix(run, "validation", labels)))
+    datasets = {
+        split: encode_dataset(
+            read_prepared(run, split), inputs.tokenizer, cfg.model.max_length, labels, width
+        ).materialize()
+        for split in ("train", "validation")
+    }
+    return replace(inputs, datasets=datasets, label_width=width)
 
 
 def resolved_loss_params(name: str, params: dict[str, Any], inputs: TrainInputs) -> dict[str, Any]:
@@ -578,7 +585,9 @@ def run_train(cfg: Config, hooks: dict[str, Any] | None = None) -> dict[str, Any
     """
     plan = cluster_plan(cfg.train)  # fail fast before any dataset work
     log.info("resource plan: %s", plan.describe())
-    inputs = build_inputs(cfg)
+    # Tokenising waits until we know there is training to do: a finished run is exported, and a
+    # mismatched one refused, without it.
+    inputs = build_inputs(cfg, tokenize=False)
     run = inputs.run
     loss_params = resolved_loss_params(cfg.loss.name, cfg.loss.params, inputs)
     if "mu" in loss_params and "mu" not in cfg.loss.params:
@@ -612,6 +621,7 @@ def run_train(cfg: Config, hooks: dict[str, Any] | None = None) -> dict[str, Any
             log.info(
                 "found checkpoint %s (epoch %s): training resumes from it", resume.path, meta["epoch"] + 1
             )
+        inputs = with_datasets(cfg, inputs)
         saved = _fit(
             cfg, inputs, run_config, loss_params, {"resume_from": resume, "fingerprint": fp, **(hooks or {})}
         )

@@ -85,7 +85,7 @@ def test_in_process_weighted_sampling_runs(prepared, sampling):
 
 
 @pytest.mark.timeout(600)
-def test_one_worker_resumes_after_a_kill_and_its_model_reloads_without_ray(prepared, tmp_path):
+def test_one_worker_resumes_after_a_kill_and_its_model_reloads_without_ray(prepared, tmp_path, monkeypatch):
     """One Ray Train worker, killed in epoch 1, resumed, submitted again, then reloaded without Ray (one
     test: each Ray Train run costs about 20 s of start-up here)."""
     import ray.train
@@ -109,13 +109,19 @@ def test_one_worker_resumes_after_a_kill_and_its_model_reloads_without_ray(prepa
     hist = run_train(cfg)["history"]  # same name: resumes
     assert [h["epoch"] for h in hist] == [0, 1, 2]
     assert hist[0] == epoch0  # epoch 0 was not run again (its timing would differ)
-    # Submitting the finished run again exports its best epoch without training again (same history floats).
-    assert run_train(cfg)["history"] == hist
-    # A changed configuration must not resume these checkpoints.
+    # Submitting the finished run again exports its best epoch without training again (same history floats),
+    # and a changed configuration is refused: both before any tokenising.
+    from pipeline import train as train_module
     from pipeline.dataset import InputError
 
+    def no_tokenising(*args, **kwargs):
+        raise AssertionError("tokenised the splits for a run that will not train")
+
+    monkeypatch.setattr(train_module, "with_datasets", no_tokenising)
+    assert run_train(cfg)["history"] == hist
     with pytest.raises(InputError, match="different configuration"):
         run_train(_cfg(prepared, "w1", "train.num_workers=1", "train.epochs=3", "loss.name=focal"))
+    monkeypatch.undo()
     checkpoints = sorted(c for c in (run / "checkpoints").glob("checkpoint_*") if c.is_dir())
     assert checkpoints and all((c / STATE_FILE).is_file() for c in checkpoints)
     model_cfg = json.loads((run / "model" / "model_config.json").read_text())
