@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.quality import CONFIGS, DATA_ROOT, MACHINE, load_bench_config, versions, write_doc
+from benchmarks.machine import machine_summary
+from benchmarks.quality import CONFIGS, DATA_ROOT, load_bench_config, versions, write_doc
 from benchmarks.scale import _copy_prepared
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     dataset = load_bench_config(cfg_path, Path("/unused"), data_root, overrides).dataset
     doc: dict[str, Any] = {
         "command": "python -m benchmarks.finetune" + (" " + " ".join(argv) if argv else ""),
-        "machine": MACHINE,
+        "machine": machine_summary(),
         "platform": platform.platform(),
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "load_average_before": list(os.getloadavg()),

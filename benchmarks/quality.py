@@ -47,14 +47,14 @@ import numpy as np
 import scipy.sparse as sp
 import yaml
 
+from benchmarks.machine import machine_summary
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "benchmarks" / "configs"
 DATA_ROOT = ROOT.parent / "shared" / "data"
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "quality.json"
 FULL_CONFIGS = ("reuters21578", "goemotions")
 SMOKE_CONFIG = "smoke"
-MACHINE = "2 CPUs, 24 GiB, no GPU"
-
 #: Loss rows: row name -> (pipeline loss name, parameters). Library defaults (pipeline/losses.py LOSS_PARAMS).
 LOSS_ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "bce": ("bce", {}),
@@ -808,7 +808,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with_lml: bool | str = True if lml is None else lml
     doc: dict[str, Any] = {
         "command": command,
-        "machine": MACHINE,
+        "machine": machine_summary(),
         "platform": platform.platform(),
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "load_average_before": list(os.getloadavg()),

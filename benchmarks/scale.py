@@ -30,6 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.machine import machine_summary
+
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = {"7900": ["weighted-bce", "db"], "1500": ["db"], "124": ["db"]}
 #: Reduced shapes (the CI test and --smoke): the label space of each shape at a fraction of the documents.
@@ -290,7 +292,7 @@ def _merge(out: Path | None, results: list[dict], command: str, seconds: float) 
     doc.update(
         command=command,
         seconds=seconds,
-        machine=f"{os.cpu_count()} CPUs, {_mem_gib()} GiB, no GPU",
+        machine=machine_summary(),
         versions={
             "python": platform.python_version(),
             "ray": ray.__version__,
@@ -305,12 +307,6 @@ def _merge(out: Path | None, results: list[dict], command: str, seconds: float) 
     )
     doc.pop("status", None)
     return doc
-
-
-def _mem_gib() -> int:
-    import psutil
-
-    return round(psutil.virtual_memory().total / 2**30)
 
 
 if __name__ == "__main__":

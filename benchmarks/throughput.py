@@ -51,6 +51,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.machine import machine_summary, memory_gib
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "throughput.json"
 SPLIT_RESULTS = ROOT / "benchmarks" / "results" / "split_scaling.json"
@@ -1245,16 +1247,10 @@ def _versions() -> dict[str, str]:
 
 
 def _machine() -> dict[str, Any]:
-    import psutil
-    import torch
-
-    cpus = os.cpu_count()
-    mem = psutil.virtual_memory().total / 2**30
-    gpu = "no GPU" if not torch.cuda.is_available() else f"{torch.cuda.device_count()} GPU"
     return {
-        "summary": f"{cpus} CPUs, {mem:.0f} GiB, {gpu}",
-        "cpus": cpus,
-        "memory_gib": round(mem, 1),
+        "summary": machine_summary(),
+        "cpus": os.cpu_count(),
+        "memory_gib": round(memory_gib(), 1),
         "platform": platform.platform(),
     }
 

@@ -414,7 +414,8 @@ def _validate(
         loss_sum += float(loss_fn(logits, y)) * len(y)
         rows += len(y)
         scores.append(torch.sigmoid(logits).cpu().numpy())
-        targets.append(csr_from_padded(batch["label_idx"].numpy(), c))
+        # Ray puts the batch on the worker's device: a GPU's tensors must come back before numpy.
+        targets.append(csr_from_padded(batch["label_idx"].cpu().numpy(), c))
     if not scores:
         return 0.0, np.zeros((0, c), np.float32), sp.csr_matrix((0, c), dtype=np.int8)
     return loss_sum / max(rows, 1), np.concatenate(scores), sp.vstack(targets, format="csr")

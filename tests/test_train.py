@@ -84,6 +84,33 @@ def test_in_process_weighted_sampling_runs(prepared, sampling):
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("precision", ["auto", "fp16", "fp32"])
+def test_gpu_worker_trains_at_each_precision(prepared, precision):
+    """A Ray Train worker on the GPU: autocast (bf16 where supported, else fp16), fp16 with its GradScaler
+    (whose state the checkpoint keeps), plain fp32."""
+    name = f"gpu-{precision}"
+    _fresh_run(prepared, name)
+    cfg = _cfg(
+        prepared,
+        name,
+        "train.num_workers=1",
+        "train.use_gpu=true",
+        "train.cpus_per_worker=0.5",
+        "train.epochs=3",
+        f"train.precision={precision}",
+    )
+    hist = run_train(cfg)["history"]
+    assert [h["epoch"] for h in hist] == [0, 1, 2]
+    assert all(np.isfinite(h["train_loss"]) and np.isfinite(h["val_loss"]) for h in hist)
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    latest = sorted(c for c in (prepared / name / "checkpoints").glob("checkpoint_*") if c.is_dir())[-1]
+    scaler = torch.load(latest / STATE_FILE, weights_only=False)["scaler"]
+    fp16 = precision == "fp16" or (precision == "auto" and not torch.cuda.is_bf16_supported())
+    assert bool(scaler) == fp16, scaler
+
+
 @pytest.mark.timeout(600)
 def test_one_worker_resumes_after_a_kill_and_its_model_reloads_without_ray(prepared, tmp_path, monkeypatch):
     """One Ray Train worker, killed in epoch 1, resumed, submitted again, then reloaded without Ray (one
