@@ -55,6 +55,7 @@ DATA_ROOT = ROOT.parent / "shared" / "data"
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "quality.json"
 FULL_CONFIGS = ("reuters21578", "goemotions")
 SMOKE_CONFIG = "smoke"
+
 #: Loss rows: row name -> (pipeline loss name, parameters). Library defaults (pipeline/losses.py LOSS_PARAMS).
 LOSS_ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "bce": ("bce", {}),
