@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -146,3 +147,17 @@ def test_finetune_smoke_trains_and_evaluates_on_the_quality_splits(smoke_run, tm
     assert row["tail_f1"] == pytest.approx(metrics["groups"]["tail"]["macro_f1"])
     assert row["labels_with_f1_gt_0"] == metrics["labels_with_f1_gt_0"]["overall"]
     assert row["test_at_0.5"]["macro_f1"] == pytest.approx(metrics["extra"]["test_at_0.5"]["macro_f1"])
+
+
+def test_machine_summary_is_read_from_the_machine(monkeypatch):
+    import torch
+
+    from benchmarks import machine
+
+    assert machine.machine_summary().startswith(f"{os.cpu_count()} CPUs, ")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: "NVIDIA H100 80GB HBM3")
+    assert machine.machine_summary().endswith(" GiB, 2 GPU (NVIDIA H100 80GB HBM3)")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert machine.machine_summary().endswith(" GiB, no GPU")
