@@ -489,8 +489,8 @@ class TrainInputs:
     mu: float
     datasets: dict[str, ray.data.Dataset]
     model_cfg: ModelConfig
-    #: Width of the datasets' `label_idx` column: the most labels of any row (0 without datasets).
-    label_width: int = 0
+    #: Width of the datasets' `label_idx` column: the most labels of any train or validation row.
+    label_width: int
 
 
 def build_inputs(cfg: Config, tokenize: bool = True) -> TrainInputs:
@@ -506,27 +506,29 @@ def build_inputs(cfg: Config, tokenize: bool = True) -> TrainInputs:
     tokenizer = make_tokenizer(cfg, run, stats)
     y_train = label_matrix(run, "train", labels)
     mu = float(estimate_mu(y_train, counts))
+    # One index width for both splits: Ray Data stacks the column as one fixed-shape tensor.
+    width = max(row_width(y_train), row_width(label_matrix(run, "validation", labels)))
     model_cfg = ModelConfig.from_any(cfg.model.model_dump(exclude={"init_bias_from_priors"}))
-    inputs = TrainInputs(run, labels, counts, stats["documents"]["train"], tokenizer, mu, {}, model_cfg)
-    return with_datasets(cfg, inputs, y_train) if tokenize else inputs
+    docs = stats["documents"]["train"]
+    inputs = TrainInputs(run, labels, counts, docs, tokenizer, mu, {}, model_cfg, width)
+    return with_datasets(cfg, inputs) if tokenize else inputs
 
 
-def with_datasets(cfg: Config, inputs: TrainInputs, y_train: sp.csr_matrix | None = None) -> TrainInputs:
+def with_datasets(cfg: Config, inputs: TrainInputs) -> TrainInputs:
     """`inputs` with the tokenised, materialised train / validation datasets: the slow part of
     `build_inputs` (seconds of worker start-up even for a small split), so run_train does it only when it
     will fit."""
-    run, labels = inputs.run, inputs.labels
-    if y_train is None:
-        y_train = label_matrix(run, "train", labels)
-    # One index width for both splits: Ray Data stacks the column as one fixed-shape tensor.
-    width = max(row_width(y_train), row_width(label_matrix(run, "validation", labels)))
     datasets = {
         split: encode_dataset(
-            read_prepared(run, split), inputs.tokenizer, cfg.model.max_length, labels, width
+            read_prepared(inputs.run, split),
+            inputs.tokenizer,
+            cfg.model.max_length,
+            inputs.labels,
+            inputs.label_width,
         ).materialize()
         for split in ("train", "validation")
     }
-    return replace(inputs, datasets=datasets, label_width=width)
+    return replace(inputs, datasets=datasets)
 
 
 def resolved_loss_params(name: str, params: dict[str, Any], inputs: TrainInputs) -> dict[str, Any]:
