@@ -627,10 +627,13 @@ def _fit_summary(reports: list[dict], t0: float, t1: float, train_rows: int) -> 
     per_epoch_other = statistics.median(between) if between else None
     steady = rates[1:] if len(rates) > 1 else rates
     startup = max(walls[0] - train_s[0] - (per_epoch_other or 0.0), 0.0)
+    waits = [float(r["metrics"]["input_wait_fraction"]) for r in reports]
     return {
         "epochs": len(rates),
         "train_rows": train_rows,
         "samples_per_s_per_epoch": [round(r, 1) for r in rates],
+        # The loop's own measure: share of each epoch rank 0 spent waiting for Ray Data's next batch.
+        "input_wait_fraction_per_epoch": [round(w, 4) for w in waits],
         "steady_samples_per_s": round(_harmonic(steady), 1),
         "steady_epochs": "epochs 2.." if len(rates) > 1 else "epoch 1 only (one epoch: includes warm-up)",
         "first_epoch_samples_per_s": round(rates[0], 1),
@@ -730,7 +733,7 @@ def phase_train_bare(
 
     from pipeline.losses import build_loss
     from pipeline.model import build_model
-    from pipeline.train import warmup_then_linear
+    from pipeline.train import param_groups, warmup_then_linear
 
     threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
     torch.set_num_threads(threads)
@@ -761,11 +764,8 @@ def phase_train_bare(
     loss_fn = build_loss(
         config["loss_name"], config["counts"], config["num_docs"], dict(config["loss_params"])
     )
-    decay = [p for _, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for _, p in model.named_parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": tcfg["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=tcfg["lr"],
+        param_groups(model, tcfg["lr"], tcfg.get("head_lr"), tcfg["weight_decay"]), lr=tcfg["lr"]
     )
     n, bs = len(tensors[target_key]), int(tcfg["batch_size"])
     total_steps = max(math.ceil(n / bs / tcfg["grad_accum"]), 1) * tcfg["epochs"]

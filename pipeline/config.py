@@ -153,6 +153,9 @@ class TrainSection(_Strict):
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int = Field(128, ge=1)
     lr: float = Field(5e-4, gt=0)
+    #: The classification head's learning rate (default: lr). A pretrained encoder wants a small lr, while a
+    #: freshly initialised head over hundreds of rare labels learns them only with a much larger one.
+    head_lr: float | None = Field(None, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     grad_clip: float | None = Field(1.0, gt=0)
@@ -180,6 +183,14 @@ class TrainSection(_Strict):
     #: Stop after this many epochs without improvement of checkpoint_metric (0: never stop early).
     patience: int = Field(3, ge=0)
     max_failures: int = Field(2, ge=0)
+
+    def identity(self, exclude: set[str]) -> dict[str, Any]:
+        """The settings that shape the weights, for fingerprints: model_dump less `exclude`, and without
+        head_lr while it is unset, so runs recorded before head_lr existed keep their fingerprints."""
+        data = self.model_dump(exclude=exclude)
+        if data.get("head_lr") is None:
+            data.pop("head_lr", None)
+        return data
 
     @model_validator(mode="after")
     def _mode_follows_metric(self) -> TrainSection:

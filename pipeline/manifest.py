@@ -160,7 +160,7 @@ class StageInputs:
 
 
 def _train_settings(cfg: Config) -> dict[str, Any]:
-    return cfg.train.model_dump(exclude=set(TRAIN_RESOURCE_KEYS))
+    return cfg.train.identity(set(TRAIN_RESOURCE_KEYS))
 
 
 def prepare_inputs(cfg: Config, identity: dict[str, Any] | None = None) -> StageInputs:

@@ -204,6 +204,30 @@ def _batches_in_memory(shard: Any) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(np.concatenate(v)) for k, v in cols.items()}
 
 
+def param_groups(
+    model: torch.nn.Module, lr: float, head_lr: float | None, weight_decay: float
+) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on matrices only (not biases or LayerNorm); with a head_lr other than lr,
+    the head's parameters in groups of their own at head_lr. Without one, the two groups (and so the
+    optimizer state) are those of checkpoints written before head_lr existed."""
+    head_ids = {id(p) for p in _unwrap(model).head.parameters()}
+    sides = (False, True) if head_lr is not None and head_lr != lr else (None,)
+    groups = []
+    for is_head in sides:
+        for decayed in (True, False):
+            params = [
+                p
+                for p in model.parameters()
+                if (is_head is None or (id(p) in head_ids) == is_head) and (p.ndim >= 2) == decayed
+            ]
+            if params:
+                group_lr = head_lr if is_head and head_lr is not None else lr
+                groups.append(
+                    {"params": params, "weight_decay": weight_decay if decayed else 0.0, "lr": group_lr}
+                )
+    return groups
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -222,11 +246,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     loss_fn = build_loss(
         config["loss_name"], config["counts"], config["num_docs"], dict(config["loss_params"])
     ).to(device)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": tcfg["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=tcfg["lr"],
+        param_groups(model, tcfg["lr"], tcfg.get("head_lr"), tcfg["weight_decay"]), lr=tcfg["lr"]
     )
     steps_per_epoch = max(
         math.ceil(config["train_rows"] / world / tcfg["batch_size"] / tcfg["grad_accum"]), 1
@@ -265,7 +286,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         _maybe_fail(config.get("fault"), epoch)
         t0 = time.perf_counter()
         model.train()
-        batches = _epoch_batches(train_shard, in_memory, config, tcfg, seed + epoch * 1000 + rank)
+        batches = _Waited(_epoch_batches(train_shard, in_memory, config, tcfg, seed + epoch * 1000 + rank))
         loss_sum, rows, pending = 0.0, 0, False
         optimizer.zero_grad(set_to_none=True)
         for step, batch in enumerate(batches):
@@ -293,6 +314,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         metrics = {"epoch": epoch, "train_loss": loss_sum / max(rows, 1), "val_loss": val_loss}
         metrics.update(epoch_metrics(targets, scores))
         metrics["samples_per_s"] = rows * world / max(train_time, 1e-9)
+        # Rank 0's share of the epoch spent waiting for batches: near 0 when the input pipeline keeps up.
+        metrics["input_wait_fraction"] = batches.seconds / max(train_time, 1e-9)
         value = metrics[metric]
         improved = state.best is None or (value > state.best if mode == "max" else value < state.best)
         if improved:
@@ -311,7 +334,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 f"val_loss {val_loss:.4f} micro-F1 {metrics['val_micro_f1']:.3f} macro-F1 "
                 f"{metrics['val_macro_f1']:.3f} (tuned {metrics['val_tuned_macro_f1']:.3f}) "
                 f"mAP {metrics['val_macro_ap']:.3f} "
-                f"{metrics['samples_per_s']:.0f} samples/s ETA {eta:.0f}s",
+                f"{metrics['samples_per_s']:.0f} samples/s (input wait "
+                f"{100 * metrics['input_wait_fraction']:.0f}%) ETA {eta:.0f}s",
                 flush=True,
             )
         finished = epoch + 1 >= tcfg["epochs"] or bool(
@@ -382,6 +406,25 @@ def _epoch_batches(
     for start in range(0, n, tcfg["batch_size"]):
         sel = idx[start : start + tcfg["batch_size"]]
         yield {k: v[sel] for k, v in in_memory.items()}
+
+
+class _Waited:
+    """Iterates `batches`, adding up the seconds spent waiting for each next one (reading, formatting,
+    shuffling and collating in Ray Data's iterator, or indexing for in-memory sampling)."""
+
+    def __init__(self, batches: Iterator[dict[str, torch.Tensor]]) -> None:
+        self.batches = batches
+        self.seconds = 0.0
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        it = iter(self.batches)
+        while True:
+            t0 = time.perf_counter()
+            batch = next(it, None)
+            self.seconds += time.perf_counter() - t0
+            if batch is None:
+                return
+            yield batch
 
 
 def _step(model, optimizer, scheduler, scaler, clip: float | None) -> None:
@@ -678,7 +721,7 @@ def _fit(cfg: Config, inputs: TrainInputs, run_config: RunConfig, loss_params: d
 def fingerprint(cfg: Config, labels: list[str], loss_params: dict[str, Any], tokenizer: Any) -> str:
     """What a checkpoint must match to be resumed: everything that shapes the weights, not how long or where
     the run goes (epochs, patience, workers and resources may change between attempts)."""
-    train = cfg.train.model_dump(exclude=set(TRAIN_RESOURCE_KEYS | {"epochs", "patience"}))
+    train = cfg.train.identity(set(TRAIN_RESOURCE_KEYS | {"epochs", "patience"}))
     blob = json.dumps(
         {
             "model": cfg.model.model_dump(),

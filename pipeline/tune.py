@@ -228,7 +228,10 @@ def run_tune(cfg: Config) -> dict[str, Any]:
     if tcfg.mode == "full":
         best_params["train"] = {"lr": best["lr"]}
     else:
-        # The head's learning rate says nothing about fine-tuning the whole model: kept as provenance only.
+        # The head's learning rate, as train.head_lr: fine-tuning then runs the encoder at train.lr and the
+        # head at the rate that trained it best on the frozen features. On Reuters a fine-tuned MiniLM learned
+        # the rare labels only with a head lr of this order (see README, Benchmarks).
+        best_params["train"] = {"head_lr": best["lr"]}
         objective["head_lr"] = best["lr"]
     best_params["objective"] = objective
     write_bytes(run.join("best_params.yaml"), yaml.safe_dump(best_params, sort_keys=False).encode())

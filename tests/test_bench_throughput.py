@@ -91,6 +91,8 @@ def test_smoke_writes_every_section(no_local_ray, tmp_path):
     _check_stats(doc)
     _check_score(doc)
     _check_paired(doc, "train", "ray_train", "bare_pytorch", "steady_samples_per_s")
+    waits = doc["train"]["ray_train"]["input_wait_fraction_per_epoch"]
+    assert len(waits) == doc["sizes"]["epochs"] and all(0 <= w < 1 for w in waits)
     # Both sides of each comparison ran with the same torch thread count.
     assert (
         doc["train"]["ray_train"]["worker_threads"]["torch_threads"]

@@ -23,6 +23,7 @@ def test_defaults_and_overrides(tmp_path):
         (["data.split.train=0.9"], "sum to 1"),
         (["data.groups.tail_max=50"], "tail_max"),
         (["data"], "key.path=value"),
+        (["train.head_lr=0"], "train.head_lr"),
     ],
 )
 def test_bad_config_names_the_key(overrides, message):

@@ -64,6 +64,7 @@ def test_in_process_loop_learns(prepared):
     hist = out["history"]
     assert len(hist) == 6
     assert hist[-1]["train_loss"] < 0.7 * hist[0]["train_loss"]
+    assert all(0.0 <= h["input_wait_fraction"] < 1.0 for h in hist), [h["input_wait_fraction"] for h in hist]
     # A constant predictor's average precision on a label equals that label's prevalence.
     stats = json.loads((prepared / "inproc" / "label_stats.json").read_text())
     n_val = stats["documents"]["validation"]
@@ -274,3 +275,41 @@ def test_epoch_metrics_match_scikit_learn_on_sparse_targets():
     assert got["val_macro_ap"] == pytest.approx(average_precision_score(y[:, has], scores[:, has]))
     assert got == epoch_metrics(y, scores)
     assert got["val_tuned_macro_f1"] >= got["val_macro_f1"]
+
+
+def test_head_lr_moves_the_head_at_its_own_rate():
+    """With train.head_lr the head's parameters step at that rate and the encoder's at train.lr (Adam's first
+    step moves each weight by about its lr); without it the optimizer keeps its two historical groups and
+    fingerprints do not change."""
+    from pipeline.model import build_model, train_wordpiece_tokenizer
+    from pipeline.train import fingerprint, param_groups
+
+    tok = train_wordpiece_tokenizer(["alpha beta gamma delta", "beta gamma epsilon"] * 20, vocab_size=40)
+    torch.manual_seed(0)
+    small = {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "intermediate_size": 32, "dropout": 0.0}
+    model = build_model(small, 5, tok)
+    head = {id(p) for p in model.head.parameters()}
+
+    plain = param_groups(model, 1e-3, None, 0.01)
+    assert [g["weight_decay"] for g in plain] == [0.01, 0.0] and {g["lr"] for g in plain} == {1e-3}
+    assert sorted(id(p) for g in plain for p in g["params"]) == sorted(id(p) for p in model.parameters())
+    assert len(param_groups(model, 1e-3, 1e-3, 0.01)) == 2
+
+    groups = param_groups(model, 1e-3, 3e-2, 0.01)
+    assert sorted(id(p) for g in groups for p in g["params"]) == sorted(id(p) for p in model.parameters())
+    assert {id(p) for g in groups if g["lr"] == 3e-2 for p in g["params"]} == head
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer = torch.optim.AdamW(groups, lr=1e-3)
+    enc = tok(["alpha beta", "gamma epsilon delta"], padding=True, return_tensors="pt")
+    logits = model(enc["input_ids"], enc["attention_mask"])
+    torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.ones_like(logits)).backward()
+    optimizer.step()
+    step = {n: float((p.detach() - before[n]).abs().max()) for n, p in model.named_parameters()}
+    assert step["head.bias"] == pytest.approx(3e-2, rel=0.05)
+    assert step["head.weight"] == pytest.approx(3e-2, rel=0.05)
+    assert step["encoder.embeddings.word_embeddings.weight"] == pytest.approx(1e-3, rel=0.05)
+
+    base = load_config(None, [])
+    tuned = load_config(None, ["train.head_lr=3e-2"])
+    assert "head_lr" not in base.train.identity(set()) and tuned.train.identity(set())["head_lr"] == 3e-2
+    assert fingerprint(base, ["a"], {}, tok) != fingerprint(tuned, ["a"], {}, tok)

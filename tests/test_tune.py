@@ -209,7 +209,8 @@ def test_killed_search_resumes_and_best_params_reproduce(ray_dashboard, tmp_path
     assert len(rows) == samples and all(r["stop_reason"] == "completed" for r in rows), rows
 
     best = yaml.safe_load((tmp_path / "k" / "best_params.yaml").read_text())
-    assert best["objective"]["mode"] == "embeddings" and "train" not in best
+    assert best["objective"]["mode"] == "embeddings"
+    assert best["train"] == {"head_lr": best["objective"]["head_lr"]}  # for fine-tuning: the head's own lr
     replay = replay_head(cfg, best)
     # Same cache, seed and order: the replay reproduces the trial's objective (to float round-off).
     assert replay["best"] == pytest.approx(best["objective"]["val_tuned_macro_f1"], abs=1e-6)
