@@ -76,6 +76,7 @@ COLUMNS = (
     ("head_f1", "head F1"),
     ("medium_f1", "medium F1"),
     ("tail_f1", "tail F1"),
+    ("oracle_macro_f1", "test-oracle macro-F1"),
 )
 METRICS = tuple(key for key, _ in COLUMNS)
 
@@ -327,8 +328,11 @@ def measure(
     pred: np.ndarray,
     scores: np.ndarray,
 ) -> dict[str, Any]:
-    """Test metrics with our `pipeline.metrics.evaluate` and the groups of label_stats.json."""
-    from pipeline.metrics import evaluate
+    """Test metrics with our `pipeline.metrics.evaluate` and the groups of label_stats.json, plus the
+    test-oracle figures: each label's best F1 over every threshold on these test scores. No decision rule on
+    the scores does better, so they bound what threshold fitting alone could recover."""
+    from pipeline.metrics import assign_groups, evaluate
+    from pipeline.thresholds import best_f1_thresholds
 
     ev = evaluate(
         y_test.astype(np.int64),
@@ -354,6 +358,11 @@ def measure(
         "never_correct": len(ev["never_correct"]),
         "groups_micro_f1": {g: ev["groups"][g]["micro_f1"] for g in GROUPS},
     }
+    _, oracle, _ = best_f1_thresholds(y_test, np.asarray(scores, dtype=np.float32))
+    limits = stats["groups"]
+    tail = assign_groups(np.asarray(inputs.counts), limits["head_min"], limits["tail_max"]) == "tail"
+    row["oracle_macro_f1"] = float(oracle.mean())
+    row["oracle_tail_f1"] = float(oracle[tail].mean()) if tail.any() else None
     return row
 
 

@@ -117,6 +117,9 @@ def test_smoke_run_writes_every_row_and_metric(smoke_run):
             assert metric in row, (name, metric)
         assert 0.0 <= row["micro_f1"] <= 1.0 and 0.0 <= row["macro_f1"] <= 1.0
         assert row["macro_ap"] is not None
+        # Each label's best test F1 over all thresholds bounds the F1 of any threshold the row chose.
+        assert row["macro_f1"] <= row["oracle_macro_f1"] + 1e-9, name
+        assert 0.0 <= row["oracle_tail_f1"] <= 1.0
         assert f"| {name} |" in result["table_markdown"]
     head = result["config"]["head"]
     assert (head["epochs"], head["lr"], head["batch_size"]) == (2, 3e-3, 32)
