@@ -20,6 +20,7 @@ import logging
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     data_root = Path(args.data_root)
     dataset = load_bench_config(cfg_path, Path("/unused"), data_root, overrides).dataset
     doc: dict[str, Any] = {
-        "command": "python -m benchmarks.finetune" + (" " + " ".join(argv) if argv else ""),
+        "command": " ".join(["python -m benchmarks.finetune", *(sys.argv[1:] if argv is None else argv)]),
         "machine": machine_summary(),
         "platform": platform.platform(),
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
