@@ -210,21 +210,21 @@ def param_groups(
     """AdamW groups: weight decay on matrices only (not biases or LayerNorm); with a head_lr other than lr,
     the head's parameters in groups of their own at head_lr. Without one, the two groups (and so the
     optimizer state) are those of checkpoints written before head_lr existed."""
-    head_ids = {id(p) for p in _unwrap(model).head.parameters()}
-    sides = (False, True) if head_lr is not None and head_lr != lr else (None,)
+    params = list(model.parameters())
+    if head_lr is None or head_lr == lr:
+        parts = [(params, lr)]
+    else:
+        head_ids = {id(p) for p in _unwrap(model).head.parameters()}
+        parts = [
+            ([p for p in params if id(p) not in head_ids], lr),
+            ([p for p in params if id(p) in head_ids], head_lr),
+        ]
     groups = []
-    for is_head in sides:
-        for decayed in (True, False):
-            params = [
-                p
-                for p in model.parameters()
-                if (is_head is None or (id(p) in head_ids) == is_head) and (p.ndim >= 2) == decayed
-            ]
-            if params:
-                group_lr = head_lr if is_head and head_lr is not None else lr
-                groups.append(
-                    {"params": params, "weight_decay": weight_decay if decayed else 0.0, "lr": group_lr}
-                )
+    for part, part_lr in parts:
+        for decayed, decay in ((True, weight_decay), (False, 0.0)):
+            chosen = [p for p in part if (p.ndim >= 2) == decayed]
+            if chosen:
+                groups.append({"params": chosen, "weight_decay": decay, "lr": part_lr})
     return groups
 
 
