@@ -3,6 +3,7 @@ pretrained all-MiniLM-L6-v2 fine-tuned end to end, once per loss, on the splits 
 
     .venv/bin/python -m benchmarks.finetune            # Reuters, bce and db -> results/finetune.json
     .venv/bin/python -m benchmarks.finetune --smoke    # synthetic corpus + tiny-bert, a minute
+    .venv/bin/python -m benchmarks.finetune --combine a.json b.json --out all.json   # seeds side by side
 
 benchmarks/quality.py trains only the classification head on frozen embeddings. Here the encoder's weights
 are trained too, through `pipeline.train.run_train` (in-process: train.num_workers=0, so the 2 CPUs go to
@@ -43,6 +44,7 @@ FINETUNE = [
 ]
 SMOKE = ["train.epochs=1", "train.num_workers=0"]
 GROUPS = ("head", "medium", "tail")
+SUMMARY_METRICS = ("micro_f1", "macro_f1", "macro_ap", *(f"{g}_f1" for g in GROUPS))
 
 log = logging.getLogger("benchmarks.finetune")
 
@@ -94,6 +96,52 @@ def run_loss(cfg_path: Path, work: Path, data_root: Path, loss: str, overrides: 
     }
 
 
+def summarise(docs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per benchmark config and loss, the mean, min and max of each test figure over the given runs.
+
+    Runs of one setting that differ only in `run.seed` (the split has its own seed, `data.split.seed`) move
+    Reuters' macro-F1 by several points, so one run's row cannot tell two losses apart.
+    """
+    rows: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for doc in docs:
+        for loss, row in doc["rows"].items():
+            rows.setdefault(doc["config"], {}).setdefault(loss, []).append(row)
+    return {
+        config: {
+            loss: {
+                "runs": len(rs),
+                **{
+                    m: {
+                        "mean": sum(r[m] for r in rs) / len(rs),
+                        "min": min(r[m] for r in rs),
+                        "max": max(r[m] for r in rs),
+                    }
+                    for m in SUMMARY_METRICS
+                },
+            }
+            for loss, rs in by_loss.items()
+        }
+        for config, by_loss in rows.items()
+    }
+
+
+def combine(paths: list[Path], out: Path | None) -> dict[str, Any]:
+    """One document holding finished runs (as written) and their `summarise`."""
+    docs = [json.loads(p.read_text()) for p in paths]
+    unfinished = [str(p) for p, d in zip(paths, docs, strict=True) if not d.get("complete")]
+    if unfinished:
+        raise SystemExit(f"--combine: runs that did not finish: {', '.join(unfinished)}")
+    doc = {
+        "command": " ".join(["python -m benchmarks.finetune --combine", *map(str, paths)]),
+        "summary": summarise(docs),
+        "runs": docs,
+    }
+    if out:
+        write_doc(out, doc)
+    print(json.dumps(doc["summary"], indent=2))
+    return doc
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="synthetic corpus, tiny-bert, one epoch")
@@ -105,7 +153,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--out", default=None, help="results JSON (default: benchmarks/results/finetune.json)"
     )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--combine", nargs="+", type=Path, metavar="JSON", help="summarise finished runs (trains nothing)"
+    )
     args = parser.parse_args(argv)
+    if args.combine:
+        return combine(args.combine, Path(args.out) if args.out else None)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 

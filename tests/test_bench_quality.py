@@ -152,6 +152,35 @@ def test_finetune_smoke_trains_and_evaluates_on_the_quality_splits(smoke_run, tm
     assert row["test_at_0.5"]["macro_f1"] == pytest.approx(metrics["extra"]["test_at_0.5"]["macro_f1"])
 
 
+def test_finetune_combine_summarises_seeds_per_config_and_loss(tmp_path):
+    from benchmarks import finetune
+
+    def run(config: str, seed_rows: dict[str, float], complete: bool = True) -> dict:
+        metrics = finetune.SUMMARY_METRICS
+        rows = {loss: {m: v + i / 100 for i, m in enumerate(metrics)} for loss, v in seed_rows.items()}
+        return {"config": config, "rows": rows, "complete": complete}
+
+    docs = [run("a.yaml", {"db": 0.5, "bce": 0.4}), run("a.yaml", {"db": 0.7}), run("b.yaml", {"db": 0.1})]
+    paths = []
+    for i, doc in enumerate(docs):
+        paths.append(tmp_path / f"{i}.json")
+        paths[-1].write_text(json.dumps(doc))
+    out = tmp_path / "all.json"
+    doc = finetune.main(["--combine", *map(str, paths), "--out", str(out)])
+    assert json.loads(out.read_text()) == doc and doc["runs"] == docs
+    summary = doc["summary"]
+    assert set(summary) == {"a.yaml", "b.yaml"} and set(summary["a.yaml"]) == {"db", "bce"}
+    db = summary["a.yaml"]["db"]
+    assert db["runs"] == 2
+    assert db["macro_f1"] == pytest.approx({"mean": 0.61, "min": 0.51, "max": 0.71})
+    assert db["tail_f1"]["mean"] == pytest.approx(0.65)
+    assert summary["a.yaml"]["bce"]["runs"] == summary["b.yaml"]["db"]["runs"] == 1
+
+    paths[1].write_text(json.dumps(run("a.yaml", {"db": 0.7}, complete=False)))
+    with pytest.raises(SystemExit, match="did not finish: .*1.json"):
+        finetune.main(["--combine", *map(str, paths)])
+
+
 def test_machine_summary_is_read_from_the_machine(monkeypatch):
     import torch
 
