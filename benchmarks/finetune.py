@@ -96,6 +96,10 @@ def run_loss(cfg_path: Path, work: Path, data_root: Path, loss: str, overrides: 
     }
 
 
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"mean": sum(values) / len(values), "min": min(values), "max": max(values)}
+
+
 def summarise(docs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
     """Per benchmark config and loss, the mean, min and max of each test figure over the given runs.
 
@@ -108,17 +112,7 @@ def summarise(docs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
             rows.setdefault(doc["config"], {}).setdefault(loss, []).append(row)
     return {
         config: {
-            loss: {
-                "runs": len(rs),
-                **{
-                    m: {
-                        "mean": sum(r[m] for r in rs) / len(rs),
-                        "min": min(r[m] for r in rs),
-                        "max": max(r[m] for r in rs),
-                    }
-                    for m in SUMMARY_METRICS
-                },
-            }
+            loss: {"runs": len(rs), **{m: _spread([r[m] for r in rs]) for m in SUMMARY_METRICS}}
             for loss, rs in by_loss.items()
         }
         for config, by_loss in rows.items()
@@ -153,6 +147,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--out", default=None, help="results JSON (default: benchmarks/results/finetune.json)"
     )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--num-cpus",
+        type=int,
+        default=2,
+        help="CPUs of the Ray this script starts (a GPU machine: all of them; Ray finds its GPUs itself)",
+    )
     parser.add_argument(
         "--combine", nargs="+", type=Path, metavar="JSON", help="summarise finished runs (trains nothing)"
     )
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bml-finetune-")) if own_work else Path(args.work_dir).resolve()
     started = not ray.is_initialized()  # a caller's Ray (the tests') is used as it is
     if started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
     t_all = time.perf_counter()
     try:
         for loss in losses:
