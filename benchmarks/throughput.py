@@ -29,6 +29,8 @@ every process the child started (raylet, GCS, dashboard, workers; that sum count
 once per process mapping them). With --smoke all phases share one child and one Ray start (the two-node
 cluster): ru_maxrss is then the child's high-water mark so far, and `shared_process_with` lists the earlier
 phases. Torch runs --threads threads (default 1) on both sides and the Hugging Face tokenizer one thread.
+Both sides run at the niceness Ray gives its workers (15 by default; see _adopt_ray_niceness): in --smoke the
+shared child takes it at the first bare phase, which only smoke's own figures feel.
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ DEFAULT_OUT = ROOT / "benchmarks" / "results" / "throughput.json"
 SPLIT_RESULTS = ROOT / "benchmarks" / "results" / "split_scaling.json"
 SECTIONS = ("stats", "train", "score", "scale")
 TARGET_RATIO = 0.9
+#: Ray's default worker niceness (PR ray-project/ray#24928); the bare sides adopt what the workers really had.
+RAY_DEFAULT_WORKER_NICENESS = 15
+NICENESS_FILE = "ray_worker_niceness.txt"
 MIB = 1024 * 1024
 
 #: Sizes of the full benchmark and of --smoke.
@@ -648,8 +653,9 @@ def _fit_summary(reports: list[dict], t0: float, t1: float, train_rows: int) -> 
     }
 
 
-def _probe_threads(cpus: float) -> dict[str, Any]:
-    """torch's thread count in a Ray worker holding `cpus` CPUs (what the Train worker actor sees)."""
+def _probe_threads(cpus: float, work: Path | None = None) -> dict[str, Any]:
+    """torch's thread count and the niceness of a Ray worker holding `cpus` CPUs (what the Train worker
+    actor sees). With `work`, the niceness is left there for the bare side (`_adopt_ray_niceness`)."""
     import ray
 
     @ray.remote(num_cpus=cpus)
@@ -659,9 +665,26 @@ def _probe_threads(cpus: float) -> dict[str, Any]:
         return {
             "torch_threads": torch.get_num_threads(),
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+            "niceness": os.nice(0),
         }
 
-    return ray.get(probe.remote())
+    found = ray.get(probe.remote())
+    if work is not None:
+        (work / NICENESS_FILE).write_text(str(found["niceness"]))
+    return found
+
+
+def _adopt_niceness(target: int) -> int:
+    """Move this process to `target` niceness (raising it needs no privilege); returns the niceness now."""
+    return os.nice(target - os.nice(0)) if target > os.nice(0) else os.nice(0)
+
+
+def _adopt_ray_niceness(work: Path) -> int:
+    """Ray runs its workers at niceness 15 (`RAY_worker_niceness`; drivers and Ray's daemons stay at 0).
+    A bare side at 0 would win every contended time slice on a busy 2-CPU machine, so it takes the niceness
+    its Ray side's workers had (Ray's default when that side has not run in this work folder)."""
+    saved = work / NICENESS_FILE
+    return _adopt_niceness(int(saved.read_text()) if saved.exists() else RAY_DEFAULT_WORKER_NICENESS)
 
 
 def _train_inputs(work: Path, params: dict[str, Any], ctx: RayContext) -> tuple[Any, dict[str, float]]:
@@ -695,7 +718,7 @@ def phase_train_ray(
     inputs, setup = _train_inputs(work, params, ctx)
     cfg = _load_cfg(work, params, extra)
     loss_params = resolved_loss_params(cfg.loss.name, cfg.loss.params, inputs)
-    threads = _probe_threads(cfg.train.cpus_per_worker)
+    threads = _probe_threads(cfg.train.cpus_per_worker, work)
     # A name of its own per child: Train V2 restores a run of the same name and storage path, so a repeat
     # would resume the previous repeat's finished run instead of training.
     tag = f"bench-1w-{os.getpid()}"
@@ -737,6 +760,7 @@ def phase_train_bare(
 
     threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
     torch.set_num_threads(threads)
+    niceness = _adopt_ray_niceness(work)
     t0 = time.perf_counter()
     config = torch.load(work / "train_loop_config.pt", weights_only=False)
     data = np.load(work / "train_tensors.npz")
@@ -815,6 +839,7 @@ def phase_train_bare(
         "startup_s": round(startup, 2),
         "startup_what": "load config and tensors, build the model, loss, optimiser",
         "torch_threads": torch.get_num_threads(),
+        "niceness": niceness,
         "final_train_loss": round(loss_sum / max(rows, 1), 4),
         "peak_memory": sampler.window(),
     }
@@ -980,7 +1005,7 @@ def phase_score_ray(
         "batch_size": ecfg.batch_size,
         "actors": ecfg.concurrency,
         "cpus_per_actor": ecfg.cpus_per_actor,
-        "worker_threads": _probe_threads(ecfg.cpus_per_actor),
+        "worker_threads": _probe_threads(ecfg.cpus_per_actor, work),
         "score_sum": full["sum"],
         **info,
         "peak_memory": memory,
@@ -1017,6 +1042,7 @@ def phase_score_bare(
 
     threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
     torch.set_num_threads(threads)
+    niceness = _adopt_ray_niceness(work)
     bs = load_config(None, []).evaluate.batch_size
     t0 = time.perf_counter()
     texts = pq.read_table(work / "score_data", columns=["text"]).column("text").to_pylist()
@@ -1033,6 +1059,7 @@ def phase_score_bare(
         "load_model_s": round(t_loaded - t0, 3),
         "startup_what": "read the texts, load_model and the first batch",
         "torch_threads": torch.get_num_threads(),
+        "niceness": niceness,
         "score_sum": score_sum,
         "peak_memory": sampler.window(),
     }
@@ -1313,7 +1340,7 @@ def _assemble(work: Path, selected: list[str], params: dict[str, Any]) -> dict[s
     if "train" in selected:
         out["train"]["same_work"] = (
             "same loop config dict (make_trainer's), same model builder, same tokenised tensors (the "
-            "materialised train split), batch size and torch threads; Ray Train draws batches with "
+            "materialised train split), batch size, torch threads and niceness; Ray Train draws batches with "
             "iter_torch_batches and a local shuffle buffer, the bare loop indexes in-memory tensors"
         )
     if "score" in selected:

@@ -69,6 +69,8 @@ def _check_paired(doc: dict[str, Any], section: str, ray_key: str, base_key: str
 def _check_score(doc: dict[str, Any]) -> None:
     _check_paired(doc, "score", "ray_data", "bare_loop", "steady_docs_per_s")
     assert doc["score"]["scores_agree"]
+    # The bare loop ran at the niceness Ray gave its scoring actor (Ray's workers run niced; see the script).
+    assert doc["score"]["bare_loop"]["niceness"] == doc["score"]["ray_data"]["worker_threads"]["niceness"]
     # The scoring rate comes from Ray Data's own metrics of the Scorer operator, found in its log.
     score = doc["score"]["ray_data"]
     assert score["steady_method"].startswith("operator"), score["steady_method"]
@@ -93,15 +95,31 @@ def test_smoke_writes_every_section(no_local_ray, tmp_path):
     _check_paired(doc, "train", "ray_train", "bare_pytorch", "steady_samples_per_s")
     waits = doc["train"]["ray_train"]["input_wait_fraction_per_epoch"]
     assert len(waits) == doc["sizes"]["epochs"] and all(0 <= w < 1 for w in waits)
-    # Both sides of each comparison ran with the same torch thread count.
-    assert (
-        doc["train"]["ray_train"]["worker_threads"]["torch_threads"]
-        == doc["train"]["bare_pytorch"]["torch_threads"]
-    )
+    # Both sides of each comparison ran with the same torch thread count and niceness.
+    ray_worker, bare = doc["train"]["ray_train"]["worker_threads"], doc["train"]["bare_pytorch"]
+    assert ray_worker["torch_threads"] == bare["torch_threads"]
+    assert ray_worker["niceness"] == bare["niceness"] > 0
     scale = doc["scale"]
     assert scale["workers_1"]["steady_samples_per_s"] > 0 and scale["workers_2"]["steady_samples_per_s"] > 0
     assert scale["model"]["predicted"]["4"]["ring_allreduce_model_samples_per_s"] > 0
     assert "same 2-CPU machine" in scale["model"]["limits"]
+
+
+def test_bare_side_takes_the_niceness_ray_gave_its_workers(tmp_path):
+    """In a child process: niceness only goes up without privileges, and this test's own must not change."""
+    code = (
+        "import os, sys; from pathlib import Path; from benchmarks import throughput as t; "
+        "w = Path(sys.argv[1]); before = os.nice(0); default = t._adopt_ray_niceness(w); "
+        "(w / t.NICENESS_FILE).write_text(str(default + 2)); "
+        "print(before, default, t._adopt_ray_niceness(w), t._adopt_niceness(0))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    before, default, saved, lower = map(int, proc.stdout.split())
+    expected = max(before, 15)  # Ray's default when its side has not run here
+    assert (default, saved, lower) == (expected, expected + 2, expected + 2)
 
 
 def test_full_runs_alternate_the_ray_and_bare_sides():
