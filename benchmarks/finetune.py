@@ -195,7 +195,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bml-finetune-")) if own_work else Path(args.work_dir).resolve()
     started = not ray.is_initialized()  # a caller's Ray (the tests') is used as it is
     if started:
-        ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
+        from pipeline.cluster import start_local_ray
+
+        start_local_ray(args.num_cpus, include_dashboard=False, log_to_driver=False)
     t_all = time.perf_counter()
     try:
         for loss in losses:

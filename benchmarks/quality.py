@@ -836,7 +836,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
         # Ray gives a 1-CPU actor OMP_NUM_THREADS=1 unless set: let the embedding actor use both cores.
         os.environ.setdefault("OMP_NUM_THREADS", str(args.num_cpus))
-        ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
+        from pipeline.cluster import start_local_ray
+
+        start_local_ray(args.num_cpus, include_dashboard=False, log_to_driver=False)
         started = True
     import ray.data
 

@@ -194,7 +194,9 @@ def _child(args: argparse.Namespace) -> None:
     if args.address:
         ray.init(address=args.address, log_to_driver=False)
     else:
-        ray.init(address="local", num_cpus=args.num_cpus, log_to_driver=False)
+        from pipeline.cluster import start_local_ray
+
+        start_local_ray(args.num_cpus, log_to_driver=False)
     results = []
     try:
         for shape in args.child.split(","):

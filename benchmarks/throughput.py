@@ -181,14 +181,6 @@ def _harmonic(rates: list[float]) -> float:
     return len(rates) / sum(1.0 / r for r in rates) if rates and all(r > 0 for r in rates) else 0.0
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("", 0))
-        return sock.getsockname()[1]
-
-
 #: Train settings on the two-node cluster (as tests/test_train.py's DDP test): half a CPU per worker, so two
 #: workers and Ray Data fit on 2 CPUs; SPREAD puts the two workers on different nodes.
 CLUSTER_TRAIN = ["train.cpus_per_worker=0.5", "train.data_cpus=0.5", "train.placement_strategy=SPREAD"]
@@ -201,10 +193,10 @@ class RayContext:
     V2's placement-group cleaner reaches the State API through it). cluster: ray.cluster_utils.Cluster, two
     nodes of 1 CPU each. With --smoke every phase uses the cluster (one start-up instead of two).
 
-    The GCS port is chosen up front and RAY_ADDRESS set before anything starts, so every Ray process inherits
-    it: the placement-group cleaner otherwise picks "the latest cluster" among all the Ray instances running
-    on the machine (seen here, with other processes' clusters up) and, not finding our Train controller there,
-    would remove our workers' placement group.
+    Both start beside any other Ray on the machine (pipeline.cluster: free ports, a temp folder of their own,
+    removed at stop, and the GCS address given to every Ray process: the placement-group cleaner otherwise
+    picks "the latest cluster" among all the Ray instances running on the machine and, not finding our Train
+    controller there, would remove our workers' placement group).
     """
 
     def __init__(self, smoke: bool) -> None:
@@ -214,6 +206,7 @@ class RayContext:
         self.start_s = 0.0
         self.users: list[str] = []
         self.cache: dict[str, Any] = {}
+        self.temp_dir: str | None = None
 
     def ensure(self, kind: str, phase: str) -> dict[str, Any]:
         want = "cluster" if self.smoke else kind
@@ -232,49 +225,42 @@ class RayContext:
         return "ray.cluster_utils.Cluster: 2 nodes x 1 CPU, dashboard on the head"
 
     def _start(self, kind: str) -> None:
+        import tempfile
+
         import ray
         import ray.data
-        from ray.util import get_node_ip_address
 
-        port = _free_port()
-        os.environ["RAY_GCS_SERVER_PORT"] = str(port)
-        os.environ["RAY_ADDRESS"] = f"{get_node_ip_address()}:{port}"
+        from pipeline.cluster import head_node_args, start_local_ray
+
+        self.temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
         t0 = time.perf_counter()
-        try:
-            if kind == "local":
-                ray.init(address="local", num_cpus=2, include_dashboard=True, log_to_driver=True)
-            else:
-                from ray.cluster_utils import Cluster
+        if kind == "local":
+            start_local_ray(2, include_dashboard=True, log_to_driver=True, temp_dir=self.temp_dir)
+        else:
+            from ray.cluster_utils import Cluster
 
-                self.cluster = Cluster(
-                    initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": True}
-                )
-                os.environ.pop("RAY_GCS_SERVER_PORT", None)  # the second node's processes must not take it
-                self.cluster.add_node(num_cpus=1)
-                self.cluster.wait_for_nodes()
-                ray.init(address=self.cluster.address, log_to_driver=True)
-        finally:
-            os.environ.pop("RAY_GCS_SERVER_PORT", None)
-        gcs = ray.get_runtime_context().gcs_address
-        if gcs != os.environ["RAY_ADDRESS"]:
-            print(
-                f"[throughput] warning: GCS at {gcs}, RAY_ADDRESS {os.environ['RAY_ADDRESS']}",
-                file=sys.stderr,
-            )
+            head = head_node_args(1, self.temp_dir, include_dashboard=True)
+            self.cluster = Cluster(initialize_head=True, head_node_args=head)
+            self.cluster.add_node(num_cpus=1, env_vars=head["env_vars"])
+            self.cluster.wait_for_nodes()
+            ray.init(address=self.cluster.address, log_to_driver=True)
         ray.data.DataContext.get_current().enable_progress_bars = False
         self.start_s = time.perf_counter() - t0
         self.kind, self.users = kind, []
 
     def stop(self) -> None:
+        import shutil
+
         import ray
 
         if ray.is_initialized():
             ray.shutdown()
         if self.cluster is not None:
             self.cluster.shutdown()
-        self.cluster, self.kind, self.users = None, None, []
+        if self.temp_dir is not None:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+        self.cluster, self.kind, self.users, self.temp_dir = None, None, [], None
         self.cache.clear()
-        os.environ.pop("RAY_ADDRESS", None)
 
 
 def _pickle_by_value() -> None:

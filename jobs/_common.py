@@ -32,12 +32,18 @@ def main(
 
     import ray
 
-    from pipeline.cluster import ensure_ray
+    from pipeline.cluster import check_output_persists, check_output_shared, ensure_ray
     from pipeline.dataset import InputError
     from pipeline.resources import ResourceError
 
+    try:
+        check_output_persists(cfg.run.output)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     started = ensure_ray(cfg.ray)
     try:
+        check_output_shared(cfg.run.output)
         body(cfg, args)
     except (InputError, ResourceError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -110,8 +110,14 @@ class DataSection(_Strict):
     split_column: str = "split"
     #: Rows with null/empty text or no labels: drop them, or keep them (no-label rows become all-negative).
     empty_policy: Literal["drop", "keep"] = "drop"
-    #: Labels in validation/test that never occur in train: fail, or drop those labels from the rows.
-    unknown_label_policy: Literal["error", "drop"] = "error"
+    #: Labels in validation/test that never occur in train: keep them in those rows outside the model's
+    #: vocabulary, reported as the evaluation's zero-shot group (real corpora have them: EURLEX57K has 85),
+    #: or fail, or drop those labels from the rows.
+    unknown_label_policy: Literal["zero-shot", "error", "drop"] = "zero-shot"
+    #: Rows whose texts are equal after NFC, lower case and whitespace collapsing (a duplicate group): merge
+    #: them into one row (first id, labels united), keep them (still split together), or fail. A group
+    #: spanning given splits is always cut to its copies in the earliest of train -> validation -> test.
+    duplicates: Literal["merge", "keep", "error"] = "merge"
     top_pairs: int = Field(20, ge=0)
     #: Pairs are counted among this many most frequent train labels (memory ~ its square); top_pairs_exact in
     #: label_stats.json says whether the top pairs are provably the top pairs of the whole vocabulary.
@@ -276,6 +282,9 @@ class RaySection(_Strict):
     #: None: connect to a running cluster if RAY_ADDRESS is set, else start a local one in-process.
     address: str | None = None
     num_cpus: int | None = None
+    #: Niceness of this run's Ray workers (Train workers, scoring actors, tasks); None keeps Ray's default,
+    #: 15, at which they yield the CPU to any other process of a shared node. 0 runs them at normal priority.
+    worker_niceness: int | None = Field(None, ge=0, le=19)
 
 
 class Config(_Strict):

@@ -97,9 +97,7 @@ def discover(source: str, data: DataSection, storage: StorageSection | None = No
             if split in spec.by_split:
                 raise InputError(f"{source}: both '{name}/' and another folder name the {split} split")
             spec.by_split[split] = _list_parquet(fs, sub)
-    if spec.by_split:
-        if "train" not in spec.by_split:
-            raise InputError(f"{source}: split folders {sorted(spec.by_split)} found but no 'train/' folder")
+    if spec.by_split:  # which sets of split folders can make three splits is the prepare plan's call
         for split, files in spec.by_split.items():
             if not files:
                 raise InputError(f"{source}: the {split} split folder holds no .parquet files")

@@ -152,7 +152,8 @@ def load_split(folder: Location, split: str, labels: list[str]) -> HeadData:
     if table is None or table.num_rows == 0:
         raise ValueError(f"{_split_dir(folder, split).uri}: no cached embeddings")
     x = np.stack(table.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)
-    return HeadData(x, csr_from_arrow(table.column("labels"), labels))
+    # Zero-shot labels (outside the train vocabulary) have no head output: left out of the targets.
+    return HeadData(x, csr_from_arrow(table.column("labels"), labels, ignore_unknown=True))
 
 
 def cache_info(folder: Location) -> dict[str, Any]:

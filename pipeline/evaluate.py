@@ -1,11 +1,17 @@
 """The evaluate stage: score validation and test with Ray Data, pick per-label thresholds on validation,
-measure on test, and write predictions, thresholds and the report back to storage."""
+measure on test, and write predictions, thresholds and the report back to storage.
+
+Labels of validation / test that never occur in train (prepare's `zero-shot` policy) have no score column:
+thresholds ignore them, and on test they are counted apart as the zero-shot group (`pipeline.metrics`), so
+the vocabulary's figures are the same with or without them.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
 import time
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -16,6 +22,7 @@ import ray.data
 from pipeline import report
 from pipeline.config import Config
 from pipeline.dataset import InputError
+from pipeline.labels import outside_counts
 from pipeline.metrics import evaluate as compute_metrics
 from pipeline.predict import check_scoring_resources, collect_scores, decide, score_dataset
 from pipeline.prepare import PartFiles
@@ -34,6 +41,14 @@ def _rows_of(table: pa.Table, split: str) -> pa.Table:
     # .../prepared/<split>/part-*.parquet -> <split>
     folder = pc.replace_substring_regex(paths, pattern=r"^.*/prepared/([^/]+)/[^/]*$", replacement=r"\1")
     return table.filter(pc.equal(folder, split)).drop_columns(["path"])
+
+
+def _zero_shot_positives(ds: ray.data.Dataset, labels: list[str]) -> dict[str, int]:
+    """label -> documents holding it, for the labels of `ds` outside the model's vocabulary `labels`."""
+    total: Counter[str] = Counter()
+    for batch in ds.select_columns(["labels"]).iter_batches(batch_format="pyarrow", batch_size=65536):
+        total.update(outside_counts(batch.column("labels"), labels))
+    return dict(total)
 
 
 def _require(loc: Location, stage: str) -> None:
@@ -77,7 +92,7 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
     for split, ds in scored.items():
         log.info("scored %s: %d rows", split, ds.count())
 
-    y_val, s_val = collect_scores(scored["validation"], labels)
+    y_val, s_val = collect_scores(scored["validation"], labels, ignore_unknown=True)
     thr = fit_thresholds(
         y_val,
         s_val,
@@ -90,7 +105,14 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
     thr_doc = thr.to_json_dict()
     thr_doc["provenance"] = {"run": cfg.run.name, "fitted_on": "validation", "documents": y_val.shape[0]}
 
-    y_test, s_test = collect_scores(scored["test"], labels)
+    y_test, s_test = collect_scores(scored["test"], labels, ignore_unknown=True)
+    zero_shot = _zero_shot_positives(scored["test"], labels)
+    if zero_shot:
+        log.info(
+            "test holds %d zero-shot label(s) with %d positive(s) outside the vocabulary",
+            len(zero_shot),
+            sum(zero_shot.values()),
+        )
     pred_test = thr.apply(s_test)
     ev = compute_metrics(
         y_test,
@@ -100,6 +122,7 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
         train_counts,
         head_min=stats["groups"]["head_min"],
         tail_max=stats["groups"]["tail_max"],
+        zero_shot=zero_shot,
     )
     # For the report: what a single 0.5 cut-off would have given on test.
     at_half = compute_metrics(
@@ -110,6 +133,7 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
         train_counts,
         head_min=stats["groups"]["head_min"],
         tail_max=stats["groups"]["tail_max"],
+        zero_shot=zero_shot,
     )["overall"]
     provenance = {
         "run": cfg.run.name,

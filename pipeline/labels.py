@@ -61,6 +61,28 @@ def csr_from_arrow(
     return m
 
 
+def outside_counts(labels: pa.Array | pa.ChunkedArray, vocab: Sequence[str]) -> dict[str, int]:
+    """label -> rows holding it, for the labels outside `vocab` (a label listed twice in a row counts once).
+
+    What `csr_from_arrow(..., ignore_unknown=True)` leaves out: the evaluation counts these (zero-shot)
+    positives apart, so they are neither lost nor mixed into the vocabulary's columns.
+    """
+    arr = _flat(labels)
+    lengths = pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    flat = pc.list_flatten(arr)
+    outside = pc.invert(pc.fill_null(pc.is_in(flat, value_set=pa.array(list(vocab), pa.string())), False))
+    mask = np.asarray(pc.and_(outside, pc.is_valid(flat)), dtype=bool)
+    if not mask.any():
+        return {}
+    rows = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)[mask]
+    enc = pc.dictionary_encode(flat.filter(pa.array(mask)))
+    codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    names = enc.dictionary.to_pylist()
+    pairs = np.unique(rows * len(names) + codes)
+    counts = np.bincount(pairs % len(names), minlength=len(names))
+    return {names[i]: int(counts[i]) for i in np.flatnonzero(counts)}
+
+
 def csr_from_lists(
     label_lists: Iterable[Iterable[str] | None], index: Mapping[str, int], ignore_unknown: bool = False
 ) -> sp.csr_matrix:

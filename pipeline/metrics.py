@@ -19,13 +19,19 @@ bit-identical to scikit-learn's; average precision differs from it by float summ
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import ArrayLike, NDArray
 
+#: Frequency groups of the training vocabulary, by training documents (:func:`assign_groups`).
 GROUPS: tuple[str, ...] = ("head", "medium", "tail")
+#: Labels of the evaluated set that never occur in train (prepare's ``data.unknown_label_policy:
+#: zero-shot``): outside the model's vocabulary, so a closed-vocabulary model misses every one of their
+#: positives. Reported as a group of its own beside :data:`GROUPS`, never mixed into the vocabulary figures.
+ZERO_SHOT = "zero-shot"
 DEFAULT_HEAD_MIN = 35
 DEFAULT_TAIL_MAX = 8
 AVERAGES: tuple[str, ...] = ("micro", "macro", "weighted", "samples")
@@ -351,7 +357,11 @@ def _headline(
 ) -> dict[str, Any]:
     """All headline metrics restricted to the label columns ``cols`` (all columns for the overall figures)."""
     n, n_labels = scores.shape
-    out: dict[str, Any] = {"n_labels": int(cols.size), "n_docs": int(n)}
+    out: dict[str, Any] = {
+        "n_labels": int(cols.size),
+        "n_docs": int(n),
+        "n_positives": int(cnt.true_count[cols].sum()),
+    }
     names = [f"{a}_{m}" for a in AVERAGES for m in ("precision", "recall", "f1")]
     names += ["hamming_loss", "subset_accuracy", "macro_ap", "micro_auprc"] + [f"p_at_{k}" for k in TOP_K]
     if cols.size == 0 or n == 0:
@@ -409,6 +419,66 @@ def _headline(
     return out
 
 
+def _zero_shot(
+    positives: Mapping[str, int], labels: list[str], cnt: _Counts, overall: dict[str, Any]
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, float | None]]:
+    """(the zero-shot group, its per-label rows, the overall micro figures counting its positives as
+    missed) from each zero-shot label's test positives.
+
+    The counts are kept apart from the vocabulary columns so the vocabulary figures stay what they were;
+    the ``*_with_zero_shot`` figures say how far a closed vocabulary falls short of the whole test set.
+    """
+    known = sorted(set(positives) & set(labels))
+    if known:
+        raise ValueError(f"zero-shot labels must be outside the vocabulary, got {known[:10]}")
+    if any(int(c) < 0 for c in positives.values()):
+        raise ValueError("zero-shot positive counts must be >= 0")
+    names = sorted((lab for lab, c in positives.items() if c), key=lambda lab: (-int(positives[lab]), lab))
+    pos = np.array([int(positives[lab]) for lab in names], dtype=np.int64)
+    # y_pred has one column per vocabulary label: nothing predicts a label outside it, so none of these
+    # positives is predicted or hit (an open-vocabulary scorer would count its own here).
+    predicted, hits = np.zeros_like(pos), np.zeros_like(pos)
+    recall, f1 = _divide(hits, pos), _divide(2.0 * hits, pos + predicted)
+    n_pos, n_hit, n_pred = int(pos.sum()), int(hits.sum()), int(predicted.sum())
+    group = {
+        "n_labels": len(names),
+        "n_docs": overall["n_docs"],
+        "n_positives": n_pos,
+        "true_positives": n_hit,
+        "micro_recall": float(_divide(n_hit, n_pos)) if names else None,
+        "macro_recall": float(recall.mean()) if names else None,
+        "micro_f1": float(_divide(2.0 * n_hit, n_pos + n_pred)) if names else None,
+        "macro_f1": float(f1.mean()) if names else None,
+        "labels_with_f1_gt_0": int((f1 > 0).sum()),
+    }
+    rows = [
+        {
+            "label": lab,
+            "group": ZERO_SHOT,
+            "train_count": 0,
+            "support": int(pos[i]),
+            "true_count": int(pos[i]),
+            "predicted_count": int(predicted[i]),
+            "true_positives": int(hits[i]),
+            "over_prediction": float(predicted[i] / pos[i]),
+            "precision": float(_divide(hits[i], predicted[i])),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "ap": None,
+        }
+        for i, lab in enumerate(names)
+    ]
+    tp = int(cnt.tp.sum()) + n_hit
+    true = int(cnt.true_count.sum()) + n_pos
+    pred = int(cnt.pred_count.sum()) + n_pred
+    defined = overall["micro_f1"] is not None
+    micro = {
+        "micro_recall_with_zero_shot": float(_divide(tp, true)) if defined else None,
+        "micro_f1_with_zero_shot": float(_divide(2.0 * tp, true + pred)) if defined else None,
+    }
+    return group, rows, micro
+
+
 def evaluate(
     y_true: Any,
     y_pred: Any,
@@ -418,6 +488,7 @@ def evaluate(
     head_min: int = DEFAULT_HEAD_MIN,
     tail_max: int = DEFAULT_TAIL_MAX,
     decision_rule: str = DECISION_RULE,
+    zero_shot: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """Every evaluation metric of the report, overall, per frequency group and per label.
 
@@ -436,12 +507,17 @@ def evaluate(
         Group cut-offs, see :func:`assign_groups`.
     decision_rule : str
         How ``y_pred`` was obtained, recorded in ``conventions``.
+    zero_shot : mapping of str to int, optional
+        Test positives (documents) of each label outside ``labels`` (seen only outside train). They form the
+        :data:`ZERO_SHOT` group and the overall ``*_with_zero_shot`` micro figures; every other figure is
+        over ``labels`` only, as without them.
 
     Returns
     -------
     dict with keys ``overall``, ``groups`` (head / medium / tail: the overall metrics on that group's
-    columns), ``per_label``, ``labels_with_f1_gt_0``, ``never_correct``, ``labels_without_positives``,
-    ``conventions``.
+    columns; ``zero-shot``: label, positive and hit counts and recall of the labels of ``zero_shot``),
+    ``per_label``, ``zero_shot_labels`` (per-label rows of the zero-shot group, most positives first),
+    ``labels_with_f1_gt_0``, ``never_correct``, ``labels_without_positives``, ``conventions``.
     """
     s = check_scores(scores)
     yt = label_positives(y_true, "y_true")
@@ -488,11 +564,14 @@ def evaluate(
         cols = np.flatnonzero(groups == g)
         # A group holding every label (all head, say) is the overall set: skip recomputing it.
         by_group[g] = dict(overall) if cols.size == n_labels else _headline(cnt, s, cols, ap, f1)
+    by_group[ZERO_SHOT], zero_shot_rows, with_zero_shot = _zero_shot(zero_shot or {}, labels, cnt, overall)
+    overall.update(with_zero_shot)
     order = np.argsort(-counts, kind="stable")
     return {
         "overall": overall,
         "groups": by_group,
         "per_label": per_label,
+        "zero_shot_labels": zero_shot_rows,
         "labels_with_f1_gt_0": {
             "overall": overall["labels_with_f1_gt_0"],
             **{g: by_group[g]["labels_with_f1_gt_0"] for g in GROUPS},
@@ -516,5 +595,8 @@ def evaluate(
             "never_correct": "labels with >= 1 positive in the evaluated set and no true positive, most "
             "frequent in training first",
             "over_prediction": "predicted_count / true_count (null when true_count is 0)",
+            "zero_shot": f"{ZERO_SHOT}: labels with test positives that never occur in train, so outside "
+            "the model's vocabulary; n_positives counts their (document, label) pairs, which no vocabulary "
+            "figure includes; micro_*_with_zero_shot count them as missed positives (not predicted)",
         },
     }

@@ -112,9 +112,12 @@ def decide(table: pa.Table, labels: list[str], thresholds: np.ndarray, at_least_
     return table.append_column("predicted", pa.array(predicted, pa.list_(pa.string())))
 
 
-def collect_scores(ds: ray.data.Dataset, labels: list[str]) -> tuple[sp.csr_matrix, np.ndarray]:
+def collect_scores(
+    ds: ray.data.Dataset, labels: list[str], ignore_unknown: bool = False
+) -> tuple[sp.csr_matrix, np.ndarray]:
     """(0/1 CSR y_true, dense scores) on the driver: threshold fitting and metrics need every row's scores;
-    the labels stay sparse (a dense matrix of them would be as large as the scores again).
+    the labels stay sparse (a dense matrix of them would be as large as the scores again). A label outside
+    `labels` is an error unless `ignore_unknown` (zero-shot labels of a prepared split: no score column).
 
     A materialised dataset knows its row count, so the scores are written into one preallocated array: at
     12,000 rows x 7,900 labels, concatenating batches held a second 380 MB copy at the peak.
@@ -127,7 +130,7 @@ def collect_scores(ds: ray.data.Dataset, labels: list[str]) -> tuple[sp.csr_matr
     ys, ss, at = [], [], 0
     batches = ds.select_columns(["labels", "scores"]).iter_batches(batch_format="pyarrow", batch_size=2048)
     for batch in batches:
-        ys.append(csr_from_arrow(batch.column("labels"), labels))
+        ys.append(csr_from_arrow(batch.column("labels"), labels, ignore_unknown))
         block = np.stack(batch.column("scores").to_numpy(zero_copy_only=False)) if batch.num_rows else None
         if block is None:
             continue

@@ -65,11 +65,30 @@ def _path_key(path: str) -> str:
 
 
 @functools.cache
+def _space_class() -> str:
+    """A regex character class of the characters Python's str.strip() removes (all in the BMP)."""
+    return "[" + "".join(f"\\x{{{ord(c):x}}}" for c in map(chr, range(0x10000)) if c.isspace()) + "]"
+
+
+@functools.cache
 def _blank_pattern() -> str:
-    """A regex matching texts made only of characters Python's str.strip() removes (`not text.strip()`; all of
-    them are in the Basic Multilingual Plane)."""
-    chars = "".join(f"\\x{{{ord(c):x}}}" for c in map(chr, range(0x10000)) if c.isspace())
-    return f"^[{chars}]*$"
+    """A regex matching texts made only of characters Python's str.strip() removes (`not text.strip()`)."""
+    return f"^{_space_class()}*$"
+
+
+def normalised_text(text: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """The text duplicates are found by: Unicode NFC, lower case, whitespace runs (the same characters as for
+    empty_text) collapsed to one space, trimmed. Arrow kernels only."""
+    text = pc.utf8_lower(pc.utf8_normalize(text, form="NFC"))
+    text = pc.replace_substring_regex(text, pattern=f"{_space_class()}+", replacement=" ")
+    return pc.utf8_trim_whitespace(text)
+
+
+def _text_key(text: str) -> int:
+    """A 63-bit key of a normalised text, from a hash family of its own (`person`) so it never equals the key
+    of an id that happens to spell the same string."""
+    digest = hashlib.blake2b(text.encode(), digest_size=8, person=b"normtext").digest()
+    return int.from_bytes(digest, "little") >> 1
 
 
 def _clean_labels(labels: pa.ChunkedArray) -> pa.Array:
@@ -96,7 +115,9 @@ class Normalise:
 
     Labels: nulls, empty strings and repeats removed (first occurrence kept). Row key: `_row_key` of the id
     when there is one, else of the content. Issues: bad_split_value:<value>, empty_text (null or only
-    whitespace), no_labels. Column work is Arrow; Python runs once per row only for the key hash.
+    whitespace), no_labels. With `group_key`, also `_group`: `_text_key` of `normalised_text` (rows with the
+    same normalised text are one duplicate group, split together), or the row key for empty texts, which are
+    no group. Column work is Arrow; Python runs once per row only for the key hashes.
     """
 
     def __init__(
@@ -107,8 +128,9 @@ class Normalise:
         split_from_column: bool,
         empty_policy: str,
         split_of_path: dict[str, str] | None = None,
+        group_key: bool = False,
     ) -> None:
-        self.cols, self.has_id, self.fixed_split = cols, has_id, fixed_split
+        self.cols, self.has_id, self.fixed_split, self.group_key = cols, has_id, fixed_split, group_key
         self.split_from_column, self.keep_empty = split_from_column, empty_policy == "keep"
         self.split_of_path = (
             None if split_of_path is None else {_path_key(f): s for f, s in split_of_path.items()}
@@ -164,7 +186,7 @@ class Normalise:
             issues[i] = f"bad_split_value:{raw_splits[i]}"
         bad = np.asarray(bad, dtype=bool)
         keep = (issues == "") | (self.keep_empty & ~bad)
-        return pa.table(
+        out = pa.table(
             {
                 "id": pa.array(out_ids, pa.string()),
                 "text": text,
@@ -175,11 +197,17 @@ class Normalise:
                 "_keep": pa.array(keep, pa.bool_()),
             }
         )
+        if self.group_key:
+            norm = normalised_text(text).to_pylist()
+            group = np.where(empty_text, keys, np.fromiter(map(_text_key, norm), dtype=np.int64, count=n))
+            out = out.append_column("_group", pa.array(group, pa.int64()))
+        return out
 
 
 def _assign_splits(table: pa.Table, keys: np.ndarray, names: np.ndarray, only: str | None) -> pa.Table:
-    """map_batches: set `split` from a sorted key -> split lookup (rows of other splits are left alone)."""
-    k = table.column("_key").to_numpy()
+    """map_batches: set `split` from a sorted group key -> split lookup (rows of other splits are left
+    alone)."""
+    k = table.column("_group").to_numpy()
     pos = np.clip(np.searchsorted(keys, k), 0, max(len(keys) - 1, 0))
     found = (keys[pos] == k) if len(keys) else np.zeros(len(k), bool)
     current = np.array(table.column("split").to_pylist(), dtype=object)
@@ -227,7 +255,9 @@ def read_normalised(spec: InputSpec, cfg: Config) -> ray.data.Dataset:
         include_paths=split_of is not None,
         override_num_blocks=min(len(files), DataContext.get_current().read_op_min_num_blocks),
     )
-    norm = Normalise(cols, spec.has_id_column, None, from_column, data.empty_policy, split_of_path=split_of)
+    norm = Normalise(
+        cols, spec.has_id_column, None, from_column, data.empty_policy, split_of_path=split_of, group_key=True
+    )
     return ds.map_batches(norm, batch_format="pyarrow", zero_copy_batch=True)
 
 
@@ -262,34 +292,49 @@ def _top_pairs(ds: ray.data.Dataset, total: stats_mod.Partial, k: int, limit: in
 
 
 def _split_plan(spec: InputSpec, cfg: Config) -> tuple[str, dict[str, float] | None, str | None]:
-    """(method, ratios to stratify with, which split the stratification re-divides)."""
+    """(method, ratios to stratify with, which split the stratification re-divides), from discovery alone, so
+    split folders that cannot give three splits fail before any row is read."""
     s = cfg.data.split
-    if spec.by_split or spec.has_split_column:
-        given = "folders" if spec.by_split else "split-column"
-        if spec.by_split and "validation" not in spec.by_split:
-            r = s.validation_from_train
-            return f"{given}+validation-carved-from-train", {"train": 1 - r, "validation": r}, "train"
-        return given, None, None
-    return "iterative-stratification", {"train": s.train, "validation": s.validation, "test": s.test}, None
+    three = {"train": s.train, "validation": s.validation, "test": s.test}
+    folders = set(spec.by_split)
+    if folders == {"train"}:
+        return "train-folder-only+iterative-stratification", three, "train"
+    if folders == {"train", "test"}:
+        r = s.validation_from_train
+        return "folders+validation-carved-from-train", {"train": 1 - r, "validation": r}, "train"
+    if folders == set(SPLITS):
+        return "folders", None, None
+    if folders:
+        missing = "train" if "train" not in folders else "test"
+        raise InputError(
+            f"{spec.uri}: split folders {sorted(folders)} found but no '{missing}/' folder, so three splits "
+            "cannot be made. Give train/ alone (split three ways by data.split), train/ and test/ "
+            "(validation carved from train), or all three."
+        )
+    if spec.has_split_column:
+        return "split-column", None, None
+    return "iterative-stratification", three, None
 
 
 def _stratify(
     ds: ray.data.Dataset, ratios: dict[str, float], only: str | None, seed: int
 ) -> ray.data.Dataset:
-    """Collect (row key, label set) of the rows to divide, stratify on the driver, write the splits back.
+    """Collect (group key, label set) of the rows to divide, stratify groups on the driver, write the splits
+    back. A duplicate group (rows of one normalised text) is one row to the stratifier, with the union of its
+    rows' labels, so all its rows land in one split.
 
     The label sets reach the driver as a CSR matrix built batch by batch from the Arrow label column, never
     as Python lists.
     """
     key_batches, index_batches, length_batches = [], [], []
     vocab: list[str] = []
-    cols = ["_key", "labels", "_keep", "split"]
+    cols = ["_group", "labels", "_keep", "split"]
     for batch in ds.select_columns(cols).iter_batches(batch_format="pyarrow", batch_size=65536):
         mask = batch.column("_keep")
         if only is not None:
             mask = pc.and_(mask, pc.equal(batch.column("split"), only))
         batch = batch.filter(pc.fill_null(mask, False))
-        key_batches.append(batch.column("_key").to_numpy())
+        key_batches.append(batch.column("_group").to_numpy())
         flat, lengths = stats_mod.flat_lists(batch.column("labels"))
         # Grow the vocabulary by this batch's new labels; indices point into it (sorted by name below).
         uniq = pc.unique(flat)
@@ -312,17 +357,187 @@ def _stratify(
     y_all = sp.csr_matrix(
         (np.ones(len(indices), dtype=np.int8), indices, indptr), shape=(len(keys), len(vocab))
     )
-    # Duplicate keys (exact duplicate rows) are stratified once and follow each other.
-    keys, first = np.unique(keys, return_index=True)
-    y = y_all[first]
-    del y_all, indices, index_batches
+    # One row per group: the union of its rows' labels (an indicator product, so any stream order gives it).
+    keys, inverse = np.unique(keys, return_inverse=True)
+    member = sp.csr_matrix(
+        (np.ones(len(inverse), dtype=np.int32), (inverse, np.arange(len(inverse)))),
+        shape=(len(keys), len(inverse)),
+    )
+    y = (member @ y_all.astype(np.int32)).astype(bool).astype(np.int8)
+    del y_all, indices, index_batches, member
     t0 = time.perf_counter()
     names = stratified_assign(y, ratios, seed)
     log.info("stratified %d rows x %d labels in %.1fs", y.shape[0], y.shape[1], time.perf_counter() - t0)
     return ds.map_batches(_assign_splits, batch_format="pyarrow", fn_args=(keys, names, only)).materialize()
 
 
+#: Split codes in the order a duplicate group spanning given splits is kept in (3: no split yet).
+_SPLIT_NAMES = pa.array(list(SPLITS), pa.string())
+_MAX_DUP_EXAMPLES = 5
+
+
+def _dup_candidates(table: pa.Table) -> np.ndarray:
+    """Rows that can be duplicates: kept for the output and with a text (empty texts are no group)."""
+    mask = pc.and_(table.column("_keep"), pc.not_equal(table.column("_issue"), "empty_text"))
+    return np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _split_codes(split: pa.ChunkedArray) -> np.ndarray:
+    codes = pc.fill_null(pc.index_in(split, value_set=_SPLIT_NAMES), len(SPLITS))
+    return np.asarray(codes.to_numpy(zero_copy_only=False), dtype=np.int8)
+
+
+def _in_sorted(values: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(whether each value is in the sorted `keys`, its position there)."""
+    if len(keys) == 0:
+        return np.zeros(len(values), dtype=bool), np.zeros(len(values), dtype=np.int64)
+    pos = np.clip(np.searchsorted(keys, values), 0, len(keys) - 1)
+    return keys[pos] == values, pos
+
+
+def _dup_scan(table: pa.Table) -> pa.Table:
+    """map_batches: (group key, row key, split code) of the candidate rows, 17 bytes a row for the driver."""
+    t = table.filter(pa.array(_dup_candidates(table)))
+    codes = pa.array(_split_codes(t.column("split")), pa.int8())
+    return pa.table({"g": t.column("_group"), "k": t.column("_key"), "c": codes})
+
+
+def _rows_of(table: pa.Table, column: str, keys: np.ndarray) -> pa.Table:
+    """map_batches: the candidate rows whose `column` (a key) is in the sorted `keys`."""
+    found = _in_sorted(table.column(column).to_numpy(), keys)[0]
+    return table.filter(pa.array(_dup_candidates(table) & found))
+
+
+def _drop_copies(table: pa.Table, keys: np.ndarray, kept: np.ndarray) -> pa.Table:
+    """map_batches: remove the candidate rows of the groups in the sorted `keys` whose split code is not their
+    group's `kept` code (-1: remove them all, a merged row replaces them)."""
+    found, pos = _in_sorted(table.column("_group").to_numpy(), keys)
+    drop = _dup_candidates(table) & found & (_split_codes(table.column("split")) != kept[pos])
+    return table.filter(pa.array(~drop))
+
+
+def _gather(ds: ray.data.Dataset, column: str, keys: np.ndarray) -> pa.Table:
+    """The candidate rows whose `column` is in `keys`, on the driver (only duplicate rows: few)."""
+    parts = ray.get(ds.map_batches(_rows_of, batch_format="pyarrow", fn_args=(column, keys)).to_arrow_refs())
+    return pa.concat_tables(parts)
+
+
+def _check_ids(ds: ray.data.Dataset, groups: np.ndarray, row_keys: np.ndarray) -> None:
+    """One id with two different normalised texts is an error: the id would name two documents."""
+    pairs = np.unique(np.stack([row_keys, groups], axis=1), axis=0)
+    bad = np.unique(pairs[1:, 0][pairs[1:, 0] == pairs[:-1, 0]])
+    if len(bad) == 0:
+        return
+    texts: dict[str, set[str]] = {}
+    for row in _gather(ds, "_key", bad[:_MAX_DUP_EXAMPLES]).select(["id", "text"]).to_pylist():
+        texts.setdefault(row["id"], set()).add(row["text"][:60])
+    detail = "; ".join(f"{rid!r}: {sorted(t)}" for rid, t in sorted(texts.items()))
+    raise InputError(
+        f"{len(bad)} id(s) name rows with different texts (after case, whitespace and NFC normalisation), "
+        f"e.g. {detail}. An id must name one document: fix the ids, or leave the id column out to key rows "
+        "by their text."
+    )
+
+
+def _resolve_duplicates(ds: ray.data.Dataset, policy: str) -> tuple[ray.data.Dataset, dict[str, Any]]:
+    """Rows of one normalised text (a duplicate group) are resolved before the split and the statistics, so no
+    text is both trained on and evaluated.
+
+    A group spanning given splits keeps only its rows in the earliest of train -> validation -> test. Then
+    `merge` replaces each group by one row (the first id by split, id, text; labels the union of the group's
+    labels in that split), `keep` leaves the rows (the stratifier still keeps each group in one split), and
+    `error` fails. Only the int64 keys come to the driver, and the rows of duplicate groups. Returns the
+    dataset and the `duplicates` record of label_stats.json.
+    """
+    record: dict[str, Any] = {
+        "policy": policy,
+        "groups": 0,
+        "rows_merged": 0,
+        "rows_dropped_across_splits": 0,
+        "conflicting_groups": 0,
+        "examples": [],
+        "conflicting_examples": [],
+    }
+    g_parts, k_parts, c_parts = [], [], []
+    scan = ds.map_batches(_dup_scan, batch_format="pyarrow", batch_size=None)
+    for batch in scan.iter_batches(batch_format="pyarrow", batch_size=None):
+        g_parts.append(batch.column("g").to_numpy())
+        k_parts.append(batch.column("k").to_numpy())
+        c_parts.append(batch.column("c").to_numpy())
+    if not g_parts or sum(map(len, g_parts)) == 0:
+        return ds, record
+    g, k, c = np.concatenate(g_parts), np.concatenate(k_parts), np.concatenate(c_parts)
+    _check_ids(ds, g, k)
+    order = np.lexsort((c, g))
+    g, c = g[order], c[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    sizes = np.diff(np.r_[starts, len(g)])
+    group_of_row = np.repeat(np.arange(len(starts)), sizes)
+    later = c != c[starts][group_of_row]  # rows in a later split than their group's first
+    dup_keys = g[starts[sizes > 1]]
+    if len(dup_keys) == 0:
+        log.info("duplicates: none (no two rows share a normalised text)")
+        return ds, record
+    if policy == "error":
+        rows = _gather(ds, "_group", dup_keys[:_MAX_DUP_EXAMPLES]).select(["id", "_group"]).to_pylist()
+        ids: dict[int, list[str]] = {}
+        for row in rows:
+            ids.setdefault(row["_group"], []).append(row["id"])
+        raise InputError(
+            f"{len(dup_keys)} group(s) of rows share one text (after case, whitespace and NFC "
+            f"normalisation), e.g. ids {sorted(sorted(v) for v in ids.values())} (data.duplicates=error). "
+            "Set data.duplicates=merge (one row per text, labels united) or keep."
+        )
+    rows = _gather(ds, "_group", dup_keys)
+    by_group: dict[int, list[dict[str, Any]]] = {}
+    for row in rows.to_pylist():
+        by_group.setdefault(row["_group"], []).append(row)
+    rank = {s: i for i, s in enumerate(SPLITS)}
+    members = [
+        sorted(rs, key=lambda r: (rank.get(r["split"], len(SPLITS)), r["id"], r["text"], r["labels"]))
+        for rs in by_group.values()
+    ]
+    merged: list[dict[str, Any]] = []
+    for group in sorted(members, key=lambda rs: rs[0]["id"]):
+        kept = [r for r in group if r["split"] == group[0]["split"]]
+        ids_ = [r["id"] for r in group][:_MAX_DUP_EXAMPLES]
+        if len(record["examples"]) < _MAX_DUP_EXAMPLES:
+            record["examples"].append(ids_)
+        if len({frozenset(r["labels"]) for r in group}) > 1:
+            record["conflicting_groups"] += 1
+            if len(record["conflicting_examples"]) < _MAX_DUP_EXAMPLES:
+                record["conflicting_examples"].append(ids_)
+        if policy == "merge":
+            labels = list(dict.fromkeys(lab for r in kept for lab in r["labels"]))
+            merged.append({**kept[0], "labels": labels, "_issue": "" if labels else "no_labels"})
+            record["rows_merged"] += len(kept) - 1
+    record["groups"] = len(dup_keys)
+    record["rows_dropped_across_splits"] = int(later.sum())
+    if policy == "merge":
+        keys, kept_code = dup_keys, np.full(len(dup_keys), -1, dtype=np.int8)
+    else:
+        spanning = np.unique(group_of_row[later])
+        keys, kept_code = g[starts[spanning]], c[starts[spanning]]
+    if len(keys):
+        ds = ds.map_batches(_drop_copies, batch_format="pyarrow", fn_args=(keys, kept_code))
+    if merged:
+        ds = ds.union(ray.data.from_arrow(pa.Table.from_pylist(merged, schema=rows.schema)))
+    log.info(
+        "duplicates (data.duplicates=%s): %d group(s) of rows share a normalised text; %d row(s) merged, %d "
+        "dropped as copies in a later given split; %d group(s) with conflicting label sets",
+        policy,
+        record["groups"],
+        record["rows_merged"],
+        record["rows_dropped_across_splits"],
+        record["conflicting_groups"],
+    )
+    return ds.materialize(), record
+
+
 def _check_vocabulary(total: stats_mod.Partial, policy: str) -> list[str]:
+    """The model's vocabulary (the train labels, sorted) once `policy` has judged the labels seen only in
+    validation / test: `error` fails; `zero-shot` keeps them in their rows, outside the vocabulary (the
+    evaluation counts them as its zero-shot group), and logs how many; `drop` leaves them to the caller."""
     train_vocab = set(total.splits["train"].label_counts)
     if not train_vocab:
         raise InputError("the train split has no labelled rows")
@@ -332,7 +547,16 @@ def _check_vocabulary(total: stats_mod.Partial, policy: str) -> list[str]:
         detail = "; ".join(f"{s}: {len(u)} label(s) e.g. {u[:10]}" for s, u in unknown.items())
         raise InputError(
             f"label vocabulary differs between splits: labels absent from train appear in {detail}. "
-            "Set data.unknown_label_policy=drop to remove them from those rows."
+            "Set data.unknown_label_policy=zero-shot to keep them (evaluated as the zero-shot group) or "
+            "drop to remove them from those rows."
+        )
+    if unknown and policy == "zero-shot":
+        log.info(
+            "%d zero-shot label(s) (in validation / test, never in train) kept outside the %d-label "
+            "vocabulary (%s; label_stats.json zero_shot_labels)",
+            len(set().union(*unknown.values())),
+            len(train_vocab),
+            ", ".join(f"{s}: {len(u)}" for s, u in unknown.items()),
         )
     return sorted(train_vocab)
 
@@ -367,8 +591,9 @@ def run_prepare(cfg: Config) -> dict[str, Any]:
         f", split folders {sorted(spec.by_split)}" if spec.by_split else "",
     )
 
+    method, ratios, only = _split_plan(spec, cfg)  # before any read: impossible folder sets fail here
     ds = read_normalised(spec, cfg).materialize()
-    method, ratios, only = _split_plan(spec, cfg)
+    ds, duplicates = _resolve_duplicates(ds, cfg.data.duplicates)
     if ratios is not None:
         ds = _stratify(ds, ratios, only, cfg.data.split.seed)
     total = _collect_partials(ds)
@@ -390,7 +615,9 @@ def run_prepare(cfg: Config) -> dict[str, Any]:
     doc = stats_mod.label_stats(total, groups.head_min, groups.tail_max, pairs, exact)
     doc["source"] = source
     doc["split"] = {"method": method, "ratios": ratios, "seed": cfg.data.split.seed}
+    doc["duplicates"] = duplicates
     doc["empty_policy"] = cfg.data.empty_policy
+    doc["unknown_label_policy"] = cfg.data.unknown_label_policy
     doc["unknown_labels_dropped"] = dropped_unknown
     _write(ds, run, doc, cfg.data.rows_per_file)
     log.info(

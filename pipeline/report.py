@@ -20,8 +20,13 @@ module only builds documents, text and PNG bytes; the caller writes them atomica
   {chosen | global | fixed_0.5: {micro_f1, macro_f1}} (validation F1 of the applied thresholds, of the single
   global threshold and of 0.5).
 - ``overall``: test metrics of :func:`pipeline.metrics.evaluate` (``micro_f1``, ``macro_f1``, ``macro_ap``,
-  ``p_at_1``, ``labels_with_f1_gt_0``, ... ; null where undefined).
-- ``groups``: the same metrics per frequency group, ``{"head": {...}, "medium": {...}, "tail": {...}}``.
+  ``p_at_1``, ``labels_with_f1_gt_0``, ``n_positives``, ... ; null where undefined), over the training
+  vocabulary, plus ``micro_f1_with_zero_shot`` and ``micro_recall_with_zero_shot``: the same micro figures
+  with the zero-shot positives counted as missed.
+- ``groups``: the same metrics per frequency group, ``{"head": {...}, "medium": {...}, "tail": {...}}``, and
+  ``"zero-shot"``: the test labels never seen in train (``n_labels``, ``n_positives``: document x label
+  pairs, ``true_positives``, ``micro_recall``, ``macro_recall``, ``micro_f1``, ``macro_f1``; recall and F1
+  null when the group is empty).
 - ``labels_with_f1_gt_0``: {overall, head, medium, tail}.
 - ``never_correct``: labels with test positives and no true positive, most frequent in training first.
 - ``labels_without_positives``: labels absent from the test set (their F1 is 0 by convention).
@@ -32,7 +37,8 @@ module only builds documents, text and PNG bytes; the caller writes them atomica
 Per-label rows are not in the JSON (thousands of labels would bury the headline); they are in
 ``per_label.csv``: label, group, train_count, support, true_count, predicted_count, true_positives,
 over_prediction, precision, recall, f1, ap, threshold, threshold_source, validation_support, validation_f1,
-in vocabulary (model column) order; empty cells where a value is undefined.
+in vocabulary (model column) order, then the zero-shot labels (group ``zero-shot``, most test positives
+first, no threshold); empty cells where a value is undefined.
 
 ``report.html`` stays readable at thousands of labels: the per-label table is complete only up to
 ``MAX_HTML_LABEL_ROWS`` labels (beyond, the most frequent ones, plus tables of the best and worst labels by F1
@@ -55,7 +61,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.metrics import DEFAULT_HEAD_MIN, DEFAULT_TAIL_MAX, GROUPS
+from pipeline.metrics import DEFAULT_HEAD_MIN, DEFAULT_TAIL_MAX, GROUPS, ZERO_SHOT
 
 SCHEMA_VERSION = 1
 #: The HTML holds the per-label table in full up to this many labels (beyond it: the most frequent ones, plus
@@ -88,10 +94,16 @@ HEADLINE: tuple[tuple[str, str], ...] = (
     ("labels_with_f1_gt_0", "Labels with F1 > 0"),
     ("n_labels", "Labels"),
     ("n_docs", "Documents"),
+    ("n_positives", "Positives (document x label)"),
+)
+#: Overall figures that count the zero-shot group's positives as missed; shown when there are any.
+WITH_ZERO_SHOT: tuple[tuple[str, str], ...] = (
+    ("micro_f1_with_zero_shot", "Micro F1 with zero-shot labels"),
+    ("micro_recall_with_zero_shot", "Micro recall with zero-shot labels"),
 )
 LOWER_IS_BETTER = frozenset({"hamming_loss"})
 #: Counts describing the data, not the model: a delta there means the runs are not comparable, not better.
-NOT_A_SCORE = frozenset({"n_labels", "n_docs"})
+NOT_A_SCORE = frozenset({"n_labels", "n_docs", "n_positives"})
 
 #: Plot keys returned by :func:`render_plots` (also the PNG file stems), with their HTML captions.
 PLOTS: dict[str, str] = {
@@ -262,7 +274,7 @@ def per_label_csv(ev: dict[str, Any], thresholds: dict[str, Any] | None) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
-    for row in ev["per_label"]:
+    for row in [*ev["per_label"], *ev.get("zero_shot_labels", [])]:
         t = thr.get(row["label"], {})
         merged = {
             **row,
@@ -636,6 +648,15 @@ def summary_table(doc: dict[str, Any], compare_doc: dict[str, Any] | None = None
                 metric(compare_doc, "groups", g, "macro_f1"),
             )
         )
+    if _zero_shot_labels(doc, *([compare_doc] if compare_doc else [])):
+        n = metric(doc, "groups", ZERO_SHOT, "n_labels")
+        rows.append(
+            (
+                f"micro F1 with {ZERO_SHOT} ({n})",
+                metric(doc, "overall", "micro_f1_with_zero_shot"),
+                metric(compare_doc, "overall", "micro_f1_with_zero_shot"),
+            )
+        )
 
     n_labels = metric(doc, "overall", "n_labels")
     this_name = run_name(doc)
@@ -722,38 +743,67 @@ def _provenance_html(prov: dict[str, Any]) -> str:
     return _table(["field", "value"], rows, left=2) if rows else '<p class="muted">none</p>'
 
 
+def _zero_shot_labels(*docs: dict[str, Any]) -> bool:
+    """Whether any of the metrics documents has zero-shot labels (older documents have no such group)."""
+    return any(((d.get("groups") or {}).get(ZERO_SHOT) or {}).get("n_labels") for d in docs)
+
+
 def _headline_html(doc: dict[str, Any], compare: tuple[str, dict[str, Any], Any] | None, this: str) -> str:
     ov = doc.get("overall", {})
+    others = (compare[1],) if compare else ()
+    shown = HEADLINE + (WITH_ZERO_SHOT if _zero_shot_labels(doc, *others) else ())
     if compare is None:
-        return _table(["metric", _e(this)], [[_e(name), _e(fmt(ov.get(k)))] for k, name in HEADLINE])
+        return _table(["metric", _e(this)], [[_e(name), _e(fmt(ov.get(k)))] for k, name in shown])
     other_name, other_doc = compare[0], compare[1]
     ov2 = other_doc.get("overall", {})
     rows = [
         [_e(name), _e(fmt(ov.get(k))), _e(fmt(ov2.get(k))), _delta_cell(k, ov.get(k), ov2.get(k))]
-        for k, name in HEADLINE
+        for k, name in shown
     ]
     return _table(["metric", _e(this), _e(other_name), "delta"], rows)
 
 
+def _zero_shot_html(doc: dict[str, Any]) -> str:
+    """One sentence on the zero-shot group: what it is and what it costs the micro figures."""
+    z = (doc.get("groups") or {}).get(ZERO_SHOT)
+    if not isinstance(z, dict):
+        return ""
+    if not z.get("n_labels"):
+        return "<p>Every test label occurs in train: there are no zero-shot labels.</p>"
+    ov = doc.get("overall", {})
+    return (
+        f"<p>The {_e(ZERO_SHOT)} group holds the {_e(fmt(z.get('n_labels')))} test labels that never occur "
+        f"in train, with {_e(fmt(z.get('n_positives')))} positives (test document x label pairs). They are "
+        "outside the model's vocabulary, so the model cannot predict them (recall "
+        f"{_e(fmt(z.get('micro_recall')))}), and no other figure of this report counts them. Counted as "
+        f"missed, they take micro F1 from {_e(fmt(ov.get('micro_f1')))} to "
+        f"{_e(fmt(ov.get('micro_f1_with_zero_shot')))} and micro recall from "
+        f"{_e(fmt(ov.get('micro_recall')))} to {_e(fmt(ov.get('micro_recall_with_zero_shot')))}.</p>"
+    )
+
+
 def _groups_html(doc: dict[str, Any], compare: tuple[str, dict[str, Any], Any] | None, this: str) -> str:
     gs = doc.get("groups", {})
+    # The zero-shot column only where some run has zero-shot labels: elsewhere it would be all n/a.
+    others = (compare[1],) if compare else ()
+    groups = GROUPS + ((ZERO_SHOT,) if _zero_shot_labels(doc, *others) else ())
     if compare is None:
-        header = ["metric"] + [_e(g) for g in GROUPS]
-        rows = [[_e(name)] + [_e(fmt(gs.get(g, {}).get(k))) for g in GROUPS] for k, name in HEADLINE]
-        return _table(header, rows)
+        header = ["metric"] + [_e(g) for g in groups]
+        rows = [[_e(name)] + [_e(fmt(gs.get(g, {}).get(k))) for g in groups] for k, name in HEADLINE]
+        return _table(header, rows) + _zero_shot_html(doc)
     other_name, other_doc = compare[0], compare[1]
     gs2 = other_doc.get("groups", {})
     header = ["metric"]
-    for g in GROUPS:
+    for g in groups:
         header += [f"{_e(g)}: {_e(this)}", f"{_e(g)}: {_e(other_name)}", f"{_e(g)}: delta"]
     rows = []
     for k, name in HEADLINE:
         row = [_e(name)]
-        for g in GROUPS:
+        for g in groups:
             a, b = gs.get(g, {}).get(k), gs2.get(g, {}).get(k)
             row += [_e(fmt(a)), _e(fmt(b)), _delta_cell(k, a, b)]
         rows.append(row)
-    return _table(header, rows)
+    return _table(header, rows) + _zero_shot_html(doc)
 
 
 def _thresholds_html(t: dict[str, Any]) -> str:

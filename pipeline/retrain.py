@@ -221,7 +221,7 @@ def score_current(
         batch_size=ecfg.batch_size,
     )
     # y over the challenger's labels; scores in the current model's label order.
-    y, s_cur = collect_scores(scored, labels)
+    y, s_cur = collect_scores(scored, labels, ignore_unknown=True)  # zero-shot test labels: no column
     scores, pred, unknown = align(s_cur, fitted.apply(s_cur), cur_labels, labels)
     ev = compute_metrics(
         y,

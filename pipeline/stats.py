@@ -27,7 +27,7 @@ import scipy.sparse as sp
 
 from pipeline.dataset import SPLITS
 from pipeline.labels import csr_from_arrow
-from pipeline.metrics import assign_groups
+from pipeline.metrics import GROUPS, ZERO_SHOT, assign_groups
 
 MAX_EXAMPLES = 5
 
@@ -189,12 +189,22 @@ def label_stats(
     pairs: list[dict] | None = None,
     pairs_exact: bool = True,
 ) -> dict:
-    """The `label_stats.json` document (schema in README) from the combined partial and the top pairs."""
+    """The `label_stats.json` document (schema in README) from the combined partial and the top pairs.
+
+    The vocabulary is the train labels; labels found only in validation / test (kept by prepare's
+    `zero-shot` policy) are listed apart under `zero_shot_labels` and assigned the zero-shot group, so the
+    vocabulary's counts, groups and sizes are the same with or without them.
+    """
     train = total.splits["train"]
     vocab = sorted(train.label_counts)
     counts = np.array([train.label_counts[lab] for lab in vocab], dtype=np.int64)
     groups = assign_groups(counts, head_min, tail_max)
-    per_label = {lab: {s: int(total.splits[s].label_counts.get(lab, 0)) for s in SPLITS} for lab in vocab}
+
+    def by_split(lab: str) -> dict[str, int]:
+        return {s: int(total.splits[s].label_counts.get(lab, 0)) for s in SPLITS}
+
+    per_label = {lab: by_split(lab) for lab in vocab}
+    zero_shot = sorted(set().union(*(total.splits[s].label_counts for s in SPLITS)) - set(vocab))
     docs = {s: total.splits[s].docs for s in SPLITS}
     cardinality = {s: (total.splits[s].cardinality_sum / docs[s] if docs[s] else 0.0) for s in SPLITS}
     return {
@@ -208,9 +218,13 @@ def label_stats(
         "groups": {
             "head_min": head_min,
             "tail_max": tail_max,
-            "assignment": {lab: str(g) for lab, g in zip(vocab, groups, strict=True)},
-            "sizes": {g: int((groups == g).sum()) for g in ("head", "medium", "tail")},
+            "assignment": {
+                **{lab: str(g) for lab, g in zip(vocab, groups, strict=True)},
+                **dict.fromkeys(zero_shot, ZERO_SHOT),
+            },
+            "sizes": {g: int((groups == g).sum()) for g in GROUPS},
         },
+        "zero_shot_labels": {lab: by_split(lab) for lab in zero_shot},
         "top_pairs": list(pairs or []),
         "top_pairs_exact": bool(pairs_exact),
         "row_issues": {

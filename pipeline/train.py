@@ -92,7 +92,9 @@ class EncodeBatch:
 
     def __call__(self, table: pa.Table) -> dict[str, np.ndarray]:
         out = self.tokenize({"text": np.asarray(table.column("text").to_pylist(), dtype=object)})
-        out["label_idx"] = padded_indices(csr_from_arrow(table.column("labels"), self.labels), self.width)
+        # Zero-shot labels (validation only, outside the train vocabulary) have no output to train: skipped.
+        y = csr_from_arrow(table.column("labels"), self.labels, ignore_unknown=True)
+        out["label_idx"] = padded_indices(y, self.width)
         return out
 
 
@@ -105,8 +107,9 @@ def encode_dataset(
 
 
 def label_matrix(run: Location, split: str, labels: list[str]) -> sp.csr_matrix:
-    """A prepared split's labels as a 0/1 CSR matrix on the driver (reads the labels column only)."""
-    parts = [csr_from_arrow(col, labels) for col in column_batches(run, split, "labels")]
+    """A prepared split's labels as a 0/1 CSR matrix on the driver (reads the labels column only); labels
+    outside `labels` (zero-shot ones) are left out."""
+    parts = [csr_from_arrow(col, labels, ignore_unknown=True) for col in column_batches(run, split, "labels")]
     return sp.vstack(parts, format="csr") if parts else sp.csr_matrix((0, len(labels)), dtype=np.int8)
 
 

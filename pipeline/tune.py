@@ -6,15 +6,21 @@ With `tune.mode: embeddings` the encoder's pooled embeddings are computed once (
 each trial trains only the head on them in its own process (pipeline/head_train.py): no Ray Train start-up
 per trial, so a CPU cluster can afford many more trials.
 The experiment lives in `<run>/tune/`; submitting the same job again calls `Tuner.restore` on it so that only
-unfinished trials run.
+unfinished trials run. The driver also keeps its own record of finished trials
+(`<run>/tune/finished_trials.json`, rewritten atomically as each trial completes): when Tune's saved state
+cannot be read (a killed driver once left a truncated searcher file, and Ray then silently restarted the
+search with fewer trials), the search starts again from that record, with the finished trials' results given
+to the searcher, and runs only the rest.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import os
+import posixpath
 import tempfile
 import time
 from pathlib import Path
@@ -29,12 +35,14 @@ from pipeline.config import Config
 from pipeline.dataset import InputError
 from pipeline.resources import cluster_plan
 from pipeline.search_space import loss_from_trial, optuna_space, random_space, resolve_space
-from pipeline.storage import locate, read_json, write_bytes
+from pipeline.storage import Location, locate, read_bytes, read_json, write_bytes, write_json
 from pipeline.train import TrainInputs, build_inputs, latest_checkpoint, make_trainer, resolved_loss_params
 
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "tune"
+#: The driver's own record of finished trials, inside the experiment folder.
+LEDGER = "finished_trials.json"
 
 
 def trial_config(cfg: Config, config: dict[str, Any], space: dict[str, dict]) -> Config:
@@ -157,7 +165,12 @@ def run_tune(cfg: Config) -> dict[str, Any]:
         # Those per-checkpoint saves are what we want; Tune warns about them when they come < 5 s apart.
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     t0 = time.perf_counter()
-    if tune.Tuner.can_restore(exp.path, storage_filesystem=run.fs):
+    ledger_loc = exp.join(LEDGER)
+    finished = read_ledger(ledger_loc)
+    ledger = TrialLedger(ledger_loc, tcfg.metric, cfg.train.epochs, space)
+    restorable = tune.Tuner.can_restore(exp.path, storage_filesystem=run.fs)
+    broken = unreadable_state(exp) if restorable else []
+    if restorable and not broken:
         log.info("tune: restoring the experiment at %s (finished trials are kept)", exp.uri)
         tuner = tune.Tuner.restore(
             exp.path,
@@ -167,58 +180,67 @@ def run_tune(cfg: Config) -> dict[str, Any]:
             storage_filesystem=run.fs,
         )
     else:
-        if tcfg.search == "optuna":
-            from ray.tune.search.optuna import OptunaSearch
-
-            search = OptunaSearch(
-                space=optuna_space(space, tcfg.lr),
-                metric=tcfg.metric,
-                mode="max",
-                seed=tcfg.seed,
-                points_to_evaluate=tcfg.points_to_evaluate or None,
+        if broken:
+            aside = _set_aside(exp, broken)
+            log.warning(
+                "tune: Tune's saved state cannot be read (%s; the driver was probably stopped while writing "
+                "it), moved to %s; restarting the search from the %d finished trial(s) recorded in %s",
+                ", ".join(posixpath.basename(b) for b in broken),
+                aside.uri,
+                len(finished),
+                ledger_loc.uri,
             )
-            param_space = None
-        else:
-            from ray.tune.search.basic_variant import BasicVariantGenerator
-
-            search = BasicVariantGenerator(
-                points_to_evaluate=tcfg.points_to_evaluate or None,
-                random_state=tcfg.seed,
-                max_concurrent=concurrent,
+        remaining = tcfg.num_samples - len(finished)
+        tuner = None
+        if remaining > 0:
+            if finished:
+                log.info("tune: %d trial(s) finished before, %d to run", len(finished), remaining)
+            search, param_space = _searcher(tcfg, space, concurrent, finished)
+            scheduler = (
+                tune.schedulers.ASHAScheduler(
+                    max_t=cfg.train.epochs,
+                    grace_period=tcfg.grace_period,
+                    reduction_factor=tcfg.reduction_factor,
+                )
+                if tcfg.scheduler == "asha"
+                else None
             )
-            param_space = random_space(space, tcfg.lr)
-        scheduler = (
-            tune.schedulers.ASHAScheduler(
-                max_t=cfg.train.epochs, grace_period=tcfg.grace_period, reduction_factor=tcfg.reduction_factor
+            tuner = tune.Tuner(
+                trainable,
+                param_space=param_space,
+                tune_config=tune.TuneConfig(
+                    metric=tcfg.metric,
+                    mode="max",
+                    search_alg=search,
+                    scheduler=scheduler,
+                    num_samples=remaining,
+                    max_concurrent_trials=concurrent if tcfg.search == "optuna" else None,
+                    # Head-only trials last seconds: a fresh actor (torch import) per trial dominated.
+                    reuse_actors=tcfg.mode == "embeddings",
+                ),
+                run_config=tune.RunConfig(
+                    name=EXPERIMENT,
+                    storage_path=run.path,
+                    storage_filesystem=run.fs,
+                    callbacks=[ledger],
+                    # Head trials checkpoint every epoch. num_to_keep makes Tune save the experiment state
+                    # after each trial checkpoint instead of every >= 10 s: with the 10 s period, a driver
+                    # killed seconds after trials finished lost them, and the restored search ran them again.
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1)
+                    if tcfg.mode == "embeddings"
+                    else None,
+                ),
             )
-            if tcfg.scheduler == "asha"
-            else None
+    new_rows = summarise(tuner.fit(), cfg.train.epochs, tcfg.metric, space) if tuner is not None else []
+    # Rows of this fit win over the record (a restored trial's row covers all its epochs).
+    by_id = {trial_id: entry["row"] for trial_id, entry in finished.items()}
+    by_id.update({r["trial_id"]: r for r in new_rows})
+    rows = list(by_id.values())
+    if len(rows) < tcfg.num_samples:
+        raise RuntimeError(
+            f"tune: only {len(rows)} of tune.num_samples={tcfg.num_samples} trials have results in "
+            f"{exp.uri}; the search was not completed (submit the same job again to run the rest)"
         )
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space,
-            tune_config=tune.TuneConfig(
-                metric=tcfg.metric,
-                mode="max",
-                search_alg=search,
-                scheduler=scheduler,
-                num_samples=tcfg.num_samples,
-                max_concurrent_trials=concurrent if tcfg.search == "optuna" else None,
-                # Head-only trials last seconds: starting a fresh actor (torch import) per trial dominated.
-                reuse_actors=tcfg.mode == "embeddings",
-            ),
-            run_config=tune.RunConfig(
-                name=EXPERIMENT,
-                storage_path=run.path,
-                storage_filesystem=run.fs,
-                # Head trials checkpoint every epoch. num_to_keep makes Tune save the experiment state after
-                # each trial checkpoint instead of every >= 10 s: with the 10 s period, a driver killed
-                # seconds after trials finished lost them, and the restored search ran them again.
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1) if tcfg.mode == "embeddings" else None,
-            ),
-        )
-    results = tuner.fit()
-    rows = summarise(results, cfg.train.epochs, tcfg.metric, space)
     ok = [r for r in rows if r[tcfg.metric] is not None]
     if not ok:
         raise RuntimeError(f"tune: no trial reported {tcfg.metric}; see {exp.uri}")
@@ -247,34 +269,179 @@ def run_tune(cfg: Config) -> dict[str, Any]:
     return best_params
 
 
+def _searcher(
+    tcfg: Any, space: dict[str, dict], concurrent: int, finished: dict[str, dict]
+) -> tuple[Any, dict | None]:
+    """(search algorithm, param_space) of a new search; the finished trials of an earlier, unrestorable one
+    are told to Optuna as completed trials and left out of the points still to evaluate."""
+    done = [entry["config"] for entry in finished.values()]
+    points = [p for p in (tcfg.points_to_evaluate or []) if p not in done] or None
+    if tcfg.search == "optuna":
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        define = optuna_space(space, tcfg.lr)
+        storage, study_name = None, None
+        if finished:
+            # Ray's OptunaSearch takes no evaluated_rewards with a define-by-run space; a study of our own
+            # that already holds those trials gives TPE the same knowledge.
+            storage, study_name = optuna.storages.InMemoryStorage(), EXPERIMENT
+            study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize")
+            for entry in finished.values():
+                value = entry["row"].get(tcfg.metric)
+                if value is None:
+                    continue
+                fixed = optuna.trial.FixedTrial(entry["config"])
+                try:
+                    define(fixed)
+                    study.add_trial(
+                        optuna.trial.create_trial(
+                            params=fixed.params, distributions=fixed.distributions, value=value
+                        )
+                    )
+                except ValueError as err:  # the space changed since: the row still counts, TPE skips it
+                    log.warning("tune: a finished trial is outside the current space, not told: %s", err)
+        search = OptunaSearch(
+            space=define,
+            metric=tcfg.metric,
+            mode="max",
+            seed=tcfg.seed,
+            points_to_evaluate=points,
+            storage=storage,
+            study_name=study_name,
+        )
+        return search, None
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    search = BasicVariantGenerator(
+        points_to_evaluate=points,
+        # Another stream after a restart, so the new trials do not repeat the finished ones' draws.
+        random_state=tcfg.seed + len(finished),
+        max_concurrent=concurrent,
+    )
+    return search, random_space(space, tcfg.lr)
+
+
+class TrialLedger(tune.Callback):
+    """Driver-side record of finished trials: config and summary row, rewritten as each trial completes."""
+
+    def __init__(self, loc: Location, metric: str, max_epochs: int, space: dict[str, dict]) -> None:
+        self.loc, self.metric, self.max_epochs, self.space = loc, metric, max_epochs, space
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        analysis = trial.metric_analysis or {}
+        config = dict(trial.config or {})
+        row = trial_row(
+            trial.trial_id,
+            config,
+            (analysis.get(self.metric) or {}).get("max"),
+            (analysis.get("val_tuned_micro_f1") or {}).get("max"),
+            int((trial.last_result or {}).get("training_iteration") or 0),
+            None,
+            self.max_epochs,
+            self.metric,
+            self.space,
+        )
+        entries = read_ledger(self.loc)
+        entries[trial.trial_id] = {"config": config, "row": row}
+        write_json(self.loc, entries)
+
+
+def read_ledger(loc: Location) -> dict[str, dict]:
+    """trial id -> {"config", "row"} of the finished trials recorded at `loc` ({} when there is none)."""
+    if not loc.exists():
+        return {}
+    return json.loads(read_bytes(loc))
+
+
+def unreadable_state(exp: Location) -> list[str]:
+    """Paths of Tune's saved state files in `exp` that are cut short or corrupt (checked without running
+    them: JSON parsed, pickles walked opcode by opcode)."""
+    import pickletools
+
+    prefixes = ("experiment_state-", "searcher-state-", "basic-variant-state-", "search_gen_state-")
+    bad = []
+    for path in exp.files():
+        name = posixpath.relpath(path, exp.path)
+        if "/" in name or not (name.startswith(prefixes) or name in ("tuner.pkl", "trainable.pkl")):
+            continue
+        data = read_bytes(Location(exp.fs, path, exp.uri.rstrip("/") + "/" + name))
+        try:
+            if name.endswith(".json"):
+                json.loads(data)
+            else:
+                for _ in pickletools.genops(data):
+                    pass
+                if not data:
+                    raise ValueError("empty")
+        except (ValueError, UnicodeDecodeError):
+            bad.append(path)
+    return bad
+
+
+def _set_aside(exp: Location, paths: list[str]) -> Location:
+    """Move every saved-state file of the experiment (the unreadable ones included) into a dated folder, so
+    the next start neither restores from nor trips over them."""
+    aside = exp.join(time.strftime("unreadable-state-%Y%m%d-%H%M%S"))
+    aside.fs.create_dir(aside.path)
+    prefixes = ("experiment_state-", "searcher-state-", "basic-variant-state-", "search_gen_state-")
+    names = {posixpath.basename(p) for p in paths}
+    for path in exp.files():
+        name = posixpath.relpath(path, exp.path)
+        if "/" not in name and (name in names or name.startswith(prefixes) or name == "tuner.pkl"):
+            exp.fs.move(path, posixpath.join(aside.path, name))
+    return aside
+
+
+def trial_row(
+    trial_id: str | None,
+    config: dict[str, Any],
+    best: float | None,
+    best_micro: float | None,
+    epochs: int,
+    error: BaseException | None,
+    max_epochs: int,
+    metric: str,
+    space: dict[str, dict],
+) -> dict[str, Any]:
+    """The summary row of one trial: params, best metrics, epochs run and why it stopped."""
+    name, params = loss_from_trial(config, space) if config.get("loss") else (None, {})
+    if error is not None:
+        reason = f"error: {type(error).__name__}"
+    elif epochs < max_epochs:
+        reason = "stopped early (scheduler or patience)"
+    else:
+        reason = "completed"
+    return {
+        "trial_id": trial_id,
+        "loss": name,
+        "params": params,
+        "lr": config.get("lr"),
+        metric: None if best is None else float(best),
+        "val_tuned_micro_f1": None if best_micro is None else float(best_micro),
+        "epochs_run": epochs,
+        "stop_reason": reason,
+    }
+
+
 def summarise(results: Any, max_epochs: int, metric: str, space: dict[str, dict]) -> list[dict[str, Any]]:
-    """One row per trial: params, best and last metrics, epochs run and why it stopped."""
+    """One row per trial of a Tune result grid (see trial_row)."""
     rows = []
     for result in results:
-        config = result.config or {}
-        name, params = loss_from_trial(config, space) if config.get("loss") else (None, {})
         df = result.metrics_dataframe
-        epochs = int(df["training_iteration"].max()) if df is not None and len(df) else 0
-        best = float(df[metric].max()) if df is not None and metric in df else None
-        if result.error is not None:
-            reason = f"error: {type(result.error).__name__}"
-        elif epochs < max_epochs:
-            reason = "stopped early (scheduler or patience)"
-        else:
-            reason = "completed"
+        has = df is not None and len(df) > 0
         rows.append(
-            {
-                "trial_id": (result.metrics or {}).get("trial_id"),
-                "loss": name,
-                "params": params,
-                "lr": config.get("lr"),
-                metric: best,
-                "val_tuned_micro_f1": float(df["val_tuned_micro_f1"].max())
-                if df is not None and "val_tuned_micro_f1" in df
-                else None,
-                "epochs_run": epochs,
-                "stop_reason": reason,
-            }
+            trial_row(
+                (result.metrics or {}).get("trial_id"),
+                result.config or {},
+                df[metric].max() if has and metric in df else None,
+                df["val_tuned_micro_f1"].max() if has and "val_tuned_micro_f1" in df else None,
+                int(df["training_iteration"].max()) if has else 0,
+                result.error,
+                max_epochs,
+                metric,
+                space,
+            )
         )
     return rows
 

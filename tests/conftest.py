@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,14 +25,36 @@ def shared_dataset(name: str) -> Path:
     return path
 
 
-def _start_local_ray() -> None:
-    import ray
+#: Temp folders of the Ray instances this test session started (removed at the end).
+_RAY_TEMP_DIRS: list[str] = []
+
+
+def ray_temp_dir() -> str:
+    """A short folder of its own for one Ray instance (Ray's socket paths must stay under 107 bytes)."""
+    path = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    _RAY_TEMP_DIRS.append(path)
+    return path
+
+
+def start_own_ray(include_dashboard: bool = False) -> None:
+    """A fresh local 2-CPU Ray of this test session's own: free ports, its own temp folder, its address given
+    to its processes (pipeline.cluster.start_local_ray), so another Ray on the machine cannot interfere."""
+    from pipeline.cluster import start_local_ray
 
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-    # address="local": always a fresh instance of our own. With no address, ray.init joins the cluster named
-    # in /tmp/ray/ray_current_cluster whenever any other Ray runs on the machine (a `ray start` of another
-    # test), and then refuses num_cpus.
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local_ray(2, include_dashboard=include_dashboard, log_to_driver=False, temp_dir=ray_temp_dir())
+
+
+def missing_tool(reason: str) -> None:
+    """Skip a test whose tool (a Debian or PyPI package) is missing on a developer's machine; under CI
+    (CI=true), whose set-up installs every tool, a missing one is a failure, never a silent skip."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{reason}; CI installs it (.ci/run, Makefile), so its absence is a set-up error")
+    pytest.skip(reason)
+
+
+def _start_local_ray() -> None:
+    start_own_ray(include_dashboard=False)
 
 
 @pytest.fixture(scope="session")
@@ -44,6 +68,14 @@ def ray_session():
         yield ray
     finally:
         ray.shutdown()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_ray_temp_dirs():
+    """Ray leaves its session folders behind after shutdown; remove those of the instances we started."""
+    yield
+    for path in _RAY_TEMP_DIRS:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
@@ -73,10 +105,10 @@ def moto_storage():
     """`storage.*` settings of an S3 server (moto's server mode) on a free loopback port, for the session."""
     server = Path(sys.executable).with_name("moto_server")
     if not server.exists():
-        pytest.skip("moto_server (PyPI moto[server]) is not installed")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        missing_tool("moto_server (PyPI moto[server]) is not installed")
+    from pipeline.cluster import free_port
+
+    port = free_port()
     proc = subprocess.Popen(
         [str(server), "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,

@@ -11,6 +11,7 @@ import pytest
 import scipy.sparse as sp
 
 from benchmarks import quality
+from tests.conftest import missing_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,7 +77,7 @@ def test_label_count_adapter_keeps_the_matrix():
 
 def test_libmultilabel_thresholding_runs_through_the_adapter():
     if quality.libmultilabel_available() is not None:
-        pytest.skip(quality.libmultilabel_available())
+        missing_tool(quality.libmultilabel_available())
     import libmultilabel.linear as linear
 
     texts = ["alpha beta", "beta gamma", "gamma delta", "alpha delta", "delta omega", "beta beta"] * 8

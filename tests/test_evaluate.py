@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections import Counter
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ from pipeline.config import load_config
 from pipeline.evaluate import run_evaluate
 from pipeline.prepare import run_prepare
 from pipeline.train import run_train
+from tests.conftest import missing_tool
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -113,7 +115,7 @@ def test_missing_model_is_a_clear_error(ray_session, tmp_path):
 def test_report_renders_in_chromium(evaluated, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
-        pytest.skip(
+        missing_tool(
             "Chromium is not installed (Debian package 'chromium'); the HTML screenshot check needs it"
         )
     root, _, _ = evaluated
@@ -174,3 +176,74 @@ def test_scoring_actors_that_cannot_fit_fail_at_once(evaluated):
     ):
         run_evaluate(big)
     assert report.stat().st_mtime_ns == before
+
+
+def test_zero_shot_labels_through_prepare_train_and_evaluate(ray_session, tmp_path):
+    """Labels seen only in validation / test (the default policy keeps them) train and fit thresholds
+    without a vocabulary slot, and evaluate counts their test positives as the zero-shot group."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.synthetic import generate
+
+    table = generate(load_config(None, SMALL).data.synthetic)
+    split = np.array(["train"] * 7 + ["validation", "test", "test"])[np.arange(table.num_rows) % 10]
+    rows = table.column("labels").to_pylist()
+    val, test = np.flatnonzero(split == "validation"), np.flatnonzero(split == "test")
+    for i in val[:3]:
+        rows[i] = [*rows[i], "zs-new1"]
+    for i in test[:5]:
+        rows[i] = [*rows[i], "zs-new1"]
+    for i in test[3:6]:
+        rows[i] = [*rows[i], "zs-new2"]
+    table = table.set_column(table.schema.get_field_index("labels"), "labels", pa.array(rows))
+    (tmp_path / "src").mkdir()
+    pq.write_table(table.append_column("split", pa.array(split)), tmp_path / "src" / "all.parquet")
+    cfg = load_config(
+        None,
+        [
+            f"run.output={tmp_path}",
+            "run.name=zs",
+            f"data.source={tmp_path / 'src'}",
+            *SMALL,
+            "train.epochs=1",
+        ],
+    )
+    train_labels = {lab for i in np.flatnonzero(split == "train") for lab in rows[i]}
+    expected = Counter(lab for i in test for lab in set(rows[i]) if lab not in train_labels)
+    assert expected["zs-new1"] == 5 and expected["zs-new2"] == 3
+
+    stats = run_prepare(cfg)
+    assert "zs-new1" not in stats["labels"]
+    assert stats["zero_shot_labels"]["zs-new1"] == {"train": 0, "validation": 3, "test": 5}
+    run_train(cfg)
+    doc = run_evaluate(cfg)
+
+    run = tmp_path / "zs"
+    on_disk = json.loads((run / "report" / "metrics.json").read_text())
+    z = on_disk["groups"]["zero-shot"]
+    assert (z["n_labels"], z["n_positives"], z["true_positives"]) == (
+        len(expected),
+        sum(expected.values()),
+        0,
+    )
+    assert z["micro_recall"] == 0.0 and z == doc["groups"]["zero-shot"]
+    # micro-F1 with zero-shot from the written predictions: their positives count as missed.
+    preds = pl.read_parquet(sorted((run / "predictions" / "test").glob("*.parquet")))
+    vocab = set(stats["labels"])
+    true = [set(y) & vocab for y in preds["labels"].to_list()]
+    tp = sum(len(set(p) & y) for p, y in zip(preds["predicted"].to_list(), true, strict=True))
+    n_pred, n_true = preds["predicted"].list.len().sum(), sum(map(len, true))
+    assert on_disk["overall"]["micro_f1"] == pytest.approx(2 * tp / (n_pred + n_true), abs=1e-9)
+    assert on_disk["overall"]["micro_f1_with_zero_shot"] == pytest.approx(
+        2 * tp / (n_pred + n_true + sum(expected.values())), abs=1e-9
+    )
+    thr = json.loads((run / "thresholds.json").read_text())
+    assert [r["label"] for r in thr["labels"]] == stats["labels"]
+    per_label = pd.read_csv(run / "report" / "per_label.csv")
+    zs_rows = per_label[per_label["group"] == "zero-shot"].set_index("label")["support"].to_dict()
+    assert zs_rows == dict(expected)
+    html = (run / "report" / "report.html").read_text()
+    assert "<th>zero-shot</th>" in html
+    assert f"The zero-shot group holds the {len(expected)} test labels that never occur in train" in html
+    assert f"with {sum(expected.values())} positives" in html

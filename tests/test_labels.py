@@ -13,6 +13,7 @@ from pipeline.labels import (
     csr_from_lists,
     csr_from_padded,
     dense_targets,
+    outside_counts,
     padded_indices,
     row_width,
 )
@@ -42,6 +43,17 @@ def test_unknown_label_is_an_error_unless_ignored() -> None:
         csr_from_lists(rows, {lab: i for i, lab in enumerate(VOCAB)})
     y = csr_from_lists(rows, {lab: i for i, lab in enumerate(VOCAB)}, ignore_unknown=True)
     np.testing.assert_array_equal(y.toarray(), _brute([["a"], ["b"]]))
+
+
+def test_outside_counts_are_what_ignore_unknown_leaves_out() -> None:
+    """Zero-shot labels: documents per label outside the vocabulary; known labels keep their indices."""
+    rows = pa.array([["zz", "a", "zz"], None, [], ["b", "yy", "zz"], ["e"]], pa.list_(pa.string()))
+    assert outside_counts(rows, VOCAB) == {"zz": 2, "yy": 1}
+    assert outside_counts(pa.chunked_array([rows]), [*VOCAB, "yy", "zz"]) == {}
+    y = csr_from_arrow(
+        pa.array([[] if r is None else r for r in rows.to_pylist()]), VOCAB, ignore_unknown=True
+    )
+    np.testing.assert_array_equal(y.toarray(), _brute([["a"], [], [], ["b"], ["e"]]))
 
 
 def test_pickled_object_column_is_converted() -> None:

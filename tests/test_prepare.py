@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
+import unicodedata
 from collections import Counter
 from pathlib import Path
 
@@ -12,10 +14,11 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import ray.data
 
 from pipeline.config import load_config
-from pipeline.dataset import InputError
-from pipeline.prepare import run_prepare
+from pipeline.dataset import SPLITS, InputError
+from pipeline.prepare import normalised_text, run_prepare
 from pipeline.split import label_matrix, stratified_assign
 from tests.conftest import shared_dataset
 
@@ -73,12 +76,40 @@ def test_synthetic_demo_counts_match_polars(ray_session, tmp_path):
     assert stats["top_pairs_exact"] is True and on_disk["top_pairs_exact"] is True
 
 
+def _deduplicated_counts(src: Path) -> dict[str, tuple[int, Counter]]:
+    """Per split folder: (documents, label counts) after the duplicate contract, computed with polars: a
+    normalised text stays only in its earliest split, where its rows become one with the union of labels."""
+    frames = [
+        pl.read_parquet(sorted((src / s).glob("*.parquet"))).with_columns(rank=pl.lit(i))
+        for i, s in enumerate(SPLITS)
+        if (src / s).is_dir()
+    ]
+    df = pl.concat(frames, how="diagonal_relaxed")
+    df = df.with_columns(norm=pl.Series(normalised_text(df["text"].to_arrow()).to_pylist()))
+    df = df.filter(pl.col("rank") == pl.col("rank").min().over("norm"))
+    merged = df.group_by("rank", "norm").agg(pl.col("labels").explode().drop_nulls().unique())
+    out = {}
+    for i, s in enumerate(SPLITS):
+        part = merged.filter(pl.col("rank") == i)
+        counts = part.select(pl.col("labels").explode()).drop_nulls().to_series().value_counts()
+        out[s] = (
+            part.height,
+            Counter(dict(zip(counts["labels"].to_list(), counts["count"].to_list(), strict=True))),
+        )
+    return out
+
+
 def test_reuters_counts_and_carved_validation(ray_session, tmp_path):
     src = shared_dataset("reuters21578")
     stats = run_prepare(_cfg(tmp_path, str(src)))
     assert stats["split"]["method"] == "folders+validation-carved-from-train"
-    n_train, c_train = _polars_counts(sorted((src / "train").glob("*.parquet")))
-    n_test, c_test = _polars_counts(sorted((src / "test").glob("*.parquet")))
+    reference = _deduplicated_counts(src)
+    (n_train, c_train), (n_test, c_test) = reference["train"], reference["test"]
+    raw = _polars_counts(sorted(src.glob("*/*.parquet")))[0]
+    dup = stats["duplicates"]
+    assert (
+        dup["groups"] > 0 and raw - dup["rows_merged"] - dup["rows_dropped_across_splits"] == n_train + n_test
+    )
     docs = stats["documents"]
     assert docs["train"] + docs["validation"] == n_train and docs["test"] == n_test
     assert stats["num_labels"] == 90
@@ -96,8 +127,9 @@ def test_goemotions_counts_exact(ray_session, tmp_path):
     src = shared_dataset("goemotions")
     stats = run_prepare(_cfg(tmp_path, str(src)))
     assert stats["split"]["method"] == "folders"
+    reference = _deduplicated_counts(src)
     for split in ("train", "validation", "test"):
-        n, counts = _polars_counts(sorted((src / split).glob("*.parquet")))
+        n, counts = reference[split]
         assert stats["documents"][split] == n
         for lab in stats["labels"]:
             assert stats["label_counts"][lab][split] == counts.get(lab, 0), (split, lab)
@@ -181,7 +213,8 @@ def test_bad_input_clear_error_and_nothing_written(ray_session, tmp_path, case, 
             _table(["a", "b", "c"], [["x"], ["y"], ["x"]], split=pa.array(["train", "tst", "test"])),
         )
     with pytest.raises(InputError, match=message) as err:
-        run_prepare(_cfg(tmp_path, str(src)))
+        # Unknown labels fail only under the error policy (the default keeps them as zero-shot labels).
+        run_prepare(_cfg(tmp_path, str(src), "data.unknown_label_policy=error"))
     if case in ("missing_column", "labels_not_list"):
         assert "x.parquet" in str(err.value)  # names the file
     if case == "vocab_differs":
@@ -201,6 +234,8 @@ def test_many_shards_and_glob_do_not_hang(ray_session, tmp_path):
     _write(src / "ignored.csv.parquet.bak", _table(["x"], [["a"]]))
     stats = run_prepare(_cfg(tmp_path, str(src / "shard-*.parquet")))
     assert sum(stats["documents"].values()) == 240
+    # A flat folder (no split folders, no split column) is stratified three ways.
+    assert stats["split"]["method"] == "iterative-stratification" and min(stats["documents"].values()) > 0
 
 
 def test_split_folders_on_object_storage(ray_session, moto_storage, tmp_path):
@@ -231,3 +266,199 @@ def test_split_folders_on_object_storage(ray_session, moto_storage, tmp_path):
     assert stats["split"]["method"] == "folders"
     assert stats["documents"] == {split: sum(parts) for split, parts in sizes.items()}
     assert stats["label_counts"]["b"] == {"train": 7, "validation": 2, "test": 2}
+
+
+def _zero_shot_source(src: Path) -> None:
+    """Split folders whose test holds two labels never in train, in two rows each ("new1" also in one
+    validation row)."""
+    _write(src / "train" / "x.parquet", _table([f"tr {i}" for i in range(6)], [["a"], ["a", "b"], ["b"]] * 2))
+    _write(src / "validation" / "x.parquet", _table(["v0", "v1"], [["a", "new1"], ["b"]]))
+    _write(
+        src / "test" / "x.parquet",
+        _table(["t0", "t1", "t2", "t3"], [["a", "new1"], ["new1", "new2", "b"], ["b"], ["new2", "new2"]]),
+    )
+
+
+def test_zero_shot_labels_kept_by_default_error_and_drop_still_work(ray_session, tmp_path, caplog):
+    src = tmp_path / "in"
+    _zero_shot_source(src)
+    with caplog.at_level("INFO", logger="pipeline.prepare"):
+        stats = run_prepare(_cfg(tmp_path, str(src)))
+    assert stats["labels"] == ["a", "b"] and stats["num_labels"] == 2  # the vocabulary stays train's
+    assert sum(stats["groups"]["sizes"].values()) == 2
+    # "new2" twice in one row counts one document.
+    assert stats["zero_shot_labels"] == {
+        "new1": {"train": 0, "validation": 1, "test": 2},
+        "new2": {"train": 0, "validation": 0, "test": 2},
+    }
+    assert stats["groups"]["assignment"]["new1"] == "zero-shot" == stats["groups"]["assignment"]["new2"]
+    assert stats["unknown_label_policy"] == "zero-shot" and stats["unknown_labels_dropped"] == {}
+    on_disk = json.loads((tmp_path / "r" / "label_stats.json").read_text())
+    assert on_disk["zero_shot_labels"] == stats["zero_shot_labels"]
+    lines = [r.getMessage() for r in caplog.records if "zero-shot label(s)" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].startswith("2 zero-shot label(s)"), lines
+    test_rows = pl.read_parquet(sorted((tmp_path / "r" / "prepared" / "test").glob("*.parquet")))
+    assert sorted(map(sorted, test_rows["labels"].to_list())) == [
+        ["a", "new1"],
+        ["b"],
+        ["b", "new1", "new2"],
+        ["new2"],
+    ]
+
+    with pytest.raises(InputError, match="label vocabulary differs between splits") as err:
+        run_prepare(_cfg(tmp_path, str(src), "run.name=err", "data.unknown_label_policy=error"))
+    assert "new1" in str(err.value) and "new2" in str(err.value)
+    assert not (tmp_path / "err" / "label_stats.json").exists()
+
+    dropped = run_prepare(_cfg(tmp_path, str(src), "run.name=drop", "data.unknown_label_policy=drop"))
+    assert dropped["labels"] == ["a", "b"] and dropped["zero_shot_labels"] == {}
+    assert dropped["unknown_labels_dropped"] == {"validation": ["new1"], "test": ["new1", "new2"]}
+    test_rows = pl.read_parquet(sorted((tmp_path / "drop" / "prepared" / "test").glob("*.parquet")))
+    assert test_rows.height == 4 and {lab for r in test_rows["labels"].to_list() for lab in r} == {"a", "b"}
+
+
+def _norm(text: str) -> str:
+    """The normalised text of the duplicate contract, per row in Python."""
+    return " ".join(unicodedata.normalize("NFC", text).lower().split())
+
+
+def _prepared(run: Path) -> dict[str, pl.DataFrame]:
+    return {s: pl.read_parquet(sorted((run / "prepared" / s).glob("*.parquet"))) for s in SPLITS}
+
+
+def _train_only_with_duplicates(src: Path) -> None:
+    """100 distinct texts plus three duplicate groups: d (3 rows, labels reordered, case and whitespace),
+    e (NFC vs NFD, conflicting labels), f (one id, one text, twice)."""
+    cycle = [["a"], ["b"], ["c"], ["a", "b"], ["b", "c"]]
+    texts = [f"document number {i}" for i in range(100)]
+    labels = [cycle[i % 5] for i in range(100)]
+    ids = [f"doc{i:03d}" for i in range(100)]
+    texts += [
+        "Hello World",
+        "hello   world",
+        "HELLO\tWorld ",
+        "Caf\u00e9 noir",
+        "Cafe\u0301  NOIR",
+        "exact",
+        "exact",
+    ]
+    labels += [["a", "b"], ["b", "a"], ["a", "b"], ["a"], ["c"], ["b"], ["b"]]
+    ids += ["d1", "d2", "d3", "e1", "e2", "f1", "f1"]
+    _write(src / "train" / "p0.parquet", _table(texts[:60], labels[:60], id=pa.array(ids[:60])))
+    _write(src / "train" / "p1.parquet", _table(texts[60:], labels[60:], id=pa.array(ids[60:])))
+
+
+def test_train_folder_only_is_split_three_ways_with_duplicates_merged(ray_session, tmp_path, caplog):
+    src = tmp_path / "in"
+    _train_only_with_duplicates(src)
+    with caplog.at_level("INFO", logger="pipeline.prepare"):
+        stats = run_prepare(_cfg(tmp_path, str(src)))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("duplicates")]
+    assert lines == [
+        "duplicates (data.duplicates=merge): 3 group(s) of rows share a normalised text; 4 row(s) merged, 0 "
+        "dropped as copies in a later given split; 1 group(s) with conflicting label sets"
+    ]
+    assert stats["split"]["method"] == "train-folder-only+iterative-stratification"
+    assert stats["split"]["ratios"] == {"train": 0.7, "validation": 0.15, "test": 0.15}
+    docs = stats["documents"]
+    assert sum(docs.values()) == 103 and min(docs.values()) > 0
+    for split, ratio in stats["split"]["ratios"].items():
+        assert abs(docs[split] / 103 - ratio) < 0.05, docs
+    dup = stats["duplicates"]
+    assert {k: dup[k] for k in ("policy", "groups", "rows_merged", "rows_dropped_across_splits")} == {
+        "policy": "merge",
+        "groups": 3,
+        "rows_merged": 4,
+        "rows_dropped_across_splits": 0,
+    }
+    assert dup["conflicting_groups"] == 1 and dup["conflicting_examples"] == [["e1", "e2"]]
+    assert sorted(dup["examples"]) == [["d1", "d2", "d3"], ["e1", "e2"], ["f1", "f1"]]
+    assert json.loads((tmp_path / "r" / "label_stats.json").read_text())["duplicates"] == dup
+    frames = _prepared(tmp_path / "r")
+    seen: dict[str, str] = {}
+    for split, df in frames.items():
+        assert df.height == docs[split]
+        for text in df["text"].to_list():
+            assert _norm(text) not in seen, (text, split, seen.get(_norm(text)))
+            seen[_norm(text)] = split
+    rows = pl.concat(list(frames.values()))
+    ids = rows["id"].to_list()
+    assert len(ids) == len(set(ids)) and not {"d2", "d3", "e2"} & set(ids)  # output ids: the source's
+    merged = {r["id"]: r["labels"] for r in rows.filter(pl.col("id").is_in(["d1", "e1", "f1"])).to_dicts()}
+    assert merged == {"d1": ["a", "b"], "e1": ["a", "c"], "f1": ["b"]}
+
+
+def test_duplicates_keep_stays_in_one_split_and_error_fails(ray_session, tmp_path):
+    src = tmp_path / "in"
+    _train_only_with_duplicates(src)
+    stats = run_prepare(_cfg(tmp_path, str(src), "data.duplicates=keep"))
+    assert sum(stats["documents"].values()) == 107
+    dup = stats["duplicates"]
+    assert (dup["groups"], dup["rows_merged"], dup["conflicting_groups"]) == (3, 0, 1)
+    split_of: dict[str, set[str]] = {}
+    for split, df in _prepared(tmp_path / "r").items():
+        for text in df["text"].to_list():
+            split_of.setdefault(_norm(text), set()).add(split)
+    assert all(len(s) == 1 for s in split_of.values())
+    with pytest.raises(InputError, match=r"3 group\(s\) of rows share one text.*'d1', 'd2', 'd3'"):
+        run_prepare(_cfg(tmp_path, str(src), "run.name=err", "data.duplicates=error"))
+    assert not (tmp_path / "err" / "prepared").exists()
+
+
+def test_text_in_given_train_and_test_is_kept_in_train_only(ray_session, tmp_path):
+    src = tmp_path / "in"
+    labs = [["a"], ["b"], ["a", "b"]]
+    train = [f"train text {i}" for i in range(30)] + ["Shared text"]
+    test = [f"test text {i}" for i in range(9)] + ["shared  TEXT"]
+    _write(
+        src / "train" / "x.parquet",
+        _table(train, [labs[i % 3] for i in range(31)], id=pa.array([f"tr{i}" for i in range(30)] + ["s1"])),
+    )
+    _write(
+        src / "test" / "x.parquet",
+        _table(test, [labs[i % 3] for i in range(10)], id=pa.array([f"te{i}" for i in range(9)] + ["s2"])),
+    )
+    stats = run_prepare(_cfg(tmp_path, str(src)))
+    assert stats["split"]["method"] == "folders+validation-carved-from-train"
+    docs = stats["documents"]
+    assert docs["train"] + docs["validation"] == 31 and docs["test"] == 9
+    dup = stats["duplicates"]
+    assert (dup["groups"], dup["rows_dropped_across_splits"], dup["rows_merged"]) == (1, 1, 0)
+    assert dup["examples"] == [["s1", "s2"]] and dup["conflicting_groups"] == 0
+    frames = _prepared(tmp_path / "r")
+    where = [s for s, df in frames.items() if df["id"].is_in(["s1", "s2"]).any()]
+    assert where in (["train"], ["validation"])
+    assert frames[where[0]].filter(pl.col("id").is_in(["s1", "s2"]))["id"].to_list() == ["s1"]
+
+
+@pytest.mark.parametrize(
+    "folders, missing", [(["test"], "train"), (["validation", "test"], "train"), (["train", "dev"], "test")]
+)
+def test_split_folders_that_cannot_make_three_splits_fail_before_reading(
+    tmp_path, monkeypatch, folders, missing
+):
+    src = tmp_path / "in"
+    for name in folders:
+        _write(src / name / "x.parquet", _table(["a", "b"], [["x"], ["y"]]))
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("Ray Data read the rows before the split plan failed")
+
+    monkeypatch.setattr(ray.data, "read_parquet", no_read)
+    t0 = time.perf_counter()
+    with pytest.raises(InputError, match=rf"no '{missing}/' folder, so three splits cannot be made"):
+        run_prepare(_cfg(tmp_path, str(src)))
+    assert time.perf_counter() - t0 < 5
+    assert not (tmp_path / "r" / "prepared").exists() and not (tmp_path / "r" / "label_stats.json").exists()
+
+
+def test_one_id_with_two_texts_is_an_error(ray_session, tmp_path):
+    src = tmp_path / "in"
+    texts = ["first text", "second text", "other", "  FIRST  text", "more", "again"]
+    ids = ["x1", "x1", "x2", "x3", "x4", "x5"]
+    _write(src / "all.parquet", _table(texts, [["a"]] * 6, id=pa.array(ids)))
+    with pytest.raises(
+        InputError, match=r"1 id\(s\) name rows with different texts.*'x1': \['first text', 'second"
+    ):
+        run_prepare(_cfg(tmp_path, str(src)))
+    assert not (tmp_path / "r" / "prepared").exists()

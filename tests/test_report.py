@@ -14,7 +14,7 @@ import pytest
 from matplotlib.image import imread
 
 from pipeline import report
-from pipeline.metrics import GROUPS, evaluate
+from pipeline.metrics import GROUPS, ZERO_SHOT, evaluate
 from pipeline.thresholds import fit_thresholds
 
 LABELS = ["earn", "acq", "a<b&c", "crude", "trade", "ship", "grain", "rare\"one'", "zinc", "tin", "gold", "x"]
@@ -343,3 +343,85 @@ def test_frequency_bins() -> None:
     assert bins[-1][0] == f"{lows[-1]}-100"
     assert report.frequency_bins([]) == []
     assert [name for name, _ in report.frequency_bins([4, 4, 4])] == ["4"]
+
+
+# ------------------------------------------------------------------------------- zero-shot labels
+
+
+def test_zero_shot_group_counts_and_micro_figures() -> None:
+    """Test labels never seen in train: a group of their own, the vocabulary figures untouched."""
+    y = np.array([[1, 0], [1, 1], [0, 1]])
+    p = np.array([[1, 0], [0, 1], [1, 0]])  # tp 2 (a in doc 0, b in doc 1), 4 true, 3 predicted
+    s = np.array([[0.9, 0.1], [0.4, 0.8], [0.7, 0.3]])
+    labels, counts = ["a", "b"], np.array([50, 3])
+    plain = evaluate(y, p, s, labels, counts)
+    ev = evaluate(y, p, s, labels, counts, zero_shot={"new1": 2, "new2": 1, "only_in_validation": 0})
+    z = ev["groups"][ZERO_SHOT]
+    assert z == {
+        "n_labels": 2,
+        "n_docs": 3,
+        "n_positives": 3,
+        "true_positives": 0,
+        "micro_recall": 0.0,
+        "macro_recall": 0.0,
+        "micro_f1": 0.0,
+        "macro_f1": 0.0,
+        "labels_with_f1_gt_0": 0,
+    }
+    ov = ev["overall"]
+    assert ov["micro_f1"] == pytest.approx(4 / 7) and ov["micro_recall"] == 0.5 and ov["n_positives"] == 4
+    assert ov["micro_f1_with_zero_shot"] == pytest.approx(2 * 2 / (4 + 3 + 3))
+    assert ov["micro_recall_with_zero_shot"] == pytest.approx(2 / 7)
+    # Every vocabulary figure is what it is without zero-shot labels.
+    for key in ("micro_f1_with_zero_shot", "micro_recall_with_zero_shot"):
+        assert plain["overall"].pop(key) == plain["overall"]["micro_" + key.split("_")[1]]
+        ov.pop(key)
+    assert ov == plain["overall"] and ev["per_label"] == plain["per_label"]
+    assert {g: ev["groups"][g] for g in GROUPS} == {g: plain["groups"][g] for g in GROUPS}
+    assert plain["groups"][ZERO_SHOT]["n_labels"] == 0 and plain["groups"][ZERO_SHOT]["micro_recall"] is None
+    assert [(r["label"], r["group"], r["support"], r["recall"]) for r in ev["zero_shot_labels"]] == [
+        ("new1", ZERO_SHOT, 2, 0.0),
+        ("new2", ZERO_SHOT, 1, 0.0),
+    ]
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        evaluate(y, p, s, labels, counts, zero_shot={"a": 1})
+
+
+def test_zero_shot_group_in_document_csv_and_html(run_a: dict[str, Any]) -> None:
+    rng = np.random.default_rng(0)
+    y_val, s_val = _data(rng, 150)
+    thr = fit_thresholds(y_val, s_val, LABELS)
+    y_test, s_test = _data(rng, 200)
+    ev = evaluate(
+        y_test, thr.apply(s_test), s_test, LABELS, TRAIN_COUNTS, zero_shot={"brand<new>": 7, "z": 5}
+    )
+    thr_doc = thr.to_json_dict()
+    doc = report.build_metrics_document(ev, thr_doc, _stats(), {"run": "zs-run"})
+    back = json.loads(json.dumps(doc, allow_nan=False))
+    assert back["groups"][ZERO_SHOT]["n_labels"] == 2 and back["groups"][ZERO_SHOT]["n_positives"] == 12
+    assert back["groups"][ZERO_SHOT]["micro_recall"] == 0.0
+    assert back["overall"]["micro_f1_with_zero_shot"] < back["overall"]["micro_f1"]
+
+    df = pd.read_csv(io.StringIO(report.per_label_csv(ev, thr_doc)), keep_default_na=False, na_values=[""])
+    assert df["label"].tolist() == [*LABELS, "brand<new>", "z"]
+    tail = df.iloc[-2:]
+    assert tail["group"].tolist() == [ZERO_SHOT] * 2 and tail["support"].tolist() == [7, 5]
+    assert tail["threshold"].isna().all() and (tail["recall"] == 0).all()
+
+    page = report.render_html(doc, ev, {}, thresholds=thr_doc)
+    groups = page.split("<h2>Per frequency group</h2>")[1].split("<h2>")[0]
+    assert f"<th>{ZERO_SHOT}</th>" in groups
+    table = groups.split("</table>")[0]
+    labels_row = table.split('<td class="l">Labels</td>')[1].split("</tr>")[0]
+    positives_row = table.split('<td class="l">Positives (document x label)</td>')[1].split("</tr>")[0]
+    assert labels_row.endswith("<td>2</td>") and positives_row.endswith("<td>12</td>")
+    assert (
+        "The zero-shot group holds the 2 test labels that never occur in train, with 12 positives" in groups
+    )
+    assert f"{doc['overall']['micro_f1_with_zero_shot']:.4f}" in groups
+    assert "Micro F1 with zero-shot labels" in page
+    # A run without zero-shot labels has no such column, one sentence saying so.
+    plain = report.render_html(run_a["doc"], run_a["ev"], {})
+    assert f"<th>{ZERO_SHOT}</th>" not in plain and "there are no zero-shot labels" in plain
+    assert "Micro F1 with zero-shot labels" not in plain
+    assert "micro F1 with zero-shot (2)" in report.summary_table(doc)

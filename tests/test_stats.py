@@ -142,6 +142,26 @@ def test_label_stats_document_carries_pairs_and_flag():
     assert doc["labels"] == ["a", "b"] and doc["label_counts"]["a"]["train"] == 3
 
 
+def test_label_stats_lists_zero_shot_labels_apart_from_the_vocabulary():
+    table = _block(
+        [["a", "b"], ["a"], ["a", "new"], ["new", "b"], ["b", "only_val"]],
+        ["train"] * 2 + ["test"] * 2 + ["validation"],
+    )
+    doc = stats.label_stats(_partial([table]), 2, 1)
+    assert doc["labels"] == ["a", "b"] and set(doc["label_counts"]) == {"a", "b"}
+    assert doc["zero_shot_labels"] == {
+        "new": {"train": 0, "validation": 0, "test": 2},
+        "only_val": {"train": 0, "validation": 1, "test": 0},
+    }
+    assert doc["groups"]["assignment"] == {
+        "a": "head",
+        "b": "tail",
+        "new": "zero-shot",
+        "only_val": "zero-shot",
+    }
+    assert doc["groups"]["sizes"] == {"head": 1, "medium": 0, "tail": 1}
+
+
 def _reference_normalise(table: pa.Table, keep_empty: bool) -> dict:
     """The per-row definition Normalise vectorises."""
     out = {k: [] for k in ("id", "text", "labels", "split", "_key", "_issue", "_keep")}

@@ -12,7 +12,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,20 +21,16 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 
+from pipeline.cluster import free_port
 from pipeline.config import StorageSection, SyntheticSection
 from pipeline.storage import Location
 from pipeline.synthetic import write_shards
+from tests.conftest import ray_temp_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 BUCKET = "bml-test"
 pytestmark = [pytest.mark.timeout(900), pytest.mark.e2e]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start(cmd: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
@@ -78,7 +73,7 @@ def _wait_http(url: str, seconds: float, proc: subprocess.Popen, log: Path) -> N
 def s3(tmp_path_factory):
     """moto's S3 server on a free loopback port, with a bucket holding 4 synthetic shards."""
     tmp = tmp_path_factory.mktemp("s3")
-    port = _free_port()
+    port = free_port()
     log = tmp / "moto.log"
     proc = _start([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], log, dict(os.environ))
     try:
@@ -110,7 +105,7 @@ def s3(tmp_path_factory):
 def head(tmp_path_factory):
     """`ray start --head --block` with token authentication (this test's own token, via the environment)."""
     tmp = tmp_path_factory.mktemp("ray")
-    dash = _free_port()
+    dash = free_port()
     env = {
         **os.environ,
         # The job's `python` is the one on the PATH where `ray start` ran: the venv's.
@@ -120,7 +115,7 @@ def head(tmp_path_factory):
         "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
     }
     env.pop("RAY_ADDRESS", None)
-    gcs_port = _free_port()
+    gcs_port = free_port()
     cmd = [
         str(BIN / "ray"),
         "start",
@@ -130,6 +125,14 @@ def head(tmp_path_factory):
         f"--port={gcs_port}",
         "--dashboard-host=127.0.0.1",
         f"--dashboard-port={dash}",
+        # Every other fixed default port too, and a temp folder of its own: another Ray on the machine
+        # (a developer's, another test run's) must not make this one fail or share its files.
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
+        f"--ray-client-server-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+        f"--temp-dir={ray_temp_dir()}",
         "--disable-usage-stats",
     ]
     log = tmp / "head.log"
@@ -255,3 +258,21 @@ def test_job_submit_on_s3_stop_and_resubmit(s3, head):
     assert not [f for f in files if ".staging" in f or ".tmp" in f], files
     metrics = json.loads(fs.open_input_stream(f"{run}/report/metrics.json").read())
     assert metrics["overall"]["n_docs"] > 0 and 0.0 <= metrics["overall"]["micro_f1"] <= 1.0
+
+
+@pytest.mark.usefixtures("no_local_ray")
+def test_job_submit_with_a_relative_output_fails_fast(head):
+    """The demo as it is (run.output: runs) under `ray job submit`: refused before any work, with the fix."""
+    address, env, _ = head
+    entry = ["python", "-m", "jobs.run_all", "--config", "configs/demo.yaml"]
+    _ray(env, "job", "submit", "--address", address, "--submission-id", "relative", "--working-dir", ".",
+         "--no-wait", "--", *entry)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while (state := _status(address, env, "relative")) in ("PENDING", "RUNNING"):
+        assert time.monotonic() < deadline, "the job did not stop in time"
+        time.sleep(1)
+    logs = _ray(env, "job", "logs", "--address", address, "relative")
+    assert state == "FAILED", logs[-3000:]
+    assert "run.output='runs' is a relative path" in logs and "s3://" in logs, logs[-3000:]
+    # Refused before the job joined the cluster, with no traceback.
+    assert "Traceback" not in logs and "joined Ray cluster" not in logs, logs[-3000:]

@@ -19,6 +19,7 @@ from pipeline.config import load_config
 from pipeline.prepare import run_prepare
 from pipeline.resources import ResourceError, plan_training
 from pipeline.train import STATE_FILE, run_train
+from tests.conftest import ray_temp_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = [
@@ -218,10 +219,12 @@ def test_ddp_two_nodes_identical_weights(prepared, no_local_ray, tmp_path):
     script = f"""
 import ray
 from ray.cluster_utils import Cluster
+from pipeline.cluster import head_node_args
 from pipeline.config import load_config
 from pipeline.train import run_train
-cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1, "include_dashboard": False}})
-cluster.add_node(num_cpus=1)
+head = head_node_args(1, {ray_temp_dir()!r}, include_dashboard=False)
+cluster = Cluster(initialize_head=True, head_node_args=head)
+cluster.add_node(num_cpus=1, env_vars=head["env_vars"])
 cluster.wait_for_nodes()
 ray.init(address=cluster.address)
 try:

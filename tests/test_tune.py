@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -17,8 +19,10 @@ import yaml
 from pipeline.config import apply_params, load_config
 from pipeline.prepare import run_prepare
 from pipeline.search_space import SEP, loss_from_trial, optuna_space, resolve_space
+from pipeline.storage import locate
 from pipeline.train import run_train
-from pipeline.tune import replay_head, run_tune
+from pipeline.tune import _searcher, _set_aside, replay_head, run_tune, unreadable_state
+from tests.conftest import start_own_ray
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +52,7 @@ def ray_dashboard():
 
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(address="local", num_cpus=2, include_dashboard=True, log_to_driver=False)
+    start_own_ray(include_dashboard=True)
     try:
         yield ray
     finally:
@@ -96,6 +100,65 @@ def test_apply_params():
         apply_params(load_config(None), {"model": {}})
 
 
+def test_unreadable_tune_state_is_found_and_set_aside(tmp_path):
+    """A cut-short searcher pickle or experiment state is found without unpickling it, and moved aside."""
+    exp = tmp_path / "tune"
+    exp.mkdir()
+    good = pickle.dumps({"a": list(range(100))})
+    (exp / "searcher-state-2026.pkl").write_bytes(good[: len(good) // 2])
+    (exp / "experiment_state-2026.json").write_text('{"runner_data": {}}')
+    (exp / "tuner.pkl").write_bytes(good)
+    (exp / "_head_trial_x").mkdir()
+    (exp / "_head_trial_x" / "result.json").write_text("{")  # a trial's own file: not Tune's state
+    loc = locate(str(exp))
+    assert [Path(p).name for p in unreadable_state(loc)] == ["searcher-state-2026.pkl"]
+    (exp / "experiment_state-2026.json").write_text('{"runner_data": ')
+    assert sorted(Path(p).name for p in unreadable_state(loc)) == [
+        "experiment_state-2026.json",
+        "searcher-state-2026.pkl",
+    ]
+    aside = _set_aside(loc, unreadable_state(loc))
+    assert sorted(p.name for p in Path(aside.path).iterdir()) == [
+        "experiment_state-2026.json",
+        "searcher-state-2026.pkl",
+        "tuner.pkl",
+    ]
+    assert not unreadable_state(loc) and (exp / "_head_trial_x" / "result.json").exists()
+
+
+def test_recorded_trials_feed_a_new_search(tmp_path):
+    """After an unrestorable search, Optuna gets the finished trials as completed ones, the points already
+    evaluated are not run again, and random search draws another stream."""
+    space = resolve_space(["bce", "db"], {})
+    cfg = load_config(None, ["tune.search=optuna", "tune.points_to_evaluate=[{loss: bce, lr: 0.001}]"])
+    metric = cfg.tune.metric
+    finished = {
+        "t1": {"config": {"loss": "bce", "lr": 0.001}, "row": {metric: 0.5}},
+        "t2": {"config": {"loss": "db", "lr": 0.002, **_db_point(space)}, "row": {metric: 0.7}},
+        "t3": {"config": {"loss": "bce", "lr": 0.002}, "row": {metric: None}},  # never reported: not told
+        "t4": {"config": {"loss": "bce", "lr": 0.5}, "row": {metric: 0.1}},  # outside today's lr range
+    }
+    search, param_space = _searcher(cfg.tune, space, 1, finished)
+    assert param_space is None and search._points_to_evaluate == []
+    told = [t for t in search._ot_study.trials if t.state.name == "COMPLETE"]
+    assert len(told) == len(search._ot_study.trials)
+    assert sorted(t.value for t in told) == [0.5, 0.7]
+    assert {t.params["loss"] for t in told} == {"bce", "db"}
+    fresh, _ = _searcher(cfg.tune, space, 1, {})
+    assert fresh._points_to_evaluate == [{"loss": "bce", "lr": 0.001}]
+    assert [t.state.name for t in fresh._ot_study.trials] == ["WAITING"]  # the point, queued to run
+
+    rnd = cfg.tune.model_copy(update={"search": "random"})
+    first, _ = _searcher(rnd, space, 1, {})
+    again, _ = _searcher(rnd, space, 1, finished)
+    assert first._random_state != again._random_state or first._uuid_prefix != again._uuid_prefix
+
+
+def _db_point(space: dict[str, dict]) -> dict[str, float]:
+    """A value inside each sampled range of the db family (keys as the trial config spells them)."""
+    return {f"db{SEP}{k}": float(spec[1]) for k, spec in space["db"].items() if spec[0] == "float"}
+
+
 @pytest.mark.e2e
 @pytest.mark.timeout(600)
 def test_asha_stops_a_bad_trial_and_writes_best_params(ray_dashboard, tmp_path):
@@ -137,21 +200,27 @@ def test_asha_stops_a_bad_trial_and_writes_best_params(ray_dashboard, tmp_path):
     assert again["best"] == pytest.approx(saved["objective"]["val_tuned_macro_f1"], abs=0.05)
 
 
-def _finished_trials(exp: Path, epochs: int) -> dict[str, list[tuple[str, int]]]:
-    """Trials whose last epoch's checkpoint is in storage -> (file, mtime) of their checkpoints.
-    Checkpoints are persisted at report time; result.json is synced later, in bulk."""
+def _recorded(exp: Path) -> dict[str, list[tuple[str, int]]]:
+    """Trials in the driver's record of finished trials -> (file, mtime) of their checkpoints."""
+    ledger = exp / "finished_trials.json"
+    try:
+        ids = list(json.loads(ledger.read_text())) if ledger.exists() else []
+    except json.JSONDecodeError:  # read while being replaced: try again on the next poll
+        return {}
     done = {}
-    for d in exp.glob("_head_trial_*"):
-        if (d / f"checkpoint_{epochs - 1:06d}" / "head.pt").exists():
-            done[d.name] = sorted((str(f), f.stat().st_mtime_ns) for f in d.glob("checkpoint_*/*"))
+    for trial_id in ids:
+        for d in exp.glob(f"_head_trial_{trial_id}_*"):
+            done[trial_id] = sorted((str(f), f.stat().st_mtime_ns) for f in d.glob("checkpoint_*/*"))
     return done
 
 
 @pytest.mark.e2e
 @pytest.mark.timeout(600)
 def test_killed_search_resumes_and_best_params_reproduce(ray_dashboard, tmp_path):
-    """Embeddings mode. The tune job is a second driver on the session's cluster: killing it mid-search and
-    submitting it again runs only the remaining trials; then the best params replay to the same metric."""
+    """Embeddings mode. The tune job is a second driver on the session's cluster: killed mid-search, with
+    Tune's searcher state cut short as a kill once left it, and submitted again, it runs only the trials
+    its record does not hold (never a success with fewer trials); then the best params replay to the same
+    metric."""
     epochs, samples = 3, 8
     overrides = [
         f"run.output={tmp_path}",
@@ -181,15 +250,19 @@ def test_killed_search_resumes_and_best_params_reproduce(ray_dashboard, tmp_path
     first = start(tmp_path / "first.log")
     try:
         deadline = time.monotonic() + 300
-        while len(_finished_trials(exp, epochs)) < 2:
+        while len(_recorded(exp)) < 2:
             assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "no trial finished in time"
             time.sleep(0.2)
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(timeout=60)
-    before = _finished_trials(exp, epochs)
+    before = _recorded(exp)
     assert 2 <= len(before) < samples, before
+    searcher_state = sorted(exp.glob("searcher-state-*.pkl"))
+    assert searcher_state, sorted(p.name for p in exp.iterdir())
+    data = searcher_state[-1].read_bytes()
+    searcher_state[-1].write_bytes(data[: len(data) // 2])  # what a kill during the upload left
 
     second = start(tmp_path / "second.log")
     try:
@@ -199,14 +272,17 @@ def test_killed_search_resumes_and_best_params_reproduce(ray_dashboard, tmp_path
             os.killpg(second.pid, signal.SIGKILL)
     log = (tmp_path / "second.log").read_text()
     assert rc == 0, log[-3000:]
-    assert "restoring the experiment" in log
-    after = _finished_trials(exp, epochs)
-    assert len(after) == samples
+    assert "saved state cannot be read" in log and f"from the {len(before)} finished trial(s)" in log, log[
+        -3000:
+    ]
+    after = _recorded(exp)
+    assert len(after) == samples, sorted(after)
     for name, files in before.items():  # finished before the kill: not run again (no checkpoint rewritten)
         assert after[name] == files, name
     with (exp / "summary.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == samples and all(r["stop_reason"] == "completed" for r in rows), rows
+    assert {r["trial_id"] for r in rows} == set(after)
 
     best = yaml.safe_load((tmp_path / "k" / "best_params.yaml").read_text())
     assert best["objective"]["mode"] == "embeddings"
