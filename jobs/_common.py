@@ -1,9 +1,10 @@
-"""Shared plumbing of the job entry points: arguments, logging, Ray lifetime."""
+"""Shared plumbing of the job entry points: arguments, logging, Ray lifetime, stopping on a signal."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -33,22 +34,42 @@ def main(
     import ray
 
     from pipeline.cluster import check_output_persists, check_output_shared, ensure_ray
+    from pipeline.console import quiet_driver_logs, received_signal, restore_signals, stop_on_signals
     from pipeline.dataset import InputError
     from pipeline.resources import ResourceError
+
+    quiet_driver_logs()
 
     try:
         check_output_persists(cfg.run.output)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    started = ensure_ray(cfg.ray)
+    started, previous = False, {}
     try:
+        started = ensure_ray(cfg.ray)
+        quiet_driver_logs()
+        previous = stop_on_signals()
         check_output_shared(cfg.run.output)
         body(cfg, args)
     except (InputError, ResourceError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except BaseException:
+        signum = received_signal()
+        if signum is None:
+            raise
+        # Checkpoints are written as each epoch ends, so what was done before the last one is kept.
+        print(
+            f"stopped by {signal.Signals(signum).name}: outputs and checkpoints written so far are kept; "
+            f"run the same command again (run.name={cfg.run.name}) to resume",
+            file=sys.stderr,
+        )
+        return 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
     finally:
         if started:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the shutdown finish
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             ray.shutdown()
+        restore_signals(previous)
     return 0

@@ -189,6 +189,9 @@ class TrainSection(_Strict):
     #: Stop after this many epochs without improvement of checkpoint_metric (0: never stop early).
     patience: int = Field(3, ge=0)
     max_failures: int = Field(2, ge=0)
+    #: Seconds between progress lines inside an epoch (step / total, samples/s, loss, ETA); one more line
+    #: follows each epoch.
+    progress_seconds: float = Field(30.0, gt=0)
 
     def identity(self, exclude: set[str]) -> dict[str, Any]:
         """The settings that shape the weights, for fingerprints: model_dump less `exclude`, and without

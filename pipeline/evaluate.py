@@ -84,6 +84,7 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
         num_cpus=ecfg.cpus_per_actor,
         num_gpus=ecfg.gpus_per_actor,
         batch_size=ecfg.batch_size,
+        total_rows=sum(int(stats["documents"][split]) for split in SPLITS),
     ).materialize()
     scored = {
         split: scored_both.map_batches(_rows_of, batch_format="pyarrow", fn_args=(split,)).materialize()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -44,6 +45,8 @@ from transformers import (
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
 )
+
+log = logging.getLogger(__name__)
 
 TINY_BERT = "tiny-bert"
 MINILM = "minilm"
@@ -199,10 +202,32 @@ def _load_encoder(path: str) -> PreTrainedModel:
     The pooler is never used by our head; left in, its parameters get no gradient and DDP (without
     ``find_unused_parameters``) fails. Encoders whose class has no ``add_pooling_layer`` load as they are.
     """
+    from transformers.utils import logging as hf_logging
+
+    # transformers 5 prints a multi-line "LOAD REPORT" warning (and a progress bar) for every checkpoint
+    # whose keys differ from the class, as a sentence-transformers MiniLM does (its pooler): on every worker
+    # and scoring actor. The same facts, in one debug line, from output_loading_info.
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
-        return AutoModel.from_pretrained(path, add_pooling_layer=False, dtype=torch.float32)
-    except TypeError:
-        return AutoModel.from_pretrained(path, dtype=torch.float32)
+        try:
+            model, info = AutoModel.from_pretrained(
+                path, add_pooling_layer=False, dtype=torch.float32, output_loading_info=True
+            )
+        except TypeError:
+            model, info = AutoModel.from_pretrained(path, dtype=torch.float32, output_loading_info=True)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+    log.debug(
+        "encoder %s: %d checkpoint weight(s) unused, %d newly initialised",
+        path,
+        len(info.get("unexpected_keys") or []),
+        len(info.get("missing_keys") or []),
+    )
+    return model
 
 
 class MultiLabelClassifier(nn.Module):

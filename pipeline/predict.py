@@ -26,6 +26,7 @@ import scipy.sparse as sp
 from ray.data.dataset import MaterializedDataset
 
 from pipeline.config import Config, DataSection, EvaluateSection, StorageSection
+from pipeline.console import Every, say
 from pipeline.dataset import InputError, _display, _expand, _is_string
 from pipeline.storage import (
     Location,
@@ -42,7 +43,15 @@ from pipeline.thresholds import ThresholdResult
 class Scorer:
     """map_batches actor: text -> per-label probabilities (sigmoid of the logits, no loss shift)."""
 
-    def __init__(self, model_uri: str, storage: StorageSection | None, device: str, batch_size: int) -> None:
+    def __init__(
+        self,
+        model_uri: str,
+        storage: StorageSection | None,
+        device: str,
+        batch_size: int,
+        total_rows: int | None = None,
+        progress_seconds: float = 30.0,
+    ) -> None:
         import torch
 
         from pipeline.model import load_model
@@ -57,9 +66,16 @@ class Scorer:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = load_model(path, device=device)
         self.batch_size = batch_size
+        # Scoring a large corpus on CPUs takes long: each actor says how far it got, at most every 30 s.
+        self.total, self.rows, self.clock = total_rows, 0, Every(progress_seconds)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         scores = self.model.predict_scores(list(batch["text"]), batch_size=self.batch_size)
+        self.rows += len(scores)
+        if self.clock.due():
+            of = f" (of {self.total:,} rows in this pass, all actors)" if self.total else ""
+            rate = self.rows / self.clock.elapsed
+            say(f"[score] {self.rows:,} rows scored by this actor{of}, {rate:.0f} rows/s")
         # Label lists arrive as object arrays of arrays; plain lists keep them a list<string> column.
         out = {
             k: ([list(x) if isinstance(x, np.ndarray) else x for x in v] if v.dtype == object else v)
@@ -79,11 +95,13 @@ def score_dataset(
     num_cpus: float = 1.0,
     num_gpus: float = 0.0,
     batch_size: int = 256,
+    total_rows: int | None = None,
 ) -> ray.data.Dataset:
-    """Add a `scores` column (float32 [C] per row); keeps every other column except `text`."""
+    """Add a `scores` column (float32 [C] per row); keeps every other column except `text`. Each scoring
+    actor prints a progress line at most every 30 s (`total_rows`, when known, is said beside it)."""
     return ds.map_batches(
         Scorer,
-        fn_constructor_args=(model_uri, storage, "cuda" if num_gpus else "auto", batch_size),
+        fn_constructor_args=(model_uri, storage, "cuda" if num_gpus else "auto", batch_size, total_rows),
         batch_size=batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=concurrency),

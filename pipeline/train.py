@@ -37,6 +37,7 @@ from ray.train.torch import TorchTrainer
 from transformers import AutoTokenizer
 
 from pipeline.config import Config
+from pipeline.console import Every, say
 from pipeline.dataset import InputError
 from pipeline.labels import csr_from_arrow, csr_from_padded, dense_targets, padded_indices, row_width
 from pipeline.losses import build_loss, estimate_mu
@@ -255,6 +256,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     steps_per_epoch = max(
         math.ceil(config["train_rows"] / world / tcfg["batch_size"] / tcfg["grad_accum"]), 1
     )
+    batches_per_epoch = max(math.ceil(config["train_rows"] / world / tcfg["batch_size"]), 1)
     total_steps = steps_per_epoch * tcfg["epochs"]
     warmup = int(total_steps * tcfg["warmup_ratio"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_linear(total_steps, warmup))
@@ -275,7 +277,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         state = _State(**saved["state"])
         best_weights = saved["best_weights"]
         if rank == 0:
-            print(f"[train] resumed from checkpoint after epoch {state.epoch + 1}", flush=True)
+            say(f"[train] resumed from checkpoint after epoch {state.epoch + 1}")
 
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("validation")
@@ -291,6 +293,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         model.train()
         batches = _Waited(_epoch_batches(train_shard, in_memory, config, tcfg, seed + epoch * 1000 + rank))
         loss_sum, rows, pending = 0.0, 0, False
+        progress = _Progress(epoch, tcfg["epochs"], batches_per_epoch, world, tcfg["progress_seconds"], rank)
         optimizer.zero_grad(set_to_none=True)
         for step, batch in enumerate(batches):
             ids = batch["input_ids"].to(device)
@@ -305,6 +308,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 _step(model, optimizer, scheduler, scaler, tcfg["grad_clip"])
             loss_sum += float(loss.detach()) * tcfg["grad_accum"] * len(ids)
             rows += len(ids)
+            progress.step(step + 1, rows, loss_sum)
         if pending:  # the epoch ended inside an accumulation window
             _step(model, optimizer, scheduler, scaler, tcfg["grad_clip"])
         train_time = time.perf_counter() - t0
@@ -332,14 +336,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         done = epoch + 1 - first_epoch
         eta = (time.perf_counter() - start_time) / done * (tcfg["epochs"] - epoch - 1)
         if rank == 0:
-            print(
+            say(
                 f"[train] epoch {epoch + 1}/{tcfg['epochs']} train_loss {metrics['train_loss']:.4f} "
                 f"val_loss {val_loss:.4f} micro-F1 {metrics['val_micro_f1']:.3f} macro-F1 "
                 f"{metrics['val_macro_f1']:.3f} (tuned {metrics['val_tuned_macro_f1']:.3f}) "
                 f"mAP {metrics['val_macro_ap']:.3f} "
                 f"{metrics['samples_per_s']:.0f} samples/s (input wait "
-                f"{100 * metrics['input_wait_fraction']:.0f}%) ETA {eta:.0f}s",
-                flush=True,
+                f"{100 * metrics['input_wait_fraction']:.0f}%) ETA {eta:.0f}s"
             )
         finished = epoch + 1 >= tcfg["epochs"] or bool(
             tcfg["patience"] and state.bad_epochs >= tcfg["patience"]
@@ -350,6 +353,26 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         )
     if config.get("digest_dir"):
         _write_digest(model, Path(config["digest_dir"]), rank)
+
+
+class _Progress:
+    """Rank 0's progress line inside an epoch, at most every `seconds`: a CPU epoch of a real corpus lasts
+    tens of minutes, and the line after the epoch alone left the terminal silent that long."""
+
+    def __init__(self, epoch: int, epochs: int, batches: int, world: int, seconds: float, rank: int) -> None:
+        self.epoch, self.epochs, self.batches, self.world = epoch, epochs, batches, world
+        self.clock, self.on = Every(seconds), rank == 0
+
+    def step(self, batch: int, rows: int, loss_sum: float) -> None:
+        if not self.on or not self.clock.due():
+            return
+        took = self.clock.elapsed
+        rate = rows / max(took, 1e-9)
+        left = max(self.batches - batch, 0) * took / batch
+        say(
+            f"[train] epoch {self.epoch + 1}/{self.epochs} step {batch}/{self.batches} "
+            f"{rate * self.world:.0f} samples/s loss {loss_sum / max(rows, 1):.4f} epoch ETA {left:.0f}s"
+        )
 
 
 def warmup_then_linear(total_steps: int, warmup: int):
@@ -518,6 +541,7 @@ TRAIN_RESOURCE_KEYS = frozenset(
         "max_failures",
         "keep_checkpoints",
         "eval_batch_size",
+        "progress_seconds",
     }
 )
 
