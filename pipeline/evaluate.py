@@ -24,7 +24,13 @@ from pipeline.config import Config
 from pipeline.dataset import InputError
 from pipeline.labels import outside_counts
 from pipeline.metrics import evaluate as compute_metrics
-from pipeline.predict import check_scoring_resources, collect_scores, decide, score_dataset
+from pipeline.predict import (
+    ScoringProgress,
+    check_scoring_resources,
+    collect_scores,
+    decide,
+    score_dataset,
+)
 from pipeline.prepare import PartFiles
 from pipeline.storage import Location, locate, read_json, staged_dir, write_bytes, write_json
 from pipeline.thresholds import fit_thresholds
@@ -75,17 +81,19 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
     both = ray.data.read_parquet(
         [run.join("prepared", split).path for split in SPLITS], filesystem=run.fs, include_paths=True
     )
-    scored_both = score_dataset(
-        both.select_columns(["id", "text", "labels", "path"]),
-        # Absolute for local paths: scoring actors need not share the driver's working directory.
-        run.join("model").path if run.is_local else run.join("model").uri,
-        cfg.storage,
-        concurrency=ecfg.concurrency,
-        num_cpus=ecfg.cpus_per_actor,
-        num_gpus=ecfg.gpus_per_actor,
-        batch_size=ecfg.batch_size,
-        total_rows=sum(int(stats["documents"][split]) for split in SPLITS),
-    ).materialize()
+    total = sum(int(stats["documents"][split]) for split in SPLITS)
+    with ScoringProgress(total, "evaluate") as progress:
+        scored_both = score_dataset(
+            both.select_columns(["id", "text", "labels", "path"]),
+            # Absolute for local paths: scoring actors need not share the driver's working directory.
+            run.join("model").path if run.is_local else run.join("model").uri,
+            cfg.storage,
+            concurrency=ecfg.concurrency,
+            num_cpus=ecfg.cpus_per_actor,
+            num_gpus=ecfg.gpus_per_actor,
+            batch_size=ecfg.batch_size,
+            counter=progress.counter,
+        ).materialize()
     scored = {
         split: scored_both.map_batches(_rows_of, batch_format="pyarrow", fn_args=(split,)).materialize()
         for split in SPLITS

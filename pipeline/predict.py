@@ -26,7 +26,6 @@ import scipy.sparse as sp
 from ray.data.dataset import MaterializedDataset
 
 from pipeline.config import Config, DataSection, EvaluateSection, StorageSection
-from pipeline.console import Every, say
 from pipeline.dataset import InputError, _display, _expand, _is_string
 from pipeline.storage import (
     Location,
@@ -49,8 +48,7 @@ class Scorer:
         storage: StorageSection | None,
         device: str,
         batch_size: int,
-        total_rows: int | None = None,
-        progress_seconds: float = 30.0,
+        counter: Any = None,
     ) -> None:
         import torch
 
@@ -66,16 +64,12 @@ class Scorer:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = load_model(path, device=device)
         self.batch_size = batch_size
-        # Scoring a large corpus on CPUs takes long: each actor says how far it got, at most every 30 s.
-        self.total, self.rows, self.clock = total_rows, 0, Every(progress_seconds)
+        self.counter = counter
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         scores = self.model.predict_scores(list(batch["text"]), batch_size=self.batch_size)
-        self.rows += len(scores)
-        if self.clock.due():
-            of = f" (of {self.total:,} rows in this pass, all actors)" if self.total else ""
-            rate = self.rows / self.clock.elapsed
-            say(f"[score] {self.rows:,} rows scored by this actor{of}, {rate:.0f} rows/s")
+        if self.counter is not None:  # fire and forget: the driver reads the total (ScoringProgress)
+            self.counter.add.remote(len(scores))
         # Label lists arrive as object arrays of arrays; plain lists keep them a list<string> column.
         out = {
             k: ([list(x) if isinstance(x, np.ndarray) else x for x in v] if v.dtype == object else v)
@@ -95,13 +89,13 @@ def score_dataset(
     num_cpus: float = 1.0,
     num_gpus: float = 0.0,
     batch_size: int = 256,
-    total_rows: int | None = None,
+    counter: Any = None,
 ) -> ray.data.Dataset:
-    """Add a `scores` column (float32 [C] per row); keeps every other column except `text`. Each scoring
-    actor prints a progress line at most every 30 s (`total_rows`, when known, is said beside it)."""
+    """Add a `scores` column (float32 [C] per row); keeps every other column except `text`. `counter`:
+    `ScoringProgress.counter`, to which each actor adds the rows of every batch it scored."""
     return ds.map_batches(
         Scorer,
-        fn_constructor_args=(model_uri, storage, "cuda" if num_gpus else "auto", batch_size, total_rows),
+        fn_constructor_args=(model_uri, storage, "cuda" if num_gpus else "auto", batch_size, counter),
         batch_size=batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=concurrency),
@@ -171,8 +165,8 @@ log = logging.getLogger(__name__)
 
 #: Inputs up to this many rows are checked on the driver; larger ones with a Ray Data pass.
 LOCAL_CHECK_MAX_ROWS = 50_000
-#: Seconds between progress lines while shards are scored.
-PROGRESS_INTERVAL_S = 15.0
+#: Seconds between progress lines while rows are scored (evaluate, predict).
+PROGRESS_INTERVAL_S = 30.0
 #: Folder names under <run>/predictions/ that belong to the evaluate stage.
 RESERVED_NAMES = ("validation", "test")
 #: How many offending labels / files an error message lists.
@@ -526,18 +520,14 @@ def _finish(
     thresholds: np.ndarray,
     at_least_one: bool,
     schema: pa.Schema,
-    counter: Any = None,
 ) -> pa.Table:
-    """map_batches (pyarrow): `predicted` from the thresholds, one fixed schema for every file, progress."""
-    out = decide(table, labels, thresholds, at_least_one).select(schema.names).cast(schema)
-    if counter is not None:
-        counter.add.remote(out.num_rows)
-    return out
+    """map_batches (pyarrow): `predicted` from the thresholds, one fixed schema for every file."""
+    return decide(table, labels, thresholds, at_least_one).select(schema.names).cast(schema)
 
 
 @ray.remote(num_cpus=0)
 class _RowCounter:
-    """Rows that went through the decision step, for progress lines on the driver."""
+    """Rows the scoring actors have scored so far, for progress lines on the driver."""
 
     def __init__(self) -> None:
         self.rows = 0
@@ -549,17 +539,23 @@ class _RowCounter:
         return self.rows
 
 
-class _Progress:
-    """Logs rows scored / total, elapsed time and throughput every `interval` seconds while scoring runs."""
+class ScoringProgress:
+    """Rows scored / total, elapsed time and rate, logged by the driver every `interval` seconds while a
+    scoring pass runs (`with ScoringProgress(...) as p: score_dataset(..., counter=p.counter)...`).
 
-    def __init__(self, total: int, interval: float) -> None:
-        self.total, self.interval = total, interval
+    Counted per batch by the actors, not per finished block on the driver: an input block (a Parquet
+    file) can take minutes to score on CPUs, and a count of finished blocks would stand still that long.
+    Printed by the driver, so it is one line for the whole pass however many actors score.
+    """
+
+    def __init__(self, total: int, what: str, interval: float = PROGRESS_INTERVAL_S) -> None:
+        self.total, self.what, self.interval = total, what, interval
         self.counter = _RowCounter.remote()
         self.t0 = time.perf_counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="predict-progress", daemon=True)
 
-    def __enter__(self) -> _Progress:
+    def __enter__(self) -> ScoringProgress:
         self._thread.start()
         return self
 
@@ -576,7 +572,8 @@ class _Progress:
                 continue
             elapsed = time.perf_counter() - self.t0
             log.info(
-                "predict: %d / %d rows scored (%.0f%%) in %.0fs, %.1f rows/s",
+                "%s: %d / %d rows scored (%.0f%%) in %.0fs, %.1f rows/s",
+                self.what,
                 done,
                 self.total,
                 100.0 * done / max(self.total, 1),
@@ -721,25 +718,26 @@ def run_predict(cfg: Config) -> dict[str, Any]:
             "id_type": inp.id_type,
         },
     )
-    scored = score_dataset(
-        ds,
-        # Absolute for local paths: scoring actors need not share the driver's working directory.
-        choice.model.path if choice.model.is_local else choice.model.uri,
-        cfg.storage,
-        concurrency=ecfg.concurrency,
-        num_cpus=ecfg.cpus_per_actor,
-        num_gpus=ecfg.gpus_per_actor,
-        batch_size=ecfg.batch_size,
-    )
     fitted = choice.fitted
     schema = output_schema(inp.id_type, inp.has_labels)
     t_score = time.perf_counter()
-    with _Progress(inp.rows, PROGRESS_INTERVAL_S) as progress:
+    with ScoringProgress(inp.rows, "predict") as progress:
+        scored = score_dataset(
+            ds,
+            # Absolute for local paths: scoring actors need not share the driver's working directory.
+            choice.model.path if choice.model.is_local else choice.model.uri,
+            cfg.storage,
+            concurrency=ecfg.concurrency,
+            num_cpus=ecfg.cpus_per_actor,
+            num_gpus=ecfg.gpus_per_actor,
+            batch_size=ecfg.batch_size,
+            counter=progress.counter,
+        )
         final = scored.map_batches(
             _finish,
             batch_format="pyarrow",
             fn_args=(choice.labels, np.asarray(fitted.thresholds, dtype=np.float64), fitted.at_least_one),
-            fn_kwargs={"schema": schema, "counter": progress.counter},
+            fn_kwargs={"schema": schema},
         )
         with staged_dir(out) as stage:
             final.write_parquet(stage.path, filesystem=stage.fs, filename_provider=PartFiles())

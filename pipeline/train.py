@@ -15,6 +15,7 @@ import os
 import posixpath
 import random
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Iterator
@@ -32,7 +33,14 @@ import ray.data
 import ray.train
 import scipy.sparse as sp
 import torch
-from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import (
+    Checkpoint,
+    CheckpointConfig,
+    FailureConfig,
+    LoggingConfig,
+    RunConfig,
+    ScalingConfig,
+)
 from ray.train.torch import TorchTrainer
 from transformers import AutoTokenizer
 
@@ -232,7 +240,27 @@ def param_groups(
     return groups
 
 
+class _NoReportLines(logging.Filter):
+    """Drops Train's per-report line ("Reporting training result N: TrainingReport(...)", every metric)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Reporting training result")
+
+
+def _quiet_report_lines() -> None:
+    """Keep Train's per-report INFO line off the worker's console (it stays in Train's app log file).
+
+    Ray 2.60 logs it through a logger named after its source file, not `ray.train`, so RunConfig's
+    LoggingConfig level does not reach it; it reaches the root logger's console handler.
+    """
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            if not any(isinstance(f, _NoReportLines) for f in handler.filters):
+                handler.addFilter(_NoReportLines())
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
+    _quiet_report_lines()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     seed = int(config["seed"])
@@ -264,8 +292,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     state = _State(history=[])
     best_weights: dict[str, torch.Tensor] | None = None
-    # Ray's own record first; else the newest checkpoint folder of an earlier attempt (see latest_checkpoint).
-    checkpoint = ray.train.get_checkpoint() or config.get("resume_from")
+    # The newer of Ray's own record and the newest checkpoint folder of an earlier attempt: a job stopped
+    # between a checkpoint's upload and Ray's registering it leaves Ray's record one epoch behind.
+    checkpoint = newer_checkpoint(ray.train.get_checkpoint(), config.get("resume_from"))
     if checkpoint:
         with checkpoint.as_directory() as d:
             saved = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
@@ -284,6 +313,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     in_memory = _batches_in_memory(train_shard) if config["sampling"] != "none" else None
     metric, mode = tcfg["checkpoint_metric"], tcfg["checkpoint_mode"]
     start_time = time.perf_counter()
+    progress = _Progress(tcfg["epochs"], batches_per_epoch, world, tcfg["progress_seconds"], rank)
     first_epoch = state.epoch + 1
     for epoch in range(first_epoch, tcfg["epochs"]):
         if tcfg["patience"] and state.bad_epochs >= tcfg["patience"]:
@@ -293,7 +323,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         model.train()
         batches = _Waited(_epoch_batches(train_shard, in_memory, config, tcfg, seed + epoch * 1000 + rank))
         loss_sum, rows, pending = 0.0, 0, False
-        progress = _Progress(epoch, tcfg["epochs"], batches_per_epoch, world, tcfg["progress_seconds"], rank)
+        progress.start(epoch)
         optimizer.zero_grad(set_to_none=True)
         for step, batch in enumerate(batches):
             ids = batch["input_ids"].to(device)
@@ -344,6 +374,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 f"{metrics['samples_per_s']:.0f} samples/s (input wait "
                 f"{100 * metrics['input_wait_fraction']:.0f}%) ETA {eta:.0f}s"
             )
+            progress.said()
         finished = epoch + 1 >= tcfg["epochs"] or bool(
             tcfg["patience"] and state.bad_epochs >= tcfg["patience"]
         )
@@ -356,22 +387,34 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 
 class _Progress:
-    """Rank 0's progress line inside an epoch, at most every `seconds`: a CPU epoch of a real corpus lasts
-    tens of minutes, and the line after the epoch alone left the terminal silent that long."""
+    """Rank 0's progress line inside an epoch, once `seconds` have passed since its last line (this one's or
+    the line after an epoch): a CPU epoch of a real corpus lasts tens of minutes, and the line after the
+    epoch alone left the terminal silent that long. One clock for the whole run, so the validation pass
+    and the next epoch's start count toward the gap too."""
 
-    def __init__(self, epoch: int, epochs: int, batches: int, world: int, seconds: float, rank: int) -> None:
-        self.epoch, self.epochs, self.batches, self.world = epoch, epochs, batches, world
+    def __init__(self, epochs: int, batches: int, world: int, seconds: float, rank: int) -> None:
+        self.epochs, self.batches, self.world = epochs, batches, world
         self.clock, self.on = Every(seconds), rank == 0
+        self.epoch, self.t0 = 0, time.perf_counter()
+
+    def start(self, epoch: int) -> None:
+        self.epoch, self.t0 = epoch, time.perf_counter()
+
+    def said(self) -> None:
+        """Another line (the epoch's) was just printed: the next progress line is due `seconds` after it."""
+        self.clock.last = time.perf_counter()
 
     def step(self, batch: int, rows: int, loss_sum: float) -> None:
         if not self.on or not self.clock.due():
             return
-        took = self.clock.elapsed
+        took = time.perf_counter() - self.t0
         rate = rows / max(took, 1e-9)
         left = max(self.batches - batch, 0) * took / batch
+        run_left = left + (self.epochs - self.epoch - 1) * self.batches * took / batch
         say(
             f"[train] epoch {self.epoch + 1}/{self.epochs} step {batch}/{self.batches} "
-            f"{rate * self.world:.0f} samples/s loss {loss_sum / max(rows, 1):.4f} epoch ETA {left:.0f}s"
+            f"{rate * self.world:.0f} samples/s loss {loss_sum / max(rows, 1):.4f} "
+            f"epoch ETA {left:.0f}s, run ETA {run_left:.0f}s (without validation)"
         )
 
 
@@ -670,6 +713,10 @@ def run_train(cfg: Config, hooks: dict[str, Any] | None = None) -> dict[str, Any
         storage_path=run.path,
         storage_filesystem=run.fs,
         failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+        # Train's INFO lines ("Reporting training result N: TrainingReport(...)" with every metric, worker
+        # group start-up, checkpoint paths) doubled the terminal output and say nothing a user acts on; they
+        # stay in Train's system log files (session logs/train/); warnings and errors still show.
+        logging_config=LoggingConfig(log_level="WARNING"),
         checkpoint_config=CheckpointConfig(
             num_to_keep=cfg.train.keep_checkpoints,
             checkpoint_score_attribute=cfg.train.checkpoint_metric,
@@ -734,6 +781,7 @@ def _fit(cfg: Config, inputs: TrainInputs, run_config: RunConfig, loss_params: d
     """Fit and return the final checkpoint's saved state."""
     local_dir = tempfile.mkdtemp(prefix="bml-train-") if cfg.train.num_workers == 0 else None
     trainer = make_trainer(cfg, inputs, run_config, loss_params, {"local_dir": local_dir, **extra})
+    keep_sigint_handler(trainer)
     try:
         result = trainer.fit()
         if result.checkpoint is None:
@@ -743,6 +791,21 @@ def _fit(cfg: Config, inputs: TrainInputs, run_config: RunConfig, loss_params: d
     finally:
         if local_dir is not None:
             shutil.rmtree(local_dir, ignore_errors=True)
+
+
+def keep_sigint_handler(trainer: TorchTrainer) -> None:
+    """Leave a SIGINT handler that the caller installed (the jobs' stop-on-signal one) in place during fit.
+
+    Train V2's fit() replaces it with its own, which aborts the controller and then calls sys.exit(0), and
+    never puts the caller's back: Ctrl-C during training ended the job with exit code 0 and no word on
+    resuming, and later stages ran with Train's handler. With Python's default handler (a plain script, the
+    tests) Train's graceful abort is kept.
+    """
+    current = signal.getsignal(signal.SIGINT)
+    if current in (signal.default_int_handler, signal.SIG_DFL, signal.SIG_IGN, None):
+        return
+    if hasattr(trainer, "_register_sigint_handler"):  # Ray 2.60's hook; later versions may differ
+        trainer._register_sigint_handler = lambda controller: None  # type: ignore[method-assign]
 
 
 def fingerprint(cfg: Config, labels: list[str], loss_params: dict[str, Any], tokenizer: Any) -> str:
@@ -771,6 +834,18 @@ def _checkpoint_meta(checkpoint: Checkpoint) -> dict[str, Any]:
             return json.loads(f.read())
     except (FileNotFoundError, OSError):
         return {}
+
+
+def newer_checkpoint(*checkpoints: Checkpoint | None) -> Checkpoint | None:
+    """The checkpoint of the latest epoch among those given (None ignored; the first wins a tie)."""
+    best, best_epoch = None, -2
+    for checkpoint in checkpoints:
+        if checkpoint is None:
+            continue
+        epoch = int(_checkpoint_meta(checkpoint).get("epoch", -1))
+        if epoch > best_epoch:
+            best, best_epoch = checkpoint, epoch
+    return best
 
 
 def latest_checkpoint(folder: Location) -> Checkpoint | None:

@@ -316,3 +316,75 @@ def test_head_lr_moves_the_head_at_its_own_rate():
     tuned = load_config(None, ["train.head_lr=3e-2"])
     assert "head_lr" not in base.train.identity(set()) and tuned.train.identity(set())["head_lr"] == 3e-2
     assert fingerprint(base, ["a"], {}, tok) != fingerprint(tuned, ["a"], {}, tok)
+
+
+def test_progress_lines_are_time_based_and_rank_zero_only(monkeypatch, capsys):
+    """Inside an epoch a line at most every `train.progress_seconds` (a fake clock: 10 s per step, 30 s
+    apart), with step / total, samples/s, running loss and ETA; other ranks print nothing."""
+    from pipeline import console
+    from pipeline.train import _Progress
+
+    now = [1000.0]
+    monkeypatch.setattr(console.time, "perf_counter", lambda: now[0])
+    lead = _Progress(epochs=2, batches=10, world=2, seconds=30, rank=0)
+    other = _Progress(epochs=2, batches=10, world=2, seconds=30, rank=1)
+    for epoch in range(2):
+        lead.start(epoch)
+        other.start(epoch)
+        for step in range(1, 11):
+            now[0] += 10.0
+            lead.step(step, rows=32 * step, loss_sum=0.5 * 32 * step)
+            other.step(step, rows=32 * step, loss_sum=0.5 * 32 * step)
+        now[0] += 20.0  # validation; then the line after the epoch restarts the clock
+        lead.said()
+    tail = "samples/s loss 0.5000 epoch ETA"
+    assert capsys.readouterr().out.splitlines() == [
+        f"[train] epoch 1/2 step 3/10 6 {tail} 70s, run ETA 170s (without validation)",
+        f"[train] epoch 1/2 step 6/10 6 {tail} 40s, run ETA 140s (without validation)",
+        f"[train] epoch 1/2 step 9/10 6 {tail} 10s, run ETA 110s (without validation)",
+        f"[train] epoch 2/2 step 3/10 6 {tail} 70s, run ETA 70s (without validation)",
+        f"[train] epoch 2/2 step 6/10 6 {tail} 40s, run ETA 40s (without validation)",
+        f"[train] epoch 2/2 step 9/10 6 {tail} 10s, run ETA 10s (without validation)",
+    ]
+
+
+def test_a_callers_sigint_handler_survives_fit_and_default_handling_is_left_to_train():
+    """Train V2's fit() installs a SIGINT handler that exits 0 and never restores the caller's: the jobs'
+    handler must stay (Ctrl-C -> exit 130 and the resume line); a plain script keeps Train's abort."""
+    from pipeline.train import keep_sigint_handler
+
+    class Trainer:
+        def _register_sigint_handler(self, controller) -> None:
+            raise AssertionError("Train's handler was installed")
+
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        signal.signal(signal.SIGINT, lambda signum, frame: None)
+        job = Trainer()
+        keep_sigint_handler(job)
+        job._register_sigint_handler(None)  # now a no-op
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        plain = Trainer()
+        keep_sigint_handler(plain)
+        with pytest.raises(AssertionError):
+            plain._register_sigint_handler(None)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_resume_takes_the_newer_of_rays_record_and_the_newest_folder(tmp_path):
+    """Stopped after a checkpoint's upload but before Ray registered it: Ray's record is an epoch behind."""
+    from ray.train import Checkpoint
+
+    from pipeline.train import META_FILE, newer_checkpoint
+
+    def made(name: str, epoch: int) -> Checkpoint:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / META_FILE).write_text(json.dumps({"epoch": epoch}))
+        return Checkpoint.from_directory(str(tmp_path / name))
+
+    rays, folder = made("a", 1), made("b", 2)
+    assert newer_checkpoint(rays, folder).path == folder.path
+    assert newer_checkpoint(folder, rays).path == folder.path
+    assert newer_checkpoint(rays, None).path == rays.path
+    assert newer_checkpoint(None, None) is None
