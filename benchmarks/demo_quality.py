@@ -18,11 +18,11 @@ from pathlib import Path
 
 import ray
 
-from pipeline.cluster import ensure_ray
-from pipeline.config import load_config
-from pipeline.evaluate import run_evaluate
-from pipeline.prepare import run_prepare
-from pipeline.train import run_train
+from pipeline.core.cluster import ensure_ray
+from pipeline.core.config import load_config
+from pipeline.data.prepare import run_prepare
+from pipeline.evaluation.evaluate import run_evaluate
+from pipeline.training.train import run_train
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,8 +6,8 @@ pretrained all-MiniLM-L6-v2 fine-tuned end to end, once per loss, on the splits 
     .venv/bin/python -m benchmarks.finetune --combine a.json b.json --out all.json   # seeds side by side
 
 benchmarks/quality.py trains only the classification head on frozen embeddings. Here the encoder's weights
-are trained too, through `pipeline.train.run_train` (in-process: train.num_workers=0, so the 2 CPUs go to
-one PyTorch process) and scored by `pipeline.evaluate.run_evaluate` with its per-label thresholds. On 2 CPUs
+are trained too, through `train.run_train` (in-process: train.num_workers=0, so the 2 CPUs go to
+one PyTorch process) and scored by `evaluate.run_evaluate` with its per-label thresholds. On 2 CPUs
 that costs about 25 samples/s at 64 tokens (12 at 128, measured by hand), so the CPU-feasible setting is
 FINETUNE (max_length 64, 3 epochs); every run's figures land in the JSON as soon as they exist.
 """
@@ -66,9 +66,9 @@ def row_from_metrics(doc: dict[str, Any]) -> dict[str, Any]:
 
 def run_loss(cfg_path: Path, work: Path, data_root: Path, loss: str, overrides: list[str]) -> dict[str, Any]:
     """Prepare once per dataset (reused), then train + evaluate one loss in its own run folder."""
-    from pipeline.evaluate import run_evaluate
-    from pipeline.prepare import run_prepare
-    from pipeline.train import run_train
+    from pipeline.data.prepare import run_prepare
+    from pipeline.evaluation.evaluate import run_evaluate
+    from pipeline.training.train import run_train
 
     bc = load_bench_config(cfg_path, work, data_root, overrides)
     shared = work / bc.cfg.run.name
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bml-finetune-")) if own_work else Path(args.work_dir).resolve()
     started = not ray.is_initialized()  # a caller's Ray (the tests') is used as it is
     if started:
-        from pipeline.cluster import start_local_ray
+        from pipeline.core.cluster import start_local_ray
 
         start_local_ray(args.num_cpus, include_dashboard=False, log_to_driver=False)
     t_all = time.perf_counter()

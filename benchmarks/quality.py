@@ -5,18 +5,18 @@
 
 A CPU-feasible configuration of the pipeline (benchmarks/configs/<dataset>.yaml): the frozen pretrained
 encoder all-MiniLM-L6-v2 (`model.encoder: minilm`, mean pooling) embeds every document once; then, per loss,
-the classification head is trained on those features with `pipeline.head_train.train_head` (the code path of
+the classification head is trained on those features with `head_train.train_head` (the code path of
 `tune.mode: embeddings`), the best epoch (train.checkpoint_metric on validation, as the train stage keeps)
-scores validation and test, thresholds are fitted on validation with `pipeline.thresholds.fit_thresholds`
-(the evaluate stage's strategy and settings) and `pipeline.metrics.evaluate` measures test with the groups of
+scores validation and test, thresholds are fitted on validation with `thresholds.fit_thresholds`
+(the evaluate stage's strategy and settings) and `metrics.evaluate` measures test with the groups of
 label_stats.json. Rows:
 
 - bce, weighted-bce, focal, cb (class-balanced), db: each loss at its library defaults (DB's mu data-driven);
-- tuned: `pipeline.tune.run_tune` (tune.mode=embeddings) over the loss families, its best_params replayed;
+- tuned: `tune.run_tune` (tune.mode=embeddings) over the loss families, its best_params replayed;
 - libmultilabel-1vsrest / libmultilabel-thresholding: LibMultiLabel's linear one-vs-rest on TF-IDF features
   (libmultilabel.linear.Preprocessor, i.e. sklearn's TfidfVectorizer at its defaults) of the same prepared
   train split, decided at its default rule (decision value > 0) and by its own thresholding method
-  (`train_thresholding`), measured with our `pipeline.metrics.evaluate`.
+  (`train_thresholding`), measured with our `pipeline.evaluation.metrics.evaluate`.
 
 The head's hyper-parameters (epochs, lr, batch size) are the same for all loss rows of a dataset: the
 candidates of `bench.head_grid` are compared on validation only (mean best validation tuned macro-F1 of
@@ -56,7 +56,7 @@ DEFAULT_OUT = ROOT / "benchmarks" / "results" / "quality.json"
 FULL_CONFIGS = ("reuters21578", "goemotions")
 SMOKE_CONFIG = "smoke"
 
-#: Loss rows: row name -> (pipeline loss name, parameters). Library defaults (pipeline/losses.py LOSS_PARAMS).
+#: Loss rows: row name -> (pipeline loss name, parameters). Library defaults (losses.py LOSS_PARAMS).
 LOSS_ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "bce": ("bce", {}),
     "weighted-bce": ("weighted-bce", {}),
@@ -92,7 +92,7 @@ class BenchConfig:
 
     key: str
     dataset: str | None  # folder under the data root; None: the synthetic corpus
-    cfg: Any  # pipeline.config.Config
+    cfg: Any  # pipeline.core.config.Config
     head_grid: list[dict[str, Any]]
     selection_losses: list[str]
     libmultilabel_options: str
@@ -100,7 +100,7 @@ class BenchConfig:
 
 
 def load_bench_config(path: Path, work_dir: Path, data_root: Path, overrides: list[str]) -> BenchConfig:
-    from pipeline.config import Config, apply_overrides
+    from pipeline.core.config import Config, apply_overrides
 
     raw = yaml.safe_load(path.read_text()) or {}
     bench = raw.pop("bench", {}) or {}
@@ -130,7 +130,7 @@ def load_bench_config(path: Path, work_dir: Path, data_root: Path, overrides: li
 
 
 def with_train(cfg: Any, **train: Any) -> Any:
-    from pipeline.config import Config
+    from pipeline.core.config import Config
 
     data = cfg.model_dump()
     data["train"].update(train)
@@ -138,7 +138,7 @@ def with_train(cfg: Any, **train: Any) -> Any:
 
 
 def with_loss(cfg: Any, name: str, params: dict[str, Any]) -> Any:
-    from pipeline.config import Config
+    from pipeline.core.config import Config
 
     data = cfg.model_dump()
     data["loss"] = {"name": name, "params": dict(params)}
@@ -152,7 +152,7 @@ def with_loss(cfg: Any, name: str, params: dict[str, Any]) -> Any:
 class Features:
     """Frozen-encoder features of the three splits; y dense float32 (rows x labels)."""
 
-    train: Any  # pipeline.embeddings.HeadData (as cached, handed to train_head unchanged)
+    train: Any  # pipeline.training.embeddings.HeadData (as cached, handed to train_head unchanged)
     val: Any
     x_test: np.ndarray
     y_val: np.ndarray
@@ -172,8 +172,8 @@ def embed_test(cfg: Any, inputs: Any, cache_key: str) -> tuple[np.ndarray, list[
     import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
-    from pipeline.embeddings import Embed
-    from pipeline.model import ModelConfig
+    from pipeline.modeling.model import ModelConfig
+    from pipeline.training.embeddings import Embed
 
     run = inputs.run
     saved = Path(run.path) / "bench" / f"test-embeddings-{cache_key}.npz"
@@ -213,8 +213,8 @@ def embed_test(cfg: Any, inputs: Any, cache_key: str) -> tuple[np.ndarray, list[
 
 
 def load_features(cfg: Any, inputs: Any, stats: dict[str, Any], timings: dict[str, float]) -> Features:
-    from pipeline.embeddings import cache_info, ensure_embeddings, load_split
-    from pipeline.model import encode_labels
+    from pipeline.modeling.model import encode_labels
+    from pipeline.training.embeddings import cache_info, ensure_embeddings, load_split
 
     t0 = time.perf_counter()
     cache = ensure_embeddings(cfg, inputs.run, stats, inputs.tokenizer)
@@ -242,8 +242,8 @@ def train_and_score(cfg: Any, inputs: Any, feats: Features, name: str, params: d
     train stage's rule), and return its validation and test scores."""
     import torch
 
-    from pipeline.head_train import build_head, train_head
-    from pipeline.train import resolved_loss_params
+    from pipeline.training.head_train import build_head, train_head
+    from pipeline.training.train import resolved_loss_params
 
     cfg = with_loss(cfg, name, params)
     loss_params = resolved_loss_params(name, params, inputs)
@@ -328,11 +328,12 @@ def measure(
     pred: np.ndarray,
     scores: np.ndarray,
 ) -> dict[str, Any]:
-    """Test metrics with our `pipeline.metrics.evaluate` and the groups of label_stats.json, plus the
+    """Test metrics with our `metrics.evaluate` and the groups of label_stats.json, plus the
     test-oracle figures: each label's best F1 over every threshold on these test scores. No decision rule on
     the scores does better, so they bound what threshold fitting alone could recover."""
-    from pipeline.metrics import assign_groups, evaluate
-    from pipeline.thresholds import best_f1_thresholds
+    from pipeline.data.groups import assign_groups
+    from pipeline.evaluation.metrics import evaluate
+    from pipeline.evaluation.thresholds import best_f1_thresholds
 
     ev = evaluate(
         y_test.astype(np.int64),
@@ -370,7 +371,7 @@ def threshold_and_measure(
     bc: BenchConfig, stats: dict[str, Any], inputs: Any, feats: Features, scored: dict[str, Any]
 ) -> dict[str, Any]:
     """The evaluate stage's decision: thresholds fitted on validation, applied to test."""
-    from pipeline.thresholds import fit_thresholds
+    from pipeline.evaluation.thresholds import fit_thresholds
 
     ecfg = bc.cfg.evaluate
     thr = fit_thresholds(
@@ -405,8 +406,8 @@ def tuned_row(
 ) -> dict[str, Any]:
     """run_tune (embeddings mode) over the loss families, then its best_params replayed as replay_head does
     (best loss and parameters, the trial's head lr, same seed and cache) and evaluated like the other rows."""
-    from pipeline.config import apply_params
-    from pipeline.tune import EXPERIMENT, run_tune
+    from pipeline.core.config import apply_params
+    from pipeline.training.tune import EXPERIMENT, run_tune
 
     run = inputs.run
     if run.is_local:  # a reused work folder: search again rather than restore the finished experiment
@@ -458,7 +459,7 @@ def libmultilabel_available() -> str | None:
 
 
 def read_prepared_split(run: Any, split: str) -> tuple[list[str], list[list[str]]]:
-    from pipeline.train import column_batches
+    from pipeline.training.train import column_batches
 
     texts = [t for col in column_batches(run, split, "text") for t in col.to_pylist()]
     labels = [list(x) for col in column_batches(run, split, "labels") for x in col.to_pylist()]
@@ -521,9 +522,9 @@ def libmultilabel_rows(
 
 
 def run_dataset(bc: BenchConfig, with_libmultilabel: bool | str) -> dict[str, Any]:
-    from pipeline.prepare import run_prepare
-    from pipeline.storage import read_json
-    from pipeline.train import build_inputs
+    from pipeline.core.storage import read_json
+    from pipeline.data.prepare import run_prepare
+    from pipeline.training.train import build_inputs
 
     cfg = bc.cfg
     # Steps reused from an earlier invocation on the same --work-dir report the seconds they took then.
@@ -583,7 +584,7 @@ def run_dataset(bc: BenchConfig, with_libmultilabel: bool | str) -> dict[str, An
         "max_length": cfg.model.max_length,
         "frozen_encoder": True,
         "head": {
-            "architecture": "dropout + linear on the pooled embeddings (pipeline.head_train.build_head)",
+            "architecture": "dropout + linear on the pooled embeddings (head_train.build_head)",
             "epochs": tcfg.epochs,
             "lr": tcfg.lr,
             "batch_size": tcfg.batch_size,
@@ -641,7 +642,7 @@ def run_dataset(bc: BenchConfig, with_libmultilabel: bool | str) -> dict[str, An
             "libmultilabel_numpy": cfg.run.seed,
         },
         "embedding": {
-            "train_validation": "pipeline.embeddings.ensure_embeddings: Ray Data map_batches(Embed), "
+            "train_validation": "embeddings.ensure_embeddings: Ray Data map_batches(Embed), "
             f"{cfg.evaluate.concurrency} actor(s) x {cfg.evaluate.cpus_per_actor:g} CPU",
             "test": "the same Embed class called in the driver on prepared/test",
             "encoder_batch_size": cfg.train.eval_batch_size,
@@ -836,7 +837,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
         # Ray gives a 1-CPU actor OMP_NUM_THREADS=1 unless set: let the embedding actor use both cores.
         os.environ.setdefault("OMP_NUM_THREADS", str(args.num_cpus))
-        from pipeline.cluster import start_local_ray
+        from pipeline.core.cluster import start_local_ray
 
         start_local_ray(args.num_cpus, include_dashboard=False, log_to_driver=False)
         started = True

@@ -147,10 +147,10 @@ def run_shape(
     `label_index_width` is the width of the trainer's label column as its first run built it: the evidence
     that no dense labels matrix is built per split.
     """
-    from pipeline.config import load_config
-    from pipeline.evaluate import run_evaluate
-    from pipeline.prepare import run_prepare
-    from pipeline.train import run_train
+    from pipeline.core.config import load_config
+    from pipeline.data.prepare import run_prepare
+    from pipeline.evaluation.evaluate import run_evaluate
+    from pipeline.training.train import run_train
 
     losses = losses or SHAPES[shape]
     config = ROOT / "configs" / f"scale-{shape}.yaml"
@@ -194,7 +194,7 @@ def _child(args: argparse.Namespace) -> None:
     if args.address:
         ray.init(address=args.address, log_to_driver=False)
     else:
-        from pipeline.cluster import start_local_ray
+        from pipeline.core.cluster import start_local_ray
 
         start_local_ray(args.num_cpus, log_to_driver=False)
     results = []

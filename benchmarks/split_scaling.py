@@ -1,4 +1,4 @@
-"""How far iterative stratification scales, ours (pipeline/split.py) against scikit-multilearn: seconds, peak
+"""How far iterative stratification scales, ours (split.py) against scikit-multilearn: seconds, peak
 memory and split quality.
 
     .venv/bin/python -m benchmarks.split_scaling [--rows 10000 --rows 100000 --rows 1000000 --labels 1000]
@@ -11,7 +11,7 @@ tracemalloc). Synthetic label sets are Zipf-distributed over --labels labels wit
 labels per row (as in the synthetic corpus); the --dense case has label frequencies between 1% and 15% (an
 8k-label, many-labels-per-row corpus). scikit-multilearn (order=1, the implementation we replaced) runs
 only up to --skmultilearn-max-rows rows: it took 243 s and 1 GB at 1e5 rows x 1,000 labels. Split quality
-(`pipeline.split.proportion_error`) is compared on every synthetic size where both run and on the
+(`pipeline.data.split.proportion_error`) is compared on every synthetic size where both run and on the
 Reuters-21578 training labels (../shared/data/reuters21578/train).
 Writes benchmarks/results/split_scaling.json.
 """
@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from pipeline.labels import csr_from_arrow
-from pipeline.split import _ensure_in_first, proportion_error, stratified_assign
+from pipeline.data.labels import csr_from_arrow
+from pipeline.data.split import _ensure_in_first, proportion_error, stratified_assign
 
 ROOT = Path(__file__).resolve().parents[1]
 RATIOS = {"train": 0.7, "validation": 0.15, "test": 0.15}
@@ -109,7 +109,7 @@ def reuters_labels(path: Path = REUTERS) -> sp.csr_matrix:
 
 
 def skmultilearn_assign(y: sp.csr_matrix, ratios: dict[str, float], seed: int) -> np.ndarray:
-    """The implementation pipeline/split.py had before: scikit-multilearn IterativeStratification, order 1."""
+    """The implementation split.py had before: scikit-multilearn IterativeStratification, order 1."""
     from skmultilearn.model_selection import IterativeStratification
 
     names = list(ratios)

@@ -189,11 +189,11 @@ CLUSTER_TRAIN = ["train.cpus_per_worker=0.5", "train.data_cpus=0.5", "train.plac
 class RayContext:
     """The Ray of one child process, started on first use and shared by its phases.
 
-    local: ray.init(address="local", num_cpus=2) with the dashboard, as pipeline.cluster.ensure_ray (Train
+    local: ray.init(address="local", num_cpus=2) with the dashboard, as cluster.ensure_ray (Train
     V2's placement-group cleaner reaches the State API through it). cluster: ray.cluster_utils.Cluster, two
     nodes of 1 CPU each. With --smoke every phase uses the cluster (one start-up instead of two).
 
-    Both start beside any other Ray on the machine (pipeline.cluster: free ports, a temp folder of their own,
+    Both start beside any other Ray on the machine (cluster: free ports, a temp folder of their own,
     removed at stop, and the GCS address given to every Ray process: the placement-group cleaner otherwise
     picks "the latest cluster" among all the Ray instances running on the machine and, not finding our Train
     controller there, would remove our workers' placement group).
@@ -230,7 +230,7 @@ class RayContext:
         import ray
         import ray.data
 
-        from pipeline.cluster import head_node_args, start_local_ray
+        from pipeline.core.cluster import head_node_args, start_local_ray
 
         self.temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
         t0 = time.perf_counter()
@@ -272,7 +272,7 @@ def _pickle_by_value() -> None:
 
 def _load_cfg(work: Path, params: dict[str, Any], extra: list[str] | None = None):
     """configs/demo.yaml (the embedded default: tiny-bert, db loss, batch 32) with the benchmark's sizes."""
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
 
     return load_config(
         ROOT / "configs" / "demo.yaml",
@@ -291,7 +291,7 @@ def _load_cfg(work: Path, params: dict[str, Any], extra: list[str] | None = None
 
 def _ensure_prepared(work: Path, params: dict[str, Any]) -> None:
     """The training corpus (synthetic, configs/demo.yaml) prepared once per benchmark run."""
-    from pipeline.prepare import run_prepare
+    from pipeline.data.prepare import run_prepare
 
     cfg = _load_cfg(work, params)
     if not (work / "runs" / "train" / "label_stats.json").exists():
@@ -426,9 +426,9 @@ def _counts_from_partial(total: Any) -> dict[str, Any]:
 def phase_stats_ray(
     work: Path, params: dict[str, Any], sampler: PeakSampler, ctx: RayContext
 ) -> dict[str, Any]:
-    from pipeline.config import load_config
-    from pipeline.dataset import discover
-    from pipeline.prepare import _collect_partials, read_normalised
+    from pipeline.core.config import load_config
+    from pipeline.data.prepare import _collect_partials, read_normalised
+    from pipeline.data.sources import discover
 
     info = ctx.ensure("local", "stats_ray")
     sampler.reset()
@@ -448,8 +448,8 @@ def phase_stats_ray(
         "rows_per_s": round(params["rows"] / seconds, 1),
         "discover_s": round(discover_s, 3),
         **info,
-        "what": "pipeline.prepare.read_normalised(spec, cfg) streamed into "
-        "pipeline.prepare._collect_partials (map_batches(stats.block_partial), take_all, combine); Ray start "
+        "what": "pipeline.data.prepare.read_normalised(spec, cfg) streamed into "
+        "prepare._collect_partials (map_batches(stats.block_partial), take_all, combine); Ray start "
         "and discover (schema check of every footer) excluded from the rate. run_prepare materialises the "
         "normalised rows in between (for the split and the write) and runs a second pass for top pairs "
         "(_top_pairs); neither is in this figure",
@@ -511,9 +511,9 @@ def phase_stats_profile(
     worker process pays once, is reported apart)."""
     import pyarrow.parquet as pq
 
-    from pipeline import stats as stats_mod
-    from pipeline.config import load_config
-    from pipeline.prepare import Normalise
+    from pipeline.core.config import load_config
+    from pipeline.data import stats as stats_mod
+    from pipeline.data.prepare import Normalise
 
     data = load_config(None, []).data
     path = _split_files(work)["train"][0]
@@ -581,10 +581,10 @@ def _train_times_callback(path: str):
 
 
 def _timed_fit(cfg, inputs, loss_params: dict, name: str, times_path: Path) -> tuple[dict[str, Any], dict]:
-    """Fit through pipeline.train.make_trainer (the train stage's TorchTrainer) and time it."""
+    """Fit through pipeline.training.train.make_trainer (the train stage's TorchTrainer) and time it."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
 
-    from pipeline.train import make_trainer
+    from pipeline.training.train import make_trainer
 
     run_config = RunConfig(
         name=name,
@@ -674,9 +674,9 @@ def _adopt_ray_niceness(work: Path) -> int:
 
 
 def _train_inputs(work: Path, params: dict[str, Any], ctx: RayContext) -> tuple[Any, dict[str, float]]:
-    """The prepared training corpus and pipeline.train.build_inputs (tokenizer, mu, tokenised and
+    """The prepared training corpus and pipeline.training.train.build_inputs (tokenizer, mu, tokenised and
     materialised splits), once per Ray start."""
-    from pipeline.train import build_inputs
+    from pipeline.training.train import build_inputs
 
     if "inputs" in ctx.cache:
         return ctx.cache["inputs"], {}
@@ -695,7 +695,7 @@ def phase_train_ray(
     import numpy as np
     import torch
 
-    from pipeline.train import resolved_loss_params
+    from pipeline.training.train import resolved_loss_params
 
     _pickle_by_value()
     info = ctx.ensure("local", "train_ray")
@@ -736,13 +736,13 @@ def phase_train_ray(
 def phase_train_bare(
     work: Path, params: dict[str, Any], sampler: PeakSampler, ctx: RayContext
 ) -> dict[str, Any]:
-    """The worker loop of pipeline.train without Ray: same config dict, same tensors, same step."""
+    """The worker loop of pipeline.training.train without Ray: same config dict, same tensors, same step."""
     import numpy as np
     import torch
 
-    from pipeline.losses import build_loss
-    from pipeline.model import build_model
-    from pipeline.train import param_groups, warmup_then_linear
+    from pipeline.modeling.losses import build_loss
+    from pipeline.modeling.model import build_model
+    from pipeline.training.train import param_groups, warmup_then_linear
 
     threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
     torch.set_num_threads(threads)
@@ -754,7 +754,7 @@ def phase_train_bare(
     num_labels = len(config["labels"])
     # Padded label indices (the current loop): the multi-hot targets are built per batch, as the loop does.
     if "label_idx" in tensors:
-        from pipeline.labels import dense_targets
+        from pipeline.data.labels import dense_targets
 
         def targets(t: torch.Tensor) -> torch.Tensor:
             return dense_targets(t, num_labels)
@@ -844,9 +844,9 @@ def phase_score_setup(
     import pyarrow.parquet as pq
     import torch
 
-    from pipeline.config import SyntheticSection
-    from pipeline.model import ModelConfig, build_model, save_model, train_wordpiece_tokenizer
-    from pipeline.synthetic import generate
+    from pipeline.core.config import SyntheticSection
+    from pipeline.data.synthetic import generate
+    from pipeline.modeling.model import ModelConfig, build_model, save_model, train_wordpiece_tokenizer
 
     cfg = _load_cfg(work, params)
     corpus = generate(SyntheticSection(num_docs=min(2000, params["score_docs"]), num_labels=40, seed=7))
@@ -894,7 +894,7 @@ def _ray_score_pass(folder: Path, model: Path, ecfg: Any) -> dict[str, Any]:
     import numpy as np
     import ray.data
 
-    from pipeline.predict import score_dataset
+    from pipeline.serving.predict import score_dataset
 
     known = len(_scorer_operator_metrics())
     t0 = time.perf_counter()
@@ -942,7 +942,7 @@ def phase_score_ray(
     seconds from run to run (worker start, imports), which moves the two-point r by 10-20% at 20,000
     documents; the operator's time does not contain S. Order: a warm-up run of the single batch on a fresh
     Ray (its first-use costs), the full run, the single batch again."""
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
 
     ecfg = load_config(None, []).evaluate
     info = ctx.ensure("local", "score_ray")
@@ -1023,8 +1023,8 @@ def phase_score_bare(
     import pyarrow.parquet as pq
     import torch
 
-    from pipeline.config import load_config
-    from pipeline.model import load_model
+    from pipeline.core.config import load_config
+    from pipeline.modeling.model import load_model
 
     threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
     torch.set_num_threads(threads)
@@ -1055,8 +1055,8 @@ def phase_score_bare(
 
 
 def phase_scale(work: Path, params: dict[str, Any], sampler: PeakSampler, ctx: RayContext) -> dict[str, Any]:
-    from pipeline.model import build_model
-    from pipeline.train import resolved_loss_params
+    from pipeline.modeling.model import build_model
+    from pipeline.training.train import resolved_loss_params
 
     _pickle_by_value()
     results: dict[str, Any] = ctx.ensure("cluster", "scale")

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import ray
 
-from pipeline.cluster import ensure_ray
-from pipeline.config import load_config
-from pipeline.prepare import run_prepare
-from pipeline.tune import run_tune
+from pipeline.core.cluster import ensure_ray
+from pipeline.core.config import load_config
+from pipeline.data.prepare import run_prepare
+from pipeline.training.tune import run_tune
 
 ROOT = Path(__file__).resolve().parents[1]
 

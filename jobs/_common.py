@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from pipeline.config import Config, add_config_args, load_config
+from pipeline.core.config import Config, add_config_args, load_config
 
 
 def main(
@@ -33,16 +33,15 @@ def main(
 
     import ray
 
-    from pipeline.cluster import check_output_persists, check_output_shared, ensure_ray
-    from pipeline.console import quiet_driver_logs, received_signal, restore_signals, stop_on_signals
-    from pipeline.dataset import InputError
-    from pipeline.resources import ResourceError
+    from pipeline.core.cluster import check_output_persists, check_output_shared, ensure_ray
+    from pipeline.core.console import quiet_driver_logs, received_signal, restore_signals, stop_on_signals
+    from pipeline.core.errors import PipelineError
 
     quiet_driver_logs()
 
     try:
         check_output_persists(cfg.run.output)
-    except InputError as err:
+    except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     started, previous = False, {}
@@ -52,7 +51,7 @@ def main(
         previous = stop_on_signals()
         check_output_shared(cfg.run.output)
         body(cfg, args)
-    except (InputError, ResourceError) as err:
+    except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except BaseException:

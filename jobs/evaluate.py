@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from jobs._common import main
-from pipeline.evaluate import run_evaluate
+from pipeline.evaluation.evaluate import run_evaluate
 
 
 def _args(parser) -> None:

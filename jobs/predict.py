@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from jobs._common import main as run_job
-from pipeline.predict import run_predict
+from pipeline.serving.predict import run_predict
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,8 +14,8 @@ import sys
 from typing import Any
 
 from jobs._common import main
-from pipeline.config import Config
-from pipeline.retrain import run_retrain
+from pipeline.core.config import Config
+from pipeline.runs.retrain import run_retrain
 
 
 def retrain(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 prepare -> (tune, with --tune) -> train -> evaluate. Each stage records its inputs in
 `<run>/manifests/<stage>.json` once its outputs are written; submitting the job again skips every stage whose
-inputs are unchanged and re-runs a changed stage and every stage after it (pipeline/manifest.py).
+inputs are unchanged and re-runs a changed stage and every stage after it (pipeline/runs/manifest.py).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import sys
 from typing import Any
 
 from jobs._common import main
-from pipeline.config import Config
-from pipeline.manifest import run_stages
+from pipeline.core.config import Config
+from pipeline.runs.manifest import run_stages
 
 log = logging.getLogger("jobs.run_all")
 

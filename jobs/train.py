@@ -8,8 +8,8 @@ from pathlib import Path
 import yaml
 
 from jobs._common import main
-from pipeline.config import apply_params
-from pipeline.train import run_train
+from pipeline.core.config import apply_params
+from pipeline.training.train import run_train
 
 
 def _args(parser) -> None:

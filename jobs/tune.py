@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from jobs._common import main
-from pipeline.tune import run_tune
+from pipeline.training.tune import run_tune
 
 if __name__ == "__main__":
     sys.exit(main(__doc__, lambda cfg, args: run_tune(cfg)))

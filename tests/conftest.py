@@ -38,8 +38,8 @@ def ray_temp_dir() -> str:
 
 def start_own_ray(include_dashboard: bool = False) -> None:
     """A fresh local 2-CPU Ray of this test session's own: free ports, its own temp folder, its address given
-    to its processes (pipeline.cluster.start_local_ray), so another Ray on the machine cannot interfere."""
-    from pipeline.cluster import start_local_ray
+    to its processes (cluster.start_local_ray), so another Ray on the machine cannot interfere."""
+    from pipeline.core.cluster import start_local_ray
 
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     start_local_ray(2, include_dashboard=include_dashboard, log_to_driver=False, temp_dir=ray_temp_dir())
@@ -106,7 +106,7 @@ def moto_storage():
     server = Path(sys.executable).with_name("moto_server")
     if not server.exists():
         missing_tool("moto_server (PyPI moto[server]) is not installed")
-    from pipeline.cluster import free_port
+    from pipeline.core.cluster import free_port
 
     port = free_port()
     proc = subprocess.Popen(

@@ -11,8 +11,8 @@ import textwrap
 
 import pytest
 
-from pipeline.cluster import _niceness_env, check_output_persists, nodes_without
-from pipeline.dataset import InputError
+from pipeline.core.cluster import _niceness_env, check_output_persists, nodes_without
+from pipeline.core.errors import InputError
 from tests.conftest import ROOT, ray_temp_dir
 
 JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
@@ -53,8 +53,8 @@ def test_ray_worker_niceness_reaches_the_workers():
     code = textwrap.dedent(
         f"""
         import os, ray
-        from pipeline.cluster import ensure_ray
-        from pipeline.config import RaySection
+        from pipeline.core.cluster import ensure_ray
+        from pipeline.core.config import RaySection
         os.environ["RAY_TMPDIR"] = {ray_temp_dir()!r}
         ensure_ray(RaySection(num_cpus=1, worker_niceness=3))
         try:

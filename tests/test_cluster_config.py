@@ -20,8 +20,8 @@ import ray
 import yaml
 from ray.autoscaler._private.util import check_legacy_fields, prepare_config, validate_config
 
-from pipeline.config import Config, load_config
-from pipeline.resources import plan_training
+from pipeline.core.config import Config, load_config
+from pipeline.core.resources import plan_training
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = ROOT / "cluster.yaml"

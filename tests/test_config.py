@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.config import load_config
+from pipeline.core.config import load_config
 
 
 def test_defaults_and_overrides(tmp_path):

@@ -12,10 +12,10 @@ import pandas as pd
 import polars as pl
 import pytest
 
-from pipeline.config import load_config
-from pipeline.evaluate import run_evaluate
-from pipeline.prepare import run_prepare
-from pipeline.train import run_train
+from pipeline.core.config import load_config
+from pipeline.data.prepare import run_prepare
+from pipeline.evaluation.evaluate import run_evaluate
+from pipeline.training.train import run_train
 from tests.conftest import missing_tool
 
 pytestmark = pytest.mark.timeout(600)
@@ -105,7 +105,7 @@ def test_compare_shows_both_runs(evaluated):
 
 
 def test_missing_model_is_a_clear_error(ray_session, tmp_path):
-    from pipeline.dataset import InputError
+    from pipeline.core.errors import InputError
 
     cfg = load_config(None, [f"run.output={tmp_path}", "run.name=none", *SMALL])
     with pytest.raises(InputError, match="run the prepare stage first"):
@@ -151,8 +151,8 @@ def test_report_renders_in_chromium(evaluated, tmp_path):
 
 def test_scoring_actors_that_cannot_fit_fail_at_once(evaluated):
     """0.5-CPU actor + 1 CPU for reading on a 1-CPU cluster waited forever in Ray Data (seen here)."""
-    from pipeline.predict import check_scoring_resources
-    from pipeline.resources import ResourceError
+    from pipeline.core.errors import ResourceError
+    from pipeline.serving.predict import check_scoring_resources
 
     root, cfg, _ = evaluated
     check_scoring_resources(cfg.evaluate, "evaluate", {"CPU": 1.5})
@@ -184,7 +184,7 @@ def test_zero_shot_labels_through_prepare_train_and_evaluate(ray_session, tmp_pa
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline.synthetic import generate
+    from pipeline.data.synthetic import generate
 
     table = generate(load_config(None, SMALL).data.synthetic)
     split = np.array(["train"] * 7 + ["validation", "test", "test"])[np.arange(table.num_rows) % 10]

@@ -1,4 +1,4 @@
-"""Labels as index lists / sparse matrices (pipeline/labels.py): exact against a brute-force multi-hot."""
+"""Labels as index lists / sparse matrices (labels.py): exact against a brute-force multi-hot."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from pipeline.labels import (
+from pipeline.data.labels import (
     PAD,
     csr_from_arrow,
     csr_from_lists,

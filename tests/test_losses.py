@@ -1,4 +1,4 @@
-"""pipeline.losses: values against independent numpy float64 formulas (DESIGN.md), gradcheck, properties."""
+"""losses: values against independent numpy float64 formulas (DESIGN.md), gradcheck, properties."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.losses import (
+from pipeline.modeling.losses import (
     DEFAULT_MU,
     LOSS_NAMES,
     LOSS_PARAMS,

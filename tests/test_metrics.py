@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 from sklearn.metrics import average_precision_score, f1_score
 
-import pipeline.metrics as metrics_module
-from pipeline.metrics import GROUPS, assign_groups, evaluate, per_label_ap, precision_at_k
+import pipeline.evaluation.metrics as metrics_module
+from pipeline.data.groups import GROUPS, assign_groups
+from pipeline.evaluation.metrics import evaluate, per_label_ap, precision_at_k
 
 
 def safe_div(a: NDArray | float, b: NDArray | float) -> NDArray:

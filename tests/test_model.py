@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from transformers import AutoTokenizer
 
-from pipeline import model as M
+from pipeline.modeling import model as M
 
 LABEL_WORDS = ["w0", "w1", "w2", "w3"]
 FILLER = (

@@ -16,10 +16,11 @@ import pyarrow.parquet as pq
 import pytest
 import ray.data
 
-from pipeline.config import load_config
-from pipeline.dataset import SPLITS, InputError
-from pipeline.prepare import normalised_text, run_prepare
-from pipeline.split import label_matrix, stratified_assign
+from pipeline.core.config import load_config
+from pipeline.core.errors import InputError
+from pipeline.data.prepare import normalised_text, run_prepare
+from pipeline.data.sources import SPLITS
+from pipeline.data.split import label_matrix, stratified_assign
 from tests.conftest import shared_dataset
 
 pytestmark = pytest.mark.timeout(300)
@@ -282,7 +283,7 @@ def _zero_shot_source(src: Path) -> None:
 def test_zero_shot_labels_kept_by_default_error_and_drop_still_work(ray_session, tmp_path, caplog):
     src = tmp_path / "in"
     _zero_shot_source(src)
-    with caplog.at_level("INFO", logger="pipeline.prepare"):
+    with caplog.at_level("INFO", logger="pipeline.data.prepare"):
         stats = run_prepare(_cfg(tmp_path, str(src)))
     assert stats["labels"] == ["a", "b"] and stats["num_labels"] == 2  # the vocabulary stays train's
     assert sum(stats["groups"]["sizes"].values()) == 2
@@ -351,7 +352,7 @@ def _train_only_with_duplicates(src: Path) -> None:
 def test_train_folder_only_is_split_three_ways_with_duplicates_merged(ray_session, tmp_path, caplog):
     src = tmp_path / "in"
     _train_only_with_duplicates(src)
-    with caplog.at_level("INFO", logger="pipeline.prepare"):
+    with caplog.at_level("INFO", logger="pipeline.data.prepare"):
         stats = run_prepare(_cfg(tmp_path, str(src)))
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("duplicates")]
     assert lines == [

@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
-from pipeline import report
-from pipeline.metrics import GROUPS, ZERO_SHOT, evaluate
-from pipeline.thresholds import fit_thresholds
+from pipeline.data.groups import GROUPS, ZERO_SHOT
+from pipeline.evaluation import report
+from pipeline.evaluation.metrics import evaluate
+from pipeline.evaluation.thresholds import fit_thresholds
 
 LABELS = ["earn", "acq", "a<b&c", "crude", "trade", "ship", "grain", "rare\"one'", "zinc", "tin", "gold", "x"]
 TRAIN_COUNTS = np.array([500, 200, 90, 40, 35, 20, 12, 9, 8, 5, 2, 1])  # 5 head, 3 medium, 4 tail

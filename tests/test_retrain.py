@@ -12,11 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import retrain
-from pipeline.config import SyntheticSection, load_config
-from pipeline.dataset import InputError
-from pipeline.storage import locate, read_json
-from pipeline.synthetic import generate
+from pipeline.core.config import SyntheticSection, load_config
+from pipeline.core.errors import InputError
+from pipeline.core.layout import RunLayout
+from pipeline.core.storage import locate, read_json
+from pipeline.data.synthetic import generate
+from pipeline.runs import retrain
 
 SMALL = [
     "model.max_length=32",
@@ -145,15 +146,15 @@ def test_retrain_promotes_skips_retrains_and_rejects_a_worse_challenger(
     assert comparison["decision"] == "promoted" and comparison["current"] is None
     assert (tmp_path / "out" / first["challenger"] / "comparison.md").is_file()
     # Scoring a model the way the current one is scored reproduces the figures of its own evaluate report.
-    run = locate(str(tmp_path / "out" / first["challenger"]))
+    run = RunLayout.at(str(tmp_path / "out" / first["challenger"]))
     again = retrain.score_current(
         _cfg(tmp_path),
         locate(str(pointer_path.parent)),
         pointer,
         run,
-        read_json(run.join("label_stats.json")),
+        read_json(run.label_stats),
     )
-    report = read_json(run.join("report", "metrics.json"))["overall"]
+    report = read_json(run.metrics)["overall"]
     for name in ("micro_f1", "macro_f1", "macro_ap", "p_at_1", "hamming_loss"):
         assert again["overall"][name] == pytest.approx(report[name], abs=1e-6), name
 

@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from jobs.run_all import run_all
-from pipeline import manifest
-from pipeline.config import load_config
-from pipeline.dataset import InputError
+from pipeline.core.config import load_config
+from pipeline.core.errors import InputError
+from pipeline.runs import manifest
 
 SMALL = [
     "data.synthetic.num_docs=300",
@@ -79,7 +79,7 @@ def test_second_run_skips_everything_and_a_changed_evaluate_setting_reruns_only_
     assert _manifest(run, "prepare")["inputs"]["source"]["synthetic"]["num_docs"] == 300
 
     before = _snapshot(run)
-    caplog.set_level(logging.INFO, logger="pipeline.manifest")
+    caplog.set_level(logging.INFO, logger="pipeline.runs.manifest")
     second = run_all(_cfg(root, "r"), NO_TUNE)
     assert not any(r["ran"] for r in second.values()), second
     assert {s: r["hash"] for s, r in second.items()} == {s: r["hash"] for s, r in first.items()}

@@ -1,4 +1,4 @@
-"""pipeline.sampling: hand-computed weights, samplers, the Ray Data column, and the tail share on Reuters."""
+"""sampling: hand-computed weights, samplers, the Ray Data column, and the tail share on Reuters."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 import scipy.sparse as sp
 
-from pipeline.sampling import (
+from pipeline.modeling.sampling import (
     SAMPLE_WEIGHT_MODES,
     add_sample_weight_column,
     class_aware_indices,

@@ -1,4 +1,4 @@
-"""Our iterative stratification (pipeline/split.py): exact ratios, determinism, the first-split guarantee,
+"""Our iterative stratification (split.py): exact ratios, determinism, the first-split guarantee,
 label-free rows, Arrow input, and quality against scikit-multilearn (the implementation it replaced).
 
 Reuters-on-the-real-corpus "beats random" lives in tests/test_prepare.py; here Reuters is compared with
@@ -18,8 +18,8 @@ import pytest
 import scipy.sparse as sp
 
 from benchmarks.split_scaling import RATIOS, reuters_labels, skmultilearn_assign, zipf_labels
-from pipeline.labels import csr_from_arrow
-from pipeline.split import label_matrix, proportion_error, stratified_assign
+from pipeline.data.labels import csr_from_arrow
+from pipeline.data.split import label_matrix, proportion_error, stratified_assign
 from tests.conftest import ROOT, shared_dataset
 
 pytestmark = pytest.mark.timeout(120)

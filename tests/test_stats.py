@@ -12,11 +12,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipeline import stats
-from pipeline.config import SyntheticSection
-from pipeline.dataset import InputError, normalise_split_name
-from pipeline.prepare import Normalise, _drop_unknown_labels, _row_key
-from pipeline.synthetic import generate, label_names, target_frequencies
+from pipeline.core.config import SyntheticSection
+from pipeline.core.errors import InputError
+from pipeline.data import stats
+from pipeline.data.prepare import Normalise, _drop_unknown_labels, _row_key
+from pipeline.data.sources import normalise_split_name
+from pipeline.data.synthetic import generate, label_names, target_frequencies
 
 pytestmark = pytest.mark.timeout(120)
 

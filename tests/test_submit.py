@@ -21,10 +21,10 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 
-from pipeline.cluster import free_port
-from pipeline.config import StorageSection, SyntheticSection
-from pipeline.storage import Location
-from pipeline.synthetic import write_shards
+from pipeline.core.cluster import free_port
+from pipeline.core.config import StorageSection, SyntheticSection
+from pipeline.core.storage import Location
+from pipeline.data.synthetic import write_shards
 from tests.conftest import ray_temp_dir
 
 ROOT = Path(__file__).resolve().parents[1]

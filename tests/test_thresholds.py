@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 from sklearn.metrics import f1_score
 
-from pipeline.thresholds import (
+from pipeline.evaluation.thresholds import (
     STRATEGIES,
     ThresholdResult,
     apply_thresholds,

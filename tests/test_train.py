@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import load_config
-from pipeline.prepare import run_prepare
-from pipeline.resources import ResourceError, plan_training
-from pipeline.train import STATE_FILE, run_train
+from pipeline.core.config import load_config
+from pipeline.core.errors import ResourceError
+from pipeline.core.resources import plan_training
+from pipeline.data.prepare import run_prepare
+from pipeline.training.train import STATE_FILE, run_train
 from tests.conftest import ray_temp_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,8 +141,8 @@ def test_one_worker_resumes_after_a_kill_and_its_model_reloads_without_ray(prepa
     assert hist[0] == epoch0  # epoch 0 was not run again (its timing would differ)
     # Submitting the finished run again exports its best epoch without training again (same history floats),
     # and a changed configuration is refused: both before any tokenising.
-    from pipeline import train as train_module
-    from pipeline.dataset import InputError
+    from pipeline.core.errors import InputError
+    from pipeline.training import train as train_module
 
     def no_tokenising(*args, **kwargs):
         raise AssertionError("tokenised the splits for a run that will not train")
@@ -159,7 +160,7 @@ def test_one_worker_resumes_after_a_kill_and_its_model_reloads_without_ray(prepa
 
     texts = ["alpha beta", "a different document with words", ""]
     script = (
-        "import sys, json; from pipeline.model import load_model; "
+        "import sys, json; from pipeline.modeling.model import load_model; "
         f"m = load_model({str(run / 'model')!r}); "
         f"print(json.dumps(m.predict_scores({texts!r}).tolist())); "
         "assert 'ray' not in sys.modules, 'loading the model imported ray'"
@@ -171,7 +172,7 @@ def test_one_worker_resumes_after_a_kill_and_its_model_reloads_without_ray(prepa
     reloaded = np.array(json.loads(proc.stdout.strip().splitlines()[-1]))
 
     # The same scores from the best weights stored in the latest checkpoint.
-    from pipeline.model import ModelConfig, build_model, load_model
+    from pipeline.modeling.model import ModelConfig, build_model, load_model
 
     saved = torch.load(checkpoints[-1] / STATE_FILE, weights_only=False)
     tokenizer = load_model(run / "model").tokenizer
@@ -219,9 +220,9 @@ def test_ddp_two_nodes_identical_weights(prepared, no_local_ray, tmp_path):
     script = f"""
 import ray
 from ray.cluster_utils import Cluster
-from pipeline.cluster import head_node_args
-from pipeline.config import load_config
-from pipeline.train import run_train
+from pipeline.core.cluster import head_node_args
+from pipeline.core.config import load_config
+from pipeline.training.train import run_train
 head = head_node_args(1, {ray_temp_dir()!r}, include_dashboard=False)
 cluster = Cluster(initialize_head=True, head_node_args=head)
 cluster.add_node(num_cpus=1, env_vars=head["env_vars"])
@@ -264,7 +265,7 @@ def test_epoch_metrics_match_scikit_learn_on_sparse_targets():
     import scipy.sparse as sp
     from sklearn.metrics import average_precision_score, f1_score
 
-    from pipeline.train import epoch_metrics
+    from pipeline.training.train import epoch_metrics
 
     rng = np.random.default_rng(0)
     y = (rng.random((300, 40)) < 0.1).astype(np.int8)
@@ -284,8 +285,8 @@ def test_head_lr_moves_the_head_at_its_own_rate():
     """With train.head_lr the head's parameters step at that rate and the encoder's at train.lr (Adam's first
     step moves each weight by about its lr); without it the optimizer keeps its two historical groups and
     fingerprints do not change."""
-    from pipeline.model import build_model, train_wordpiece_tokenizer
-    from pipeline.train import fingerprint, param_groups
+    from pipeline.modeling.model import build_model, train_wordpiece_tokenizer
+    from pipeline.training.train import fingerprint, param_groups
 
     tok = train_wordpiece_tokenizer(["alpha beta gamma delta", "beta gamma epsilon"] * 20, vocab_size=40)
     torch.manual_seed(0)
@@ -321,8 +322,8 @@ def test_head_lr_moves_the_head_at_its_own_rate():
 def test_progress_lines_are_time_based_and_rank_zero_only(monkeypatch, capsys):
     """Inside an epoch a line at most every `train.progress_seconds` (a fake clock: 10 s per step, 30 s
     apart), with step / total, samples/s, running loss and ETA; other ranks print nothing."""
-    from pipeline import console
-    from pipeline.train import _Progress
+    from pipeline.core import console
+    from pipeline.training.train import _Progress
 
     now = [1000.0]
     monkeypatch.setattr(console.time, "perf_counter", lambda: now[0])
@@ -351,7 +352,7 @@ def test_progress_lines_are_time_based_and_rank_zero_only(monkeypatch, capsys):
 def test_a_callers_sigint_handler_survives_fit_and_default_handling_is_left_to_train():
     """Train V2's fit() installs a SIGINT handler that exits 0 and never restores the caller's: the jobs'
     handler must stay (Ctrl-C -> exit 130 and the resume line); a plain script keeps Train's abort."""
-    from pipeline.train import keep_sigint_handler
+    from pipeline.training.train import keep_sigint_handler
 
     class Trainer:
         def _register_sigint_handler(self, controller) -> None:
@@ -376,7 +377,7 @@ def test_resume_takes_the_newer_of_rays_record_and_the_newest_folder(tmp_path):
     """Stopped after a checkpoint's upload but before Ray registered it: Ray's record is an epoch behind."""
     from ray.train import Checkpoint
 
-    from pipeline.train import META_FILE, newer_checkpoint
+    from pipeline.training.train import META_FILE, newer_checkpoint
 
     def made(name: str, epoch: int) -> Checkpoint:
         (tmp_path / name).mkdir()

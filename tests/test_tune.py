@@ -16,12 +16,12 @@ import optuna
 import pytest
 import yaml
 
-from pipeline.config import apply_params, load_config
-from pipeline.prepare import run_prepare
-from pipeline.search_space import SEP, loss_from_trial, optuna_space, resolve_space
-from pipeline.storage import locate
-from pipeline.train import run_train
-from pipeline.tune import _searcher, _set_aside, replay_head, run_tune, unreadable_state
+from pipeline.core.config import apply_params, load_config
+from pipeline.core.storage import locate
+from pipeline.data.prepare import run_prepare
+from pipeline.training.search_space import SEP, loss_from_trial, optuna_space, resolve_space
+from pipeline.training.train import run_train
+from pipeline.training.tune import _searcher, _set_aside, replay_head, run_tune, unreadable_state
 from tests.conftest import start_own_ray
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ def ray_dashboard():
     """A local Ray with its dashboard. Train V2's PlacementGroupCleaner asks the State API (served by the
     dashboard) whether a run's controller still lives; without a dashboard it never learns, and the worker
     placement groups of trials that Tune ended stayed reserved (seen here: 1.5 of 2 CPUs held after the ASHA
-    search, and the next Ray Data job waited forever). pipeline.cluster.ensure_ray starts it for that reason.
+    search, and the next Ray Data job waited forever). cluster.ensure_ray starts it for that reason.
     """
     import ray
 

@@ -48,12 +48,13 @@ from typing import Any
 import pyarrow.fs as pafs
 import yaml
 
-from pipeline.config import Config, StorageSection, apply_params
-from pipeline.dataset import InputError
-from pipeline.evaluate import run_evaluate
-from pipeline.prepare import run_prepare
-from pipeline.storage import Location, delete_dir, locate, make_filesystem, read_bytes, read_json, write_json
-from pipeline.train import TRAIN_RESOURCE_KEYS, latest_checkpoint, run_train
+from pipeline.core.config import Config, StorageSection, apply_params
+from pipeline.core.layout import RunLayout
+from pipeline.core.errors import InputError
+from pipeline.evaluation.evaluate import run_evaluate
+from pipeline.data.prepare import run_prepare
+from pipeline.core.storage import Location, delete_dir, locate, make_filesystem, read_bytes, read_json, write_json
+from pipeline.training.train import TRAIN_RESOURCE_KEYS, latest_checkpoint, run_train
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def digest(obj: Any) -> str:
 
 def source_listing(source: str, storage: StorageSection | None = None) -> list[dict[str, Any]]:
     """Every Parquet file the prepare stage can read from `source` (a file, a folder searched recursively, or
-    a glob; names starting with '.' or '_' are skipped as in pipeline.dataset), with size and modification
+    a glob; names starting with '.' or '_' are skipped as in pipeline.data.sources), with size and modification
     time from one listing (no file is opened). Paths are relative to the source, sorted."""
     fs, path = make_filesystem(source, storage)
     path = path.rstrip("/") or "/"
@@ -217,11 +218,11 @@ def expected_hash(cfg: Config, identity: dict[str, Any] | None = None) -> str:
 # ------------------------------------------------------------------------------------------ manifests
 
 
-def manifest_location(run: Location, stage: str) -> Location:
+def manifest_location(run: RunLayout, stage: str) -> Location:
     return run.join(MANIFEST_DIR, f"{stage}.json")
 
 
-def read_manifest(run: Location, stage: str) -> dict[str, Any] | None:
+def read_manifest(run: RunLayout, stage: str) -> dict[str, Any] | None:
     loc = manifest_location(run, stage)
     if not loc.exists():
         return None
@@ -233,7 +234,7 @@ def read_manifest(run: Location, stage: str) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def write_manifest(run: Location, inputs: StageInputs, duration_s: float) -> dict[str, Any]:
+def write_manifest(run: RunLayout, inputs: StageInputs, duration_s: float) -> dict[str, Any]:
     doc = {
         "schema_version": SCHEMA_VERSION,
         "stage": inputs.stage,
@@ -249,17 +250,17 @@ def write_manifest(run: Location, inputs: StageInputs, duration_s: float) -> dic
     return doc
 
 
-def delete_manifest(run: Location, stage: str) -> None:
+def delete_manifest(run: RunLayout, stage: str) -> None:
     loc = manifest_location(run, stage)
     if loc.exists():
         loc.fs.delete_file(loc.path)
 
 
-def missing_outputs(run: Location, stage: str) -> list[str]:
+def missing_outputs(run: RunLayout, stage: str) -> list[str]:
     return [rel for rel in OUTPUTS[stage] if not run.join(*rel.split("/")).exists()]
 
 
-def why_run(run: Location, inputs: StageInputs) -> str | None:
+def why_run(run: RunLayout, inputs: StageInputs) -> str | None:
     """None when the stage can be skipped, else the reason it has to run."""
     old = read_manifest(run, inputs.stage)
     if old is None:
@@ -279,34 +280,34 @@ def why_run(run: Location, inputs: StageInputs) -> str | None:
 
 def _run_tune(cfg: Config) -> dict[str, Any]:
     """Imported here: Ray Tune and Optuna load only when a run asks for tuning."""
-    from pipeline.tune import run_tune
+    from pipeline.training.tune import run_tune
 
     return run_tune(cfg)
 
 
-def _invalidate_from(run: Location, stage: str) -> None:
+def _invalidate_from(run: RunLayout, stage: str) -> None:
     """Before `stage` runs: its manifest and every later one stop vouching for their outputs."""
     for later in STAGES[STAGES.index(stage) :]:
         delete_manifest(run, later)
 
 
-def _prepare_synthetic(cfg: Config, run: Location, identity: dict[str, Any], old: dict | None) -> None:
+def _prepare_synthetic(cfg: Config, run: RunLayout, identity: dict[str, Any], old: dict | None) -> None:
     """The synthetic corpus lives under the run and prepare only writes it when absent: remove it unless the
     last completed prepare recorded the same synthetic parameters (else a changed parameter, or a corpus
     half-written by a killed job, would be used as it is)."""
     if cfg.data.source != "synthetic":
         return
-    data = run.join("data")
+    data = run.data
     if data.exists() and (old is None or (old.get("parts") or {}).get("source") != digest(identity)):
         log.info("prepare: removing the synthetic corpus at %s (not made with these parameters)", data.uri)
         delete_dir(data)
 
 
-def _guard_checkpoints(run: Location, prepare_hash: str) -> None:
+def _guard_checkpoints(run: RunLayout, prepare_hash: str) -> None:
     """Refuse checkpoints trained on other prepared data: train's fingerprint covers settings, labels and
     tokenizer, not the rows, so it would resume (or re-export) them as if nothing had changed."""
     record = run.join(MANIFEST_DIR, CHECKPOINTS_RECORD)
-    has_checkpoints = latest_checkpoint(run.join("checkpoints")) is not None
+    has_checkpoints = latest_checkpoint(run.checkpoints) is not None
     old = read_json(record) if record.exists() else None
     if has_checkpoints and old is not None and old.get("prepare") != prepare_hash:
         raise InputError(
@@ -319,13 +320,13 @@ def _guard_checkpoints(run: Location, prepare_hash: str) -> None:
         write_json(record, {"prepare": prepare_hash})
 
 
-def _fresh_search(run: Location, tune_hash: str) -> None:
+def _fresh_search(run: RunLayout, tune_hash: str) -> None:
     """`<run>/tune/` is resumed by the tune stage (Tuner.restore) whatever inputs it was made from: remove a
     search recorded (`manifests/tune-search.json`) as made from other inputs; keep an interrupted one of these
     inputs, or one of unknown origin, for the tune stage to continue."""
     record = run.join(MANIFEST_DIR, SEARCH_RECORD)
     old = read_json(record) if record.exists() else None
-    exp = run.join("tune")
+    exp = run.tune
     if exp.exists() and old is not None and old.get("tune") != tune_hash:
         log.info("tune: removing the search of other inputs at %s", exp.uri)
         delete_dir(exp)
@@ -335,9 +336,9 @@ def _fresh_search(run: Location, tune_hash: str) -> None:
 def run_stages(cfg: Config, tune: bool = False) -> dict[str, dict[str, Any]]:
     """prepare -> (tune) -> train -> evaluate with manifests; returns per stage {"ran", "reason", "hash"}.
 
-    With `tune`, train and evaluate use `best_params.yaml` applied to `cfg` (pipeline.config.apply_params).
+    With `tune`, train and evaluate use `best_params.yaml` applied to `cfg` (pipeline.core.config.apply_params).
     """
-    run = locate(cfg.run_uri, cfg.storage)
+    run = RunLayout.of(cfg)
     stages = ["prepare", "tune", "train", "evaluate"] if tune else ["prepare", "train", "evaluate"]
     results: dict[str, dict[str, Any]] = {}
     forced: str | None = None  # the earlier stage that ran in this invocation, if any
@@ -384,7 +385,7 @@ def run_stages(cfg: Config, tune: bool = False) -> dict[str, dict[str, Any]]:
 
         # `tune` sorts before `train` in STAGES, so running it also invalidates train and evaluate.
         step(tune_in, do_tune)
-        best_params = yaml.safe_load(read_bytes(run.join("best_params.yaml")).decode()) or {}
+        best_params = yaml.safe_load(read_bytes(run.best_params).decode()) or {}
         train_cfg = apply_params(cfg, best_params)
 
     train_in = train_inputs(train_cfg, prep.hash, best_params)

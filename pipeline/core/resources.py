@@ -10,11 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.config import TrainSection
-
-
-class ResourceError(RuntimeError):
-    """The request cannot be scheduled on this cluster."""
+from pipeline.core.config import TrainSection
+from pipeline.core.errors import ResourceError
 
 
 @dataclass(frozen=True)

@@ -129,7 +129,7 @@ class DataSection(_Strict):
 
 
 class ModelSection(_Strict):
-    """Encoder and head; mirrors pipeline.model.ModelConfig (tiny-bert sizes shape tiny-bert only)."""
+    """Encoder and head; mirrors model.ModelConfig (tiny-bert sizes shape tiny-bert only)."""
 
     #: "tiny-bert" (embedded, trained from scratch), "minilm" (packaged all-MiniLM-L6-v2), a hub name or path.
     encoder: str = "tiny-bert"
@@ -149,7 +149,7 @@ class ModelSection(_Strict):
 class LossSection(_Strict):
     #: bce, weighted-bce, focal, class-balanced, r-fl, ntr-fl, db-0fl, db, cb-ntr, asymmetric.
     name: str = "db"
-    #: Parameters of that loss (see pipeline/losses.py docstrings); unknown ones are errors.
+    #: Parameters of that loss (see pipeline/modeling/losses.py docstrings); unknown ones are errors.
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -228,7 +228,7 @@ class EvaluateSection(_Strict):
 
 
 class TuneSection(_Strict):
-    #: Loss families searched (each with its own parameters, see pipeline/search_space.py).
+    #: Loss families searched (each with its own parameters, see pipeline/training/search_space.py).
     families: list[str] = Field(
         default_factory=lambda: ["bce", "weighted-bce", "focal", "class-balanced", "db", "asymmetric"]
     )

@@ -14,7 +14,7 @@ exactly and without a grid:
 
 Decision rule everywhere: a label is predicted iff ``score >= threshold``. All functions are pure numpy.
 Validation labels may be a dense 0/1 array or a ``scipy.sparse`` matrix (identical results); the search works
-on the positives' coordinates and one sort per label column (:func:`pipeline.metrics.label_cuts`), so 8,000
+on the positives' coordinates and one sort per label column (:func:`metrics.label_cuts`), so 8,000
 documents x 7,900 labels take seconds and a few hundred MB beyond the float32 scores.
 """
 
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from pipeline.metrics import (
+from pipeline.evaluation.metrics import (
     Positives,
     ScoreCuts,
     check_scores,
@@ -62,7 +62,7 @@ def _best_cuts(
     """F1-optimal threshold and its F1 for every label (NaN / 0 without positives).
 
     F1 = 2 TP / (predicted + positives) only peaks where a run of equal scores holding a positive ends (past a
-    run of negatives TP stays and predictions grow), so the cuts of :func:`pipeline.metrics.score_cuts` are
+    run of negatives TP stays and predictions grow), so the cuts of :func:`metrics.score_cuts` are
     every candidate. Among equal F1s the first cut, i.e. the highest threshold (fewest predictions), wins.
     """
     n_labels = cuts.ptr.size - 1

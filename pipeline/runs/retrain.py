@@ -18,7 +18,7 @@ One retraining (`run_retrain`):
    evaluated model (shards, data / model / loss / train / evaluate settings), so a job interrupted half-way
    continues in the same folder (stage manifests skip what is done) and a rejected challenger is not trained
    again on every schedule tick.
-3. prepare -> train -> evaluate the challenger (pipeline.manifest.run_stages).
+3. prepare -> train -> evaluate the challenger (pipeline.runs.manifest.run_stages).
 4. Score the current model, with its own thresholds, on the challenger's test split with Ray Data and compute
    the same metrics as the challenger's report, over the challenger's label vocabulary (labels the current
    model does not know count as never predicted). When an earlier attempt already compared this challenger
@@ -48,15 +48,17 @@ from typing import Any
 import numpy as np
 import ray.data
 
-from pipeline.config import Config
-from pipeline.dataset import InputError
-from pipeline.manifest import digest, expected_hash, read_manifest, run_stages, source_identity
-from pipeline.metrics import AVERAGES, GROUPS, TOP_K
-from pipeline.metrics import evaluate as compute_metrics
-from pipeline.predict import collect_scores, score_dataset
-from pipeline.report import HEADLINE, LOWER_IS_BETTER
-from pipeline.storage import Location, locate, read_json, write_bytes, write_json
-from pipeline.thresholds import ThresholdResult
+from pipeline.core.config import Config
+from pipeline.core.layout import RunLayout
+from pipeline.core.errors import InputError
+from pipeline.runs.manifest import digest, expected_hash, read_manifest, run_stages, source_identity
+from pipeline.data.groups import GROUPS
+from pipeline.evaluation.metrics import AVERAGES, TOP_K
+from pipeline.evaluation.metrics import evaluate as compute_metrics
+from pipeline.serving.predict import collect_scores, score_dataset
+from pipeline.evaluation.report import HEADLINE, LOWER_IS_BETTER
+from pipeline.core.storage import Location, locate, read_json, write_bytes, write_json
+from pipeline.evaluation.thresholds import ThresholdResult
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +198,7 @@ def align(
 
 
 def score_current(
-    cfg: Config, project: Location, pointer: dict[str, Any], run: Location, stats: dict[str, Any]
+    cfg: Config, project: Location, pointer: dict[str, Any], run: RunLayout, stats: dict[str, Any]
 ) -> dict[str, Any]:
     """The current model's metrics on `run`'s test split, over `run`'s label vocabulary."""
     model = _resolve(pointer["model"], project, cfg)
@@ -210,7 +212,7 @@ def score_current(
         raise InputError(f"{thr_loc.uri}: its labels differ from those of the current model {model.uri}")
     labels: list[str] = stats["labels"]
     ecfg = cfg.evaluate
-    ds = ray.data.read_parquet(run.join("prepared", "test").path, filesystem=run.fs)
+    ds = ray.data.read_parquet(run.prepared_split("test").path, filesystem=run.fs)
     scored = score_dataset(
         ds.select_columns(["id", "text", "labels"]),
         _ref(model),
@@ -288,7 +290,7 @@ def run_retrain(cfg: Config) -> dict[str, Any]:
     """One scheduled retraining; returns {"decision": "noop" | "promoted" | "rejected", "reason", ...}."""
     t0 = time.perf_counter()
     check_gate_metrics(cfg.retrain.metrics)
-    project = locate(cfg.run_uri, cfg.storage)
+    project = RunLayout.of(cfg)
     pointer_loc = project.join(POINTER_FILE)
     identity = source_identity(cfg)
     data_hash = digest(identity)
@@ -303,7 +305,7 @@ def run_retrain(cfg: Config) -> dict[str, Any]:
         return {"decision": "noop", "reason": "no new or changed shards", "current": pointer["run"]}
 
     ccfg = challenger_config(cfg, expected_hash(cfg, identity))
-    run = locate(ccfg.run_uri, ccfg.storage)
+    run = RunLayout.of(ccfg)
     log.info(
         "retrain: %s; challenger run %s (current: %s)",
         "new or changed shards" if pointer else "no promoted model yet",
@@ -312,8 +314,8 @@ def run_retrain(cfg: Config) -> dict[str, Any]:
     )
     stages = run_stages(ccfg)
 
-    stats = read_json(run.join("label_stats.json"))
-    metrics_doc = read_json(run.join("report", "metrics.json"))
+    stats = read_json(run.label_stats)
+    metrics_doc = read_json(run.metrics)
     evaluate_hash = (read_manifest(run, "evaluate") or {}).get("hash")
     trained_on = (read_manifest(run, "prepare") or {}).get("inputs_hash", data_hash)
     names = list(cfg.retrain.metrics)
@@ -362,8 +364,8 @@ def run_retrain(cfg: Config) -> dict[str, Any]:
         "challenger": {
             "run": ccfg.run.name,
             "run_uri": run.uri,
-            "model": _ref(run.join("model")),
-            "thresholds": _ref(run.join("thresholds.json")),
+            "model": _ref(run.model),
+            "thresholds": _ref(run.thresholds),
             "metrics": new_metrics,
         },
         "current": current_doc,

@@ -19,7 +19,7 @@ module only builds documents, text and PNG bytes; the caller writes them atomica
   ``reverted_labels`` (counts; the names are in ``thresholds.json``), ``floor_action``, ``validation``
   {chosen | global | fixed_0.5: {micro_f1, macro_f1}} (validation F1 of the applied thresholds, of the single
   global threshold and of 0.5).
-- ``overall``: test metrics of :func:`pipeline.metrics.evaluate` (``micro_f1``, ``macro_f1``, ``macro_ap``,
+- ``overall``: test metrics of :func:`metrics.evaluate` (``micro_f1``, ``macro_f1``, ``macro_ap``,
   ``p_at_1``, ``labels_with_f1_gt_0``, ``n_positives``, ... ; null where undefined), over the training
   vocabulary, plus ``micro_f1_with_zero_shot`` and ``micro_recall_with_zero_shot``: the same micro figures
   with the zero-shot positives counted as missed.
@@ -61,7 +61,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.metrics import DEFAULT_HEAD_MIN, DEFAULT_TAIL_MAX, GROUPS, ZERO_SHOT
+from pipeline.data.groups import DEFAULT_HEAD_MIN, DEFAULT_TAIL_MAX, GROUPS, ZERO_SHOT
 
 SCHEMA_VERSION = 1
 #: The HTML holds the per-label table in full up to this many labels (beyond it: the most frequent ones, plus
@@ -229,7 +229,7 @@ def build_metrics_document(
 ) -> dict[str, Any]:
     """The ``report/metrics.json`` document (schema in the module docstring); strict-JSON-safe, no I/O.
 
-    ``ev`` is :func:`pipeline.metrics.evaluate`'s output, ``thresholds`` ``ThresholdResult.to_json_dict()``,
+    ``ev`` is :func:`metrics.evaluate`'s output, ``thresholds`` ``ThresholdResult.to_json_dict()``,
     ``label_stats`` the prepare stage's ``label_stats.json``.
     """
     doc = {

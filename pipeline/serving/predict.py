@@ -25,9 +25,10 @@ import ray.data
 import scipy.sparse as sp
 from ray.data.dataset import MaterializedDataset
 
-from pipeline.config import Config, DataSection, EvaluateSection, StorageSection
-from pipeline.dataset import InputError, _display, _expand, _is_string
-from pipeline.storage import (
+from pipeline.core.config import Config, DataSection, EvaluateSection, StorageSection
+from pipeline.core.errors import InputError
+from pipeline.core.layout import RunLayout
+from pipeline.core.storage import (
     Location,
     download_dir,
     locate,
@@ -36,7 +37,8 @@ from pipeline.storage import (
     staged_dir,
     write_json,
 )
-from pipeline.thresholds import ThresholdResult
+from pipeline.data.sources import _display, _expand, _is_string
+from pipeline.evaluation.thresholds import ThresholdResult
 
 
 class Scorer:
@@ -52,7 +54,7 @@ class Scorer:
     ) -> None:
         import torch
 
-        from pipeline.model import load_model
+        from pipeline.modeling.model import load_model
 
         loc = locate(model_uri, storage)
         path = loc.path
@@ -106,7 +108,7 @@ def score_dataset(
 
 def decide(table: pa.Table, labels: list[str], thresholds: np.ndarray, at_least_one: bool) -> pa.Table:
     """map_batches (pyarrow): add `predicted` (list<string>) from `scores` and the per-label thresholds."""
-    from pipeline.thresholds import apply_thresholds
+    from pipeline.evaluation.thresholds import apply_thresholds
 
     c = len(labels)
     scores = (
@@ -134,7 +136,7 @@ def collect_scores(
     A materialised dataset knows its row count, so the scores are written into one preallocated array: at
     12,000 rows x 7,900 labels, concatenating batches held a second 380 MB copy at the peak.
     """
-    from pipeline.labels import csr_from_arrow
+    from pipeline.data.labels import csr_from_arrow
 
     c = len(labels)
     rows = ds.count() if isinstance(ds, MaterializedDataset) else None
@@ -173,7 +175,7 @@ RESERVED_NAMES = ("validation", "test")
 MAX_LISTED = 5
 SUCCESS_FILE = "_SUCCESS"
 POINTER_FILE = "current.json"
-MODEL_CONFIG = "model_config.json"  # pipeline.model.CONFIG_FILE (not imported: it pulls in torch)
+MODEL_CONFIG = "model_config.json"  # pipeline.modeling.model.CONFIG_FILE (not imported: it pulls in torch)
 
 
 @dataclass
@@ -276,7 +278,7 @@ def discover_input(source: str, data: DataSection, storage: StorageSection | Non
     return PredictInput(fs, source, files, rows, next(iter(id_types.values())), with_labels[0])
 
 
-def _ref(value: Any, run: Location, pointer: Location, key: str, storage: StorageSection | None) -> Location:
+def _ref(value: Any, run: RunLayout, pointer: Location, key: str, storage: StorageSection | None) -> Location:
     """A location named by the pointer: a URI or absolute path as it is; a relative path against the run
     folder, or (local runs, when only that exists) the working directory, which is what `Location.uri`
     gives for a relative run.output."""
@@ -291,7 +293,7 @@ def _ref(value: Any, run: Location, pointer: Location, key: str, storage: Storag
     return outside if outside.exists() else inside
 
 
-def choose_model(cfg: Config, run: Location) -> ModelChoice:
+def choose_model(cfg: Config, run: RunLayout) -> ModelChoice:
     """Resolve predict.model / predict.thresholds (explicit, else the run's current.json, else <run>/model
     and <run>/thresholds.json), check both exist and were fitted for the same labels."""
     pcfg, storage = cfg.predict, cfg.storage
@@ -320,7 +322,7 @@ def choose_model(cfg: Config, run: Location) -> ModelChoice:
             "run the retrain stage again or set predict.model",
         )
     else:
-        model, model_from = run.join("model"), "the run's default model folder"
+        model, model_from = run.model, "the run's default model folder"
         model_hint = "run the train stage first (or set predict.model)"
     if pcfg.thresholds is not None:
         thresholds, thr_from = locate(pcfg.thresholds, storage), f"predict.thresholds ({pcfg.thresholds})"
@@ -337,7 +339,7 @@ def choose_model(cfg: Config, run: Location) -> ModelChoice:
         thr_from = "the thresholds.json beside predict.model"
         thr_hint = "run the evaluate stage for that model or set predict.thresholds"
     else:
-        thresholds, thr_from = run.join("thresholds.json"), "the run's default thresholds"
+        thresholds, thr_from = run.thresholds, "the run's default thresholds"
         thr_hint = "run the evaluate stage first (it fits thresholds.json) or set predict.thresholds"
 
     model_cfg_loc = model.join(MODEL_CONFIG)
@@ -589,7 +591,7 @@ def check_scoring_resources(
 
     `cluster`: total resources (default: the live cluster's); `stage` names the caller in the message.
     """
-    from pipeline.resources import ResourceError
+    from pipeline.core.errors import ResourceError
 
     have = ray.cluster_resources() if cluster is None else cluster
     cpus, gpus = ecfg.concurrency * ecfg.cpus_per_actor, ecfg.concurrency * ecfg.gpus_per_actor
@@ -609,7 +611,7 @@ def check_scoring_resources(
         )
 
 
-def output_location(cfg: Config, run: Location) -> Location:
+def output_location(cfg: Config, run: RunLayout) -> Location:
     """predict.output, else <run>/predictions/<predict.name>; refuses names that clash with evaluate."""
     pcfg = cfg.predict
     if pcfg.output:
@@ -625,7 +627,7 @@ def output_location(cfg: Config, run: Location) -> Location:
                 f"predict.name '{name}' would replace the evaluate stage's predictions/{name}/; "
                 "choose another name"
             )
-        out = run.join("predictions", name)
+        out = run.predictions.join(name)
     if out.exists():
         if not out.is_dir():
             raise InputError(f"predict output {out.uri} exists and is a file, expected a folder")
@@ -665,7 +667,7 @@ def run_predict(cfg: Config) -> dict[str, Any]:
     `_SUCCESS`, a JSON summary (rows, model, thresholds), last. Every check runs before anything is
     written. Returns the summary.
     """
-    from pipeline.prepare import PartFiles
+    from pipeline.data.prepare import PartFiles
 
     t0 = time.perf_counter()
     pcfg, ecfg, data = cfg.predict, cfg.evaluate, cfg.data
@@ -673,7 +675,7 @@ def run_predict(cfg: Config) -> dict[str, Any]:
         raise InputError(
             "predict.source is not set: pass --set predict.source=PATH_OR_URI (the Parquet shards to score)"
         )
-    run = locate(cfg.run_uri, cfg.storage)
+    run = RunLayout.of(cfg)
     out = output_location(cfg, run)
     choice = choose_model(cfg, run)
     inp = discover_input(pcfg.source, data, cfg.storage)

@@ -23,12 +23,14 @@ import scipy.sparse as sp
 from ray.data import DataContext
 from ray.data.datasource.filename_provider import FilenameProvider
 
-from pipeline import stats as stats_mod
-from pipeline.config import Config
-from pipeline.dataset import SPLITS, InputError, InputSpec, discover, normalise_split_name
-from pipeline.split import stratified_assign
-from pipeline.storage import Location, locate, staged_dir, write_json
-from pipeline.synthetic import write_shards
+from pipeline.core.config import Config
+from pipeline.core.errors import InputError
+from pipeline.core.layout import RunLayout
+from pipeline.core.storage import Location, staged_dir, write_json
+from pipeline.data import stats as stats_mod
+from pipeline.data.sources import SPLITS, InputSpec, discover, normalise_split_name
+from pipeline.data.split import stratified_assign
+from pipeline.data.synthetic import write_shards
 
 log = logging.getLogger(__name__)
 
@@ -575,10 +577,10 @@ def _check_issues(total: stats_mod.Partial) -> None:
 def run_prepare(cfg: Config) -> dict[str, Any]:
     """Run the stage; returns the label statistics it wrote."""
     t0 = time.perf_counter()
-    run = locate(cfg.run_uri, cfg.storage)
+    run = RunLayout.of(cfg)
     source = cfg.data.source
     if source == "synthetic":
-        data_loc = run.join("data")
+        data_loc = run.data
         if not data_loc.exists():
             write_shards(cfg.data.synthetic, data_loc)
             log.info("wrote the synthetic corpus (%d docs) to %s", cfg.data.synthetic.num_docs, data_loc.uri)
@@ -631,7 +633,7 @@ def run_prepare(cfg: Config) -> dict[str, Any]:
 
 
 def _write(ds: ray.data.Dataset, run: Location, doc: dict, rows_per_file: int) -> None:
-    prepared, stats_loc = run.join("prepared"), run.join("label_stats.json")
+    prepared, stats_loc = run.prepared, run.label_stats
     if stats_loc.exists():  # the old statistics must not vouch for the new prepared/ while it is replaced
         stats_loc.fs.delete_file(stats_loc.path)
     with staged_dir(prepared) as stage:

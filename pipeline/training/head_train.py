@@ -13,9 +13,9 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from pipeline.config import Config
-from pipeline.embeddings import HeadData
-from pipeline.losses import build_loss
+from pipeline.core.config import Config
+from pipeline.modeling.losses import build_loss
+from pipeline.training.embeddings import HeadData
 
 #: report(epoch, metrics, state) is called after every epoch; `state` is what a resumed run needs.
 Reporter = Callable[[int, dict[str, float], dict[str, Any]], None]
@@ -59,7 +59,7 @@ def train_head(
     resume: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train for cfg.train.epochs (patience applies); returns {"history", "best"} of checkpoint_metric."""
-    from pipeline.train import epoch_metrics, warmup_then_linear
+    from pipeline.training.train import epoch_metrics, warmup_then_linear
 
     tcfg = cfg.train
     torch.manual_seed(cfg.run.seed)

@@ -19,7 +19,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from pipeline.config import StorageSection
+from pipeline.core.config import StorageSection
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from typing import Any
 import ray
 import ray.data
 
-from pipeline.config import RaySection
-from pipeline.dataset import InputError
+from pipeline.core.config import RaySection
+from pipeline.core.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -2,8 +2,8 @@
 
 Train V2 pattern: each trial is a driver function that builds and fits a `TorchTrainer` with
 `TuneReportCallback`, so every epoch's validation metrics reach Tune (and ASHA can stop a bad trial early).
-With `tune.mode: embeddings` the encoder's pooled embeddings are computed once (pipeline/embeddings.py) and
-each trial trains only the head on them in its own process (pipeline/head_train.py): no Ray Train start-up
+With `tune.mode: embeddings` the encoder's pooled embeddings are computed once (embeddings.py) and
+each trial trains only the head on them in its own process (head_train.py): no Ray Train start-up
 per trial, so a CPU cluster can afford many more trials.
 The experiment lives in `<run>/tune/`; submitting the same job again calls `Tuner.restore` on it so that only
 unfinished trials run. The driver also keeps its own record of finished trials
@@ -31,12 +31,18 @@ from ray import tune
 from ray.train import CheckpointConfig, FailureConfig, RunConfig
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from pipeline.config import Config
-from pipeline.dataset import InputError
-from pipeline.resources import cluster_plan
-from pipeline.search_space import loss_from_trial, optuna_space, random_space, resolve_space
-from pipeline.storage import Location, locate, read_bytes, read_json, write_bytes, write_json
-from pipeline.train import TrainInputs, build_inputs, latest_checkpoint, make_trainer, resolved_loss_params
+from pipeline.core.config import Config
+from pipeline.core.errors import InputError
+from pipeline.core.resources import cluster_plan
+from pipeline.core.storage import Location, locate, read_bytes, read_json, write_bytes, write_json
+from pipeline.training.search_space import loss_from_trial, optuna_space, random_space, resolve_space
+from pipeline.training.train import (
+    TrainInputs,
+    build_inputs,
+    latest_checkpoint,
+    make_trainer,
+    resolved_loss_params,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +87,8 @@ def _head_trial(
     """One trial of the embeddings mode: the head alone, trained here on the cached features."""
     import torch
 
-    from pipeline.embeddings import load_split
-    from pipeline.head_train import train_head
+    from pipeline.training.embeddings import load_split
+    from pipeline.training.head_train import train_head
 
     cfg = trial_config(Config.model_validate(base), config, space)
     torch.set_num_threads(max(1, int(cfg.tune.trial_cpus)))
@@ -105,7 +111,7 @@ def _head_trial(
 
 
 def _loss_params(cfg: Config, data: dict[str, Any]) -> dict[str, Any]:
-    from pipeline.train import REBALANCED
+    from pipeline.training.train import REBALANCED
 
     params = dict(cfg.loss.params)
     if cfg.loss.name in REBALANCED and "mu" not in params:
@@ -120,16 +126,16 @@ def run_tune(cfg: Config) -> dict[str, Any]:
     tcfg = cfg.tune
     space = resolve_space(tcfg.families, tcfg.space)
     if tcfg.mode == "embeddings":
-        from pipeline.embeddings import ensure_embeddings
+        from pipeline.training.embeddings import ensure_embeddings
 
         cpus = float(ray.cluster_resources().get("CPU", 0.0))
         if tcfg.trial_cpus > cpus:
-            from pipeline.resources import ResourceError
+            from pipeline.core.errors import ResourceError
 
             raise ResourceError(f"tune.trial_cpus={tcfg.trial_cpus:g} but the cluster has CPU={cpus:g}")
         concurrent = tcfg.max_concurrent or max(1, int(cpus // tcfg.trial_cpus))
         inputs = build_inputs(cfg, tokenize=False)
-        stats = read_json(inputs.run.join("label_stats.json"))
+        stats = read_json(inputs.run.label_stats)
         cache = ensure_embeddings(cfg, inputs.run, stats, inputs.tokenizer)
         data = {
             "labels": inputs.labels,
@@ -256,7 +262,7 @@ def run_tune(cfg: Config) -> dict[str, Any]:
         best_params["train"] = {"head_lr": best["lr"]}
         objective["head_lr"] = best["lr"]
     best_params["objective"] = objective
-    write_bytes(run.join("best_params.yaml"), yaml.safe_dump(best_params, sort_keys=False).encode())
+    write_bytes(run.best_params, yaml.safe_dump(best_params, sort_keys=False).encode())
     write_bytes(exp.join("summary.csv"), _csv(rows).encode())
     log.info(
         "tune done in %.0fs: %d trials, best %s %.4f (%s)",
@@ -464,9 +470,9 @@ def _csv(rows: list[dict[str, Any]]) -> str:
 def replay_head(cfg: Config, best_params: dict[str, Any]) -> dict[str, Any]:
     """Embeddings mode: train the head again with `best_params` (its loss and head_lr) on the same cache and
     seed; returns {"history", "best"}. The best trial's objective is reproduced exactly (see tests)."""
-    from pipeline.config import apply_params
-    from pipeline.embeddings import ensure_embeddings, load_split
-    from pipeline.head_train import train_head
+    from pipeline.core.config import apply_params
+    from pipeline.training.embeddings import ensure_embeddings, load_split
+    from pipeline.training.head_train import train_head
 
     objective = best_params.get("objective") or {}
     if objective.get("mode") != "embeddings":
@@ -476,9 +482,7 @@ def replay_head(cfg: Config, best_params: dict[str, Any]) -> dict[str, Any]:
     cfg = apply_params(cfg, {k: v for k, v in best_params.items() if k != "objective"})
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"lr": objective["head_lr"]})})
     inputs = build_inputs(cfg, tokenize=False)
-    cache = ensure_embeddings(
-        cfg, inputs.run, read_json(inputs.run.join("label_stats.json")), inputs.tokenizer
-    )
+    cache = ensure_embeddings(cfg, inputs.run, read_json(inputs.run.label_stats), inputs.tokenizer)
     data = {"labels": inputs.labels, "counts": inputs.counts, "num_docs": inputs.num_docs, "mu": inputs.mu}
     return train_head(
         cfg,

@@ -2,7 +2,7 @@
 measure on test, and write predictions, thresholds and the report back to storage.
 
 Labels of validation / test that never occur in train (prepare's `zero-shot` policy) have no score column:
-thresholds ignore them, and on test they are counted apart as the zero-shot group (`pipeline.metrics`), so
+thresholds ignore them, and on test they are counted apart as the zero-shot group (`metrics`), so
 the vocabulary's figures are the same with or without them.
 """
 
@@ -19,21 +19,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray.data
 
-from pipeline import report
-from pipeline.config import Config
-from pipeline.dataset import InputError
-from pipeline.labels import outside_counts
-from pipeline.metrics import evaluate as compute_metrics
-from pipeline.predict import (
+from pipeline.core.config import Config
+from pipeline.core.errors import InputError
+from pipeline.core.layout import RunLayout
+from pipeline.core.storage import Location, read_json, staged_dir, write_bytes, write_json
+from pipeline.data.labels import outside_counts
+from pipeline.data.prepare import PartFiles
+from pipeline.evaluation import report
+from pipeline.evaluation.metrics import evaluate as compute_metrics
+from pipeline.evaluation.thresholds import fit_thresholds
+from pipeline.serving.predict import (
     ScoringProgress,
     check_scoring_resources,
     collect_scores,
     decide,
     score_dataset,
 )
-from pipeline.prepare import PartFiles
-from pipeline.storage import Location, locate, read_json, staged_dir, write_bytes, write_json
-from pipeline.thresholds import fit_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +67,11 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
     """Returns the metrics document written to `report/metrics.json`."""
     t0 = time.perf_counter()
     ecfg = cfg.evaluate
-    run = locate(cfg.run_uri, cfg.storage)
-    _require(run.join("label_stats.json"), "prepare")
-    _require(run.join("model", "model_config.json"), "train")
-    stats = read_json(run.join("label_stats.json"))
-    model_cfg = read_json(run.join("model", "model_config.json"))
+    run = RunLayout.of(cfg)
+    _require(run.label_stats, "prepare")
+    _require(run.model_config, "train")
+    stats = read_json(run.label_stats)
+    model_cfg = read_json(run.model_config)
     labels: list[str] = model_cfg["labels"]
     if labels != stats["labels"]:
         raise InputError(f"{run.uri}: the model's label vocabulary differs from label_stats.json; retrain")
@@ -79,14 +80,14 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
 
     # Both splits through one actor pool (one model load per actor), told apart by their file paths.
     both = ray.data.read_parquet(
-        [run.join("prepared", split).path for split in SPLITS], filesystem=run.fs, include_paths=True
+        [run.prepared_split(split).path for split in SPLITS], filesystem=run.fs, include_paths=True
     )
     total = sum(int(stats["documents"][split]) for split in SPLITS)
     with ScoringProgress(total, "evaluate") as progress:
         scored_both = score_dataset(
             both.select_columns(["id", "text", "labels", "path"]),
             # Absolute for local paths: scoring actors need not share the driver's working directory.
-            run.join("model").path if run.is_local else run.join("model").uri,
+            run.model.path if run.is_local else run.model.uri,
             cfg.storage,
             concurrency=ecfg.concurrency,
             num_cpus=ecfg.cpus_per_actor,
@@ -157,23 +158,23 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
     other = None
     compare = compare or ecfg.compare
     if compare:
-        other_run = locate(
+        other_run = RunLayout.at(
             compare if ("/" in compare) else cfg.run.output.rstrip("/") + "/" + compare, cfg.storage
         )
-        _require(other_run.join("report", "metrics.json"), "evaluate (of the compared run)")
-        other_doc = read_json(other_run.join("report", "metrics.json"))
+        _require(other_run.metrics, "evaluate (of the compared run)")
+        other_doc = read_json(other_run.metrics)
         other = (compare, other_doc, other_doc)
 
     # Predictions first, the report last: a report on storage always describes predictions that exist.
     thresholds = np.asarray(thr.thresholds, dtype=np.float64)
-    predictions = run.join("predictions")
+    predictions = run.predictions
     for split, ds in scored.items():
         out = ds.map_batches(decide, batch_format="pyarrow", fn_args=(labels, thresholds, ecfg.at_least_one))
         with staged_dir(predictions.join(split)) as stage:
             out.write_parquet(stage.path, filesystem=stage.fs, filename_provider=PartFiles())
-    write_json(run.join("thresholds.json"), thr_doc)
+    write_json(run.thresholds, thr_doc)
     plots = report.render_plots(ev, thr_doc, stats)
-    rep = run.join("report")
+    rep = run.report
     with staged_dir(rep) as stage:
         for name, png in plots.items():
             write_bytes(stage.join("plots", f"{name}.png"), png)

@@ -25,9 +25,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
-from pipeline.dataset import SPLITS
-from pipeline.labels import csr_from_arrow
-from pipeline.metrics import GROUPS, ZERO_SHOT, assign_groups
+from pipeline.data.groups import GROUPS, ZERO_SHOT, assign_groups
+from pipeline.data.labels import csr_from_arrow
+from pipeline.data.sources import SPLITS
 
 MAX_EXAMPLES = 5
 

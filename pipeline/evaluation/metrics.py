@@ -26,17 +26,13 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import ArrayLike, NDArray
 
-#: Frequency groups of the training vocabulary, by training documents (:func:`assign_groups`).
-GROUPS: tuple[str, ...] = ("head", "medium", "tail")
-#: Labels of the evaluated set that never occur in train (prepare's ``data.unknown_label_policy:
-#: zero-shot``): outside the model's vocabulary, so a closed-vocabulary model misses every one of their
-#: positives. Reported as a group of its own beside :data:`GROUPS`, never mixed into the vocabulary figures.
-ZERO_SHOT = "zero-shot"
-DEFAULT_HEAD_MIN = 35
-DEFAULT_TAIL_MAX = 8
+from pipeline.data.groups import DEFAULT_HEAD_MIN, DEFAULT_TAIL_MAX, GROUPS, ZERO_SHOT, assign_groups
+
 AVERAGES: tuple[str, ...] = ("micro", "macro", "weighted", "samples")
 TOP_K: tuple[int, ...] = (1, 3)
-DECISION_RULE = "a label is predicted iff its score >= its threshold (pipeline.thresholds.apply_thresholds)"
+DECISION_RULE = (
+    "a label is predicted iff its score >= its threshold (pipeline.evaluation.thresholds.apply_thresholds)"
+)
 # Bound on the score cells handled at once by row-chunked passes (top-k selection), to keep memory flat.
 _CHUNK_CELLS = 4_000_000
 
@@ -234,22 +230,6 @@ def cut_ap(cuts: ScoreCuts, support: NDArray[np.int64]) -> NDArray[np.float64]:
 
 
 # ------------------------------------------------------------------------------------------ metrics
-
-
-def assign_groups(
-    train_counts: ArrayLike, head_min: int = DEFAULT_HEAD_MIN, tail_max: int = DEFAULT_TAIL_MAX
-) -> NDArray[np.str_]:
-    """Frequency group of each label from its number of training documents.
-
-    ``head`` if count >= head_min, ``tail`` if count <= tail_max, ``medium`` otherwise. The defaults (35, 8)
-    are the published Reuters-21578 split, so group figures compare with the literature.
-    """
-    counts = np.asarray(train_counts)
-    if counts.ndim != 1:
-        raise ValueError(f"train_counts must be 1-D, got shape {counts.shape}")
-    if tail_max >= head_min:
-        raise ValueError(f"tail_max ({tail_max}) must be below head_min ({head_min})")
-    return np.where(counts >= head_min, "head", np.where(counts <= tail_max, "tail", "medium")).astype("<U6")
 
 
 def _top_k(sub: NDArray[Any], k: int) -> NDArray[np.bool_]:

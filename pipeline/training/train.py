@@ -44,12 +44,16 @@ from ray.train import (
 from ray.train.torch import TorchTrainer
 from transformers import AutoTokenizer
 
-from pipeline.config import Config
-from pipeline.console import Every, say
-from pipeline.dataset import InputError
-from pipeline.labels import csr_from_arrow, csr_from_padded, dense_targets, padded_indices, row_width
-from pipeline.losses import build_loss, estimate_mu
-from pipeline.model import (
+from pipeline.core.config import Config
+from pipeline.core.console import Every, say
+from pipeline.core.errors import InputError
+from pipeline.core.layout import RunLayout
+from pipeline.core.resources import cluster_plan
+from pipeline.core.storage import Location, download_dir, read_bytes, read_json, upload_dir
+from pipeline.data.labels import csr_from_arrow, csr_from_padded, dense_targets, padded_indices, row_width
+from pipeline.evaluation.thresholds import fit_thresholds
+from pipeline.modeling.losses import build_loss, estimate_mu
+from pipeline.modeling.model import (
     TINY_BERT,
     ModelConfig,
     build_model,
@@ -57,10 +61,7 @@ from pipeline.model import (
     save_model,
     train_wordpiece_tokenizer,
 )
-from pipeline.resources import cluster_plan
-from pipeline.sampling import class_aware_indices, sample_weights, weighted_indices
-from pipeline.storage import Location, download_dir, locate, read_bytes, read_json, upload_dir
-from pipeline.thresholds import fit_thresholds
+from pipeline.modeling.sampling import class_aware_indices, sample_weights, weighted_indices
 
 log = logging.getLogger(__name__)
 
@@ -71,30 +72,30 @@ META_FILE = "meta.json"
 # ------------------------------------------------------------------------------------------------ data
 
 
-def read_prepared(run: Location, split: str) -> ray.data.Dataset:
-    stats_loc = run.join("label_stats.json")
+def read_prepared(run: RunLayout, split: str) -> ray.data.Dataset:
+    stats_loc = run.label_stats
     if not stats_loc.exists():
         raise InputError(f"{stats_loc.uri} not found: run the prepare stage first (python -m jobs.prepare)")
-    return ray.data.read_parquet(run.join("prepared", split).path, filesystem=run.fs)
+    return ray.data.read_parquet(run.prepared_split(split).path, filesystem=run.fs)
 
 
-def column_batches(run: Location, split: str, column: str, batch_size: int = 65536) -> Iterator[pa.Array]:
+def column_batches(run: RunLayout, split: str, column: str, batch_size: int = 65536) -> Iterator[pa.Array]:
     """One column of a prepared split, streamed on the driver with pyarrow.
 
     For what the driver needs whole anyway (the labels, the tokenizer's training texts): each Ray Data read of
     a small split cost about 3 s of scheduling here, and `build_inputs` made three of them.
     """
-    shards = pads.dataset(run.join("prepared", split).path, filesystem=run.fs, format="parquet")
+    shards = pads.dataset(run.prepared_split(split).path, filesystem=run.fs, format="parquet")
     for batch in shards.to_batches(columns=[column], batch_size=batch_size):
         yield batch.column(0)
 
 
 class EncodeBatch:
     """map_batches (pyarrow): text -> fixed-length token ids; labels -> their indices padded to `width`
-    (`pipeline.labels`): the multi-hot targets are built per training batch, never for the whole split."""
+    (`labels`): the multi-hot targets are built per training batch, never for the whole split."""
 
     def __init__(self, tokenizer: Any, max_length: int, labels: list[str], width: int) -> None:
-        from pipeline.model import Tokenize
+        from pipeline.modeling.model import Tokenize
 
         self.tokenize = Tokenize(tokenizer, max_length=max_length, text_column="text")
         self.labels, self.width = labels, width
@@ -115,14 +116,14 @@ def encode_dataset(
     ).select_columns(["input_ids", "attention_mask", "label_idx"])
 
 
-def label_matrix(run: Location, split: str, labels: list[str]) -> sp.csr_matrix:
+def label_matrix(run: RunLayout, split: str, labels: list[str]) -> sp.csr_matrix:
     """A prepared split's labels as a 0/1 CSR matrix on the driver (reads the labels column only); labels
     outside `labels` (zero-shot ones) are left out."""
     parts = [csr_from_arrow(col, labels, ignore_unknown=True) for col in column_batches(run, split, "labels")]
     return sp.vstack(parts, format="csr") if parts else sp.csr_matrix((0, len(labels)), dtype=np.int8)
 
 
-def make_tokenizer(cfg: Config, run: Location, stats: dict) -> Any:
+def make_tokenizer(cfg: Config, run: RunLayout, stats: dict) -> Any:
     """tiny-bert: a WordPiece vocabulary trained on the training texts, streamed from storage (never all
     held on the driver at once), saved under `<run>/tokenizer/` and reused while the training data is the
     same, so a resumed run sees the vocabulary its checkpoints were trained with (training the vocabulary
@@ -162,7 +163,7 @@ def make_tokenizer(cfg: Config, run: Location, stats: dict) -> Any:
 def epoch_metrics(y: Any, scores: np.ndarray) -> dict[str, float]:
     """Validation metrics at 0.5 and after per-label threshold tuning; macro averages over the whole
     vocabulary, zero_division=0. `y` is 0/1, dense or scipy.sparse (the loop passes CSR)."""
-    from pipeline.metrics import per_label_ap
+    from pipeline.evaluation.metrics import per_label_ap
 
     ap = per_label_ap(y, scores)
     # The report applies per-label thresholds fitted on validation; the same fit here (optimistic: fitted and
@@ -593,7 +594,7 @@ TRAIN_RESOURCE_KEYS = frozenset(
 class TrainInputs:
     """What every training run of a prepared run shares (one per train job, or one per Tune experiment)."""
 
-    run: Location
+    run: RunLayout
     labels: list[str]
     counts: list[int]
     num_docs: int
@@ -609,8 +610,8 @@ class TrainInputs:
 def build_inputs(cfg: Config, tokenize: bool = True) -> TrainInputs:
     """Label statistics, tokenizer, mu and the tokenised, materialised train / validation datasets
     (`tokenize=False`: no datasets, for callers that read the prepared splits themselves)."""
-    run = locate(cfg.run_uri, cfg.storage)
-    stats_loc = run.join("label_stats.json")
+    run = RunLayout.of(cfg)
+    stats_loc = run.label_stats
     if not stats_loc.exists():
         raise InputError(f"{stats_loc.uri} not found: run the prepare stage first (python -m jobs.prepare)")
     stats = read_json(stats_loc)
@@ -724,7 +725,7 @@ def run_train(cfg: Config, hooks: dict[str, Any] | None = None) -> dict[str, Any
         ),
     )
     fp = fingerprint(cfg, inputs.labels, loss_params, inputs.tokenizer)
-    resume = latest_checkpoint(run.join("checkpoints"))
+    resume = latest_checkpoint(run.checkpoints)
     meta = _checkpoint_meta(resume) if resume is not None else None
     if meta is not None and meta.get("fingerprint") != fp:
         raise InputError(
@@ -761,18 +762,18 @@ def run_train(cfg: Config, hooks: dict[str, Any] | None = None) -> dict[str, Any
         "label_counts_train": dict(zip(labels, inputs.counts, strict=True)),
         "num_train_docs": inputs.num_docs,
     }
-    export_model(model, tokenizer, labels, extra, inputs.model_cfg, run.join("model"))
+    export_model(model, tokenizer, labels, extra, inputs.model_cfg, run.model)
     log.info(
         "training done in %.0fs; best %s %.4f; model at %s",
         time.perf_counter() - t0,
         cfg.train.checkpoint_metric,
         best,
-        run.join("model").uri,
+        run.model.uri,
     )
     return {
         "history": history,
         "best": best,
-        "model": run.join("model").uri,
+        "model": run.model.uri,
         "label_index_width": inputs.label_width,
     }
 

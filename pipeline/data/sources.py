@@ -14,8 +14,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from pipeline.config import DataSection, StorageSection
-from pipeline.storage import make_filesystem
+from pipeline.core.config import DataSection, StorageSection
+from pipeline.core.errors import InputError
+from pipeline.core.storage import make_filesystem
 
 SPLITS = ("train", "validation", "test")
 _SPLIT_ALIASES = {
@@ -26,10 +27,6 @@ _SPLIT_ALIASES = {
     "valid": "validation",
     "test": "test",
 }
-
-
-class InputError(ValueError):
-    """The input does not match the contract; the message says where and what was expected."""
 
 
 @dataclass

@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.config import SyntheticSection
-from pipeline.storage import Location, write_bytes
+from pipeline.core.config import SyntheticSection
+from pipeline.core.storage import Location, write_bytes
 
 _SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
 #: Words in each label's own vocabulary; noise words shared by all documents.

@@ -23,8 +23,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from pipeline.config import Config
-from pipeline.storage import Location, read_json, staged_dir, write_json
+from pipeline.core.config import Config
+from pipeline.core.layout import RunLayout
+from pipeline.core.storage import Location, read_json, staged_dir, write_json
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class Embed:
     def __init__(self, model_cfg: dict[str, Any], tokenizer: Any, seed: int, batch_size: int) -> None:
         import torch
 
-        from pipeline.model import Tokenize, build_model
+        from pipeline.modeling.model import Tokenize, build_model
 
         torch.manual_seed(seed)  # tiny-bert's random encoder must be the same in every actor and every run
         self.model = build_model(model_cfg, 1, tokenizer).eval()
@@ -79,13 +80,13 @@ def cache_key(cfg: Config, stats: dict[str, Any], tokenizer: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def ensure_embeddings(cfg: Config, run: Location, stats: dict[str, Any], tokenizer: Any) -> Location:
+def ensure_embeddings(cfg: Config, run: RunLayout, stats: dict[str, Any], tokenizer: Any) -> Location:
     """The cache folder for this run's encoder and data, computing it with Ray Data if it is missing."""
     import ray.data
 
-    from pipeline.model import ModelConfig
+    from pipeline.modeling.model import ModelConfig
 
-    folder = run.join("embeddings", cache_key(cfg, stats, tokenizer))
+    folder = run.embeddings.join(cache_key(cfg, stats, tokenizer))
     if folder.join("done.json").exists():
         log.info("embeddings: reusing the cache at %s", folder.uri)
         return folder
@@ -93,7 +94,7 @@ def ensure_embeddings(cfg: Config, run: Location, stats: dict[str, Any], tokeniz
     t0 = time.perf_counter()
     # Both splits in one pass: one actor pool, so the encoder is loaded once per actor, not once per split.
     ds = ray.data.read_parquet(
-        [run.join("prepared", split).path for split in SPLITS], filesystem=run.fs, include_paths=True
+        [run.prepared_split(split).path for split in SPLITS], filesystem=run.fs, include_paths=True
     )
     # Bounded blocks: the reader packs small files into one large read block, and a map over one block emits
     # its small output only at the end; Ray Data 2.60 aborts a dataset after 1,800 s without output (seen
@@ -142,7 +143,7 @@ class HeadData:
 
 
 def load_split(folder: Location, split: str, labels: list[str]) -> HeadData:
-    from pipeline.labels import csr_from_arrow
+    from pipeline.data.labels import csr_from_arrow
 
     tables = [
         pq.read_table(folder.fs.open_input_file(p), columns=["embedding", "labels"])

@@ -1,0 +1,98 @@
+"""The run's storage layout: where every stage reads and writes under ``<run.output>/<run.name>/``.
+
+One typed object for the whole layout, so a path is spelled once. A local folder or an object-store prefix
+alike (a :class:`~pipeline.core.storage.Location`)::
+
+    <run>/data/                  the synthetic corpus (data.source: synthetic)
+    <run>/prepared/<split>/      prepared Parquet shards (train, validation, test)
+    <run>/label_stats.json       label statistics and groups
+    <run>/embeddings/<key>/      cached frozen-encoder embeddings (tune.mode: embeddings)
+    <run>/tune/                  the Tune experiment; <run>/best_params.yaml its result
+    <run>/checkpoints/           training checkpoints
+    <run>/model/                 the trained model (model_config.json, weights, tokenizer)
+    <run>/thresholds.json        per-label thresholds fitted on validation
+    <run>/report/                metrics.json, per_label.csv, summary.csv, report.html, plots/
+    <run>/predictions/<name>/    evaluate's validation/test scores and predict's outputs
+    <run>/manifests/<stage>.json what each stage ran on (run_all)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.core.config import Config, StorageSection
+from pipeline.core.storage import Location, locate
+
+
+@dataclass(frozen=True)
+class RunLayout(Location):
+    """A run's folder, with a property for each output in it (module docstring)."""
+
+    @classmethod
+    def of(cls, cfg: Config) -> RunLayout:
+        """The layout of the run `cfg` names (`run.output` / `run.name`)."""
+        return cls.at(cfg.run_uri, cfg.storage)
+
+    @classmethod
+    def at(cls, uri: str, storage: StorageSection | None = None) -> RunLayout:
+        loc = locate(uri, storage)
+        return cls(loc.fs, loc.path, loc.uri)
+
+    @property
+    def data(self) -> Location:
+        return self.join("data")
+
+    @property
+    def prepared(self) -> Location:
+        return self.join("prepared")
+
+    def prepared_split(self, split: str) -> Location:
+        return self.join("prepared", split)
+
+    @property
+    def label_stats(self) -> Location:
+        return self.join("label_stats.json")
+
+    @property
+    def embeddings(self) -> Location:
+        return self.join("embeddings")
+
+    @property
+    def tune(self) -> Location:
+        return self.join("tune")
+
+    @property
+    def best_params(self) -> Location:
+        return self.join("best_params.yaml")
+
+    @property
+    def checkpoints(self) -> Location:
+        return self.join("checkpoints")
+
+    @property
+    def model(self) -> Location:
+        return self.join("model")
+
+    @property
+    def model_config(self) -> Location:
+        return self.join("model", "model_config.json")
+
+    @property
+    def thresholds(self) -> Location:
+        return self.join("thresholds.json")
+
+    @property
+    def report(self) -> Location:
+        return self.join("report")
+
+    @property
+    def metrics(self) -> Location:
+        return self.join("report", "metrics.json")
+
+    @property
+    def predictions(self) -> Location:
+        return self.join("predictions")
+
+    @property
+    def manifests(self) -> Location:
+        return self.join("manifests")

@@ -1,0 +1,1 @@
+"""Pure PyTorch, no Ray: the encoder and heads, saving and loading a model, losses, sampling."""

@@ -1,0 +1,1 @@
+"""The predict stage: scoring new documents with a trained model and its thresholds."""
