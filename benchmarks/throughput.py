@@ -894,7 +894,7 @@ def _ray_score_pass(folder: Path, model: Path, ecfg: Any) -> dict[str, Any]:
     import numpy as np
     import ray.data
 
-    from pipeline.serving.predict import score_dataset
+    from pipeline.evaluation.scoring import score_dataset
 
     known = len(_scorer_operator_metrics())
     t0 = time.perf_counter()

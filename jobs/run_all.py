@@ -14,7 +14,7 @@ from typing import Any
 
 from jobs._common import main
 from pipeline.core.config import Config
-from pipeline.runs.manifest import run_stages
+from pipeline.runs.orchestrator import run_stages
 
 log = logging.getLogger("jobs.run_all")
 

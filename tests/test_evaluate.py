@@ -152,7 +152,7 @@ def test_report_renders_in_chromium(evaluated, tmp_path):
 def test_scoring_actors_that_cannot_fit_fail_at_once(evaluated):
     """0.5-CPU actor + 1 CPU for reading on a 1-CPU cluster waited forever in Ray Data (seen here)."""
     from pipeline.core.errors import ResourceError
-    from pipeline.serving.predict import check_scoring_resources
+    from pipeline.evaluation.scoring import check_scoring_resources
 
     root, cfg, _ = evaluated
     check_scoring_resources(cfg.evaluate, "evaluate", {"CPU": 1.5})

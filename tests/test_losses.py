@@ -1,4 +1,4 @@
-"""losses: values against independent numpy float64 formulas (DESIGN.md), gradcheck, properties."""
+"""losses: values against independent numpy float64 formulas (docs/losses.md), gradcheck, properties."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ Z = np.array([[2.0, -1.0, 0.5, -3.0], [-0.5, 1.5, -2.0, 0.3], [1.0, -0.2, -1.5, 
 MU = 0.9  # given explicitly so the reference does not depend on the estimator
 
 
-# ---- numpy float64 references, straight from DESIGN.md ----------------------------------------------------
+# ---- numpy float64 references, straight from docs/losses.md ------------------------------------------
 def sig(x):
     return 1.0 / (1.0 + np.exp(-x))
 

@@ -16,6 +16,7 @@ import torch
 
 from pipeline.core.config import load_config
 from pipeline.core.errors import InputError
+from pipeline.evaluation.scoring import collect_scores
 from pipeline.evaluation.thresholds import apply_thresholds, fit_thresholds
 from pipeline.modeling.model import (
     ModelConfig,
@@ -24,7 +25,7 @@ from pipeline.modeling.model import (
     save_model,
     train_wordpiece_tokenizer,
 )
-from pipeline.serving.predict import SUCCESS_FILE, collect_scores, run_predict
+from pipeline.serving.predict import SUCCESS_FILE, run_predict
 
 LABELS = ["alpha", "beta", "gamma", "delta"]
 WORDS = "market oil grain wheat rate bank trade ship crude gold money stock bond yield corn sugar".split()
@@ -195,10 +196,10 @@ def test_pointer_s3_source_no_labels_column_via_job(
     settings (a local folder when moto is absent); they have no labels column and integer ids; the job entry
     point runs in-process and returns 0; predict.output puts the folder elsewhere. The input check runs
     as a Ray Data pass here (the other tests check small inputs on the driver)."""
-    import pipeline.serving.predict
+    import pipeline.serving.inputs
     from jobs.predict import main
 
-    monkeypatch.setattr(pipeline.serving.predict, "LOCAL_CHECK_MAX_ROWS", 0)
+    monkeypatch.setattr(pipeline.serving.inputs, "LOCAL_CHECK_MAX_ROWS", 0)
 
     root = tmp_path
     run = root / "runs" / "demo"
@@ -309,7 +310,7 @@ def test_refusals_name_the_problem_and_write_nothing(ray_session, built, tmp_pat
 
 
 def test_configured_column_names_pass_the_schema_check(built, tmp_path):
-    from pipeline.serving.predict import discover_input
+    from pipeline.serving.inputs import discover_input
 
     src = _write(tmp_path / "p.parquet", {"doc": ["a", "b"], "body": ["x y", "z"]})
     cfg = _cfg(tmp_path, "data.text_column=body", "data.id_column=doc", "data.labels_column=tags")

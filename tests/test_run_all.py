@@ -18,7 +18,7 @@ import yaml
 from jobs.run_all import run_all
 from pipeline.core.config import load_config
 from pipeline.core.errors import InputError
-from pipeline.runs import manifest
+from pipeline.runs import manifest, orchestrator
 
 SMALL = [
     "data.synthetic.num_docs=300",
@@ -79,7 +79,7 @@ def test_second_run_skips_everything_and_a_changed_evaluate_setting_reruns_only_
     assert _manifest(run, "prepare")["inputs"]["source"]["synthetic"]["num_docs"] == 300
 
     before = _snapshot(run)
-    caplog.set_level(logging.INFO, logger="pipeline.runs.manifest")
+    caplog.set_level(logging.INFO, logger="pipeline.runs.orchestrator")
     second = run_all(_cfg(root, "r"), NO_TUNE)
     assert not any(r["ran"] for r in second.values()), second
     assert {s: r["hash"] for s, r in second.items()} == {s: r["hash"] for s, r in first.items()}
@@ -183,10 +183,10 @@ def stub_stages(monkeypatch):
         (run / "thresholds.json").write_text("{}")
         calls.append(("evaluate", {"loss": cfg.loss.name}))
 
-    monkeypatch.setattr(manifest, "run_prepare", prepare)
-    monkeypatch.setattr(manifest, "_run_tune", tune)
-    monkeypatch.setattr(manifest, "run_train", train)
-    monkeypatch.setattr(manifest, "run_evaluate", evaluate)
+    monkeypatch.setattr(orchestrator, "run_prepare", prepare)
+    monkeypatch.setattr(orchestrator, "_run_tune", tune)
+    monkeypatch.setattr(orchestrator, "run_train", train)
+    monkeypatch.setattr(orchestrator, "run_evaluate", evaluate)
     return calls
 
 
@@ -197,7 +197,7 @@ def _ran(results: dict) -> list[str]:
 def test_tune_stage_and_interrupted_train_with_stub_stages(stub_stages, tmp_path, monkeypatch):
     calls = stub_stages
     cfg = _cfg(tmp_path, "t")
-    out = manifest.run_stages(cfg, tune=True)
+    out = orchestrator.run_stages(cfg, tune=True)
     assert list(out) == ["prepare", "tune", "train", "evaluate"] and _ran(out) == list(out)
     # Train and evaluate used best_params.yaml applied to the config.
     assert calls[2] == ("train", {"loss": "focal", "lr": 0.01}) and calls[3] == (
@@ -207,11 +207,11 @@ def test_tune_stage_and_interrupted_train_with_stub_stages(stub_stages, tmp_path
     assert _manifest(tmp_path / "t", "train")["inputs"]["best_params"]["loss"]["name"] == "focal"
 
     calls.clear()
-    assert _ran(manifest.run_stages(cfg, tune=True)) == [] and calls == []
+    assert _ran(orchestrator.run_stages(cfg, tune=True)) == [] and calls == []
 
     # A changed tune setting re-runs tune and everything after it, not prepare.
     cfg2 = _cfg(tmp_path, "t", "tune.seed=4")
-    out = manifest.run_stages(cfg2, tune=True)
+    out = orchestrator.run_stages(cfg2, tune=True)
     assert _ran(out) == ["tune", "train", "evaluate"]
     assert "config.tune" in out["tune"]["reason"] and out["train"]["reason"] == "an earlier stage (tune) ran"
     assert _manifest(tmp_path / "t", "train")["inputs"]["best_params"]["loss"]["params"]["gamma"] == 5.0
@@ -220,7 +220,7 @@ def test_tune_stage_and_interrupted_train_with_stub_stages(stub_stages, tmp_path
 
     # Without --tune, train's inputs are the config itself (no best_params): train and evaluate re-run.
     calls.clear()
-    out = manifest.run_stages(cfg2)
+    out = orchestrator.run_stages(cfg2)
     assert list(out) == ["prepare", "train", "evaluate"] and _ran(out) == ["train", "evaluate"]
     assert calls[0] == ("train", {"loss": "db", "lr": 5e-3})
 
@@ -228,16 +228,16 @@ def test_tune_stage_and_interrupted_train_with_stub_stages(stub_stages, tmp_path
     cfg3 = _cfg(tmp_path, "t", "loss.name=bce")
     monkeypatch.setenv("STUB_TRAIN_FAILS", "1")
     with pytest.raises(RuntimeError, match="worker killed"):
-        manifest.run_stages(cfg3)
+        orchestrator.run_stages(cfg3)
     assert not (tmp_path / "t" / "manifests" / "train.json").exists()
     assert not (tmp_path / "t" / "manifests" / "evaluate.json").exists()
     monkeypatch.delenv("STUB_TRAIN_FAILS")
-    out = manifest.run_stages(cfg3)
+    out = orchestrator.run_stages(cfg3)
     assert _ran(out) == ["train", "evaluate"] and out["train"]["reason"].startswith("no manifest")
 
     # A deleted output makes its stage run again even though the manifest matches.
     (tmp_path / "t" / "report" / "metrics.json").unlink()
-    out = manifest.run_stages(cfg3)
+    out = orchestrator.run_stages(cfg3)
     assert _ran(out) == ["evaluate"] and "report/metrics.json" in out["evaluate"]["reason"]
 
 

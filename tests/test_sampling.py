@@ -131,7 +131,7 @@ def test_weighted_sampling_raises_tail_share_on_reuters():
     rows = [np.array([vocab[x] for x in row], dtype=np.int64) for row in labels]
     counts = np.bincount(np.concatenate(rows), minlength=len(vocab))
     n_docs = len(rows)
-    tail = counts <= 8  # DESIGN.md default tail cut-off
+    tail = counts <= 8  # the default tail cut-off (groups.tail_max)
 
     uniform = tail_share(rows, np.arange(n_docs), tail)  # one plain epoch sees every row once
     factors = {}

@@ -16,27 +16,38 @@ class _Strict(BaseModel):
 
 
 class RunSection(_Strict):
+    #: The run's folder name under `output`; one run = one model, its thresholds and report.
     name: str = "demo"
     #: Output root: a local folder or an object-store URI (s3://bucket/prefix).
     #: The run lives in <output>/<name>/.
     output: str = "runs"
+    #: Seeds the split, the initial weights, sampling and data order.
     seed: int = 0
 
 
 class StorageSection(_Strict):
     """Options for object stores reached through pyarrow.fs (ignored for local paths)."""
 
+    #: host:port of an S3-compatible server (MinIO, moto); default: AWS.
     endpoint_override: str | None = None
+    #: http or https for that endpoint.
     scheme: Literal["http", "https"] | None = None
+    #: Credentials; default: the environment / instance profile (never logged).
     access_key: str | None = None
+    #: Secret of access_key.
     secret_key: str | None = None
+    #: Bucket region.
     region: str | None = None
 
 
 class SyntheticSection(_Strict):
+    #: Documents of the embedded synthetic corpus.
     num_docs: int = Field(3000, ge=10)
+    #: Labels, with Zipf-distributed frequencies.
     num_labels: int = Field(40, ge=2)
+    #: Steepness of the label frequency curve (larger: a longer tail).
     zipf_exponent: float = Field(1.4, gt=0)
+    #: Mean labels per document.
     mean_labels_per_doc: float = Field(1.5, ge=1)
     #: Probability that a drawn label pulls in a partner from its co-occurrence group of three.
     cooccurrence: float = Field(0.15, ge=0, le=1)
@@ -44,6 +55,7 @@ class SyntheticSection(_Strict):
     words_per_doc: int = Field(40, ge=5)
     #: Words of its own vocabulary (drawn with repetition) that each label of a document puts in its text.
     label_words_min: int = Field(3, ge=1)
+    #: Upper bound of label_words_min's range.
     label_words_max: int = Field(5, ge=1)
     #: per-document: the original generator, one document at a time (mean_labels_per_doc counts the labels
     #: drawn before co-occurrence pulls; label words overwrite noise words), fine for a few labels per
@@ -52,7 +64,9 @@ class SyntheticSection(_Strict):
     #: mean_labels_per_doc; label words are inserted among the noise words. For many labels per document
     #: (80,000 x 7,900 labels x 130 per document in well under a minute).
     generator: Literal["per-document", "vectorised"] = "per-document"
+    #: Parquet files written.
     num_shards: int = Field(4, ge=1)
+    #: Seed of the generator.
     seed: int = 0
 
     @model_validator(mode="after")
@@ -71,11 +85,15 @@ class SyntheticSection(_Strict):
 
 
 class SplitSection(_Strict):
+    #: Share of rows in train when the pipeline splits (iterative stratification).
     train: float = Field(0.7, gt=0, lt=1)
+    #: Share in validation.
     validation: float = Field(0.15, gt=0, lt=1)
+    #: Share in test; the three sum to 1.
     test: float = Field(0.15, gt=0, lt=1)
     #: Share of train carved out as validation when only train and test are given.
     validation_from_train: float = Field(0.15, gt=0, lt=1)
+    #: Seed of the stratifier.
     seed: int = 0
 
     @model_validator(mode="after")
@@ -89,7 +107,9 @@ class SplitSection(_Strict):
 class GroupsSection(_Strict):
     """Frequency groups by training documents per label (defaults follow the published Reuters split)."""
 
+    #: Labels with at least this many training documents are head labels.
     head_min: int = Field(35, ge=1)
+    #: Labels with at most this many training documents are tail labels; between the two: medium.
     tail_max: int = Field(8, ge=0)
 
     @model_validator(mode="after")
@@ -104,9 +124,13 @@ class GroupsSection(_Strict):
 class DataSection(_Strict):
     #: "synthetic" (write the embedded corpus under the run) or a folder / glob / URI of Parquet shards.
     source: str = "synthetic"
+    #: Column holding the document text (string).
     text_column: str = "text"
+    #: Column holding each document's labels (list<string>).
     labels_column: str = "labels"
+    #: Optional id column (string or integer), kept in the outputs.
     id_column: str = "id"
+    #: Optional column naming each row's split (train / validation / test; val and dev accepted).
     split_column: str = "split"
     #: Rows with null/empty text or no labels: drop them, or keep them (no-label rows become all-negative).
     empty_policy: Literal["drop", "keep"] = "drop"
@@ -118,10 +142,12 @@ class DataSection(_Strict):
     #: them into one row (first id, labels united), keep them (still split together), or fail. A group
     #: spanning given splits is always cut to its copies in the earliest of train -> validation -> test.
     duplicates: Literal["merge", "keep", "error"] = "merge"
+    #: Most frequent co-occurring label pairs listed in label_stats.json.
     top_pairs: int = Field(20, ge=0)
     #: Pairs are counted among this many most frequent train labels (memory ~ its square); top_pairs_exact in
     #: label_stats.json says whether the top pairs are provably the top pairs of the whole vocabulary.
     pair_candidates: int = Field(1024, ge=2, le=4096)
+    #: Rows per prepared Parquet file.
     rows_per_file: int = Field(50_000, ge=1)
     synthetic: SyntheticSection = SyntheticSection()
     split: SplitSection = SplitSection()
@@ -133,14 +159,23 @@ class ModelSection(_Strict):
 
     #: "tiny-bert" (embedded, trained from scratch), "minilm" (packaged all-MiniLM-L6-v2), a hub name or path.
     encoder: str = "tiny-bert"
+    #: Document vector: the [CLS] token or the mean of the token states.
     pooling: Literal["cls", "mean"] = "cls"
+    #: Dropout before the classification head.
     dropout: float = Field(0.1, ge=0, lt=1)
+    #: Tokens read per document (longer texts are truncated).
     max_length: int = Field(128, ge=4)
+    #: tiny-bert only: hidden size.
     hidden_size: int = Field(128, ge=8)
+    #: tiny-bert only: transformer layers.
     num_layers: int = Field(2, ge=1)
+    #: tiny-bert only: attention heads.
     num_heads: int = Field(2, ge=1)
+    #: tiny-bert only: feed-forward size.
     intermediate_size: int = Field(256, ge=8)
+    #: tiny-bert only: WordPiece vocabulary trained on the training texts.
     vocab_size: int = Field(8000, ge=16)
+    #: tiny-bert only: lower-case before tokenising.
     lowercase: bool = True
     #: Start the head's bias at the label base rates (log-odds), so rare labels start near their prior.
     init_bias_from_priors: bool = True
@@ -154,17 +189,24 @@ class LossSection(_Strict):
 
 
 class TrainSection(_Strict):
+    #: Passes over the training split (early stopping may end sooner).
     epochs: int = Field(10, ge=1)
     #: Per worker, per optimizer micro-step.
     batch_size: int = Field(32, ge=1)
+    #: Batch size of the validation pass after each epoch.
     eval_batch_size: int = Field(128, ge=1)
+    #: AdamW learning rate (of the encoder, when head_lr is set).
     lr: float = Field(5e-4, gt=0)
     #: The classification head's learning rate (default: lr). A pretrained encoder wants a small lr, while a
     #: freshly initialised head over hundreds of rare labels learns them only with a much larger one.
     head_lr: float | None = Field(None, gt=0)
+    #: AdamW weight decay.
     weight_decay: float = Field(0.01, ge=0)
+    #: Share of the steps with a linear warm-up; then linear decay to 0.
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    #: Gradient norm clipping (null: off).
     grad_clip: float | None = Field(1.0, gt=0)
+    #: Micro-steps per optimizer step.
     grad_accum: int = Field(1, ge=1)
     #: auto: bf16 autocast on GPUs that support it, fp32 on CPU.
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
@@ -172,8 +214,11 @@ class TrainSection(_Strict):
     sampling: Literal["none", "mean", "max", "geomean", "class-aware"] = "none"
     #: 0 runs the loop in-process (no worker actors); N >= 1 runs N data-parallel workers.
     num_workers: int = Field(1, ge=0)
+    #: Train on GPUs (one per worker by default).
     use_gpu: bool = False
+    #: CPUs reserved per training worker.
     cpus_per_worker: float = Field(1.0, gt=0)
+    #: GPUs per worker when use_gpu.
     gpus_per_worker: float = Field(1.0, ge=0)
     #: CPUs left free for Ray Data (tokenisation, reading) beside the training workers.
     data_cpus: float = Field(0.5, ge=0)
@@ -185,9 +230,11 @@ class TrainSection(_Strict):
     ] = "val_tuned_macro_f1"
     #: Default: min for val_loss, max otherwise.
     checkpoint_mode: Literal["max", "min"] | None = None
+    #: Checkpoints kept under <run>/checkpoints/, the best by checkpoint_metric.
     keep_checkpoints: int = Field(2, ge=1)
     #: Stop after this many epochs without improvement of checkpoint_metric (0: never stop early).
     patience: int = Field(3, ge=0)
+    #: Worker failures survived by restarting from the latest checkpoint.
     max_failures: int = Field(2, ge=0)
     #: Seconds between progress lines inside an epoch (step / total, samples/s, loss, ETA); one more line
     #: follows each epoch.
@@ -217,11 +264,15 @@ class EvaluateSection(_Strict):
     min_support: int = Field(5, ge=1)
     #: Shrink per-label thresholds toward the global one: t = (s t_label + k t_global) / (s + k); 0 = off.
     shrinkage: float = Field(0.0, ge=0)
+    #: Give every document its best-scored label even when no score passes its threshold.
     at_least_one: bool = False
+    #: Rows per scoring batch.
     batch_size: int = Field(256, ge=1)
     #: Scoring actors (each loads the model once) and their resources.
     concurrency: int = Field(1, ge=1)
+    #: CPUs per scoring actor.
     cpus_per_actor: float = Field(1.0, gt=0)
+    #: GPUs per scoring actor.
     gpus_per_actor: float = Field(0.0, ge=0)
     #: Another run (a run name under run.output, or a run URI) to show beside this one in the report.
     compare: str | None = None
@@ -234,15 +285,21 @@ class TuneSection(_Strict):
     )
     #: Overrides of the default ranges: {family: {param: [low, high] or [choices]}}.
     space: dict[str, dict[str, list]] = Field(default_factory=dict)
+    #: Learning-rate range searched (log-uniform).
     lr: tuple[float, float] = (3e-4, 3e-3)
+    #: Trials in the search.
     num_samples: int = Field(12, ge=1)
+    #: Optuna TPE or random search.
     search: Literal["optuna", "random"] = "optuna"
+    #: ASHA stops poor trials early; none runs every trial to the end.
     scheduler: Literal["asha", "none"] = "asha"
     #: The objective: validation macro-F1 after per-label threshold tuning, as the report shows.
     metric: Literal["val_tuned_macro_f1", "val_tuned_micro_f1", "val_macro_f1", "val_macro_ap"] = (
         "val_tuned_macro_f1"
     )
+    #: ASHA: epochs before a trial may be stopped.
     grace_period: int = Field(1, ge=1)
+    #: ASHA: share of trials kept at each rung is 1 / reduction_factor.
     reduction_factor: float = Field(2.0, gt=1)
     #: Trials at once; None: as many as the resource plan fits.
     max_concurrent: int | None = Field(None, ge=1)
@@ -250,6 +307,7 @@ class TuneSection(_Strict):
     driver_cpus: float = Field(0.05, ge=0)
     #: Trials to run first, e.g. [{loss: db, lr: 0.001, db.kappa: 0.05}] (keys: loss, lr, <family>.<param>).
     points_to_evaluate: list[dict[str, Any]] = Field(default_factory=list)
+    #: Seed of the searcher.
     seed: int = 0
     #: full: every trial fine-tunes the whole model through Ray Train. embeddings: the encoder's pooled
     #: embeddings are computed once with Ray Data and cached as Parquet; each trial trains only the head.
@@ -265,6 +323,7 @@ class PredictSection(_Strict):
     source: str | None = None
     #: Predictions go to <run>/predictions/<name>/ unless output is given (a folder or URI).
     name: str = "new"
+    #: Folder or URI for the predictions instead of <run>/predictions/<name>/.
     output: str | None = None
     #: Model folder; default: the promoted model (<run>/current.json, written by retrain), else <run>/model.
     model: str | None = None
@@ -284,6 +343,7 @@ class RetrainSection(_Strict):
 class RaySection(_Strict):
     #: None: connect to a running cluster if RAY_ADDRESS is set, else start a local one in-process.
     address: str | None = None
+    #: CPUs of the local Ray started in-process (default: all); ignored on a cluster.
     num_cpus: int | None = None
     #: Niceness of this run's Ray workers (Train workers, scoring actors, tasks); None keeps Ray's default,
     #: 15, at which they yield the CPU to any other process of a shared node. 0 runs them at normal priority.

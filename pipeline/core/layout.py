@@ -14,6 +14,7 @@ alike (a :class:`~pipeline.core.storage.Location`)::
     <run>/report/                metrics.json, per_label.csv, summary.csv, report.html, plots/
     <run>/predictions/<name>/    evaluate's validation/test scores and predict's outputs
     <run>/manifests/<stage>.json what each stage ran on (run_all)
+    <run>/current.json           the promoted model and thresholds (retrain; read by predict)
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ from dataclasses import dataclass
 
 from pipeline.core.config import Config, StorageSection
 from pipeline.core.storage import Location, locate
+
+#: A saved model folder's description (labels, encoder, loss, training history).
+MODEL_CONFIG_FILE = "model_config.json"
+#: The run's pointer to its promoted model and thresholds (written by retraining, read by predict).
+POINTER_FILE = "current.json"
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,7 @@ class RunLayout(Location):
 
     @property
     def model_config(self) -> Location:
-        return self.join("model", "model_config.json")
+        return self.join("model", MODEL_CONFIG_FILE)
 
     @property
     def thresholds(self) -> Location:
@@ -92,6 +98,10 @@ class RunLayout(Location):
     @property
     def predictions(self) -> Location:
         return self.join("predictions")
+
+    @property
+    def pointer(self) -> Location:
+        return self.join(POINTER_FILE)
 
     @property
     def manifests(self) -> Location:

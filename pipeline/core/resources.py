@@ -1,6 +1,6 @@
 """Resource plan: check a training request against the cluster before anything is scheduled.
 
-On a small cluster Ray does not refuse an infeasible request, it waits for it forever (DESIGN.md: training
+On a small cluster Ray does not refuse an infeasible request, it waits for it forever (training
 workers that take every CPU starve Ray Data; a placement group that cannot fit never starts). So the plan is
 checked up front and an infeasible one fails at once, saying what was asked and what the cluster has.
 """

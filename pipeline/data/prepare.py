@@ -41,7 +41,7 @@ PREPARED_SCHEMA = pa.schema(
 
 
 class PartFiles(FilenameProvider):
-    """Ray Data writes `part-<task>-<write uuid>.parquet` files (the layout DESIGN.md names)."""
+    """Ray Data writes `part-<task>-<write uuid>.parquet` files (the layout Ray Data uses elsewhere)."""
 
     def __init__(self) -> None:
         super().__init__(file_format="parquet")

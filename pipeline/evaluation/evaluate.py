@@ -27,14 +27,14 @@ from pipeline.data.labels import outside_counts
 from pipeline.data.prepare import PartFiles
 from pipeline.evaluation import report
 from pipeline.evaluation.metrics import evaluate as compute_metrics
-from pipeline.evaluation.thresholds import fit_thresholds
-from pipeline.serving.predict import (
+from pipeline.evaluation.scoring import (
     ScoringProgress,
     check_scoring_resources,
     collect_scores,
     decide,
     score_dataset,
 )
+from pipeline.evaluation.thresholds import fit_thresholds
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 A model trained on a long-tailed label set produces scores whose scale differs per label: rare labels
 rarely reach 0.5, so one fixed cut-off predicts the head and never the tail. Per-label F1-optimal thresholds
 fix that for labels with enough validation positives, but a threshold fitted to 1-3 positives follows those
-few scores and over-predicts on test (DESIGN.md, "Thresholds and metrics"). This module therefore fits,
+few scores and over-predicts on test (docs/metrics.md, "Thresholds"). This module therefore fits,
 exactly and without a grid:
 
 - one global threshold maximising validation micro-F1 (the floor every strategy must match),
@@ -387,7 +387,7 @@ def fit_thresholds(
         labels with at least ``min_support`` validation positives, the global threshold for the rest.
     min_support : int, default=5
         Fewest validation positives a per-label threshold may be fitted from. With 1-3 positives the optimum
-        sits on those few scores and over-predicts on test (DESIGN.md measured micro-F1 0.86 -> 0.62-0.69);
+        sits on those few scores and over-predicts on test (micro-F1 0.86 -> 0.62-0.69 was seen on Reuters);
         at 5 the F1 curve has at least five steps and one outlying positive moves the optimum less. Used by
         ``per_label_with_fallback`` only.
     shrinkage : float, default=0.0

@@ -2,7 +2,7 @@
 
 One factory, :func:`build_loss`, builds every loss from its name, the training label statistics
 (per-label document counts ``n_i`` and the number of training documents ``N``) and its parameters.
-The formulas are those of ``DESIGN.md`` ("The long-tail toolbox"):
+The formulas (docs/losses.md has them with their papers):
 
 =================  =====================================================================================
 name               loss (per entry ``(k, i)``; ``z`` logit, ``y`` target, ``p = sigmoid(z)``)
@@ -405,7 +405,7 @@ class DistributionBalancedLoss(MultiLabelLoss):
         n1 = np.maximum(n, 1.0)
         self.register_buffer("freq_inv", torch.tensor(1.0 / n1, dtype=torch.float64), persistent=False)
 
-        # NTR shift. DESIGN.md: z' = z + b_i, b_i = kappa log(q_i/(1-q_i)). This is the sign of the published
+        # NTR shift: z' = z + b_i, b_i = kappa log(q_i/(1-q_i)). This is the sign of the published
         # code (wutong16/DistributionBalancedLoss, Roche/BalancedLossNLP: logits += init_bias with
         # init_bias = -kappa log(N/n - 1) = kappa log(q/(1-q)); after the fix of wutong16 issue #8 without
         # the extra 1/lambda). A rare label (q < 1/2) gets b_i < 0: its logit is lowered inside the loss, so

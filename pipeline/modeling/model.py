@@ -46,6 +46,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from pipeline.core.layout import MODEL_CONFIG_FILE
+
 log = logging.getLogger(__name__)
 
 TINY_BERT = "tiny-bert"
@@ -57,7 +59,7 @@ FORMAT_VERSION = 1
 ENCODER_DIR = "encoder"
 TOKENIZER_DIR = "tokenizer"
 HEAD_FILE = "head.pt"
-CONFIG_FILE = "model_config.json"
+CONFIG_FILE = MODEL_CONFIG_FILE
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Multi-label re-sampling: per-document sample weights, weighted and class-aware index draws, tail share.
 
 A multi-label document has several labels, so "inverse class frequency" needs a rule to combine the inverse
-frequencies ``1/n_j`` of the row's labels into one sample weight (the forum recipes; DESIGN.md "Sampling"):
+frequencies ``1/n_j`` of the row's labels into one sample weight (the recipes users share for it;
+docs/losses.md, "Sampling"):
 
 * ``mean``: ``mean_j 1/n_j``;
 * ``max``: ``max_j 1/n_j`` (the rarest label decides);
@@ -208,7 +209,7 @@ def tail_share(label_indices: Any, indices: Sequence[int] | np.ndarray, tail_mas
     """Share of the label occurrences seen in the rows ``indices`` (repeats count each time) that are tail
     labels: ``sum_draws #tail labels of the row / sum_draws #labels of the row``; NaN if no label is seen.
 
-    tail_mask: boolean array over labels (True = tail, e.g. ``counts <= 8`` as in DESIGN.md).
+    tail_mask: boolean array over labels (True = tail, e.g. ``counts <= 8``, the default tail cut-off).
     """
     mask = np.asarray(tail_mask, dtype=bool).reshape(-1)
     m = _label_csr(label_indices, mask.size)

@@ -18,7 +18,7 @@ One retraining (`run_retrain`):
    evaluated model (shards, data / model / loss / train / evaluate settings), so a job interrupted half-way
    continues in the same folder (stage manifests skip what is done) and a rejected challenger is not trained
    again on every schedule tick.
-3. prepare -> train -> evaluate the challenger (pipeline.runs.manifest.run_stages).
+3. prepare -> train -> evaluate the challenger (pipeline.runs.orchestrator.run_stages).
 4. Score the current model, with its own thresholds, on the challenger's test split with Ray Data and compute
    the same metrics as the challenger's report, over the challenger's label vocabulary (labels the current
    model does not know count as never predicted). When an earlier attempt already compared this challenger
@@ -49,21 +49,21 @@ import numpy as np
 import ray.data
 
 from pipeline.core.config import Config
-from pipeline.core.layout import RunLayout
 from pipeline.core.errors import InputError
-from pipeline.runs.manifest import digest, expected_hash, read_manifest, run_stages, source_identity
+from pipeline.core.layout import POINTER_FILE, RunLayout
+from pipeline.core.storage import Location, locate, read_json, write_bytes, write_json
 from pipeline.data.groups import GROUPS
 from pipeline.evaluation.metrics import AVERAGES, TOP_K
 from pipeline.evaluation.metrics import evaluate as compute_metrics
-from pipeline.serving.predict import collect_scores, score_dataset
 from pipeline.evaluation.report import HEADLINE, LOWER_IS_BETTER
-from pipeline.core.storage import Location, locate, read_json, write_bytes, write_json
+from pipeline.evaluation.scoring import collect_scores, score_dataset
 from pipeline.evaluation.thresholds import ThresholdResult
+from pipeline.runs.manifest import digest, expected_hash, read_manifest, source_identity
+from pipeline.runs.orchestrator import run_stages
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-POINTER_FILE = "current.json"
 COMPARISON_FILE = "comparison.json"
 COMPARISON_MD = "comparison.md"
 #: Scores of the report's "overall" (and of each group) a promotion gate may use.
@@ -291,7 +291,7 @@ def run_retrain(cfg: Config) -> dict[str, Any]:
     t0 = time.perf_counter()
     check_gate_metrics(cfg.retrain.metrics)
     project = RunLayout.of(cfg)
-    pointer_loc = project.join(POINTER_FILE)
+    pointer_loc = project.pointer
     identity = source_identity(cfg)
     data_hash = digest(identity)
     pointer = read_pointer(pointer_loc)

@@ -1,0 +1,1 @@
+"""Whole runs: stage records (manifests), the orchestrator and scheduled retraining."""
