@@ -335,7 +335,7 @@ class DistributionBalancedLoss(MultiLabelLoss):
         is also what the published code computes, via ``1/0 = inf``).
     gamma: focal exponent, default 2 (Lin et al.).
     focal_alpha: focal ``alpha_t`` is ``focal_alpha`` on positives and ``1 - focal_alpha`` on negatives,
-        default 0.5 (0.5 for both, as DESIGN and Huang et al.).
+        default 0.5 (0.5 for both, as Huang et al.).
     kappa: NTR shift scale, default 0.05 (Huang et al.'s ``init_bias``).
     lam: NTR negative scale ``lambda``, default 2 (Huang et al.'s ``neg_scale``). The ``1/lambda`` factor is
         kept with every weighting, also ``"none"`` (the published code drops it when no weight is set).
