@@ -20,9 +20,10 @@ label_stats.json. Rows:
 
 The head's hyper-parameters (epochs, lr, batch size) are the same for all loss rows of a dataset: the
 candidates of `bench.head_grid` are compared on validation only (mean best validation tuned macro-F1 of
-`bench.selection_losses`), never on test. Data are read from ../shared/data (never copied into the project);
-a dataset whose folder is absent is skipped with a message. Prepared splits and embeddings go to a work folder
-outside the project (a fresh temporary one unless --work-dir is given, which is then kept and reused).
+`bench.selection_losses`), never on test. Data are read from the corpora folder (benchmarks/corpora.py;
+never copied into the project); a dataset whose folder is absent is skipped with a message. Prepared splits
+and embeddings go to a work folder outside the project (a fresh temporary one unless --work-dir is given,
+which is then kept and reused).
 """
 
 from __future__ import annotations
@@ -47,11 +48,12 @@ import numpy as np
 import scipy.sparse as sp
 import yaml
 
+from benchmarks.corpora import data_root
 from benchmarks.machine import machine_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "benchmarks" / "configs"
-DATA_ROOT = ROOT.parent / "shared" / "data"
+DATA_ROOT = data_root()
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "quality.json"
 FULL_CONFIGS = ("reuters21578", "goemotions")
 SMOKE_CONFIG = "smoke"

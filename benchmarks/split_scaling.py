@@ -12,7 +12,7 @@ labels per row (as in the synthetic corpus); the --dense case has label frequenc
 8k-label, many-labels-per-row corpus). scikit-multilearn (order=1, the implementation we replaced) runs
 only up to --skmultilearn-max-rows rows: it took 243 s and 1 GB at 1e5 rows x 1,000 labels. Split quality
 (`pipeline.data.split.proportion_error`) is compared on every synthetic size where both run and on the
-Reuters-21578 training labels (../shared/data/reuters21578/train).
+Reuters-21578 training labels (reuters21578/train in the corpora folder, benchmarks/corpora.py).
 Writes benchmarks/results/split_scaling.json.
 """
 
@@ -33,12 +33,13 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from benchmarks.corpora import data_root
 from pipeline.data.labels import csr_from_arrow
 from pipeline.data.split import _ensure_in_first, proportion_error, stratified_assign
 
 ROOT = Path(__file__).resolve().parents[1]
 RATIOS = {"train": 0.7, "validation": 0.15, "test": 0.15}
-REUTERS = ROOT.parent / "shared" / "data" / "reuters21578" / "train"
+REUTERS = data_root() / "reuters21578" / "train"
 
 
 def zipf_labels(
@@ -262,7 +263,7 @@ def main(argv: list[str] | None = None) -> dict:
         ours = _run_child("ours", "reuters", 0, 0, 0.0, args.timeout)
         sk = _run_child("skmultilearn", "reuters", 0, 0, 0.0, args.timeout)
         quality["reuters21578_train"] = {
-            "path": str(REUTERS.relative_to(ROOT.parent)),
+            "path": str(REUTERS),
             "rows": ours.get("rows"),
             "labels": ours.get("labels"),
             "ours": {k: ours.get(k) for k in ("quality", "seconds", "peak_rss_mb", "split_alloc_peak_mb")},

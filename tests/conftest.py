@@ -13,15 +13,17 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.corpora import data_root
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+SHARED_DATA = data_root()
 
 
 def shared_dataset(name: str) -> Path:
-    """Path of a corpus under ../shared/data, or skip the test with the reason."""
+    """Path of a corpus in the corpora folder (benchmarks.corpora, $BML_DATA_DIR), or skip with why."""
     path = SHARED_DATA / name
     if not path.is_dir():
-        pytest.skip(f"{path} is absent: this test needs the shared evaluation corpus '{name}'")
+        pytest.skip(f"{path} is absent: this test needs the evaluation corpus '{name}' (set BML_DATA_DIR)")
     return path
 
 
