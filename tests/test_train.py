@@ -21,6 +21,7 @@ from pipeline.core.resources import plan_training
 from pipeline.data.prepare import run_prepare
 from pipeline.training.train import STATE_FILE, run_train
 from tests.conftest import ray_temp_dir
+from tests.train_callbacks import FailOnce
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = [
@@ -131,7 +132,7 @@ def test_one_worker_resumes_after_a_kill_and_its_model_reloads_without_ray(prepa
     )
     run = prepared / "w1"
     with pytest.raises(ray.train.TrainingFailedError):
-        run_train(cfg, hooks={"fault": {"epoch": 1, "marker": str(tmp_path / "failed")}})
+        run_train(cfg, callbacks=[FailOnce(epoch=1, marker=str(tmp_path / "failed"))])
     first = sorted(c for c in (run / "checkpoints").glob("checkpoint_*") if c.is_dir())
     assert len(first) == 1  # epoch 0 was checkpointed before the kill
     epoch0 = torch.load(first[0] / STATE_FILE, weights_only=False)["state"]["history"][0]
@@ -223,6 +224,7 @@ from ray.cluster_utils import Cluster
 from pipeline.core.cluster import head_node_args
 from pipeline.core.config import load_config
 from pipeline.training.train import run_train
+from tests.train_callbacks import WeightDigest
 head = head_node_args(1, {ray_temp_dir()!r}, include_dashboard=False)
 cluster = Cluster(initialize_head=True, head_node_args=head)
 cluster.add_node(num_cpus=1, env_vars=head["env_vars"])
@@ -232,7 +234,7 @@ try:
     cfg = load_config(None, {[f"run.output={prepared}", "run.name=ddp", *SMALL]!r} + [
         "train.num_workers=2", "train.cpus_per_worker=0.5", "train.epochs=2", "train.data_cpus=0.5",
         "train.placement_strategy=SPREAD"])
-    run_train(cfg, hooks={{"digest_dir": {str(digests)!r}}})
+    run_train(cfg, callbacks=[WeightDigest({str(digests)!r})])
 finally:
     ray.shutdown()
     cluster.shutdown()

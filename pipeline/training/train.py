@@ -11,14 +11,13 @@ import hashlib
 import json
 import logging
 import math
-import os
 import posixpath
 import random
 import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -319,7 +318,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     for epoch in range(first_epoch, tcfg["epochs"]):
         if tcfg["patience"] and state.bad_epochs >= tcfg["patience"]:
             break
-        _maybe_fail(config.get("fault"), epoch)
+        for callback in config.get("callbacks") or ():
+            callback.on_epoch_start(epoch=epoch, rank=rank)
         t0 = time.perf_counter()
         model.train()
         batches = _Waited(_epoch_batches(train_shard, in_memory, config, tcfg, seed + epoch * 1000 + rank))
@@ -383,8 +383,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         _report(
             metrics, rank, model, optimizer, scheduler, scaler, state, best_weights, config["local_dir"], meta
         )
-    if config.get("digest_dir"):
-        _write_digest(model, Path(config["digest_dir"]), rank)
+    for callback in config.get("callbacks") or ():
+        callback.on_train_end(model=_unwrap(model), rank=rank)
 
 
 class _Progress:
@@ -430,28 +430,19 @@ def warmup_then_linear(total_steps: int, warmup: int):
     return factor
 
 
-def _maybe_fail(fault: dict | None, epoch: int) -> None:
-    """Fault injection for tests: die like a killed worker at the start of `fault["epoch"]`, once
-    (a marker file records that it happened, so the restarted attempt goes on)."""
-    if not fault or epoch != fault["epoch"]:
-        return
-    marker = Path(fault["marker"])
-    if marker.exists():
-        return
-    marker.write_text("failed once")
-    os._exit(1)
+class TrainCallback:
+    """Code of the caller's run inside every training worker: instrumentation, monitoring, fault drills.
 
+    Pass instances to :func:`run_train` (``callbacks=[...]``); they are pickled to each worker, so keep them
+    small and importable there (or registered with ``cloudpickle.register_pickle_by_value``). The defaults do
+    nothing.
+    """
 
-def _write_digest(model: torch.nn.Module, folder: Path, rank: int) -> None:
-    """Hash of this rank's final weights: DDP replicas must end identical."""
-    import hashlib
+    def on_epoch_start(self, *, epoch: int, rank: int) -> None:
+        """Before `epoch` (0-based) of this worker, also the first epoch of a resumed attempt."""
 
-    h = hashlib.sha256()
-    for name, tensor in sorted(_unwrap(model).state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().numpy().tobytes())
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"rank-{rank}.txt").write_text(h.hexdigest())
+    def on_train_end(self, *, model: torch.nn.Module, rank: int) -> None:
+        """After this worker's last epoch, with its model (unwrapped from DDP)."""
 
 
 def _epoch_batches(
@@ -694,11 +685,10 @@ def make_trainer(
     )
 
 
-def run_train(cfg: Config, hooks: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_train(cfg: Config, callbacks: Sequence[TrainCallback] = ()) -> dict[str, Any]:
     """Train on `<run>/prepared`, write `<run>/model/`; returns a summary (metrics history, paths).
 
-    `hooks` is for tests: {"fault": {"epoch", "marker"}} kills the worker once; {"digest_dir"} makes every
-    rank write a hash of its final weights.
+    `callbacks`: :class:`TrainCallback` instances run inside every training worker.
     """
     plan = cluster_plan(cfg.train)  # fail fast before any dataset work
     log.info("resource plan: %s", plan.describe())
@@ -744,7 +734,11 @@ def run_train(cfg: Config, hooks: dict[str, Any] | None = None) -> dict[str, Any
             )
         inputs = with_datasets(cfg, inputs)
         saved = _fit(
-            cfg, inputs, run_config, loss_params, {"resume_from": resume, "fingerprint": fp, **(hooks or {})}
+            cfg,
+            inputs,
+            run_config,
+            loss_params,
+            {"resume_from": resume, "fingerprint": fp, "callbacks": list(callbacks)},
         )
     labels, tokenizer = inputs.labels, inputs.tokenizer
     model = build_model(inputs.model_cfg, len(labels), tokenizer)

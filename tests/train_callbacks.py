@@ -1,0 +1,47 @@
+"""Training callbacks the tests run inside Ray Train workers (``run_train(cfg, callbacks=[...])``).
+
+Pickled by value, so a worker needs no import path to this folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+import ray.cloudpickle
+import torch
+
+from pipeline.training.train import TrainCallback
+
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+class FailOnce(TrainCallback):
+    """Die like a killed worker at the start of `epoch`, once (a marker file says it happened, so the
+    restarted attempt goes on)."""
+
+    def __init__(self, epoch: int, marker: str) -> None:
+        self.epoch, self.marker = epoch, Path(marker)
+
+    def on_epoch_start(self, *, epoch: int, rank: int) -> None:
+        if epoch != self.epoch or self.marker.exists():
+            return
+        self.marker.write_text("failed once")
+        os._exit(1)
+
+
+class WeightDigest(TrainCallback):
+    """Each rank writes a hash of its final weights to `folder`: DDP replicas must end identical."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = Path(folder)
+
+    def on_train_end(self, *, model: torch.nn.Module, rank: int) -> None:
+        h = hashlib.sha256()
+        for name, tensor in sorted(model.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().numpy().tobytes())
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / f"rank-{rank}.txt").write_text(h.hexdigest())
