@@ -15,7 +15,19 @@ from sklearn.metrics import average_precision_score, f1_score
 
 import pipeline.evaluation.metrics as metrics_module
 from pipeline.data.groups import GROUPS, assign_groups
-from pipeline.evaluation.metrics import evaluate, per_label_ap, precision_at_k
+from pipeline.evaluation.metrics import (
+    RANKING_K,
+    evaluate,
+    inverse_propensities,
+    ndcg_at_k,
+    per_label_ap,
+    precision_at_k,
+    propensities,
+    psndcg_at_k,
+    psp_at_k,
+    ranking_metrics,
+)
+from tests.conftest import missing_tool
 
 
 def safe_div(a: NDArray | float, b: NDArray | float) -> NDArray:
@@ -289,3 +301,148 @@ def test_sparse_inputs_are_checked_and_left_alone() -> None:
         evaluate(sp.csr_matrix(y), y, np.where(y > 0, np.nan, s), ["a", "b", "c"], [1, 2, 3])
     with pytest.raises(ValueError, match="one shape"):
         evaluate(sp.csr_matrix((2, 4)), y, s, ["a", "b", "c"], [1, 2, 3])
+
+
+# ---------------------------------------------------------------------- ranking and propensity-scored
+
+
+def napkinxc_metrics() -> Any:
+    """napkinXC's metrics module (the reference implementation), or skip / fail (CI) when missing."""
+    try:
+        import napkinxc.metrics as nxm
+    except ImportError:
+        missing_tool("napkinxc is not installed (PyPI napkinxc==0.7.2, the 'bench' extra)")
+    return nxm
+
+
+def test_ndcg_at_k_by_hand() -> None:
+    y = np.array([[1, 0, 1, 0], [0, 0, 0, 1], [0, 0, 0, 0]])
+    s = np.array([[0.9, 0.8, 0.7, 0.1], [0.5, 0.5, 0.2, 0.4], [0.3, 0.2, 0.1, 0.0]])
+    # Row 0 ranks 0,1,2,3 (hits at places 1 and 3), row 1 ranks 0,1,3,2 (tie to label 0; hit at place 3),
+    # row 2 has no positive and scores 0. Row 0's ideal DCG@3 has 2 hits: 1 + 1/log2(3).
+    ideal0 = 1 + 1 / np.log2(3)
+    assert ndcg_at_k(y, s, 1) == pytest.approx((1 + 0 + 0) / 3)
+    assert ndcg_at_k(y, s, 3) == pytest.approx(((1 + 0.5) / ideal0 + 0.5 + 0) / 3)
+    assert ndcg_at_k(y, s, 5) == pytest.approx(((1 + 0.5) / ideal0 + 0.5 + 0) / 3)  # 4 labels: as @3
+    assert ndcg_at_k(y, y + 0.5, 5) == 2 / 3  # a perfect ranking; the empty row scores 0
+    with pytest.raises(ValueError):
+        ndcg_at_k(y, s, 0)
+
+
+def test_propensity_scored_by_hand() -> None:
+    y = np.array([[1, 0, 1, 0], [0, 0, 0, 1], [0, 0, 0, 0]])
+    s = np.array([[0.9, 0.8, 0.7, 0.1], [0.5, 0.5, 0.2, 0.4], [0.3, 0.2, 0.1, 0.0]])
+    q = np.array([1.0, 2.0, 4.0, 3.0])
+    # @1: row 0 hits label 0 (q 1), row 1 misses; the best rankings put label 2 (q 4) and label 3 (q 3) first.
+    assert psp_at_k(y, s, 1, q) == pytest.approx(1 / 7)
+    assert psndcg_at_k(y, s, 1, q) == pytest.approx(1 / 7)
+    # @3: every positive is in its row's top 3, so PSP@3 is perfect, PSnDCG@3 pays for the places.
+    assert psp_at_k(y, s, 3, q) == pytest.approx(1.0)
+    z0 = 1 + 1 / np.log2(3)
+    got, best = (1 * 1 + 4 * 0.5) / z0 + 3 * 0.5, (4 * 1 + 1 / np.log2(3)) / z0 + 3 * 1
+    assert psndcg_at_k(y, s, 3, q) == pytest.approx(got / best)
+    best_first = y * q + 0.5  # each row's positives first, heaviest first: the best ranking
+    assert psp_at_k(y, best_first, 5, q) == 1.0 and psndcg_at_k(y, best_first, 5, q) == pytest.approx(1.0)
+    # Positives first but the light one on top: PSP@k does not see the order, PSnDCG@k does.
+    assert psp_at_k(y, y + 0.5, 3, q) == 1.0 and psndcg_at_k(y, y + 0.5, 3, q) < 1.0
+    # Undefined without any positive (the best achievable sum is 0).
+    assert np.isnan(psp_at_k(np.zeros_like(y), s, 1, q))
+    with pytest.raises(ValueError, match="inv_propensity"):
+        psp_at_k(y, s, 1, q[:3])
+
+
+def test_propensities_by_hand() -> None:
+    counts, n, a, b = np.array([0, 10, 99]), 100, 0.55, 1.5
+    c = (np.log(n) - 1) * (b + 1) ** a
+    want = 1 / (1 + c * np.exp(-a * np.log(counts + b)))  # Jain et al. (2016), as written there
+    np.testing.assert_allclose(propensities(counts, n), want, rtol=1e-12)
+    np.testing.assert_allclose(inverse_propensities(counts, n), 1 / want, rtol=1e-12)
+    assert inverse_propensities([0], 100)[0] == pytest.approx(5.7746, abs=1e-4)  # 1 + 3.60517 * (5/3)^0.55
+    p = propensities(np.arange(0, 5000, 50), 10_000)
+    assert (np.diff(p) > 0).all() and (p < 1).all()  # rarer labels are less likely to be observed
+    with pytest.raises(ValueError):
+        inverse_propensities([1, -1], 100)
+    with pytest.raises(ValueError):
+        inverse_propensities([1, 2], 0)
+    with pytest.raises(ValueError):
+        inverse_propensities([1, 2], 100, b=0.0)
+
+
+def test_evaluate_adds_the_ranking_figures_to_overall_only() -> None:
+    rng = np.random.default_rng(7)
+    y = (rng.random((60, 9)) < 0.3).astype(np.int8)
+    s = rng.integers(0, 4, (60, 9)) / 3.0
+    counts = rng.integers(0, 80, 9)
+    labels = [f"L{j}" for j in range(9)]
+    plain = evaluate(y, y, s, labels, counts)
+    res = evaluate(y, y, s, labels, counts, n_train_docs=500, propensity_a=0.6, propensity_b=2.6)
+    want = ranking_metrics(y, s, RANKING_K, inverse_propensities(counts, 500, 0.6, 2.6))
+    assert set(want) == {f"{m}_at_{k}" for m in ("p", "ndcg", "psp", "psndcg") for k in (1, 3, 5)}
+    for key, value in want.items():
+        assert res["overall"][key] == value, key
+    # The existing figures do not move, and P@1 / P@3 are those of precision_at_k.
+    assert {k: v for k, v in res["overall"].items() if k not in want} == {
+        k: v for k, v in plain["overall"].items() if k not in want
+    }
+    assert res["groups"] == plain["groups"] and res["per_label"] == plain["per_label"]
+    assert res["overall"]["p_at_3"] == plain["overall"]["p_at_3"] == precision_at_k(y, s, 3)
+    for g in GROUPS:
+        assert "p_at_5" not in res["groups"][g] and "psp_at_1" not in res["groups"][g]
+    # Without the number of training documents the propensity-scored figures are null.
+    assert plain["overall"]["psp_at_1"] is None and plain["overall"]["ndcg_at_5"] == want["ndcg_at_5"]
+    assert "A = 0.6, B = 2.6" in res["conventions"]["propensity_scored"]
+    assert_plain_json(res)
+    json.dumps(res, allow_nan=False)
+    empty = evaluate(y[:0], y[:0], s[:0], labels, counts, n_train_docs=500)
+    assert all(empty["overall"][key] is None for key in want)
+
+
+def test_ranking_metrics_sparse_dense_and_chunking_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(11)
+    y = (rng.random((200, 30)) < 0.1).astype(np.int8)
+    y[:5] = 0  # documents without a positive
+    s = (rng.integers(0, 6, (200, 30)) / 5.0).astype(np.float32)  # many ties
+    q = inverse_propensities(rng.integers(0, 300, 30), 2000)
+    dense = ranking_metrics(y, s, (1, 3, 5, 40), q)
+    for yt in (sp.csr_matrix(y), sp.csc_matrix(y.astype(float)), sp.csr_array(y.astype(bool))):
+        assert ranking_metrics(yt, s, (1, 3, 5, 40), q) == dense
+    monkeypatch.setattr(metrics_module, "_CHUNK_CELLS", 10)  # one row per chunk
+    assert ranking_metrics(sp.csr_matrix(y), s, (1, 3, 5, 40), q) == dense
+    for k in (1, 3, 5, 40):
+        assert dense[f"p_at_{k}"] == pytest.approx(hand_p_at_k(y, s, k), abs=1e-12)
+    counts = rng.integers(0, 300, 30)
+    labels = [str(j) for j in range(30)]
+    assert evaluate(sp.csr_matrix(y), y, s, labels, counts, n_train_docs=900) == evaluate(
+        y, y, s, labels, counts, n_train_docs=900
+    )
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_ranking_metrics_match_napkinxc(ties: bool) -> None:
+    nxm = napkinxc_metrics()
+    rng = np.random.default_rng(2016)
+    n, c, a, b = 300, 50, 0.55, 1.5
+    y = sp.csr_matrix((rng.random((n, c)) < 0.08).astype(np.float64))
+    y_train = sp.csr_matrix((rng.random((1000, c)) < rng.random(c) ** 3 * 0.3).astype(np.float64))
+    counts, n_train = np.asarray(y_train.sum(axis=0)).ravel(), y_train.shape[0]
+    s = rng.integers(0, 6, (n, c)) / 5.0 if ties else rng.random((n, c))
+    # napkinXC ranks a score matrix with numpy's unstable argsort, so with ties it is given our ranking:
+    # each row's labels by score, equal scores in label order.
+    pred = [np.argsort(-row, kind="stable").tolist() for row in s] if ties else s
+    for a_, b_ in ((a, b), (0.6, 2.6)):
+        q = inverse_propensities(counts, n_train, a_, b_)
+        np.testing.assert_allclose(q, nxm.Jain_et_al_inverse_propensity(y_train, a_, b_), rtol=0, atol=1e-9)
+        np.testing.assert_allclose(
+            propensities(counts, n_train, a_, b_), nxm.Jain_et_al_propensity(y_train, a_, b_), atol=1e-9
+        )
+    q = inverse_propensities(counts, n_train, a, b)
+    got = ranking_metrics(y, s, RANKING_K, q)
+    want = {
+        "p": nxm.precision_at_k(y, pred, k=5),
+        "ndcg": nxm.ndcg_at_k(y, pred, k=5),
+        "psp": nxm.psprecision_at_k(y, pred, q, k=5),
+        "psndcg": nxm.psndcg_at_k(y, pred, q, k=5),
+    }
+    for m, values in want.items():
+        for k in RANKING_K:
+            assert got[f"{m}_at_{k}"] == pytest.approx(values[k - 1], rel=0, abs=1e-9), (m, k)

@@ -276,6 +276,10 @@ class EvaluateSection(_Strict):
     gpus_per_actor: float = Field(0.0, ge=0)
     #: Another run (a run name under run.output, or a run URI) to show beside this one in the report.
     compare: str | None = None
+    #: Propensity constant A of Jain et al. (2016) for PSP@k and PSnDCG@k (0.55 unless fitted to the data).
+    propensity_a: float = Field(0.55, gt=0)
+    #: Propensity constant B of Jain et al. (2016) for PSP@k and PSnDCG@k (1.5 unless fitted to the data).
+    propensity_b: float = Field(1.5, gt=0)
 
 
 class TuneSection(_Strict):

@@ -133,6 +133,9 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
         head_min=stats["groups"]["head_min"],
         tail_max=stats["groups"]["tail_max"],
         zero_shot=zero_shot,
+        n_train_docs=int(stats["documents"]["train"]),
+        propensity_a=ecfg.propensity_a,
+        propensity_b=ecfg.propensity_b,
     )
     # For the report: what a single 0.5 cut-off would have given on test.
     at_half = compute_metrics(

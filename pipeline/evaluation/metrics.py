@@ -14,6 +14,11 @@ are scikit-learn's (``precision_recall_fscore_support`` with ``zero_division=0``
 ``accuracy_score``, ``average_precision_score``), computed without it: its per-column calls and dense
 ``(n, labels)`` temporaries took minutes and gigabytes at thousands of labels. Count-based figures are
 bit-identical to scikit-learn's; average precision differs from it by float summation order only (~1e-16).
+
+The ranking figures are the extreme multi-label (XMC) literature's, as napkinXC 0.7.2 (``napkinxc.metrics``)
+computes them: P@k, nDCG@k, and their propensity-scored forms PSP@k and PSnDCG@k, which weight a hit on label
+l by its inverse propensity 1 / p_l (Jain et al., KDD 2016) so that finding rare labels counts for more. They
+agree with napkinXC to float summation order (~1e-15).
 """
 
 from __future__ import annotations
@@ -30,6 +35,11 @@ from pipeline.data.groups import DEFAULT_HEAD_MIN, DEFAULT_TAIL_MAX, GROUPS, ZER
 
 AVERAGES: tuple[str, ...] = ("micro", "macro", "weighted", "samples")
 TOP_K: tuple[int, ...] = (1, 3)
+#: Cut-offs of the overall ranking figures (P@k, nDCG@k, PSP@k, PSnDCG@k); groups keep :data:`TOP_K`.
+RANKING_K: tuple[int, ...] = (1, 3, 5)
+#: Jain et al. (2016)'s propensity constants for a data set without fitted ones (napkinXC's defaults too).
+DEFAULT_PROPENSITY_A = 0.55
+DEFAULT_PROPENSITY_B = 1.5
 DECISION_RULE = (
     "a label is predicted iff its score >= its threshold (pipeline.evaluation.thresholds.apply_thresholds)"
 )
@@ -102,7 +112,8 @@ def check_scores(scores: ArrayLike, name: str = "scores") -> NDArray[np.floating
         s = s.astype(np.float64)
     if s.ndim != 2:
         raise ValueError(f"{name} must be 2-D, got shape {s.shape}")
-    if not np.isfinite(s).all():
+    step = max(1, _CHUNK_CELLS // max(s.shape[1], 1))  # no (n, labels) boolean temporary
+    if not all(np.isfinite(s[a : a + step]).all() for a in range(0, s.shape[0], step)):
         raise ValueError(f"{name} must be finite")
     return s
 
@@ -248,13 +259,16 @@ def _top_k(sub: NDArray[Any], k: int) -> NDArray[np.bool_]:
     return top | eq
 
 
-def _precision_at_ks(
-    pos: Positives, s: NDArray[Any], ks: tuple[int, ...], cols: NDArray[np.intp] | None = None
-) -> dict[int, float]:
-    """:func:`precision_at_k` for each k, ranking only the columns ``cols`` (all if None), in row chunks."""
+def _positive_ranks(
+    pos: Positives, s: NDArray[Any], depth: int, cols: NDArray[np.intp] | None = None
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+    """(row, column, rank) of every positive in the columns ``cols`` (all if None; columns renumbered 0.. in
+    that order): rank is its 1-based place in its row's ranking of those columns if within the top ``depth``,
+    else 0. Ties go to the lower column (:func:`_top_k`, then a stable sort of the top cells by score).
+
+    Rows are ranked in chunks of :data:`_CHUNK_CELLS` cells; only ``depth`` columns per row outlive a chunk.
+    """
     n, n_labels = s.shape
-    if n == 0:
-        return dict.fromkeys(ks, 0.0)
     if cols is None:
         rows, local, m = pos.rows, pos.cols, n_labels
     else:
@@ -263,16 +277,40 @@ def _precision_at_ks(
         local = slot[pos.cols]
         keep = local >= 0
         rows, local, m = pos.rows[keep], local[keep], cols.size
+    rank = np.zeros(rows.size, dtype=np.int64)
+    depth = min(depth, m)
+    if depth == 0 or rows.size == 0:
+        return rows, local, rank
     row_ptr = np.searchsorted(rows, np.arange(n + 1))
-    hits = {k: np.zeros(n, dtype=np.int64) for k in ks}
-    step = max(1, _CHUNK_CELLS // max(m, 1))
+    step = max(1, _CHUNK_CELLS // m)
     for a in range(0, n, step):
         b = min(n, a + step)
+        lo, hi = row_ptr[a], row_ptr[b]
+        if lo == hi:
+            continue  # no positive in these rows: their ranking cannot score
         sub = s[a:b] if cols is None else s[a:b, cols]
-        r, c = rows[row_ptr[a] : row_ptr[b]] - a, local[row_ptr[a] : row_ptr[b]]
-        for k in ks:
-            hits[k][a:b] = np.bincount(r[_top_k(sub, k)[r, c]], minlength=b - a)
-    return {k: float(hits[k].mean() / k) for k in ks}
+        top = np.nonzero(_top_k(sub, depth))[1].reshape(b - a, depth)  # each row's top columns, ascending
+        order = np.argsort(-np.take_along_axis(sub, top, axis=1), axis=1, kind="stable")
+        ranked = np.take_along_axis(top, order, axis=1)  # best first; equal scores: lower column first
+        match = ranked[rows[lo:hi] - a] == local[lo:hi, None]
+        rank[lo:hi] = np.where(match.any(axis=1), match.argmax(axis=1) + 1, 0)
+    return rows, local, rank
+
+
+def _hits(rows: NDArray[np.int64], rank: NDArray[np.int64], k: int, n: int) -> NDArray[np.int64]:
+    """Per row: its positives ranked within the top k."""
+    return np.bincount(rows[(rank > 0) & (rank <= k)], minlength=n)
+
+
+def _precision_at_ks(
+    pos: Positives, s: NDArray[Any], ks: tuple[int, ...], cols: NDArray[np.intp] | None = None
+) -> dict[int, float]:
+    """:func:`precision_at_k` for each k, ranking only the columns ``cols`` (all if None), in row chunks."""
+    n = s.shape[0]
+    if n == 0:
+        return dict.fromkeys(ks, 0.0)
+    rows, _, rank = _positive_ranks(pos, s, max(ks), cols)
+    return {k: float(_hits(rows, rank, k, n).mean() / k) for k in ks}
 
 
 def precision_at_k(y_true: Any, scores: ArrayLike, k: int) -> float:
@@ -289,6 +327,150 @@ def precision_at_k(y_true: Any, scores: ArrayLike, k: int) -> float:
     if pos.shape != s.shape:
         raise ValueError(f"y_true and scores must be 2-D of one shape, got {pos.shape} and {s.shape}")
     return _precision_at_ks(pos, s, (k,))[k]
+
+
+def _checked(y_true: Any, scores: ArrayLike) -> tuple[Positives, NDArray[np.floating]]:
+    """The positives of ``y_true`` and the checked ``scores``, of one shape."""
+    pos = label_positives(y_true)
+    s = check_scores(scores)
+    if pos.shape != s.shape:
+        raise ValueError(f"y_true and scores must be 2-D of one shape, got {pos.shape} and {s.shape}")
+    return pos, s
+
+
+def inverse_propensities(
+    train_counts: ArrayLike,
+    n_train: int,
+    a: float = DEFAULT_PROPENSITY_A,
+    b: float = DEFAULT_PROPENSITY_B,
+) -> NDArray[np.float64]:
+    """Jain et al. (2016)'s inverse propensity 1 / p_l = 1 + C (N_l + B)^-A of each label, where
+    C = (ln N - 1)(B + 1)^A.
+
+    ``train_counts`` holds N_l (training documents of each label), ``n_train`` is N (training documents). The
+    same arithmetic as napkinXC's ``Jain_et_al_inverse_propensity``, which takes the training label matrix
+    instead of its counts. A label's weight falls from 1 + C (B + 1)^A / B^A at N_l = 0 towards 1 for
+    frequent labels.
+    """
+    counts = np.asarray(train_counts, dtype=np.float64)
+    if counts.ndim != 1 or not np.isfinite(counts).all() or (counts < 0).any():
+        raise ValueError("train_counts must be a 1-D array of counts >= 0")
+    if n_train < 1:
+        raise ValueError(f"n_train must be >= 1, got {n_train}")
+    if not (math.isfinite(a) and math.isfinite(b) and b > 0):
+        raise ValueError(f"propensity constants must be finite with B > 0, got A={a}, B={b}")
+    c = (math.log(n_train) - 1.0) * (b + 1.0) ** a
+    return 1.0 + c * (counts + b) ** -a
+
+
+def propensities(
+    train_counts: ArrayLike,
+    n_train: int,
+    a: float = DEFAULT_PROPENSITY_A,
+    b: float = DEFAULT_PROPENSITY_B,
+) -> NDArray[np.float64]:
+    """Jain et al. (2016)'s propensity p_l = 1 / (1 + C e^(-A ln(N_l + B))) of each label, the chance that a
+    relevant label is observed in the ground truth; see :func:`inverse_propensities`."""
+    return 1.0 / inverse_propensities(train_counts, n_train, a, b)
+
+
+def _ranking(
+    pos: Positives, s: NDArray[Any], ks: tuple[int, ...], inv_ps: NDArray[np.float64] | None
+) -> dict[str, float]:
+    """The figures of :func:`ranking_metrics` from one chunked ranking pass to depth ``max(ks)``."""
+    if not ks or min(ks) < 1:
+        raise ValueError(f"every k must be >= 1, got {ks}")
+    n = s.shape[0]
+    depth = max(ks)
+    rows, cols, rank = _positive_ranks(pos, s, depth)
+    discount = 1.0 / np.log2(np.arange(2, depth + 2))  # DCG gain of places 1..depth
+    ideal = np.concatenate([[0.0], np.cumsum(discount)])  # best DCG of a row with j positives (j <= depth)
+    found = rank > 0
+    gain = np.zeros(rank.size)
+    gain[found] = discount[rank[found] - 1]
+    n_true = np.bincount(rows, minlength=n)
+    if inv_ps is not None:
+        w = inv_ps[cols]
+        # Each row's best ranking puts its positives in order of weight: place = 0-based rank among them.
+        by_w = np.lexsort((-w, rows))
+        row_ptr = np.searchsorted(rows, np.arange(n + 1))
+        place = np.empty(rows.size, dtype=np.int64)
+        place[by_w] = np.arange(rows.size) - row_ptr[rows[by_w]]
+    out: dict[str, float] = {}
+    for k in ks:
+        top = found & (rank <= k)
+        out[f"p_at_{k}"] = float(_hits(rows, rank, k, n).mean() / k) if n else 0.0
+        z_k = ideal[np.minimum(n_true, k)]  # 0 for a row without positives: it scores 0
+        dcg = np.bincount(rows[top], weights=gain[top], minlength=n)
+        out[f"ndcg_at_{k}"] = float(_divide(dcg, z_k).mean()) if n else 0.0
+        if inv_ps is None:
+            continue
+        best = place < k
+        out[f"psp_at_{k}"] = _ratio(w[top].sum(), w[best].sum())
+        ps_dcg = np.bincount(rows[top], weights=w[top] * gain[top], minlength=n)
+        ps_best = np.bincount(rows[best], weights=w[best] * discount[place[best]], minlength=n)
+        out[f"psndcg_at_{k}"] = _ratio(_divide(ps_dcg, z_k).sum(), _divide(ps_best, z_k).sum())
+    names = ("p", "ndcg") if inv_ps is None else ("p", "ndcg", "psp", "psndcg")
+    return {f"{m}_at_{k}": out[f"{m}_at_{k}"] for m in names for k in ks}  # grouped by metric, then k
+
+
+def _ratio(num: float, den: float) -> float:
+    """``num / den`` as a python float, NaN when ``den`` is 0 (no positive to find)."""
+    return float(num / den) if den else math.nan
+
+
+def ranking_metrics(
+    y_true: Any,
+    scores: ArrayLike,
+    ks: tuple[int, ...] = RANKING_K,
+    inv_propensity: ArrayLike | None = None,
+) -> dict[str, float]:
+    """P@k and nDCG@k for each k in ``ks`` and, given inverse propensities, PSP@k and PSnDCG@k.
+
+    Keys ``p_at_{k}``, ``ndcg_at_{k}``, ``psp_at_{k}``, ``psndcg_at_{k}``. The definitions are napkinXC's
+    (``napkinxc.metrics``, v0.7.2), row by row over the ranking of all labels by score (ties to the lower
+    label index), ``q_l`` the inverse propensity of label l (:func:`inverse_propensities`):
+
+    - P@k: hits in the top k / k, averaged over all rows (rows without positives count 0), as
+      :func:`precision_at_k`.
+    - nDCG@k: DCG@k = sum of 1 / log2(place + 1) over the hits in the top k, over the DCG of a perfect
+      ranking, whose min(k, positives) hits fill the first places; averaged over all rows, rows without
+      positives counting 0 (napkinXC's ``zero_division=0``).
+    - PSP@k: the summed propensity-scored precision of all rows over that of each row's best ranking
+      (its positives in order of weight): sum_d sum_{hits l in top k} q_l / sum_d sum_{top min(k, |y_d|)} q_l.
+      This is napkinXC's ``psprecision_at_k(..., normalize=True)``, its default, and the normalisation of the
+      XMC literature's tables (the Extreme Classification Repository, pyxclib): a ratio of sums, so in
+      [0, 1] and comparable across data sets and propensity constants, where the unnormalised mean
+      (``normalize=False``) scales with C; a mean of per-row ratios would be undefined for rows without
+      positives.
+    - PSnDCG@k: likewise, sum_d PSDCG_d@k / Z_d over sum_d bestPSDCG_d@k / Z_d, with PSDCG the DCG of
+      weights q_l and Z_d the nDCG normaliser of row d (napkinXC's ``psndcg_at_k``, ``normalize=True``).
+
+    PS figures are NaN when no row has a positive. ``y_true`` is dense or ``scipy.sparse``; rows are
+    ranked in chunks, so memory stays flat in the number of rows.
+    """
+    pos, s = _checked(y_true, scores)
+    inv_ps = None
+    if inv_propensity is not None:
+        inv_ps = np.asarray(inv_propensity, dtype=np.float64)
+        if inv_ps.shape != (s.shape[1],) or not np.isfinite(inv_ps).all():
+            raise ValueError(f"inv_propensity must be {s.shape[1]} finite values, got shape {inv_ps.shape}")
+    return _ranking(pos, s, tuple(ks), inv_ps)
+
+
+def ndcg_at_k(y_true: Any, scores: ArrayLike, k: int) -> float:
+    """nDCG@k, see :func:`ranking_metrics`."""
+    return ranking_metrics(y_true, scores, (k,))[f"ndcg_at_{k}"]
+
+
+def psp_at_k(y_true: Any, scores: ArrayLike, k: int, inv_propensity: ArrayLike) -> float:
+    """PSP@k normalised by the best achievable PSP@k of the same rows, see :func:`ranking_metrics`."""
+    return ranking_metrics(y_true, scores, (k,), inv_propensity)[f"psp_at_{k}"]
+
+
+def psndcg_at_k(y_true: Any, scores: ArrayLike, k: int, inv_propensity: ArrayLike) -> float:
+    """PSnDCG@k normalised by the best achievable PSnDCG@k of the same rows, see :func:`ranking_metrics`."""
+    return ranking_metrics(y_true, scores, (k,), inv_propensity)[f"psndcg_at_{k}"]
 
 
 def _opt(x: float) -> float | None:
@@ -334,8 +516,10 @@ def _headline(
     cols: NDArray[np.intp],
     ap: NDArray[np.float64],
     f1_label: NDArray[np.float64],
+    p_at: Mapping[int, float] | None = None,
 ) -> dict[str, Any]:
-    """All headline metrics restricted to the label columns ``cols`` (all columns for the overall figures)."""
+    """All headline metrics restricted to the label columns ``cols`` (all columns for the overall figures);
+    ``p_at``: the P@k of :data:`TOP_K` when already computed (by the overall ranking pass)."""
     n, n_labels = scores.shape
     out: dict[str, Any] = {
         "n_labels": int(cols.size),
@@ -392,7 +576,8 @@ def _headline(
         out["micro_auprc"] = float(cut_ap(pooled, np.array([true_s], dtype=np.int64))[0])
     else:
         out["micro_auprc"] = None
-    p_at = _precision_at_ks(cnt.true, scores, TOP_K, None if every else cols)
+    if p_at is None:
+        p_at = _precision_at_ks(cnt.true, scores, TOP_K, None if every else cols)
     for k in TOP_K:
         out[f"p_at_{k}"] = p_at[k]
     out["labels_with_f1_gt_0"] = int((f1_label[cols] > 0).sum())
@@ -469,6 +654,9 @@ def evaluate(
     tail_max: int = DEFAULT_TAIL_MAX,
     decision_rule: str = DECISION_RULE,
     zero_shot: Mapping[str, int] | None = None,
+    n_train_docs: int | None = None,
+    propensity_a: float = DEFAULT_PROPENSITY_A,
+    propensity_b: float = DEFAULT_PROPENSITY_B,
 ) -> dict[str, Any]:
     """Every evaluation metric of the report, overall, per frequency group and per label.
 
@@ -491,11 +679,17 @@ def evaluate(
         Test positives (documents) of each label outside ``labels`` (seen only outside train). They form the
         :data:`ZERO_SHOT` group and the overall ``*_with_zero_shot`` micro figures; every other figure is
         over ``labels`` only, as without them.
+    n_train_docs : int, optional
+        Training documents (N of the propensity model, with ``train_counts`` as N_l). Without it the
+        propensity-scored figures are null.
+    propensity_a, propensity_b : float
+        Jain et al. (2016)'s constants A and B of :func:`inverse_propensities`.
 
     Returns
     -------
     dict with keys ``overall``, ``groups`` (head / medium / tail: the overall metrics on that group's
-    columns; ``zero-shot``: label, positive and hit counts and recall of the labels of ``zero_shot``),
+    columns; ``zero-shot``: label, positive and hit counts and recall of the labels of ``zero_shot``;
+    ``overall`` alone also has P@k, nDCG@k, PSP@k and PSnDCG@k for k in :data:`RANKING_K`),
     ``per_label``, ``zero_shot_labels`` (per-label rows of the zero-shot group, most positives first),
     ``labels_with_f1_gt_0``, ``never_correct``, ``labels_without_positives``, ``conventions``.
     """
@@ -520,6 +714,14 @@ def evaluate(
     prec, rec = _divide(tp, pred_count), _divide(tp, true_count)
     f1 = _divide(2.0 * tp, true_count + pred_count)
     ap = cut_ap(label_cuts(yt, s), true_count)
+    inv_ps = None
+    if n_train_docs is not None:
+        inv_ps = inverse_propensities(counts, n_train_docs, propensity_a, propensity_b)
+    ranking: dict[str, float | None] = dict(_ranking(yt, s, RANKING_K, inv_ps))
+    if inv_ps is None:
+        ranking.update({f"{m}_at_{k}": None for m in ("psp", "psndcg") for k in RANKING_K})
+    if s.shape[0] == 0 or n_labels == 0:
+        ranking = dict.fromkeys(ranking)  # undefined, as the other overall figures
 
     per_label = [
         {
@@ -538,7 +740,8 @@ def evaluate(
         }
         for j in range(n_labels)
     ]
-    overall = _headline(cnt, s, np.arange(n_labels), ap, f1)
+    p_at = {k: float(ranking[f"p_at_{k}"]) for k in TOP_K} if s.shape[0] and n_labels else None
+    overall = _headline(cnt, s, np.arange(n_labels), ap, f1, p_at)
     by_group = {}
     for g in GROUPS:
         cols = np.flatnonzero(groups == g)
@@ -546,6 +749,8 @@ def evaluate(
         by_group[g] = dict(overall) if cols.size == n_labels else _headline(cnt, s, cols, ap, f1)
     by_group[ZERO_SHOT], zero_shot_rows, with_zero_shot = _zero_shot(zero_shot or {}, labels, cnt, overall)
     overall.update(with_zero_shot)
+    # After the groups: an all-label group copies the overall figures, and groups have no ranking figures.
+    overall.update({key: value if value is None else _opt(value) for key, value in ranking.items()})
     order = np.argsort(-counts, kind="stable")
     return {
         "overall": overall,
@@ -570,6 +775,14 @@ def evaluate(
             "micro_auprc": "scikit-learn average precision of all (document, label) scores pooled",
             "precision_at_k": "true labels among the k top-scored labels / k, averaged over all documents "
             "(LibMultiLabel); within a group, ranking among that group's labels only",
+            "ndcg_at_k": "DCG of the k top-scored labels (gain 1 / log2(place + 1)) over that of a perfect "
+            "ranking, averaged over all documents (a document without true labels scores 0); overall only",
+            "propensity_scored": "psp_at_k, psndcg_at_k: P@k and DCG@k with each hit on label l weighted by "
+            "1 / p_l, p_l = 1 / (1 + C (N_l + B)^-A), C = (ln N - 1)(B + 1)^A (Jain et al. 2016), N_l the "
+            f"label's training documents, N = {'not given' if n_train_docs is None else n_train_docs} "
+            f"training documents, A = {propensity_a}, B = {propensity_b}; normalised by the same sums "
+            "for each document's best ranking (napkinXC normalize=True); null without N; overall only",
+            "ties": "ranking figures break equal scores in favour of the lower label index",
             "groups": f"head: train_count >= {head_min}; tail: train_count <= {tail_max}; medium: otherwise; "
             "group metrics use only that group's label columns",
             "never_correct": "labels with >= 1 positive in the evaluated set and no true positive, most "
