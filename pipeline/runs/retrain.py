@@ -53,9 +53,9 @@ from pipeline.core.errors import InputError
 from pipeline.core.layout import POINTER_FILE, RunLayout
 from pipeline.core.storage import Location, locate, read_json, write_bytes, write_json
 from pipeline.data.groups import GROUPS
+from pipeline.evaluation.document import HEADLINE, LOWER_IS_BETTER
 from pipeline.evaluation.metrics import AVERAGES, TOP_K
 from pipeline.evaluation.metrics import evaluate as compute_metrics
-from pipeline.evaluation.report import HEADLINE, LOWER_IS_BETTER
 from pipeline.evaluation.scoring import collect_scores, score_dataset
 from pipeline.evaluation.thresholds import ThresholdResult
 from pipeline.runs.manifest import digest, expected_hash, read_manifest, source_identity
