@@ -1,0 +1,449 @@
+"""`benchmarks/README.md`, generated from the committed results (`benchmarks/results/*.json`).
+
+Every figure on the page is read from a results file; only the fixed sentences saying what a benchmark
+measures are written here. `python -m benchmarks.readme` writes the page, `--check` exits 1 when the
+committed page differs from what would be generated (a test runs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import re
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+PAGE = ROOT / "benchmarks" / "README.md"
+J = dict[str, Any]
+GROUPS, SPLITS = ("head", "medium", "tail"), ("train", "validation", "test")
+
+#: benchmark module -> (section title, what it measures and how to read it), in page order.
+WHAT: dict[str, tuple[str, str]] = {
+    "demo_quality": (
+        "Quality on the demo config",
+        "The demo config trained once per loss, measured on its test set with per-label thresholds fitted "
+        "on validation ('at 0.5': one global cut-off instead).",
+    ),
+    "scale": (
+        "Wide label spaces",
+        "Synthetic wide label spaces through prepare, train and evaluate, one process per shape: seconds, "
+        "the driver's peak RSS and its whole process tree's (Ray's workers included) per stage, then test "
+        "quality.",
+    ),
+    "split_scaling": (
+        "Splitting",
+        "The iterative stratifier (`pipeline.data.split`) against scikit-multilearn: seconds, peak RSS and "
+        "split quality (`proportion_error`: per-label proportion error, share of (label, split) pairs left "
+        "empty, largest split-size error; lower is better).",
+    ),
+    "quality": (
+        "Real corpora, frozen encoder",
+        "Reuters-21578 and GoEmotions embedded once by the frozen all-MiniLM-L6-v2, a head trained per loss, "
+        "per-label thresholds fitted on validation, measured on test; `tuned` is a Tune search's best trial; "
+        "LibMultiLabel's linear one-vs-rest on TF-IDF is the peer on the same splits. Test-oracle macro-F1: "
+        "each label's best F1 over every threshold on the test scores (no threshold rule does better).",
+    ),
+    "finetune": (
+        "Real corpora, fine-tuned encoder",
+        "The whole pipeline with all-MiniLM-L6-v2 fine-tuned end to end, on the frozen-encoder benchmark's "
+        "splits. Best validation epoch: the highest validation macro-F1 after thresholds (the one "
+        "evaluated).",
+    ),
+    "throughput": (
+        "What Ray costs",
+        "The same work through Ray and in a single process, each side in a process of its own; ratio = Ray / "
+        "single process (1.0: no cost). Training and scoring ran several times per side, alternating; a "
+        "side's figure is its median run, a pair ratio divides a Ray run by the baseline run after it.",
+    ),
+    "tune_throughput": (
+        "Tune trials per hour",
+        "Ray Tune trials per hour on the demo config: full fine-tuning trials against embeddings-mode trials "
+        "(embeddings cached once, a head trained per trial).",
+    ),
+}
+F1 = "micro-F1@micro_f1 | macro-F1@macro_f1 | macro AP@macro_ap"
+F1G = "head F1@head_f1 | medium F1@medium_f1 | tail F1@tail_f1"
+SQ = (
+    "mean abs error@quality/mean_abs_error~5 | empty (desired > 0)@quality/zero_desired_gt0~5"
+    " | empty (desired >= 1)@quality/zero_desired_ge1~5 | size abs error@quality/size_abs_error~5"
+)
+RSS = "driver peak RSS (MB)@peak_rss_driver_mb~0 | process tree peak RSS (MB)@peak_rss_tree_mb~0"
+FT = "best validation epoch@_best | samples/s: first epoch / later@_rate | training s@train_seconds~0"
+#: Table layouts: 'header@path~digits | ...' (path: keys joined by '/'; digits: 3 unless given).
+SPECS = {
+    "demo": "loss@loss | " + F1.replace("@", "@test_tuned_thresholds/") + " | macro-F1 at 0.5@test_at_0.5/"
+    "macro_f1 | head / medium / tail macro-F1@_groups | labels with F1 > 0 (head / medium / tail)@_labels"
+    " | epochs@epochs_run | train s@seconds/train~0 | wall s@seconds/total~0",
+    "shapes": "shape@_name | config@config | documents (train / validation / test)@_docs | labels per "
+    "document (train)@cardinality_train~2 | mean label rate@_rate~4 | command@_cmd",
+    "stages": f"shape@_name | stage@stage | loss@loss | seconds@seconds~1 | {RSS}",
+    "scale_quality": "shape@_name | loss@_loss | macro AP@macro_ap~4 | micro AUPRC@micro_auprc~4 | predicted "
+    ": true labels@predicted_to_true~2 | macro-F1@macro_f1 | micro-F1@micro_f1",
+    "small": "shape@_name | labels per document@_c | label index width@_w | stage@stage | loss@loss | "
+    f"seconds@seconds~1 | {RSS}",
+    "split": f"rows@rows | labels@labels | labels per document@labels_per_doc | seconds@seconds | peak RSS "
+    f"(MB)@peak_rss_mb~1 | split alloc peak (MB)@split_alloc_peak_mb~1 | {SQ} | scikit-multilearn seconds@"
+    "_sk/seconds | scikit-multilearn peak RSS (MB)@_sk/peak_rss_mb~1",
+    "split_sides": f"labels@_name | rows x labels@_size | method@_m | {SQ} | seconds@seconds | peak RSS "
+    "(MB)@peak_rss_mb~1",
+    "setup": "documents (train / validation / test)@_docs | labels@data/num_labels | max_length@config/"
+    "max_length | head epochs@config/head/epochs | head batch@config/head/batch_size | head lr@config/head/lr"
+    " | Tune trials@config/tune/num_samples | groups: head >= / tail <= training documents@_groups",
+    "rows": "test-oracle macro-F1@oracle_macro_f1 | macro-F1 at 0.5@test_at_0.5/macro_f1 | labels with F1 >"
+    " 0@labels_with_f1_gt_0/overall",
+    "targets": "dataset@dataset | target@target | value@_value | row@row | met@met",
+    "finetune": f"loss@loss | {F1} | {F1G} | macro-F1 at 0.5@test_at_0.5/macro_f1 | labels with F1 > 0@"
+    f"labels_with_f1_gt_0 | {FT} | evaluate s@evaluate_seconds~0",
+    "combined": f"row@_row | {F1} | {F1G} | {FT}",
+    "ops": "operator@operator | scheduling s@task_scheduling_time_s | function body s@function_body_time_s |"
+    " task completion s@task_completion_time_s",
+    "one_core": "read_parquet@rows_per_s_one_core/read_parquet~0 | normalise@rows_per_s_one_core/normalise~0"
+    " | block_partial@rows_per_s_one_core/block_partial~0 | all three@all_three_rows_per_s_one_core~0 | "
+    "bound on two cores@ideal_ray_rows_per_s_two_cores~0",
+    "train": "side@_side | steady samples/s@steady_samples_per_s~1 | samples/s per epoch@_epochs | input "
+    "wait per epoch@_wait | start-up s@startup_s~2 | end-to-end samples/s@end_to_end_samples_per_s~1 | "
+    "worker niceness@_nice",
+    "score": "side@_side | steady docs/s@steady_docs_per_s~1 | two-point docs/s@two_point_docs_per_s~1 | "
+    "start-up s@startup_s~2 | end-to-end docs/s@end_to_end_docs_per_s~1 | model's share of actor time@_udf",
+    "workers": "workers@_n | steady samples/s@steady_samples_per_s~1 | samples/s per epoch@_epochs | start-up"
+    " s@startup_s~2 | process tree peak RSS (MiB)@peak_memory/process_tree_rss_peak_sum_mib~1",
+    "predicted": "nodes@_n | ring all-reduce model samples/s@ring_allreduce_model_samples_per_s~1 | "
+    "constant efficiency samples/s@constant_efficiency_samples_per_s~1",
+    "memory": "phase@_side | driver peak RSS@peak_memory/driver_ru_maxrss_mib~1 | process tree peak RSS@"
+    "peak_memory/process_tree_rss_peak_sum_mib~1 | largest Ray worker@peak_memory/"
+    "ray_worker_rss_peak_max_mib~1",
+    "tune": "mode@_mode | trials@trials | epochs per trial@epochs_per_trial | seconds@seconds~1 | trials per"
+    " hour@trials_per_hour~1 | trials per hour after the cache@trials_per_hour_after_cache~1 | best "
+    "validation macro-F1@best_objective/val_tuned_macro_f1",
+}
+#: throughput part -> "Ray side, baseline side, rate, what it is".
+PARTS = {
+    "stats": "ray_data polars rows_per_s statistics, {rows:,} rows x {labels:,} labels in {shards} shards, "
+    "rows/s",
+    "train": "ray_train bare_pytorch steady_samples_per_s training, {train_rows:,} rows, batch {batch_size}, "
+    "samples/s",
+    "score": "ray_data bare_loop steady_docs_per_s batch scoring, {docs:,} documents, docs/s",
+}
+SIDE = {"ray_data": "Ray Data", "polars": "polars", "ray_train": "Ray Train"}
+
+
+def fmt(x: Any, digits: int = 3) -> str:
+    if x is None:
+        return "n/a"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, int):
+        return f"{x:,}"
+    return f"{x:,.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def span(xs: Iterable[float], digits: int = 0) -> str:
+    xs = list(xs)
+    low, high = (fmt(min(xs), digits), fmt(max(xs), digits)) if xs else ("n/a", "n/a")
+    return low if low == high else f"{low}-{high}"
+
+
+def listed(xs: Iterable[Any], digits: int = 3) -> str:
+    return ", ".join(fmt(x, digits) for x in xs) or "n/a"
+
+
+def get(d: Any, path: str) -> Any:
+    """The value at `path` (keys joined by '/'); '' where a key is absent (a null stays None: 'n/a')."""
+    for key in path.split("/"):
+        d = d.get(key, "") if isinstance(d, dict) else ""
+    return d
+
+
+def table(head: list[str], rows: Iterable[list[Any]]) -> list[str]:
+    """A Markdown table; columns of figures are right-aligned."""
+    cells = [[fmt(c) for c in row] for row in rows]
+    right = [all(re.match(r"^\**[-\d.,%/ ]*\**$|^n/a$", r[i]) for r in cells) for i in range(len(head))]
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join(" ---: " if r else " --- " for r in right) + "|"]
+    return [*out, *("| " + " | ".join(row) + " |" for row in cells), ""]
+
+
+def grid(spec: str, items: Iterable[J]) -> list[str]:
+    """A table laid out by `spec` (see SPECS), one row per item."""
+    cols = [
+        (h.strip(), *p.strip().partition("~")[::2]) for h, _, p in (c.partition("@") for c in spec.split("|"))
+    ]
+    rows = [[fmt(get(it, p), int(n or 3)) for _, p, n in cols] for it in items]
+    return table([h for h, _, _ in cols], rows)
+
+
+def command(cmd: str) -> str:
+    """The recorded command, with paths local to the machine that ran it shown as `<path>`."""
+    return " ".join("<path>" if w.startswith(("/", ".")) else w for w in cmd.split())
+
+
+def module(d: J) -> str:
+    words = [w for w in str(d.get("command", "")).split() if w.startswith("benchmarks.")]
+    return words[0].split(".", 1)[1] if words else ""
+
+
+def provenance(d: J) -> str:
+    runs = [d, *d.get("runs", []), *d.get("shapes", [])]
+    src = next((r for r in runs if "machine" in r), d)
+    sha = next((str(r[k]) for r in runs for k in ("git_sha", "git", "commit") if r.get(k)), "not recorded")
+    dates = sorted({str(r["started"]) for r in runs if "started" in r})
+    m = src["machine"] if isinstance(src.get("machine"), dict) else {}
+    machine = (m.get("summary") or f"{m.get('cpus')} CPUs") if m else src.get("machine", "not recorded")
+    platform = src.get("platform") or m.get("platform")
+    vers = ", ".join(f"{k} {v}" for k, v in (src.get("versions") or {"python": m.get("python")}).items() if v)
+    when = " to ".join(dict.fromkeys([dates[0], dates[-1]])) if dates else "not recorded"
+    line = f"Recorded in the file: git SHA {sha}; started {when}; machine {machine}"
+    return line + (f" ({platform})" if platform else "") + f"; versions: {vers or 'not recorded'}."
+
+
+def overrides(d: J) -> str:
+    """The effective `--set` values (later ones win, as in the run)."""
+    return ", ".join(f"`{k}={v}`" for k, v in dict(o.split("=", 1) for o in d.get("overrides", [])).items())
+
+
+def demo_quality(d: J) -> list[str]:
+    for r in d["results"]:
+        n, t = r["labels_with_f1_gt_0"], r["test_tuned_thresholds"]
+        r["_groups"] = " / ".join(fmt(r["test_groups_macro_f1"][k]) for k in GROUPS)
+        r["_labels"] = f"{n['overall']} / {t['n_labels']} ({' / '.join(str(n[k]) for k in GROUPS)})"
+    docs = d["results"][0]["test_tuned_thresholds"]["n_docs"]
+    return [f"Config `{d['config']}`; {docs:,} test documents.", "", *grid(SPECS["demo"], d["results"])]
+
+
+def scale(d: J) -> list[str]:
+    stages, quality, small = [], [], []
+    for s in d["shapes"]:
+        docs = s["documents"]
+        s["_name"] = f"{sum(docs.values()):,} x {s['num_labels']:,}"
+        s["_docs"] = " / ".join(f"{docs[k]:,}" for k in SPLITS)
+        s["_rate"], s["_cmd"] = s["cardinality_train"] / s["num_labels"], f"`{command(s['command'])}`"
+        stages += [{**st, "_name": "" if i else s["_name"]} for i, st in enumerate(s["stages"])]
+        quality += [{**q, "_name": s["_name"], "_loss": loss} for loss, q in s["quality"].items()]
+    for s in d.get("reduced_shapes_smoke", {}).get("shapes", []):
+        first = {"_name": f"{s['shape']} ({s['num_labels']:,} labels)", "_w": s["label_index_width"]}
+        first["_c"] = fmt(s["cardinality_train"], 2)
+        small += [{**st, **(dict.fromkeys(first, "") if i else first)} for i, st in enumerate(s["stages"])]
+    out = grid(SPECS["shapes"], d["shapes"]) + grid(SPECS["stages"], stages)
+    out += ["Test quality (a model that learned nothing has a macro AP near the mean label rate):", ""]
+    out += grid(SPECS["scale_quality"], quality)
+    if small:
+        out += ["Reduced shapes (the test run recorded in `reduced_shapes_smoke`; its `note` says how):", ""]
+        out += grid(SPECS["small"], small)
+    return out
+
+
+def split_scaling(d: J) -> list[str]:
+    dense = [{**d["dense"], "rows": f"{d['dense']['rows']:,} (dense)"}] if "dense" in d else []
+    rows = [*d["results"], *dense]
+    for r in rows:
+        sk = r.get("skmultilearn") or {"skipped": "not run"}
+        r["_sk"] = {"seconds": sk.get("seconds", sk.get("skipped")), **sk}
+    sides = [
+        {
+            **x,
+            "quality": x.get("quality", x),
+            "_name": n,
+            "_size": f"{q['rows']:,} x {q['labels']:,}",
+            "_m": m,
+        }
+        for n, q in d.get("quality", {}).items()
+        for m, x in ((m, q[m]) for m in ("ours", "skmultilearn"))
+    ]
+    ratios = " / ".join(f"{k} {v}" for k, v in d["ratios"].items())
+    out = [f"Ratios {ratios}.", "", *grid(SPECS["split"], rows), "Split quality, side by side:", ""]
+    return out + grid(SPECS["split_sides"], sides)
+
+
+def quality(d: J) -> list[str]:
+    out = []
+    for name, ds in d["datasets"].items():
+        g, docs = ds["config"]["groups"], ds["data"]["documents"]
+        ds["_docs"] = " / ".join(f"{docs[k]:,}" for k in SPLITS)
+        ds["_groups"] = f"{g['head_min']:,} / {g['tail_max']:,}"
+        groups = " | ".join(f"{k} F1 ({g['sizes'][k]} labels)@{k}_f1" for k in GROUPS)
+        rows = [{**r, "_row": row} for row, r in ds["rows"].items()]
+        out += [f"### {name}", "", *grid(SPECS["setup"], [ds])]
+        out += grid(f"row@_row | {F1} | {groups} | {SPECS['rows']}", rows)
+        if "tuned" in ds["rows"]:
+            t = ds["rows"]["tuned"]
+            obj, lr = fmt(t["tune"]["objective"]["val_tuned_macro_f1"]), fmt(t["tune"]["head_lr"], 4)
+            out += [f"`tuned` is {t['loss']} (head_lr {lr}), validation objective {obj}.", ""]
+    for t in d.get("targets", []):
+        v = t["value"]
+        t["_value"] = " vs ".join(f"{k} {fmt(x)}" for k, x in v.items()) if isinstance(v, dict) else fmt(v)
+    return [*out, "Targets:", "", *grid(SPECS["targets"], d.get("targets", []))]
+
+
+def history(r: J) -> J:
+    h = r.get("history", [])
+    best = max(h, key=lambda e: e["val_tuned_macro_f1"])["epoch"] + 1 if h else "n/a"
+    rate = f"{fmt(h[0]['samples_per_s'], 0)} / {span(e['samples_per_s'] for e in h[1:])}" if h else "n/a"
+    return {**r, "_best": f"{best} / {r['epochs_run']}", "_rate": rate}
+
+
+def finetune(d: J) -> list[str]:
+    if "summary" not in d:
+        out = [f"Config `{d['config']}`; overrides {overrides(d)}.", ""]
+        return out + grid(SPECS["finetune"], [history(r) for r in d["rows"].values()])
+    out: list[str] = []
+    keys = [c.split("@")[1].strip() for c in f"{F1} | {F1G}".split("|")]
+    for config, losses in d["summary"].items():
+        runs = [r for r in d["runs"] if r["config"] == config]
+        out += [f"### `{config}`", "", f"Overrides of the first run: {overrides(runs[0])}.", ""]
+        rows = []
+        for loss, s in losses.items():
+            for r in runs:
+                seed = dict(o.split("=", 1) for o in r["overrides"]).get("run.seed", "0 (default)")
+                rows.append({**history(r["rows"][loss]), "_row": f"{loss}, seed {seed}"})
+            mean = {k: f"**{fmt(s[k]['mean'])}**" for k in keys}
+            rows.append({**mean, "_row": f"**{loss}, mean of {s['runs']}**"})
+            rows.append(
+                {**{k: f"{fmt(s[k]['min'])}-{fmt(s[k]['max'])}" for k in keys}, "_row": f"{loss}, min-max"}
+            )
+        out += grid(SPECS["combined"], rows)
+    return out
+
+
+def throughput(d: J) -> list[str]:
+    z, summary, sides = d["sizes"], [], []
+    for key, (r, b, rate, what) in ((k, v.split(" ", 3)) for k, v in PARTS.items() if k in d):
+        p = d[key]
+        t = p.get("target")
+        met = "none" if t is None else f">= {t}: " + ("met" if p["target_met"] else "not met")
+        ratio = p.get("ratio_ray_over_bare", p.get("ratio_ray_over_polars"))
+        runs = [span(p[k]["runs"], 1) if "runs" in p[k] else "" for k in (r, b)]
+        rates, pairs = [fmt(p[r][rate], 1), fmt(p[b][rate], 1)], listed(p.get("pair_ratios", []))
+        summary.append([what.format_map({**z, **p[r]}), *rates, ratio, met, pairs, *runs])
+        for k in (r, b):
+            x = p[k]
+            x["_side"] = f"{key}, {SIDE.get(k, 'bare loop')}"
+            x["_epochs"] = listed(x.get("samples_per_s_per_epoch", []), 1)
+            x["_wait"] = ", ".join(f"{w:.1%}" for w in x.get("input_wait_fraction_per_epoch", [])) or "n/a"
+            x["_nice"] = x.get("niceness", get(x, "worker_threads/niceness") or "not recorded")
+            x["_udf"] = f"{x['udf_share_of_actor_time']:.1%}" if "udf_share_of_actor_time" in x else ""
+            sides.append(x)
+    env = d["environment"]
+    out = [
+        f"Runs per side: {z['repeats']}; torch threads "
+        f"{env['torch_threads_both_sides']} on both sides; {fmt(d['seconds_total'], 0)} s in all; load "
+        f"average before {listed(d['load_average_before'], 2)}, after {listed(d['load_average_after'], 2)}.",
+        "",
+    ]
+    head = ["what", "Ray (rate)", "single process (rate)", "ratio", "target", "pair ratios", "Ray runs"]
+    out += table([*head, "baseline runs"], summary)
+    if "stats" in d:
+        s = d["stats"]
+        out += ["Statistics: Ray Data's operators, then the map functions' own one-core rates (rows/s):", ""]
+        out += grid(SPECS["ops"], s["ray_data"]["ray_data_operators"])
+        out += grid(SPECS["one_core"], [s["attribution"]])
+        out += [f"Both sides counted identical figures: {fmt(s['counts']['identical'])}.", ""]
+    if "train" in d:
+        out += ["Training, each side's median run (steady: the epochs after the first):", ""]
+        out += grid(SPECS["train"], [d["train"]["ray_train"], d["train"]["bare_pytorch"]])
+    if "score" in d:
+        out += [
+            "Scoring: Ray's steady rate is rows / the Scorer actor's task time; two-point is (N - b) / "
+            "(T_N - T_b) from the wall times of N documents and of one batch b.",
+            "",
+        ]
+        out += grid(SPECS["score"], [d["score"]["ray_data"], d["score"]["bare_loop"]])
+        out += [f"Both sides' scores agree: {fmt(d['score']['scores_agree'])}.", ""]
+    if "scale" in d:
+        s, m = d["scale"], d["scale"]["model"]
+        out += [
+            f"Scaling on `{s['ray']}`: speedup {fmt(m['speedup_2_workers'], 2)} with 2 workers, efficiency "
+            f"{fmt(m['efficiency_2_workers'], 2)}. Beyond 2 nodes the figures are a model fitted on these "
+            "two points (both nodes on one machine): an upper bound to check on a real cluster.",
+            "",
+        ]
+        w = [
+            {**w, "_n": k[8:], "_epochs": listed(w["samples_per_s_per_epoch"], 1)}
+            for k, w in s.items()
+            if k[:8] == "workers_"
+        ]
+        out += grid(SPECS["workers"], w)
+        out += grid(SPECS["predicted"], [{**p, "_n": n} for n, p in m["predicted"].items()])
+    out += ["Peak memory (MiB; the process tree counts shared pages once per process):", ""]
+    return out + grid(SPECS["memory"], sides)
+
+
+def tune_throughput(d: J) -> list[str]:
+    cache = fmt(get(d, "results/embeddings/embedding_cache_seconds"), 2)
+    out = [f"Config: {d['config']}; prepare {d['prepare_seconds']} s; embedding cache {cache} s.", ""]
+    return out + grid(SPECS["tune"], [{**r, "_mode": mode} for mode, r in d["results"].items()])
+
+
+def generic(d: J) -> list[str]:
+    return table(["key", "value"], [[f"`{k}`", v] for k, v in d.items() if isinstance(v, int | float | bool)])
+
+
+RENDER: dict[str, Callable[[J], list[str]]] = {
+    "demo_quality": demo_quality,
+    "scale": scale,
+    "split_scaling": split_scaling,
+    "quality": quality,
+    "finetune": finetune,
+    "throughput": throughput,
+    "tune_throughput": tune_throughput,
+}
+
+
+def render(results: Path = RESULTS) -> str:
+    files = {p.name: json.loads(p.read_text()) for p in sorted(results.glob("*.json"))}
+    rank = {m: i for i, m in enumerate(WHAT)}
+    order = sorted(files, key=lambda n: (rank.get(module(files[n]), len(rank)), n))
+    cmd = {n: f"`{command(files[n].get('command', 'not recorded'))}`" for n in order}
+    index = [
+        [f"[`{n}`](#{n.replace('.', '')})", WHAT.get(module(files[n]), ("other",))[0], cmd[n]] for n in order
+    ]
+    out = [
+        "# Benchmarks",
+        "",
+        "Generated from `benchmarks/results/*.json` by `python -m benchmarks.readme`; do not edit by hand. "
+        "Every figure comes from the results file named in its section; each file records the command that "
+        "made it (shown as recorded, paths local to the machine that ran it as `<path>`), its machine and "
+        "versions. Re-run a benchmark with its command, commit the JSON, then regenerate this page.",
+        "",
+        *table(["results file", "measures", "command"], index),
+    ]
+    for name in order:
+        d = files[name]
+        title, what = WHAT.get(module(d), ("Other results", "Scalar figures of a file with no layout here."))
+        out += [f"## {name}", "", f"**{title}.** {what}", "", f"Re-run: {cmd[name]}", ""]
+        out += RENDER.get(module(d), generic)(d)
+        note = " The file's `note` says how the run was made; read it there." if "note" in d else ""
+        out += [provenance(d) + note, ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Write (or check) benchmarks/README.md from the results.")
+    parser.add_argument("--check", action="store_true", help="exit 1 if the committed page is out of date")
+    page, check = render(), parser.parse_args(argv).check
+    old, shown = (
+        PAGE.read_text() if PAGE.exists() else "",
+        PAGE.relative_to(ROOT) if PAGE.is_relative_to(ROOT) else PAGE,
+    )
+    if check and old != page:
+        diff = list(
+            difflib.unified_diff(old.splitlines(), page.splitlines(), "committed", "generated", lineterm="")
+        )
+        print(
+            *diff[:30],
+            f"{shown} is out of date: run python -m benchmarks.readme",
+            sep="\n",
+            file=sys.stderr,
+        )
+        return 1
+    if not check:
+        PAGE.write_text(page)
+        print(f"wrote {shown}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
