@@ -11,53 +11,48 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-import ray
-
-from pipeline.core.cluster import ensure_ray
+from benchmarks.common.machine import machine_record
+from benchmarks.common.measure import Stopwatch
+from benchmarks.common.paths import DEMO_CONFIG, RESULTS
+from benchmarks.common.provenance import command_line, git_sha, package_versions
+from benchmarks.common.ray_session import benchmark_ray
+from benchmarks.common.results import write_json
 from pipeline.core.config import load_config
 from pipeline.data.prepare import run_prepare
 from pipeline.evaluation.evaluate import run_evaluate
 from pipeline.training.train import run_train
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.demo_quality")
     parser.add_argument("--loss", action="append", default=None)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "demo_quality.json"))
+    parser.add_argument("--out", default=str(RESULTS / "demo_quality.json"))
     args = parser.parse_args()
     losses = args.loss or ["db", "bce"]
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        base = load_config(ROOT / "configs" / "demo.yaml", [f"run.output={tmp}"])
-        ensure_ray(base.ray)
-        try:
+        base = load_config(DEMO_CONFIG, [f"run.output={tmp}"])
+        with benchmark_ray(ray_config=base.ray):
             for loss in losses:
-                cfg = load_config(
-                    ROOT / "configs" / "demo.yaml",
-                    [f"run.output={tmp}", f"run.name={loss}", f"loss.name={loss}"],
-                )
-                t0 = time.perf_counter()
+                cfg = load_config(DEMO_CONFIG, [f"run.output={tmp}", f"run.name={loss}", f"loss.name={loss}"])
+                clock = Stopwatch()
                 run_prepare(cfg)
-                t1 = time.perf_counter()
+                prepare_s = clock.lap()
                 train = run_train(cfg)
-                t2 = time.perf_counter()
+                train_s = clock.lap()
                 doc = run_evaluate(cfg)
-                t3 = time.perf_counter()
+                evaluate_s = clock.lap()
                 results.append(
                     {
                         "loss": loss,
                         "seconds": {
-                            "prepare": t1 - t0,
-                            "train": t2 - t1,
-                            "evaluate": t3 - t2,
-                            "total": t3 - t0,
+                            "prepare": prepare_s,
+                            "train": train_s,
+                            "evaluate": evaluate_s,
+                            "total": prepare_s + train_s + evaluate_s,
                         },
                         "epochs_run": len(train["history"]),
                         "validation_last_epoch_at_0.5": {
@@ -69,15 +64,15 @@ def main() -> None:
                         "labels_with_f1_gt_0": doc["labels_with_f1_gt_0"],
                     }
                 )
-        finally:
-            ray.shutdown()
     out = {
-        "command": "python -m benchmarks.demo_quality " + " ".join(f"--loss {x}" for x in losses),
+        "command": command_line("benchmarks.demo_quality", [f"--loss {x}" for x in losses]),
+        "git_sha": git_sha(),
         "config": "configs/demo.yaml",
-        "machine": {"cpus": 2, "platform": platform.platform(), "python": sys.version.split()[0]},
+        "machine": {**machine_record(), "python": platform.python_version()},
+        "versions": package_versions("ray", "torch", "transformers"),
         "results": results,
     }
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    write_json(Path(args.out), out)
     print(
         json.dumps(
             [{k: r[k] for k in ("loss", "seconds", "test_groups_macro_f1")} for r in results], indent=2

@@ -1,11 +1,12 @@
 """Fine-tuned rows for the quality benchmark: the whole pipeline (prepare -> train -> evaluate) with the
-pretrained all-MiniLM-L6-v2 fine-tuned end to end, once per loss, on the splits of benchmarks/quality.py.
+pretrained all-MiniLM-L6-v2 fine-tuned end to end, once per loss, on the splits of the quality benchmark
+(benchmarks/quality).
 
     .venv/bin/python -m benchmarks.finetune            # Reuters, bce and db -> results/finetune.json
     .venv/bin/python -m benchmarks.finetune --smoke    # synthetic corpus + tiny-bert, a minute
     .venv/bin/python -m benchmarks.finetune --combine a.json b.json --out all.json   # seeds side by side
 
-benchmarks/quality.py trains only the classification head on frozen embeddings. Here the encoder's weights
+benchmarks/quality trains only the classification head on frozen embeddings. Here the encoder's weights
 are trained too, through `train.run_train` (in-process: train.num_workers=0, so the 2 CPUs go to
 one PyTorch process) and scored by `evaluate.run_evaluate` with its per-label thresholds. On 2 CPUs
 that costs about 25 samples/s at 64 tokens (12 at 128, measured by hand), so the CPU-feasible setting is
@@ -15,24 +16,25 @@ FINETUNE (max_length 64, 3 epochs); every run's figures land in the JSON as soon
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import logging
-import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.machine import machine_summary
-from benchmarks.quality import CONFIGS, DATA_ROOT, load_bench_config, versions, write_doc
-from benchmarks.scale import _copy_prepared
+from benchmarks import corpora
+from benchmarks.common.machine import load_average, machine_summary
+from benchmarks.common.paths import RESULTS, ROOT
+from benchmarks.common.provenance import command_line, git_sha, package_versions, utc_now
+from benchmarks.common.ray_session import benchmark_ray
+from benchmarks.common.results import write_json
+from benchmarks.common.runs import copy_prepared
+from benchmarks.quality.config import CONFIGS, GROUPS, VERSIONED, load_bench_config
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = ROOT / "benchmarks" / "results" / "finetune.json"
+DEFAULT_OUT = RESULTS / "finetune.json"
 #: The CPU-feasible fine-tuning setting (overrides on top of the dataset's benchmark config).
 FINETUNE = [
     "model.max_length=64",
@@ -43,7 +45,6 @@ FINETUNE = [
     "train.num_workers=0",
 ]
 SMOKE = ["train.epochs=1", "train.num_workers=0"]
-GROUPS = ("head", "medium", "tail")
 SUMMARY_METRICS = ("micro_f1", "macro_f1", "macro_ap", *(f"{g}_f1" for g in GROUPS))
 
 log = logging.getLogger("benchmarks.finetune")
@@ -78,7 +79,7 @@ def run_loss(cfg_path: Path, work: Path, data_root: Path, loss: str, overrides: 
         log.info("%s: prepared in %.0fs", bc.key, time.perf_counter() - t0)
     name = f"{bc.cfg.run.name}-ft-{loss}"
     shutil.rmtree(work / name, ignore_errors=True)
-    _copy_prepared(shared, work / name)
+    copy_prepared(shared, work / name)
     bc = load_bench_config(cfg_path, work, data_root, [*overrides, f"run.name={name}", f"loss.name={loss}"])
     t0 = time.perf_counter()
     trained = run_train(bc.cfg)
@@ -126,22 +127,24 @@ def combine(paths: list[Path], out: Path | None) -> dict[str, Any]:
     if unfinished:
         raise SystemExit(f"--combine: runs that did not finish: {', '.join(unfinished)}")
     doc = {
-        "command": " ".join(["python -m benchmarks.finetune --combine", *map(str, paths)]),
+        "command": command_line("benchmarks.finetune", ["--combine", *map(str, paths)]),
         "summary": summarise(docs),
         "runs": docs,
     }
     if out:
-        write_doc(out, doc)
+        write_json(out, doc)
     print(json.dumps(doc["summary"], indent=2))
     return doc
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.finetune", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--smoke", action="store_true", help="synthetic corpus, tiny-bert, one epoch")
     parser.add_argument("--config", default=None, help="benchmark config (default: reuters21578)")
     parser.add_argument("--loss", action="append", default=None, help="losses (default: bce, db)")
-    parser.add_argument("--data-root", default=str(DATA_ROOT))
+    parser.add_argument("--data-root", default=str(corpora.data_root()))
     parser.add_argument("--work-dir", default=None, help="prepared splits and runs (default: a temp folder)")
     parser.add_argument(
         "--out", default=None, help="results JSON (default: benchmarks/results/finetune.json)"
@@ -160,7 +163,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.combine:
         return combine(args.combine, Path(args.out) if args.out else None)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
     cfg_path = (
         Path(args.config) if args.config else CONFIGS / ("smoke.yaml" if args.smoke else "reuters21578.yaml")
@@ -171,12 +173,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     data_root = Path(args.data_root)
     dataset = load_bench_config(cfg_path, Path("/unused"), data_root, overrides).dataset
     doc: dict[str, Any] = {
-        "command": " ".join(["python -m benchmarks.finetune", *(sys.argv[1:] if argv is None else argv)]),
+        "command": command_line("benchmarks.finetune", argv),
+        "git_sha": git_sha(),
         "machine": machine_summary(),
         "platform": platform.platform(),
-        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "load_average_before": list(os.getloadavg()),
-        "versions": versions(),
+        "started": utc_now(),
+        "load_average_before": load_average(),
+        "versions": package_versions(*VERSIONED),
         "config": str(cfg_path.relative_to(ROOT)) if cfg_path.is_relative_to(ROOT) else str(cfg_path),
         "overrides": overrides,
         "rows": {},
@@ -186,35 +189,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         doc["skipped"] = f"{data_root / dataset} not found"
         log.warning("skipping: %s", doc["skipped"])
         if out:
-            write_doc(out, doc)
+            write_json(out, doc)
         return doc
-
-    import ray
 
     own_work = args.work_dir is None
     work = Path(tempfile.mkdtemp(prefix="bml-finetune-")) if own_work else Path(args.work_dir).resolve()
-    started = not ray.is_initialized()  # a caller's Ray (the tests') is used as it is
-    if started:
-        from pipeline.core.cluster import start_local_ray
-
-        start_local_ray(args.num_cpus, include_dashboard=False, log_to_driver=False)
-    t_all = time.perf_counter()
-    try:
-        for loss in losses:
-            doc["rows"][loss] = run_loss(cfg_path, work, data_root, loss, overrides)
-            log.info("%s: %s", loss, {k: v for k, v in doc["rows"][loss].items() if k != "history"})
-            if out:  # each row as soon as it exists: a later crash loses nothing measured
-                write_doc(out, doc)
-        doc["complete"] = True
-    finally:
-        if started:
-            ray.shutdown()
-        doc["total_seconds"] = round(time.perf_counter() - t_all, 1)
-        doc["load_average_after"] = list(os.getloadavg())
-        if out:
-            write_doc(out, doc)
-        if own_work:
-            shutil.rmtree(work, ignore_errors=True)
+    # A caller's Ray (the tests') is used as it is; on a GPU machine --num-cpus is all of its CPUs.
+    with benchmark_ray(args.num_cpus):
+        t_all = time.perf_counter()
+        try:
+            for loss in losses:
+                doc["rows"][loss] = run_loss(cfg_path, work, data_root, loss, overrides)
+                log.info("%s: %s", loss, {k: v for k, v in doc["rows"][loss].items() if k != "history"})
+                if out:  # each row as soon as it exists: a later crash loses nothing measured
+                    write_json(out, doc)
+            doc["complete"] = True
+        finally:
+            doc["total_seconds"] = round(time.perf_counter() - t_all, 1)
+            doc["load_average_after"] = load_average()
+            if out:
+                write_json(out, doc)
+            if own_work:
+                shutil.rmtree(work, ignore_errors=True)
     print(
         json.dumps(
             {

@@ -17,22 +17,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import resource
-import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.machine import machine_summary
+from benchmarks.common.machine import load_average, machine_summary
+from benchmarks.common.measure import MIB, PeakRSS, ru_maxrss_mib
+from benchmarks.common.paths import RESULTS, ROOT
+from benchmarks.common.provenance import command_line, git_sha, package_versions, utc_now
+from benchmarks.common.ray_session import benchmark_ray
+from benchmarks.common.results import write_json
+from benchmarks.common.runs import copy_prepared
 
-ROOT = Path(__file__).resolve().parents[1]
 SHAPES = {"7900": ["weighted-bce", "db"], "1500": ["db"], "124": ["db"]}
 #: Reduced shapes (the CI test and --smoke): the label space of each shape at a fraction of the documents.
 REDUCED = {
@@ -51,68 +51,21 @@ SMALL_MODEL = [
 ]
 
 
-class PeakRSS:
-    """Samples the RSS of this process and of its whole process tree until stopped; keeps the peaks."""
-
-    def __init__(self, interval: float = 0.2) -> None:
-        import psutil
-
-        self._me = psutil.Process(os.getpid())
-        self.interval, self.own, self.tree = interval, 0, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _sample(self) -> None:
-        import psutil
-
-        own = self._me.memory_info().rss
-        tree = own
-        for child in self._me.children(recursive=True):
-            try:
-                tree += child.memory_info().rss
-            except psutil.Error:
-                pass
-        self.own, self.tree = max(self.own, own), max(self.tree, tree)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._sample()
-
-    def __enter__(self) -> PeakRSS:
-        self._sample()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._sample()
-
-
 def _stage(name: str, fn: Callable[[], Any], out: list[dict[str, Any]], **tags: Any) -> Any:
     print(f"[scale] {name} {tags or ''} ...", flush=True)
     t0 = time.perf_counter()
-    with PeakRSS() as peak:
+    with PeakRSS(interval=0.2) as peak:
         result = fn()
     row = {
         "stage": name,
         **tags,
         "seconds": round(time.perf_counter() - t0, 2),
-        "peak_rss_driver_mb": round(peak.own / 2**20, 1),
-        "peak_rss_tree_mb": round(peak.tree / 2**20, 1),
+        "peak_rss_driver_mb": round(peak.driver / MIB, 1),
+        "peak_rss_tree_mb": round(peak.tree / MIB, 1),
     }
     out.append(row)
     print(f"[scale] {row}", flush=True)
     return result
-
-
-def _copy_prepared(src: Path, dst: Path) -> None:
-    """A second loss trains on the same prepared data (and tokenizer) as the first."""
-    dst.mkdir(parents=True, exist_ok=True)
-    for name in ("prepared", "tokenizer", "data"):
-        if (src / name).exists():
-            shutil.copytree(src / name, dst / name)
-    shutil.copy2(src / "label_stats.json", dst / "label_stats.json")
 
 
 def _quality(run_dir: Path) -> dict[str, Any]:
@@ -167,7 +120,7 @@ def run_shape(
             stats = _stage("prepare", lambda cfg=cfg: run_prepare(cfg), stages, shape=shape)
             first_run = run_dir
         else:
-            _copy_prepared(first_run, run_dir)
+            copy_prepared(first_run, run_dir)
         trained = _stage("train", lambda cfg=cfg: run_train(cfg), stages, shape=shape, loss=loss)
         width = trained["label_index_width"] if width is None else width
         _stage("evaluate", lambda cfg=cfg: run_evaluate(cfg), stages, shape=shape, loss=loss)
@@ -182,29 +135,18 @@ def run_shape(
         "label_index_width": width,
         "stages": stages,
         "quality": quality,
-        "peak_rss_self_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_self_mb": round(ru_maxrss_mib(), 1),
     }
 
 
 def _child(args: argparse.Namespace) -> None:
     """One shape in this process: its own local Ray unless --address joins a running one."""
-    import ray
-
-    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-    if args.address:
-        ray.init(address=args.address, log_to_driver=False)
-    else:
-        from pipeline.core.cluster import start_local_ray
-
-        start_local_ray(args.num_cpus, log_to_driver=False)
     results = []
-    try:
+    with benchmark_ray(args.num_cpus, address=args.address, include_dashboard=True):
         for shape in args.child.split(","):
             overrides = ([*REDUCED[shape], *SMALL_MODEL] if args.smoke else []) + args.overrides
             with tempfile.TemporaryDirectory(prefix="bml-scale-") as d:
                 results.append(run_shape(shape, overrides, Path(d), args.loss or None))
-    finally:
-        ray.shutdown()
     Path(args.result).write_text(json.dumps(results, indent=2))
 
 
@@ -231,7 +173,9 @@ def child_command(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m benchmarks.scale",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--shape", action="append", choices=sorted(SHAPES), help="default: all three")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override a.b=c")
@@ -248,11 +192,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     shapes = args.shape or list(SHAPES)
-    command = "python -m benchmarks.scale " + " ".join(argv if argv is not None else sys.argv[1:])
+    command, sha = command_line("benchmarks.scale", argv), git_sha()
     results = []
     t0 = time.perf_counter()
     for shape in shapes:  # a fresh process (and Ray) per shape: its own peak memory
-        load_before, started = os.getloadavg(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        load_before, started = load_average(2), utc_now()
         with tempfile.TemporaryDirectory() as d:
             result = Path(d) / "result.json"
             cmd = child_command([shape], args.overrides, result, args.smoke, losses=args.loss)
@@ -264,43 +208,35 @@ def main(argv: list[str] | None = None) -> int:
             for row in json.loads(result.read_text()):
                 row.update(
                     command=command,
+                    git_sha=sha,
                     started=started,
-                    load_average_before=[round(x, 2) for x in load_before],
-                    load_average_after=[round(x, 2) for x in os.getloadavg()],
+                    load_average_before=load_before,
+                    load_average_after=load_average(2),
                 )
                 results.append(row)
-    out = args.out or (None if args.smoke else str(ROOT / "benchmarks" / "results" / "scale.json"))
+    out = args.out or (None if args.smoke else str(RESULTS / "scale.json"))
     doc = _merge(Path(out) if out else None, results, command, round(time.perf_counter() - t0, 1))
-    text = json.dumps(doc, indent=2)
     if out:
-        Path(out).write_text(text + "\n")
+        write_json(Path(out), doc)
         print(f"[scale] wrote {out}")
     else:
-        print(text)
+        print(json.dumps(doc, indent=2))
     return 0 if not any("failed" in r for r in results) else 1
 
 
 def _merge(out: Path | None, results: list[dict], command: str, seconds: float) -> dict[str, Any]:
     """The result document: this run's shapes replace the same shapes of an earlier run in `out`, the other
     shapes (and any other keys) are kept, each shape with the command that measured it."""
-    import numpy
-    import ray
-    import torch
-
     doc: dict[str, Any] = json.loads(out.read_text()) if out is not None and out.exists() else {}
     done = {r["shape"] for r in results}
     shapes = [r for r in doc.get("shapes", []) if r.get("shape") not in done] + results
     shapes.sort(key=lambda r: list(SHAPES).index(r["shape"]) if r.get("shape") in SHAPES else len(SHAPES))
     doc.update(
         command=command,
+        git_sha=git_sha(),
         seconds=seconds,
         machine=machine_summary(),
-        versions={
-            "python": platform.python_version(),
-            "ray": ray.__version__,
-            "torch": torch.__version__,
-            "numpy": numpy.__version__,
-        },
+        versions=package_versions("ray", "torch", "numpy"),
         shapes=shapes,
     )
     measured = {r["shape"] for r in shapes if "failed" not in r and "stages" in r}

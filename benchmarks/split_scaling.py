@@ -20,24 +20,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 import tracemalloc
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
+from benchmarks.common.machine import machine_summary
+from benchmarks.common.measure import ru_maxrss_mib
+from benchmarks.common.paths import RESULTS, ROOT
+from benchmarks.common.provenance import command_line, git_sha, package_versions
+from benchmarks.common.results import write_json
 from benchmarks.corpora import data_root
 from pipeline.data.labels import csr_from_arrow
 from pipeline.data.split import _ensure_in_first, proportion_error, stratified_assign
 
-ROOT = Path(__file__).resolve().parents[1]
 RATIOS = {"train": 0.7, "validation": 0.15, "test": 0.15}
 REUTERS = data_root() / "reuters21578" / "train"
 
@@ -130,10 +131,6 @@ def skmultilearn_assign(y: sp.csr_matrix, ratios: dict[str, float], seed: int) -
     return np.asarray(names, dtype=object)[codes]
 
 
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _child(impl: str, data: str, rows: int, labels: int, per_doc: float) -> dict:
     """One measurement (in a child process): build the label matrix, time the split, then score it."""
     if data == "zipf":
@@ -144,12 +141,12 @@ def _child(impl: str, data: str, rows: int, labels: int, per_doc: float) -> dict
         y = reuters_labels()
     if impl == "skmultilearn":
         import skmultilearn.model_selection  # noqa: F401  (import cost outside the timing, as for ours)
-    before = _peak_mb()
+    before = ru_maxrss_mib()
     assign = stratified_assign if impl == "ours" else skmultilearn_assign
     t0 = time.perf_counter()
     names = assign(y, RATIOS, seed=0)
     seconds = time.perf_counter() - t0
-    peak = _peak_mb()
+    peak = ru_maxrss_mib()
     # The RSS peak often belongs to building the synthetic data; an untimed second run under tracemalloc
     # (numpy and scipy.sparse report their buffers to it) gives the split's own allocation peak.
     tracemalloc.start()
@@ -182,15 +179,10 @@ def _run_child(impl: str, data: str, rows: int, labels: int, per_doc: float, tim
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _versions() -> dict:
-    out = {"python": platform.python_version()}
-    for dist in ("numpy", "scipy", "scikit-multilearn"):
-        out[dist] = version(dist)
-    return out
-
-
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.split_scaling", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--rows", type=int, action="append", default=None)
     parser.add_argument("--labels", type=int, default=1000)
     parser.add_argument("--per-doc", type=float, default=1.3)
@@ -217,7 +209,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         sizes, labels, dense = args.rows or [10_000, 100_000, 1_000_000], args.labels, args.dense
         sk_max, reuters = args.skmultilearn_max_rows, not args.no_reuters
-        out_path = Path(args.out or ROOT / "benchmarks" / "results" / "split_scaling.json")
+        out_path = Path(args.out or RESULTS / "split_scaling.json")
 
     results = []
     for rows in sizes:
@@ -234,13 +226,16 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(entry), flush=True)
         results.append(entry)
 
+    canonical = [
+        *(["--smoke"] if args.smoke else []),
+        *(f"--rows {r}" for r in sizes),
+        f"--labels {labels} --per-doc {args.per_doc} --skmultilearn-max-rows {sk_max} --dense {dense}",
+    ]
     out: dict = {
-        "command": "python -m benchmarks.split_scaling "
-        + ("--smoke " if args.smoke else "")
-        + " ".join(f"--rows {r}" for r in sizes)
-        + f" --labels {labels} --per-doc {args.per_doc} --skmultilearn-max-rows {sk_max} --dense {dense}",
-        "machine": "2 CPUs, 24 GiB",
-        "versions": _versions(),
+        "command": command_line("benchmarks.split_scaling", canonical),
+        "git_sha": git_sha(),
+        "machine": machine_summary(),
+        "versions": package_versions("numpy", "scipy", "scikit-multilearn"),
         "ratios": RATIOS,
         "results": results,
     }
@@ -275,8 +270,7 @@ def main(argv: list[str] | None = None) -> dict:
         quality["reuters21578_train"] = {"skipped": f"{REUTERS} is absent"}
     out["quality"] = quality
     print(json.dumps({"quality": quality}), flush=True)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(out, indent=2) + "\n")
+    write_json(out_path, out)
     print(f"wrote {out_path}", flush=True)
     return out
 

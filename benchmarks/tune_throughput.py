@@ -11,32 +11,31 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-import ray
-
-from pipeline.core.cluster import ensure_ray
+from benchmarks.common.machine import load_average, machine_record
+from benchmarks.common.measure import Stopwatch
+from benchmarks.common.paths import DEMO_CONFIG, RESULTS
+from benchmarks.common.provenance import command_line, git_sha, package_versions
+from benchmarks.common.ray_session import benchmark_ray
+from benchmarks.common.results import write_json
+from benchmarks.common.runs import copy_prepared
 from pipeline.core.config import load_config
 from pipeline.data.prepare import run_prepare
 from pipeline.training.tune import run_tune
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.tune_throughput")
     parser.add_argument("--full-trials", type=int, default=4)
     parser.add_argument("--emb-trials", type=int, default=24)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tune_throughput.json"))
+    parser.add_argument("--out", default=str(RESULTS / "tune_throughput.json"))
     args = parser.parse_args()
     results = {}
-    load_before = os.getloadavg()
+    load_before = load_average()
     with tempfile.TemporaryDirectory() as tmp:
         common = [
             f"run.output={tmp}",
@@ -45,23 +44,22 @@ def main() -> None:
             "tune.search=random",
             "tune.scheduler=none",
         ]
-        base = load_config(ROOT / "configs" / "demo.yaml", common)
-        ensure_ray(base.ray)
-        try:
-            t0 = time.perf_counter()
+        base = load_config(DEMO_CONFIG, common)
+        with benchmark_ray(ray_config=base.ray):
+            clock = Stopwatch()
             run_prepare(base)
-            prepare_s = time.perf_counter() - t0
+            prepare_s = clock.lap()
             for mode, trials in (("embeddings", args.emb_trials), ("full", args.full_trials)):
                 cfg = load_config(
-                    ROOT / "configs" / "demo.yaml",
+                    DEMO_CONFIG,
                     [*common, f"run.name={mode}", f"tune.mode={mode}", f"tune.num_samples={trials}"],
                 )
                 # Same prepared data for both: copy the prepared run instead of splitting again.
                 if mode != base.run.name:
-                    _link_prepared(Path(tmp) / base.run.name, Path(tmp) / mode)
-                t1 = time.perf_counter()
+                    copy_prepared(Path(tmp) / base.run.name, Path(tmp) / mode)
+                clock.lap()
                 best = run_tune(cfg)
-                seconds = time.perf_counter() - t1
+                seconds = clock.lap()
                 entry = {
                     "trials": trials,
                     "epochs_per_trial": args.epochs,
@@ -76,34 +74,24 @@ def main() -> None:
                     entry["trials_per_hour_after_cache"] = round(trials / search * 3600, 1)
                 results[mode] = entry
                 print(json.dumps({mode: entry}, indent=2), flush=True)
-        finally:
-            ray.shutdown()
     out = {
-        "command": "python -m benchmarks.tune_throughput "
-        f"--full-trials {args.full_trials} --emb-trials {args.emb_trials} --epochs {args.epochs}",
+        "command": command_line(
+            "benchmarks.tune_throughput",
+            [f"--full-trials {args.full_trials} --emb-trials {args.emb_trials} --epochs {args.epochs}"],
+        ),
+        "git_sha": git_sha(),
         "config": "configs/demo.yaml (3,000 docs, 40 labels, tiny-bert, max_length 64); random, no scheduler",
         "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": sys.version.split()[0],
+            **machine_record(),
+            "python": platform.python_version(),
             "load_average_before": load_before,
-            "load_average_after": os.getloadavg(),
+            "load_average_after": load_average(),
         },
+        "versions": package_versions("ray", "torch", "transformers"),
         "prepare_seconds": round(prepare_s, 1),
         "results": results,
     }
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-
-
-def _link_prepared(src: Path, dst: Path) -> None:
-    import shutil
-
-    dst.mkdir(parents=True, exist_ok=True)
-    for name in ("prepared", "label_stats.json", "tokenizer"):
-        if (src / name).is_dir():
-            shutil.copytree(src / name, dst / name)
-        elif (src / name).exists():
-            shutil.copy2(src / name, dst / name)
+    write_json(Path(args.out), out)
 
 
 if __name__ == "__main__":

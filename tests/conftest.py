@@ -1,4 +1,5 @@
-"""Shared fixtures: one local Ray per test session, shut down at the end."""
+"""Shared fixtures: one local Ray per test session, shut down at the end; the small corpora, object-storage
+buckets and run configs that the tests build."""
 
 from __future__ import annotations
 
@@ -9,11 +10,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
 
 from benchmarks.corpora import data_root
+from pipeline.core.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = data_root()
@@ -136,3 +143,63 @@ def moto_storage():
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+# ------------------------------------------------------------------------------------------ corpora, configs
+
+#: A small encoder without early stopping, for every run that trains end to end in a few seconds on 2 CPUs;
+#: a module adds its own vocabulary size, layers, epochs and learning rate.
+TINY_RUN = [
+    "model.max_length=32",
+    "model.hidden_size=64",
+    "model.intermediate_size=128",
+    "model.pooling=mean",
+    "train.patience=0",
+]
+
+
+def synthetic_settings(num_docs: int, num_labels: int, words_per_doc: int = 20, **more: Any) -> list[str]:
+    """`data.synthetic.*` overrides for a small synthetic corpus of short documents."""
+    fields = {"num_docs": num_docs, "num_labels": num_labels, "words_per_doc": words_per_doc, **more}
+    return [f"data.synthetic.{key}={value}" for key, value in fields.items()]
+
+
+def run_config(output: Path | str, name: str, *overrides: str) -> Config:
+    """The default config for run `name` under `output`, then `overrides` in order (a later one wins)."""
+    return load_config(None, [f"run.output={output}", f"run.name={name}", *overrides])
+
+
+def corpus_table(texts: Sequence[str | None], labels: Sequence[list[str] | None], **extra: Any) -> pa.Table:
+    """Rows in the input contract: `text` (string) and `labels` (list<string>), then `extra` columns such as
+    id or split, typed as given or inferred."""
+    columns = {"text": pa.array(texts, pa.string()), "labels": pa.array(labels, pa.list_(pa.string()))}
+    return pa.table({**columns, **extra})
+
+
+def write_parquet(path: Path, table: pa.Table | Mapping[str, Any]) -> Path:
+    """One Parquet file at `path`, its folders made; a mapping is written as its columns as they are, so that
+    a test can give a column of the wrong type on purpose."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table if isinstance(table, pa.Table) else pa.table(dict(table)), path)
+    return path
+
+
+def storage_overrides(storage: Mapping[str, Any]) -> list[str]:
+    """`storage.*` overrides for the settings of an S3 server (moto_storage)."""
+    return [f"storage.{key}={value}" for key, value in storage.items()]
+
+
+def s3_bucket(storage: Mapping[str, Any], name: str) -> pafs.S3FileSystem:
+    """A filesystem on the S3 server of `storage` (moto_storage) with bucket `name` made: this one may create
+    buckets, the pipeline's own may not."""
+    fs = pafs.S3FileSystem(**storage, allow_bucket_creation=True)
+    fs.create_dir(name)
+    return fs
+
+
+def put_parquet(fs: pafs.FileSystem, path: str, table: pa.Table) -> None:
+    """`table` as one Parquet object at `path` (bucket/key) on `fs`."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    with fs.open_output_stream(path) as out:
+        out.write(sink.getvalue().to_pybytes())

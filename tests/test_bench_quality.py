@@ -1,4 +1,4 @@
-"""benchmarks/quality.py: configs, table, targets, the LibMultiLabel adapter, the --smoke run end to end."""
+"""benchmarks/quality: configs, table, targets, the LibMultiLabel adapter, the --smoke run end to end."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from benchmarks import quality
+from benchmarks.quality import config as bench
+from benchmarks.quality import driver, peer, report
 from tests.conftest import missing_tool
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("name", ["reuters21578", "goemotions", "smoke"])
 def test_configs_load(name, tmp_path):
-    bc = quality.load_bench_config(quality.CONFIGS / f"{name}.yaml", tmp_path, tmp_path / "data", [])
+    bc = bench.load_bench_config(bench.CONFIGS / f"{name}.yaml", tmp_path, tmp_path / "data", [])
     assert bc.cfg.run.output == str(tmp_path)
     assert bc.cfg.tune.mode == "embeddings"
     assert bc.head_grid and all(set(c) <= {"epochs", "lr", "batch_size"} for c in bc.head_grid)
@@ -34,7 +35,7 @@ def test_config_rejects_unknown_bench_keys(tmp_path):
     path = tmp_path / "x.yaml"
     path.write_text("bench:\n  datasets: oops\n")
     with pytest.raises(ValueError, match="unknown keys in bench"):
-        quality.load_bench_config(path, tmp_path, tmp_path, [])
+        bench.load_bench_config(path, tmp_path, tmp_path, [])
 
 
 def _row(micro, macro, tail):
@@ -49,35 +50,35 @@ def _row(micro, macro, tail):
 
 
 def test_table_and_targets():
-    rows = {name: _row(0.8, 0.5, 0.1) for name in quality.ALL_ROWS}
+    rows = {name: _row(0.8, 0.5, 0.1) for name in bench.ALL_ROWS}
     rows["db"] = _row(0.85, 0.62, 0.3)
     rows["libmultilabel-thresholding"] = _row(0.95, 0.9, 0.9)  # a peer row never counts for our targets
     stats = {"groups": {"head_min": 35, "tail_max": 8, "sizes": {"head": 3, "medium": 4, "tail": 5}}}
-    table = quality.markdown_table("x", rows, stats)
-    assert table.count("\n| ") == len(quality.ALL_ROWS) + 2  # header, separator, one line per row
+    table = report.markdown_table("x", rows, stats)
+    assert table.count("\n| ") == len(bench.ALL_ROWS) + 2  # header, separator, one line per row
     assert "tail F1 (5)" in table and "| db | 0.850 | 0.620 |" in table
-    checks = quality.check_targets("x", {"rows": rows}, {"micro_f1": 0.89, "macro_f1": 0.60})
+    checks = report.check_targets("x", {"rows": rows}, {"micro_f1": 0.89, "macro_f1": 0.60})
     by_target = {c["target"]: c for c in checks}
     assert not by_target["micro_f1 >= 0.89 (best of our rows)"]["met"]
     assert by_target["macro_f1 >= 0.6 (best of our rows)"]["met"]
     assert by_target["macro_f1 >= 0.6 (best of our rows)"]["row"] == "db"
     assert by_target["db above bce on macro_f1"]["met"] and by_target["db above bce on tail_f1"]["met"]
     rows["db"]["tail_f1"] = rows["bce"]["tail_f1"] = None  # an empty group: not met, with the reason
-    tail = {c["target"]: c for c in quality.check_targets("x", {"rows": rows}, {})}["db above bce on tail_f1"]
+    tail = {c["target"]: c for c in report.check_targets("x", {"rows": rows}, {})}["db above bce on tail_f1"]
     assert not tail["met"] and "note" in tail
 
 
 def test_label_count_adapter_keeps_the_matrix():
     y = sp.csr_matrix(np.array([[1, 0, 1], [0, 0, 1], [1, 1, 1]], dtype=float))
-    a = quality._LabelCountsCSC(y)
+    a = peer._LabelCountsCSC(y)
     assert np.array_equal(np.asarray(np.sum(a, 2)).ravel(), [2, 1, 3])  # libmultilabel's call: column sums
     assert np.array_equal(np.asarray(a.sum(axis=1)).ravel(), [2, 1, 3])
     assert a.tocsc() is a and np.array_equal(a[:, 1].toarray().ravel(), [0, 0, 1])
 
 
 def test_libmultilabel_thresholding_runs_through_the_adapter():
-    if quality.libmultilabel_available() is not None:
-        missing_tool(quality.libmultilabel_available())
+    if peer.libmultilabel_available() is not None:
+        missing_tool(peer.libmultilabel_available())
     import libmultilabel.linear as linear
 
     texts = ["alpha beta", "beta gamma", "gamma delta", "alpha delta", "delta omega", "beta beta"] * 8
@@ -87,7 +88,7 @@ def test_libmultilabel_thresholding_runs_through_the_adapter():
     )
     np.random.seed(0)
     model = linear.train_thresholding(
-        quality._LabelCountsCSC(data["train"]["y"]), data["train"]["x"], options="", verbose=False
+        peer._LabelCountsCSC(data["train"]["y"]), data["train"]["x"], options="", verbose=False
     )
     assert linear.predict_values(model, data["train"]["x"]).shape == (len(texts), 3)
 
@@ -97,7 +98,7 @@ def smoke_run(ray_session, tmp_path_factory) -> tuple[dict, Path]:
     """`benchmarks.quality --smoke` once for the module (about a minute): its JSON and its work folder."""
     tmp = tmp_path_factory.mktemp("quality-smoke")
     out = tmp / "quality.json"
-    quality.main(["--smoke", "--out", str(out), "--work-dir", str(tmp / "work")])
+    driver.main(["--smoke", "--out", str(out), "--work-dir", str(tmp / "work")])
     return json.loads(out.read_text()), tmp / "work"
 
 
@@ -108,13 +109,13 @@ def test_smoke_run_writes_every_row_and_metric(smoke_run):
     for pkg in ("torch", "transformers", "ray"):
         assert doc["versions"][pkg]
     result = doc["datasets"]["smoke"]
-    lml_missing = quality.libmultilabel_available()
-    expected = quality.OUR_ROWS if lml_missing else quality.ALL_ROWS
+    lml_missing = peer.libmultilabel_available()
+    expected = bench.OUR_ROWS if lml_missing else bench.ALL_ROWS
     assert tuple(result["rows"]) == expected
     if lml_missing:
         assert lml_missing in result["libmultilabel_skipped"]
     for name, row in result["rows"].items():
-        for metric in quality.METRICS:
+        for metric in report.METRICS:
             assert metric in row, (name, metric)
         assert 0.0 <= row["micro_f1"] <= 1.0 and 0.0 <= row["macro_f1"] <= 1.0
         assert row["macro_ap"] is not None
@@ -185,7 +186,7 @@ def test_finetune_combine_summarises_seeds_per_config_and_loss(tmp_path):
 def test_machine_summary_is_read_from_the_machine(monkeypatch):
     import torch
 
-    from benchmarks import machine
+    from benchmarks.common import machine
 
     assert machine.machine_summary().startswith(f"{os.cpu_count()} CPUs, ")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

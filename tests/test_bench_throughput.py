@@ -99,7 +99,7 @@ def test_smoke_writes_every_section(no_local_ray, tmp_path):
 def test_bare_side_takes_the_niceness_ray_gave_its_workers(tmp_path):
     """In a child process: niceness only goes up without privileges, and this test's own must not change."""
     code = (
-        "import os, sys; from pathlib import Path; from benchmarks import throughput as t; "
+        "import os, sys; from pathlib import Path; from benchmarks.throughput import niceness as t; "
         "w = Path(sys.argv[1]); before = os.nice(0); default = t._adopt_ray_niceness(w); "
         "(w / t.NICENESS_FILE).write_text(str(default + 2)); "
         "print(before, default, t._adopt_ray_niceness(w), t._adopt_niceness(0))"
@@ -114,7 +114,7 @@ def test_bare_side_takes_the_niceness_ray_gave_its_workers(tmp_path):
 
 
 def test_full_runs_alternate_the_ray_and_bare_sides():
-    from benchmarks import throughput
+    from benchmarks.throughput import driver as throughput
 
     names = [name for name, _, _ in throughput.PHASES]
     assert throughput._groups(list(throughput.PHASES), smoke=True, repeats=1) == [names]
@@ -131,7 +131,7 @@ def test_full_runs_alternate_the_ray_and_bare_sides():
 
 
 def test_median_run_keeps_that_runs_figures_and_every_rate():
-    from benchmarks.throughput import _median_run
+    from benchmarks.throughput.assemble import _median_run
 
     runs = [{"rate": 3.0, "x": "a"}, {"rate": 1.0, "x": "b"}, {"rate": 2.0, "x": "c"}]
     assert _median_run(runs, "rate") == {"rate": 2.0, "x": "c", "runs": [3.0, 1.0, 2.0]}
@@ -146,7 +146,7 @@ def test_median_run_keeps_that_runs_figures_and_every_rate():
     ],
 )
 def test_bad_repeats_are_refused_before_anything_runs(argv, message, capsys):
-    from benchmarks import throughput
+    from benchmarks.throughput import driver as throughput
 
     with pytest.raises(SystemExit):
         throughput.main(argv)

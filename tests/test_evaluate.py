@@ -16,23 +16,17 @@ from pipeline.core.config import load_config
 from pipeline.data.prepare import run_prepare
 from pipeline.evaluation.evaluate import run_evaluate
 from pipeline.training.train import run_train
-from tests.conftest import missing_tool
+from tests.conftest import TINY_RUN, missing_tool, run_config, synthetic_settings, write_parquet
 
 pytestmark = pytest.mark.timeout(600)
 
 SMALL = [
-    "data.synthetic.num_docs=700",
-    "data.synthetic.num_labels=14",
-    "data.synthetic.words_per_doc=20",
-    "model.max_length=32",
-    "model.hidden_size=64",
-    "model.intermediate_size=128",
+    *synthetic_settings(700, 14),
+    *TINY_RUN,
     "model.vocab_size=1000",
-    "model.pooling=mean",
     "train.lr=2e-3",
     "train.num_workers=0",
     "train.epochs=5",
-    "train.patience=0",
     "evaluate.cpus_per_actor=0.5",
 ]
 
@@ -40,7 +34,7 @@ SMALL = [
 @pytest.fixture(scope="module")
 def evaluated(ray_session, tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
-    cfg = load_config(None, [f"run.output={root}", "run.name=db", *SMALL])
+    cfg = run_config(root, "db", *SMALL)
     run_prepare(cfg)
     run_train(cfg)
     doc = run_evaluate(cfg)
@@ -98,7 +92,7 @@ def test_compare_shows_both_runs(evaluated):
     shutil.copytree(
         root / "db", other, ignore=shutil.ignore_patterns("report", "predictions", "thresholds.json")
     )
-    bce_cfg = load_config(None, [f"run.output={root}", "run.name=bce", *SMALL, "loss.name=bce"])
+    bce_cfg = run_config(root, "bce", *SMALL, "loss.name=bce")
     run_evaluate(bce_cfg, compare="db")
     html = (other / "report" / "report.html").read_text()
     assert "db" in html and "bce" in html and "delta" in html.lower()
@@ -107,7 +101,7 @@ def test_compare_shows_both_runs(evaluated):
 def test_missing_model_is_a_clear_error(ray_session, tmp_path):
     from pipeline.core.errors import InputError
 
-    cfg = load_config(None, [f"run.output={tmp_path}", "run.name=none", *SMALL])
+    cfg = run_config(tmp_path, "none", *SMALL)
     with pytest.raises(InputError, match="run the prepare stage first"):
         run_evaluate(cfg)
 
@@ -167,10 +161,7 @@ def test_scoring_actors_that_cannot_fit_fail_at_once(evaluated):
 
     report = root / "db" / "report" / "metrics.json"
     before = report.stat().st_mtime_ns
-    big = load_config(
-        None,
-        [f"run.output={root}", "run.name=db", *SMALL, "evaluate.concurrency=2", "evaluate.cpus_per_actor=1"],
-    )
+    big = run_config(root, "db", *SMALL, "evaluate.concurrency=2", "evaluate.cpus_per_actor=1")
     with pytest.raises(
         ResourceError, match=r"2 scoring actor\(s\) x 1 CPU \+ 1 CPU for reading = 3 CPU, the cluster has 2"
     ):
@@ -182,7 +173,6 @@ def test_zero_shot_labels_through_prepare_train_and_evaluate(ray_session, tmp_pa
     """Labels seen only in validation / test (the default policy keeps them) train and fit thresholds
     without a vocabulary slot, and evaluate counts their test positives as the zero-shot group."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from pipeline.data.synthetic import generate
 
@@ -197,18 +187,8 @@ def test_zero_shot_labels_through_prepare_train_and_evaluate(ray_session, tmp_pa
     for i in test[3:6]:
         rows[i] = [*rows[i], "zs-new2"]
     table = table.set_column(table.schema.get_field_index("labels"), "labels", pa.array(rows))
-    (tmp_path / "src").mkdir()
-    pq.write_table(table.append_column("split", pa.array(split)), tmp_path / "src" / "all.parquet")
-    cfg = load_config(
-        None,
-        [
-            f"run.output={tmp_path}",
-            "run.name=zs",
-            f"data.source={tmp_path / 'src'}",
-            *SMALL,
-            "train.epochs=1",
-        ],
-    )
+    write_parquet(tmp_path / "src" / "all.parquet", table.append_column("split", pa.array(split)))
+    cfg = run_config(tmp_path, "zs", f"data.source={tmp_path / 'src'}", *SMALL, "train.epochs=1")
     train_labels = {lab for i in np.flatnonzero(split == "train") for lab in rows[i]}
     expected = Counter(lab for i in test for lab in set(rows[i]) if lab not in train_labels)
     assert expected["zs-new1"] == 5 and expected["zs-new2"] == 3

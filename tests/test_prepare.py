@@ -12,39 +12,34 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import ray.data
 
-from pipeline.core.config import load_config
 from pipeline.core.errors import InputError
 from pipeline.data.prepare import normalised_text, run_prepare
 from pipeline.data.sources import SPLITS
 from pipeline.data.split import label_matrix, stratified_assign
-from tests.conftest import shared_dataset
+from tests.conftest import (
+    corpus_table,
+    put_parquet,
+    run_config,
+    s3_bucket,
+    shared_dataset,
+    storage_overrides,
+    write_parquet,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
 
 def _cfg(tmp_path: Path, source: str, *overrides: str):
-    return load_config(None, [f"run.output={tmp_path}", "run.name=r", f"data.source={source}", *overrides])
+    return run_config(tmp_path, "r", f"data.source={source}", *overrides)
 
 
 def _polars_counts(files: list[Path] | str) -> tuple[int, Counter]:
     df = pl.read_parquet(files)
     counts = df.select(pl.col("labels").explode()).drop_nulls().to_series().value_counts()
     return df.height, Counter(dict(zip(counts["labels"].to_list(), counts["count"].to_list(), strict=True)))
-
-
-def _write(path: Path, table: pa.Table) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path)
-
-
-def _table(texts, labels, **extra) -> pa.Table:
-    cols = {"text": pa.array(texts, pa.string()), "labels": pa.array(labels, pa.list_(pa.string()))}
-    cols.update(extra)
-    return pa.table(cols)
 
 
 def test_synthetic_demo_counts_match_polars(ray_session, tmp_path):
@@ -171,7 +166,7 @@ def test_split_column_and_empty_row_policy(ray_session, tmp_path):
     split = ["train"] * 6 + ["validation"] * 2 + ["test"] * 2 + ["train"] * 2
     texts = [f"doc {i}" for i in range(10)] + ["   ", "has text"]
     labels = [["a"], ["a", "b"], ["b"], ["a"], ["c"], ["a", "c"], ["a"], ["b"], ["a"], ["c"], ["a"], []]
-    _write(src / "all.parquet", _table(texts, labels, split=pa.array(split)))
+    write_parquet(src / "all.parquet", corpus_table(texts, labels, split=pa.array(split)))
     stats = run_prepare(_cfg(tmp_path, str(src)))
     assert stats["split"]["method"] == "split-column"
     assert stats["documents"] == {"train": 6, "validation": 2, "test": 2}
@@ -199,19 +194,19 @@ def test_bad_input_clear_error_and_nothing_written(ray_session, tmp_path, case, 
     src = tmp_path / "in"
     src.mkdir()
     if case == "missing_column":
-        _write(src / "x.parquet", pa.table({"text": ["a"], "tags": [["x"]]}))
+        write_parquet(src / "x.parquet", pa.table({"text": ["a"], "tags": [["x"]]}))
     elif case == "labels_not_list":
-        _write(src / "x.parquet", pa.table({"text": ["a", "b"], "labels": ["x", "y"]}))
+        write_parquet(src / "x.parquet", pa.table({"text": ["a", "b"], "labels": ["x", "y"]}))
     elif case == "empty":
-        _write(src / "x.parquet", _table([], []))
+        write_parquet(src / "x.parquet", corpus_table([], []))
     elif case == "vocab_differs":
-        _write(src / "train" / "x.parquet", _table(["a", "b", "c"], [["x"], ["y"], ["x"]]))
-        _write(src / "validation" / "x.parquet", _table(["d"], [["x"]]))
-        _write(src / "test" / "x.parquet", _table(["e", "f"], [["x"], ["zzz"]]))
+        write_parquet(src / "train" / "x.parquet", corpus_table(["a", "b", "c"], [["x"], ["y"], ["x"]]))
+        write_parquet(src / "validation" / "x.parquet", corpus_table(["d"], [["x"]]))
+        write_parquet(src / "test" / "x.parquet", corpus_table(["e", "f"], [["x"], ["zzz"]]))
     elif case == "bad_split":
-        _write(
+        write_parquet(
             src / "x.parquet",
-            _table(["a", "b", "c"], [["x"], ["y"], ["x"]], split=pa.array(["train", "tst", "test"])),
+            corpus_table(["a", "b", "c"], [["x"], ["y"], ["x"]], split=pa.array(["train", "tst", "test"])),
         )
     with pytest.raises(InputError, match=message) as err:
         # Unknown labels fail only under the error policy (the default keeps them as zero-shot labels).
@@ -231,8 +226,8 @@ def test_many_shards_and_glob_do_not_hang(ray_session, tmp_path):
     labs = ["a", "b", "c", "d"]
     for i in range(12):  # more shards than the 2 CPUs
         rows = [[labs[j] for j in np.flatnonzero(rng.random(4) < 0.4)] or ["a"] for _ in range(20)]
-        _write(src / f"shard-{i:02d}.parquet", _table([f"t {i} {k}" for k in range(20)], rows))
-    _write(src / "ignored.csv.parquet.bak", _table(["x"], [["a"]]))
+        write_parquet(src / f"shard-{i:02d}.parquet", corpus_table([f"t {i} {k}" for k in range(20)], rows))
+    write_parquet(src / "ignored.csv.parquet.bak", corpus_table(["x"], [["a"]]))
     stats = run_prepare(_cfg(tmp_path, str(src / "shard-*.parquet")))
     assert sum(stats["documents"].values()) == 240
     # A flat folder (no split folders, no split column) is stratified three ways.
@@ -241,29 +236,15 @@ def test_many_shards_and_glob_do_not_hang(ray_session, tmp_path):
 
 def test_split_folders_on_object_storage(ray_session, moto_storage, tmp_path):
     """Split folders read from s3:// in one pass: each row's split comes from its file's path."""
-    import pyarrow.fs as pafs
-
-    fs = pafs.S3FileSystem(
-        endpoint_override=moto_storage["endpoint_override"],
-        scheme=moto_storage["scheme"],
-        access_key=moto_storage["access_key"],
-        secret_key=moto_storage["secret_key"],
-        region=moto_storage["region"],
-        allow_bucket_creation=True,
-    )
-    fs.create_dir("prep-splits")
+    fs = s3_bucket(moto_storage, "prep-splits")
     sizes = {"train": [7, 5], "validation": [3], "test": [4]}
     for split, parts in sizes.items():
         for i, n in enumerate(parts):
-            table = _table(
+            table = corpus_table(
                 [f"{split} {i} {j}" for j in range(n)], [["a"] if j % 2 else ["a", "b"] for j in range(n)]
             )
-            sink = pa.BufferOutputStream()
-            pq.write_table(table, sink)
-            with fs.open_output_stream(f"prep-splits/in/{split}/p{i}.parquet") as f:
-                f.write(sink.getvalue().to_pybytes())
-    overrides = [f"storage.{k}={v}" for k, v in moto_storage.items()]
-    stats = run_prepare(_cfg(tmp_path, "s3://prep-splits/in", *overrides))
+            put_parquet(fs, f"prep-splits/in/{split}/p{i}.parquet", table)
+    stats = run_prepare(_cfg(tmp_path, "s3://prep-splits/in", *storage_overrides(moto_storage)))
     assert stats["split"]["method"] == "folders"
     assert stats["documents"] == {split: sum(parts) for split, parts in sizes.items()}
     assert stats["label_counts"]["b"] == {"train": 7, "validation": 2, "test": 2}
@@ -272,11 +253,16 @@ def test_split_folders_on_object_storage(ray_session, moto_storage, tmp_path):
 def _zero_shot_source(src: Path) -> None:
     """Split folders whose test holds two labels never in train, in two rows each ("new1" also in one
     validation row)."""
-    _write(src / "train" / "x.parquet", _table([f"tr {i}" for i in range(6)], [["a"], ["a", "b"], ["b"]] * 2))
-    _write(src / "validation" / "x.parquet", _table(["v0", "v1"], [["a", "new1"], ["b"]]))
-    _write(
+    write_parquet(
+        src / "train" / "x.parquet",
+        corpus_table([f"tr {i}" for i in range(6)], [["a"], ["a", "b"], ["b"]] * 2),
+    )
+    write_parquet(src / "validation" / "x.parquet", corpus_table(["v0", "v1"], [["a", "new1"], ["b"]]))
+    write_parquet(
         src / "test" / "x.parquet",
-        _table(["t0", "t1", "t2", "t3"], [["a", "new1"], ["new1", "new2", "b"], ["b"], ["new2", "new2"]]),
+        corpus_table(
+            ["t0", "t1", "t2", "t3"], [["a", "new1"], ["new1", "new2", "b"], ["b"], ["new2", "new2"]]
+        ),
     )
 
 
@@ -345,8 +331,8 @@ def _train_only_with_duplicates(src: Path) -> None:
     ]
     labels += [["a", "b"], ["b", "a"], ["a", "b"], ["a"], ["c"], ["b"], ["b"]]
     ids += ["d1", "d2", "d3", "e1", "e2", "f1", "f1"]
-    _write(src / "train" / "p0.parquet", _table(texts[:60], labels[:60], id=pa.array(ids[:60])))
-    _write(src / "train" / "p1.parquet", _table(texts[60:], labels[60:], id=pa.array(ids[60:])))
+    write_parquet(src / "train" / "p0.parquet", corpus_table(texts[:60], labels[:60], id=pa.array(ids[:60])))
+    write_parquet(src / "train" / "p1.parquet", corpus_table(texts[60:], labels[60:], id=pa.array(ids[60:])))
 
 
 def test_train_folder_only_is_split_three_ways_with_duplicates_merged(ray_session, tmp_path, caplog):
@@ -411,13 +397,17 @@ def test_text_in_given_train_and_test_is_kept_in_train_only(ray_session, tmp_pat
     labs = [["a"], ["b"], ["a", "b"]]
     train = [f"train text {i}" for i in range(30)] + ["Shared text"]
     test = [f"test text {i}" for i in range(9)] + ["shared  TEXT"]
-    _write(
+    write_parquet(
         src / "train" / "x.parquet",
-        _table(train, [labs[i % 3] for i in range(31)], id=pa.array([f"tr{i}" for i in range(30)] + ["s1"])),
+        corpus_table(
+            train, [labs[i % 3] for i in range(31)], id=pa.array([f"tr{i}" for i in range(30)] + ["s1"])
+        ),
     )
-    _write(
+    write_parquet(
         src / "test" / "x.parquet",
-        _table(test, [labs[i % 3] for i in range(10)], id=pa.array([f"te{i}" for i in range(9)] + ["s2"])),
+        corpus_table(
+            test, [labs[i % 3] for i in range(10)], id=pa.array([f"te{i}" for i in range(9)] + ["s2"])
+        ),
     )
     stats = run_prepare(_cfg(tmp_path, str(src)))
     assert stats["split"]["method"] == "folders+validation-carved-from-train"
@@ -440,7 +430,7 @@ def test_split_folders_that_cannot_make_three_splits_fail_before_reading(
 ):
     src = tmp_path / "in"
     for name in folders:
-        _write(src / name / "x.parquet", _table(["a", "b"], [["x"], ["y"]]))
+        write_parquet(src / name / "x.parquet", corpus_table(["a", "b"], [["x"], ["y"]]))
 
     def no_read(*args, **kwargs):
         raise AssertionError("Ray Data read the rows before the split plan failed")
@@ -457,7 +447,7 @@ def test_one_id_with_two_texts_is_an_error(ray_session, tmp_path):
     src = tmp_path / "in"
     texts = ["first text", "second text", "other", "  FIRST  text", "more", "again"]
     ids = ["x1", "x1", "x2", "x3", "x4", "x5"]
-    _write(src / "all.parquet", _table(texts, [["a"]] * 6, id=pa.array(ids)))
+    write_parquet(src / "all.parquet", corpus_table(texts, [["a"]] * 6, id=pa.array(ids)))
     with pytest.raises(
         InputError, match=r"1 id\(s\) name rows with different texts.*'x1': \['first text', 'second"
     ):

@@ -9,27 +9,23 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-from pipeline.core.config import SyntheticSection, load_config
+from pipeline.core.config import SyntheticSection
 from pipeline.core.errors import InputError
 from pipeline.core.layout import RunLayout
 from pipeline.core.storage import locate, read_json
 from pipeline.data.synthetic import generate
 from pipeline.runs import retrain
+from tests.conftest import TINY_RUN, run_config, write_parquet
 
 SMALL = [
-    "model.max_length=32",
-    "model.hidden_size=64",
-    "model.intermediate_size=128",
+    *TINY_RUN,
     "model.num_layers=1",
     "model.vocab_size=500",
-    "model.pooling=mean",
     "train.num_workers=0",
     "train.epochs=3",
     "train.lr=5e-3",
-    "train.patience=0",
     "evaluate.cpus_per_actor=0.5",
     "data.unknown_label_policy=drop",
 ]
@@ -47,17 +43,11 @@ def _corpus() -> pa.Table:
 
 
 def _write_shard(folder: Path, table: pa.Table, i: int) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"shard-{i:03d}.parquet"
-    pq.write_table(table.slice(i * SHARD_ROWS, SHARD_ROWS), path)
-    return path
+    return write_parquet(folder / f"shard-{i:03d}.parquet", table.slice(i * SHARD_ROWS, SHARD_ROWS))
 
 
 def _cfg(tmp: Path, *overrides: str):
-    return load_config(
-        None,
-        [f"run.output={tmp / 'out'}", "run.name=proj", f"data.source={tmp / 'shards'}", *SMALL, *overrides],
-    )
+    return run_config(tmp / "out", "proj", f"data.source={tmp / 'shards'}", *SMALL, *overrides)
 
 
 def _runs(tmp: Path) -> list[str]:
@@ -107,7 +97,7 @@ def test_unknown_gate_metric_fails_before_any_work(tmp_path):
 def test_failed_challenger_leaves_the_pointer_alone(ray_session, tmp_path):
     _write_shard(tmp_path / "shards", _corpus(), 0)
     bad = pa.table({"id": ["x"], "text": ["t"], "labels": ["not a list"], "split": ["train"]})
-    pq.write_table(bad, tmp_path / "shards" / "shard-bad.parquet")
+    write_parquet(tmp_path / "shards" / "shard-bad.parquet", bad)
     pointer = tmp_path / "out" / "proj" / "current.json"
     pointer.parent.mkdir(parents=True)
     pointer.write_text(

@@ -10,38 +10,37 @@ import os
 import shutil
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from jobs.run_all import run_all
-from pipeline.core.config import load_config
 from pipeline.core.errors import InputError
 from pipeline.runs import manifest, orchestrator
+from tests.conftest import (
+    TINY_RUN,
+    corpus_table,
+    run_config,
+    s3_bucket,
+    storage_overrides,
+    synthetic_settings,
+    write_parquet,
+)
 
 SMALL = [
-    "data.synthetic.num_docs=300",
-    "data.synthetic.num_labels=8",
-    "data.synthetic.words_per_doc=20",
-    "data.synthetic.num_shards=2",
-    "model.max_length=32",
-    "model.hidden_size=64",
-    "model.intermediate_size=128",
+    *synthetic_settings(300, 8, num_shards=2),
+    *TINY_RUN,
     "model.num_layers=1",
     "model.vocab_size=500",
-    "model.pooling=mean",
     "train.num_workers=0",
     "train.epochs=1",
     "train.lr=5e-3",
-    "train.patience=0",
     "evaluate.cpus_per_actor=0.5",
 ]
 NO_TUNE = argparse.Namespace(tune=False)
 
 
 def _cfg(root: Path, name: str, *overrides: str):
-    return load_config(None, [f"run.output={root}", f"run.name={name}", *SMALL, *overrides])
+    return run_config(root, name, *SMALL, *overrides)
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
@@ -242,15 +241,9 @@ def test_tune_stage_and_interrupted_train_with_stub_stages(stub_stages, tmp_path
 
 
 def _shard(path: Path, n: int, start: int = 0) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.table(
-        {
-            "id": [f"d{i}" for i in range(start, start + n)],
-            "text": ["some words"] * n,
-            "labels": pa.array([["a"]] * n, pa.list_(pa.string())),
-        }
+    write_parquet(
+        path, corpus_table(["some words"] * n, [["a"]] * n, id=[f"d{i}" for i in range(start, start + n)])
     )
-    pq.write_table(table, path)
 
 
 def test_source_listing_sees_added_changed_and_removed_shards(tmp_path):
@@ -285,20 +278,9 @@ def test_source_listing_sees_added_changed_and_removed_shards(tmp_path):
         manifest.source_listing(str(tmp_path / "empty"))
 
 
-@pytest.fixture
-def s3_server(moto_storage):
-    """The moto server's storage options, keyed as config paths."""
-    return {f"storage.{k}": v for k, v in moto_storage.items()}
-
-
-def test_source_listing_on_object_storage(s3_server, tmp_path):
-    import pyarrow.fs as pafs
-
-    overrides = [f"{k}={v}" for k, v in s3_server.items()]
-    cfg = _cfg(tmp_path, "x", "data.source=s3://bucket/shards", *overrides)
-    options = {k.split(".")[1]: v for k, v in s3_server.items()}
-    fs = pafs.S3FileSystem(**options, allow_bucket_creation=True)
-    fs.create_dir("bucket")
+def test_source_listing_on_object_storage(moto_storage, tmp_path):
+    cfg = _cfg(tmp_path, "x", "data.source=s3://bucket/shards", *storage_overrides(moto_storage))
+    fs = s3_bucket(moto_storage, "bucket")
     local = tmp_path / "a.parquet"
     _shard(local, 5)
     fs.create_dir("bucket/shards/train")

@@ -115,7 +115,7 @@ def test_proportion_error_no_worse_than_skmultilearn_on_zipf():
 
 
 def test_proportion_error_no_worse_than_skmultilearn_on_reuters():
-    shared_dataset("reuters21578")  # skips with the reason when ../shared/data is absent
+    shared_dataset("reuters21578")  # skips with the reason when the corpora folder is absent
     y = reuters_labels()
     ours = proportion_error(y, stratified_assign(y, RATIOS, seed=0), RATIOS)
     ref = proportion_error(y, skmultilearn_assign(y, RATIOS, seed=0), RATIOS)

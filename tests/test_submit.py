@@ -25,7 +25,7 @@ from pipeline.core.cluster import free_port
 from pipeline.core.config import StorageSection, SyntheticSection
 from pipeline.core.storage import Location
 from pipeline.data.synthetic import write_shards
-from tests.conftest import ray_temp_dir
+from tests.conftest import TINY_RUN, ray_temp_dir, s3_bucket, storage_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -85,15 +85,7 @@ def s3(tmp_path_factory):
             secret_key="testing",
             region="us-east-1",
         )
-        fs = pafs.S3FileSystem(
-            endpoint_override=storage.endpoint_override,
-            scheme="http",
-            access_key="testing",
-            secret_key="testing",
-            region="us-east-1",
-            allow_bucket_creation=True,
-        )
-        fs.create_dir(BUCKET)
+        fs = s3_bucket(storage.model_dump(), BUCKET)
         shards = Location(fs, f"{BUCKET}/shards", f"s3://{BUCKET}/shards")
         write_shards(SyntheticSection(num_docs=600, num_labels=10, words_per_doc=20, num_shards=4), shards)
         yield storage, fs
@@ -196,14 +188,10 @@ def test_job_submit_on_s3_stop_and_resubmit(s3, head):
         f"run.output=s3://{BUCKET}/runs",
         "run.name=sub",
         f"data.source=s3://{BUCKET}/shards",
-        *(f"storage.{k}={v}" for k, v in storage.model_dump().items()),
-        "model.max_length=32",
-        "model.hidden_size=64",
-        "model.intermediate_size=128",
+        *storage_overrides(storage.model_dump()),
+        *TINY_RUN,
         "model.vocab_size=800",
-        "model.pooling=mean",
         "train.epochs=6",
-        "train.patience=0",
         "train.num_workers=1",
         "train.cpus_per_worker=0.5",
         "evaluate.cpus_per_actor=0.5",

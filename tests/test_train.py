@@ -19,7 +19,8 @@ from pipeline.core.config import load_config
 from pipeline.core.errors import ResourceError
 from pipeline.core.resources import plan_training
 from pipeline.data.prepare import run_prepare
-from pipeline.training.train import STATE_FILE, run_train
+from pipeline.training.checkpoints import STATE_FILE
+from pipeline.training.train import run_train
 from tests.conftest import ray_temp_dir
 from tests.train_callbacks import FailOnce
 
@@ -186,6 +187,48 @@ def test_one_worker_resumes_after_a_kill_and_its_model_reloads_without_ray(prepa
     np.testing.assert_allclose(reloaded, direct, atol=1e-5)
 
 
+@pytest.mark.timeout(600)
+def test_lexical_kind_trains_in_a_worker_and_exports_a_model_that_predicts(prepared, monkeypatch):
+    """model.kind=lexical through the same stage and worker loop: the featurizer travels to the worker, the
+    model learns, the exported folder scores as the best epoch's weights do, and a finished run re-exports
+    without featurising again."""
+    from pipeline.modeling.lexical import VECTORIZER_FILE, WEIGHTS_FILE
+    from pipeline.modeling.model import ModelConfig, build_model, load_model
+    from pipeline.training import train as train_module
+
+    _fresh_run(prepared, "lex")
+    over = ["model.kind=lexical", "model.lexical.min_df=1", "train.lr=5e-2", "train.cpus_per_worker=0.5"]
+    cfg = _cfg(prepared, "lex", "train.num_workers=1", "train.epochs=5", *over)
+    out = run_train(cfg)
+    hist = out["history"]
+    stats = json.loads((prepared / "lex" / "label_stats.json").read_text())
+    n_val = stats["documents"]["validation"]
+    prevalence = np.mean([c["validation"] / n_val for c in stats["label_counts"].values() if c["validation"]])
+    assert hist[-1]["val_macro_ap"] > prevalence + 0.3, (hist[-1]["val_macro_ap"], prevalence)
+    assert hist[-1]["train_loss"] < 0.7 * hist[0]["train_loss"]
+    run = prepared / "lex"
+    assert {p.name for p in (run / "model").iterdir()} == {"model_config.json", VECTORIZER_FILE, WEIGHTS_FILE}
+    assert (run / "features" / VECTORIZER_FILE).is_file() and not (run / "tokenizer").exists()
+
+    loaded = load_model(run / "model")
+    assert loaded.kind == "lexical"
+    texts = ["w1 w2 alpha", "a different document with words", ""]
+    checkpoint = sorted(c for c in (run / "checkpoints").glob("checkpoint_*") if c.is_dir())[-1]
+    saved = torch.load(checkpoint / STATE_FILE, weights_only=False)
+    model = build_model(ModelConfig.from_any(loaded.config["model"]), len(loaded.labels), loaded.featurizer)
+    model.load_state_dict(saved["best_weights"])
+    feats = {k: torch.from_numpy(v) for k, v in loaded.featurizer.encode(texts).items()}
+    with torch.no_grad():
+        direct = torch.sigmoid(model(**feats)).numpy()
+    np.testing.assert_allclose(loaded.predict_scores(texts), direct, atol=1e-6)
+
+    def no_featurising(*args, **kwargs):
+        raise AssertionError("featurised the splits for a run that will not train")
+
+    monkeypatch.setattr(train_module, "with_datasets", no_featurising)
+    assert run_train(cfg)["history"] == hist
+
+
 def test_infeasible_request_fails_fast(prepared):
     cfg = _cfg(prepared, "big", "train.num_workers=4", "train.cpus_per_worker=1")
     t0 = time.perf_counter()
@@ -267,7 +310,7 @@ def test_epoch_metrics_match_scikit_learn_on_sparse_targets():
     import scipy.sparse as sp
     from sklearn.metrics import average_precision_score, f1_score
 
-    from pipeline.training.train import epoch_metrics
+    from pipeline.training.worker import epoch_metrics
 
     rng = np.random.default_rng(0)
     y = (rng.random((300, 40)) < 0.1).astype(np.int8)
@@ -287,8 +330,10 @@ def test_head_lr_moves_the_head_at_its_own_rate():
     """With train.head_lr the head's parameters step at that rate and the encoder's at train.lr (Adam's first
     step moves each weight by about its lr); without it the optimizer keeps its two historical groups and
     fingerprints do not change."""
-    from pipeline.modeling.model import build_model, train_wordpiece_tokenizer
-    from pipeline.training.train import fingerprint, param_groups
+    from pipeline.modeling.encoder import train_wordpiece_tokenizer
+    from pipeline.modeling.model import build_model
+    from pipeline.training.checkpoints import fingerprint
+    from pipeline.training.worker import param_groups
 
     tok = train_wordpiece_tokenizer(["alpha beta gamma delta", "beta gamma epsilon"] * 20, vocab_size=40)
     torch.manual_seed(0)
@@ -325,7 +370,7 @@ def test_progress_lines_are_time_based_and_rank_zero_only(monkeypatch, capsys):
     """Inside an epoch a line at most every `train.progress_seconds` (a fake clock: 10 s per step, 30 s
     apart), with step / total, samples/s, running loss and ETA; other ranks print nothing."""
     from pipeline.core import console
-    from pipeline.training.train import _Progress
+    from pipeline.training.worker import _Progress
 
     now = [1000.0]
     monkeypatch.setattr(console.time, "perf_counter", lambda: now[0])
@@ -379,7 +424,7 @@ def test_resume_takes_the_newer_of_rays_record_and_the_newest_folder(tmp_path):
     """Stopped after a checkpoint's upload but before Ray registered it: Ray's record is an epoch behind."""
     from ray.train import Checkpoint
 
-    from pipeline.training.train import META_FILE, newer_checkpoint
+    from pipeline.training.checkpoints import META_FILE, newer_checkpoint
 
     def made(name: str, epoch: int) -> Checkpoint:
         (tmp_path / name).mkdir()

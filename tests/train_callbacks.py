@@ -13,7 +13,7 @@ from pathlib import Path
 import ray.cloudpickle
 import torch
 
-from pipeline.training.train import TrainCallback
+from pipeline.training.worker import TrainCallback
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 

@@ -154,9 +154,30 @@ class DataSection(_Strict):
     groups: GroupsSection = GroupsSection()
 
 
-class ModelSection(_Strict):
-    """Encoder and head; mirrors model.ModelConfig (tiny-bert sizes shape tiny-bert only)."""
+class LexicalSection(_Strict):
+    """TF-IDF features of the lexical model kind (pipeline/modeling/lexical.py)."""
 
+    #: Vocabulary size: the n-grams in most training documents are kept.
+    max_features: int = Field(100_000, ge=1)
+    #: Longest word n-gram (1: words only, 2: words and word pairs).
+    ngrams: int = Field(2, ge=1, le=5)
+    #: An n-gram must occur in at least this many training documents.
+    min_df: int = Field(2, ge=1)
+    #: Terms kept per document (its highest TF-IDF weights); longer documents drop their weakest terms.
+    max_terms: int = Field(1024, ge=1)
+    #: 1 + log(tf) instead of raw term counts.
+    sublinear_tf: bool = True
+    #: Lower-case before splitting into words.
+    lowercase: bool = True
+
+
+class ModelSection(_Strict):
+    """The model: its kind, then the encoder and head settings (mirrored by model.ModelConfig; tiny-bert sizes
+    shape tiny-bert only) and the lexical kind's features."""
+
+    #: "encoder": a transformer encoder with a pooled linear head; "lexical": TF-IDF word n-grams with one
+    #: linear scorer per label (fast on a CPU, strong on wide label spaces; model.lexical sets its features).
+    kind: Literal["encoder", "lexical"] = "encoder"
     #: "tiny-bert" (embedded, trained from scratch), "minilm" (packaged all-MiniLM-L6-v2), a hub name or path.
     encoder: str = "tiny-bert"
     #: Document vector: the [CLS] token or the mean of the token states.
@@ -179,6 +200,8 @@ class ModelSection(_Strict):
     lowercase: bool = True
     #: Start the head's bias at the label base rates (log-odds), so rare labels start near their prior.
     init_bias_from_priors: bool = True
+    #: The lexical kind's TF-IDF features.
+    lexical: LexicalSection = LexicalSection()
 
 
 class LossSection(_Strict):

@@ -34,6 +34,11 @@ class Location:
     def is_local(self) -> bool:
         return isinstance(self.fs, pafs.LocalFileSystem)
 
+    @property
+    def address(self) -> str:
+        """An absolute path (local) or a URI: names this location from any working directory or node."""
+        return self.path if self.is_local else self.uri
+
     def join(self, *parts: str) -> Location:
         path = posixpath.join(self.path, *parts)
         uri = self.uri.rstrip("/") + "/" + "/".join(parts)

@@ -112,19 +112,29 @@ def _is_string(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
+def is_string_list(t: pa.DataType) -> bool:
+    """list<string> or a large variant of either: what a labels column must be."""
+    return (pa.types.is_list(t) or pa.types.is_large_list(t)) and _is_string(t.value_type)
+
+
+def read_footer(fs: pafs.FileSystem, path: str, where: str) -> tuple[int, pa.Schema]:
+    """(rows, Arrow schema) from a Parquet file's footer, without reading data; `where` names it in errors."""
+    try:
+        with fs.open_input_file(path) as f:
+            meta = pq.ParquetFile(f).metadata
+            return meta.num_rows, meta.schema.to_arrow_schema()
+    except (pa.ArrowInvalid, OSError) as err:
+        raise InputError(f"{where}: not a readable Parquet file ({err})") from None
+
+
 def _check_schemas(spec: InputSpec, data: DataSection) -> None:
     split_cols: list[bool] = []
     id_cols: list[bool] = []
     total_rows = 0
     for path in spec.all_files:
         where = _display(spec.uri, spec.fs, path)
-        try:
-            with spec.fs.open_input_file(path) as f:
-                meta = pq.ParquetFile(f).metadata
-                schema = meta.schema.to_arrow_schema()
-        except (pa.ArrowInvalid, OSError) as err:
-            raise InputError(f"{where}: not a readable Parquet file ({err})") from None
-        total_rows += meta.num_rows
+        rows, schema = read_footer(spec.fs, path, where)
+        total_rows += rows
         names = schema.names
         for col, kind in ((data.text_column, "text"), (data.labels_column, "labels")):
             if col not in names:
@@ -136,7 +146,7 @@ def _check_schemas(spec: InputSpec, data: DataSection) -> None:
         if not _is_string(t):
             raise InputError(f"{where}: column '{data.text_column}' has type {t}, expected string")
         t = schema.field(data.labels_column).type
-        if not ((pa.types.is_list(t) or pa.types.is_large_list(t)) and _is_string(t.value_type)):
+        if not is_string_list(t):
             raise InputError(
                 f"{where}: column '{data.labels_column}' has type {t}, expected list<string> "
                 "(one list of label names per row)"

@@ -21,7 +21,7 @@ import ray.data
 
 from pipeline.core.config import Config
 from pipeline.core.errors import InputError
-from pipeline.core.layout import RunLayout
+from pipeline.core.layout import MODEL_DESCRIBING_KEYS, RunLayout
 from pipeline.core.storage import Location, read_json, staged_dir, write_bytes, write_json
 from pipeline.data.labels import outside_counts
 from pipeline.data.prepare import PartFiles
@@ -88,13 +88,9 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
     with ScoringProgress(total, "evaluate") as progress:
         scored_both = score_dataset(
             both.select_columns(["id", "text", "labels", "path"]),
-            # Absolute for local paths: scoring actors need not share the driver's working directory.
-            run.model.path if run.is_local else run.model.uri,
+            run.model.address,  # scoring actors need not share the driver's working directory
             cfg.storage,
-            concurrency=ecfg.concurrency,
-            num_cpus=ecfg.cpus_per_actor,
-            num_gpus=ecfg.gpus_per_actor,
-            batch_size=ecfg.batch_size,
+            settings=ecfg,
             counter=progress.counter,
         ).materialize()
     scored = {
@@ -126,36 +122,23 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
             sum(zero_shot.values()),
         )
     pred_test = thr.apply(s_test)
-    ev = compute_metrics(
-        y_test,
-        pred_test,
-        s_test,
-        labels,
-        train_counts,
-        head_min=stats["groups"]["head_min"],
-        tail_max=stats["groups"]["tail_max"],
-        zero_shot=zero_shot,
-        n_train_docs=int(stats["documents"]["train"]),
-        propensity_a=ecfg.propensity_a,
-        propensity_b=ecfg.propensity_b,
-    )
+    measure = {
+        "head_min": stats["groups"]["head_min"],
+        "tail_max": stats["groups"]["tail_max"],
+        "zero_shot": zero_shot,
+        "n_train_docs": int(stats["documents"]["train"]),
+        "propensity_a": ecfg.propensity_a,
+        "propensity_b": ecfg.propensity_b,
+    }
+    ev = compute_metrics(y_test, pred_test, s_test, labels, train_counts, **measure)
     # For the report: what a single 0.5 cut-off would have given on test.
-    at_half = compute_metrics(
-        y_test,
-        s_test >= 0.5,
-        s_test,
-        labels,
-        train_counts,
-        head_min=stats["groups"]["head_min"],
-        tail_max=stats["groups"]["tail_max"],
-        zero_shot=zero_shot,
-    )["overall"]
+    at_half = compute_metrics(y_test, s_test >= 0.5, s_test, labels, train_counts, **measure)["overall"]
     provenance = {
         "run": cfg.run.name,
         "run_uri": run.uri,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "data_source": stats.get("source"),
-        "model": {k: model_cfg.get(k) for k in ("encoder", "pooling", "max_length", "loss", "training")},
+        "model": {k: model_cfg.get(k) for k in (*MODEL_DESCRIBING_KEYS, "training")},
         "config": cfg.model_dump(),
     }
     doc = build_metrics_document(ev, thr_doc, stats, provenance, extra={"test_at_0.5": at_half})

@@ -118,6 +118,15 @@ def check_scores(scores: ArrayLike, name: str = "scores") -> NDArray[np.floating
     return s
 
 
+def checked_inputs(y_true: Any, scores: ArrayLike) -> tuple[Positives, NDArray[np.floating]]:
+    """Positives of a 0/1 label matrix (dense or scipy.sparse) and the checked scores, of one 2-D shape."""
+    pos = label_positives(y_true)
+    s = check_scores(scores)
+    if pos.shape != s.shape:
+        raise ValueError(f"y_true and scores must be 2-D of one shape, got {pos.shape} and {s.shape}")
+    return pos, s
+
+
 def _divide(num: ArrayLike, den: ArrayLike) -> NDArray[np.float64]:
     """``num / den`` in float64, 0 where ``den`` is 0 (scikit-learn's ``zero_division=0``)."""
     num = np.asarray(num, dtype=np.float64)
@@ -322,20 +331,8 @@ def precision_at_k(y_true: Any, scores: ArrayLike, k: int) -> float:
     """
     if k < 1:
         raise ValueError("k must be >= 1")
-    pos = label_positives(y_true)
-    s = check_scores(scores)
-    if pos.shape != s.shape:
-        raise ValueError(f"y_true and scores must be 2-D of one shape, got {pos.shape} and {s.shape}")
+    pos, s = checked_inputs(y_true, scores)
     return _precision_at_ks(pos, s, (k,))[k]
-
-
-def _checked(y_true: Any, scores: ArrayLike) -> tuple[Positives, NDArray[np.floating]]:
-    """The positives of ``y_true`` and the checked ``scores``, of one shape."""
-    pos = label_positives(y_true)
-    s = check_scores(scores)
-    if pos.shape != s.shape:
-        raise ValueError(f"y_true and scores must be 2-D of one shape, got {pos.shape} and {s.shape}")
-    return pos, s
 
 
 def inverse_propensities(
@@ -449,7 +446,7 @@ def ranking_metrics(
     PS figures are NaN when no row has a positive. ``y_true`` is dense or ``scipy.sparse``; rows are
     ranked in chunks, so memory stays flat in the number of rows.
     """
-    pos, s = _checked(y_true, scores)
+    pos, s = checked_inputs(y_true, scores)
     inv_ps = None
     if inv_propensity is not None:
         inv_ps = np.asarray(inv_propensity, dtype=np.float64)
@@ -484,10 +481,7 @@ def per_label_ap(y_true: Any, scores: ArrayLike) -> NDArray[np.float64]:
     ``y_true`` is dense or ``scipy.sparse``. One sort of the scores of the labels with positives, then
     O(positives) work: no per-label scikit-learn call.
     """
-    pos = label_positives(y_true)
-    s = check_scores(scores)
-    if pos.shape != s.shape:
-        raise ValueError(f"y_true and scores must be 2-D of one shape, got {pos.shape} and {s.shape}")
+    pos, s = checked_inputs(y_true, scores)
     return cut_ap(label_cuts(pos, s), pos.per_label())
 
 

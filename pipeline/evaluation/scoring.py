@@ -77,22 +77,29 @@ def score_dataset(
     model_uri: str,
     storage: StorageSection | None = None,
     *,
-    concurrency: int = 1,
-    num_cpus: float = 1.0,
-    num_gpus: float = 0.0,
-    batch_size: int = 256,
+    settings: EvaluateSection | None = None,
     counter: Any = None,
 ) -> ray.data.Dataset:
-    """Add a `scores` column (float32 [C] per row); keeps every other column except `text`. `counter`:
-    `ScoringProgress.counter`, to which each actor adds the rows of every batch it scored."""
+    """Add a `scores` column (float32 [C] per row); keeps every other column except `text`.
+
+    `settings`: the scoring actors (`concurrency`, `cpus_per_actor`, `gpus_per_actor`) and `batch_size`;
+    `counter`: `ScoringProgress.counter`, to which each actor adds the rows of every batch it scored.
+    """
+    e = settings or EvaluateSection()
     return ds.map_batches(
         Scorer,
-        fn_constructor_args=(model_uri, storage, "cuda" if num_gpus else "auto", batch_size, counter),
-        batch_size=batch_size,
+        fn_constructor_args=(
+            model_uri,
+            storage,
+            "cuda" if e.gpus_per_actor else "auto",
+            e.batch_size,
+            counter,
+        ),
+        batch_size=e.batch_size,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=concurrency),
-        num_cpus=num_cpus,
-        num_gpus=num_gpus,
+        compute=ray.data.ActorPoolStrategy(size=e.concurrency),
+        num_cpus=e.cpus_per_actor,
+        num_gpus=e.gpus_per_actor,
     )
 
 

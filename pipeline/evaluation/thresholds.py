@@ -30,10 +30,9 @@ from numpy.typing import ArrayLike, NDArray
 from pipeline.evaluation.metrics import (
     Positives,
     ScoreCuts,
-    check_scores,
+    checked_inputs,
     cut_f1,
     label_cuts,
-    label_positives,
     pooled_cuts,
 )
 
@@ -45,15 +44,6 @@ DECISION_RULE = "score >= threshold"
 SCHEMA_VERSION = 1
 # Threshold used when validation holds no positive at all (every threshold then scores micro-F1 0).
 NO_POSITIVES_THRESHOLD = 0.5
-
-
-def _check_inputs(y_true: Any, scores: ArrayLike) -> tuple[Positives, NDArray[np.floating]]:
-    """Validate a 0/1 label matrix (dense or scipy.sparse) and a finite score matrix of the same 2-D shape."""
-    y = label_positives(y_true)
-    s = check_scores(scores)
-    if y.shape != s.shape:
-        raise ValueError(f"y_true and scores must be 2-D of one shape, got {y.shape} and {s.shape}")
-    return y, s
 
 
 def _best_cuts(
@@ -113,7 +103,7 @@ def best_f1_thresholds(
     support : ndarray of shape (n_labels,)
         Validation positives per label.
     """
-    y, s = _check_inputs(y_true, scores)
+    y, s = checked_inputs(y_true, scores)
     support = y.per_label()
     thr, f1 = _best_cuts(label_cuts(y, s), support)
     return thr, f1, support
@@ -140,7 +130,7 @@ def best_global_threshold(y_true: Any, scores: ArrayLike) -> tuple[float, float]
     micro_f1 : float
         Validation micro-F1 at that threshold.
     """
-    y, s = _check_inputs(y_true, scores)
+    y, s = checked_inputs(y_true, scores)
     return _global_optimum(y, s)
 
 
@@ -407,7 +397,7 @@ def fit_thresholds(
     -------
     ThresholdResult
     """
-    y, s = _check_inputs(y_true, scores)
+    y, s = checked_inputs(y_true, scores)
     n_labels = s.shape[1]
     if len(labels) != n_labels:
         raise ValueError(f"{len(labels)} label names for {n_labels} score columns")

@@ -55,7 +55,7 @@ from pipeline.core.storage import (
     read_json,
     write_json,
 )
-from pipeline.training.train import TRAIN_RESOURCE_KEYS
+from pipeline.training.checkpoints import TRAIN_RESOURCE_KEYS
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +64,13 @@ STAGES = ("prepare", "tune", "train", "evaluate")
 MANIFEST_DIR = "manifests"
 CHECKPOINTS_RECORD = "checkpoints.json"
 SEARCH_RECORD = "tune-search.json"
-#: What must exist under the run for a stage to be skipped (label_stats.json and model_config.json are
-#: written last by their stages; the evaluate report is written after predictions and thresholds).
+#: What must exist under the run for a stage to be skipped (label_stats.json is written last by prepare; the
+#: model folder appears whole, by one rename, whatever its kind; the evaluate report is written after
+#: predictions and thresholds).
 OUTPUTS: dict[str, tuple[str, ...]] = {
     "prepare": ("label_stats.json", "prepared/train", "prepared/validation", "prepared/test"),
     "tune": ("best_params.yaml",),
-    "train": ("model/model_config.json", "model/head.pt"),
+    "train": ("model/model_config.json",),
     "evaluate": (
         "thresholds.json",
         "predictions/validation",

@@ -35,7 +35,8 @@ from pipeline.runs.manifest import (
     why_run,
     write_manifest,
 )
-from pipeline.training.train import latest_checkpoint, run_train
+from pipeline.training.checkpoints import latest_checkpoint
+from pipeline.training.train import run_train
 
 log = logging.getLogger(__name__)
 

@@ -150,11 +150,6 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def _ref(loc: Location) -> str:
-    """How the pointer names a location: an absolute path (local) or a URI, usable from any working dir."""
-    return loc.path if loc.is_local else loc.uri
-
-
 def _resolve(value: str, project: Location, cfg: Config) -> Location:
     if "://" in value or value.startswith("/"):
         return locate(value, cfg.storage)
@@ -211,16 +206,12 @@ def score_current(
     if fitted.labels != cur_labels:
         raise InputError(f"{thr_loc.uri}: its labels differ from those of the current model {model.uri}")
     labels: list[str] = stats["labels"]
-    ecfg = cfg.evaluate
     ds = ray.data.read_parquet(run.prepared_split("test").path, filesystem=run.fs)
     scored = score_dataset(
         ds.select_columns(["id", "text", "labels"]),
-        _ref(model),
+        model.address,
         cfg.storage,
-        concurrency=ecfg.concurrency,
-        num_cpus=ecfg.cpus_per_actor,
-        num_gpus=ecfg.gpus_per_actor,
-        batch_size=ecfg.batch_size,
+        settings=cfg.evaluate,
     )
     # y over the challenger's labels; scores in the current model's label order.
     y, s_cur = collect_scores(scored, labels, ignore_unknown=True)  # zero-shot test labels: no column
@@ -364,8 +355,8 @@ def run_retrain(cfg: Config) -> dict[str, Any]:
         "challenger": {
             "run": ccfg.run.name,
             "run_uri": run.uri,
-            "model": _ref(run.model),
-            "thresholds": _ref(run.thresholds),
+            "model": run.model.address,
+            "thresholds": run.thresholds.address,
             "metrics": new_metrics,
         },
         "current": current_doc,
@@ -389,7 +380,7 @@ def run_retrain(cfg: Config) -> dict[str, Any]:
                 "metrics": metrics_doc["overall"],
                 "inputs_hash": trained_on,
                 "promoted_at": _now(),
-                "comparison": _ref(prior_loc),
+                "comparison": prior_loc.address,
                 "previous": previous,
             },
         )

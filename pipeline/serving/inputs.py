@@ -18,7 +18,7 @@ from pipeline.core.config import DataSection, StorageSection
 from pipeline.core.errors import InputError
 from pipeline.core.layout import MODEL_CONFIG_FILE
 from pipeline.core.storage import make_filesystem
-from pipeline.data.sources import _display, _expand, _is_string
+from pipeline.data.sources import _display, _expand, _is_string, is_string_list, read_footer
 
 #: Inputs up to this many rows are checked on the driver; larger ones with a Ray Data pass.
 LOCAL_CHECK_MAX_ROWS = 50_000
@@ -65,13 +65,8 @@ def discover_input(source: str, data: DataSection, storage: StorageSection | Non
     with_labels: list[bool] = []
     for file in files:
         where = _display(source, fs, file)
-        try:
-            with fs.open_input_file(file) as f:
-                meta = pq.ParquetFile(f).metadata
-                schema = meta.schema.to_arrow_schema()
-        except (pa.ArrowInvalid, OSError) as err:
-            raise InputError(f"{where}: not a readable Parquet file ({err})") from None
-        rows += meta.num_rows
+        file_rows, schema = read_footer(fs, file, where)
+        rows += file_rows
         names = schema.names
         for col, kind in ((data.text_column, "text"), (data.id_column, "id")):
             if col not in names:
@@ -90,7 +85,7 @@ def discover_input(source: str, data: DataSection, storage: StorageSection | Non
         has_labels = data.labels_column in names
         if has_labels:
             t = schema.field(data.labels_column).type
-            if not ((pa.types.is_list(t) or pa.types.is_large_list(t)) and _is_string(t.value_type)):
+            if not is_string_list(t):
                 raise InputError(
                     f"{where}: column '{data.labels_column}' has type {t}, expected list<string> "
                     "(one list of label names per row; the labels column is optional for predict)"

@@ -18,7 +18,7 @@ import ray.data
 
 from pipeline.core.config import Config
 from pipeline.core.errors import InputError
-from pipeline.core.layout import RunLayout
+from pipeline.core.layout import MODEL_DESCRIBING_KEYS, RunLayout
 from pipeline.core.storage import (
     Location,
     locate,
@@ -171,13 +171,9 @@ def run_predict(cfg: Config) -> dict[str, Any]:
     with ScoringProgress(inp.rows, "predict") as progress:
         scored = score_dataset(
             ds,
-            # Absolute for local paths: scoring actors need not share the driver's working directory.
-            choice.model.path if choice.model.is_local else choice.model.uri,
+            choice.model.address,  # scoring actors need not share the driver's working directory
             cfg.storage,
-            concurrency=ecfg.concurrency,
-            num_cpus=ecfg.cpus_per_actor,
-            num_gpus=ecfg.gpus_per_actor,
-            batch_size=ecfg.batch_size,
+            settings=ecfg,
             counter=progress.counter,
         )
         final = scored.map_batches(
@@ -205,7 +201,7 @@ def run_predict(cfg: Config) -> dict[str, Any]:
         "at_least_one": fitted.at_least_one,
         "threshold_strategy": fitted.strategy,
         "thresholds_provenance": choice.thresholds_doc.get("provenance"),
-        "model_info": {k: choice.model_config.get(k) for k in ("encoder", "pooling", "max_length", "loss")},
+        "model_info": {k: choice.model_config.get(k) for k in MODEL_DESCRIBING_KEYS},
         "columns": schema.names,
         "empty_text_rows": counts["empty_texts"],
         "scoring_seconds": round(seconds, 3),

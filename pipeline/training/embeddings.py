@@ -38,7 +38,8 @@ class Embed:
     def __init__(self, model_cfg: dict[str, Any], tokenizer: Any, seed: int, batch_size: int) -> None:
         import torch
 
-        from pipeline.modeling.model import Tokenize, build_model
+        from pipeline.modeling.encoder import Tokenize
+        from pipeline.modeling.model import build_model
 
         torch.manual_seed(seed)  # tiny-bert's random encoder must be the same in every actor and every run
         self.model = build_model(model_cfg, 1, tokenizer).eval()

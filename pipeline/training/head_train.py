@@ -59,7 +59,7 @@ def train_head(
     resume: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train for cfg.train.epochs (patience applies); returns {"history", "best"} of checkpoint_metric."""
-    from pipeline.training.train import epoch_metrics, warmup_then_linear
+    from pipeline.training.worker import epoch_metrics, warmup_then_linear
 
     tcfg = cfg.train
     torch.manual_seed(cfg.run.seed)

@@ -32,17 +32,11 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from pipeline.core.config import Config
-from pipeline.core.errors import InputError
 from pipeline.core.resources import cluster_plan
 from pipeline.core.storage import Location, locate, read_bytes, read_json, write_bytes, write_json
+from pipeline.training.checkpoints import latest_checkpoint
 from pipeline.training.search_space import loss_from_trial, optuna_space, random_space, resolve_space
-from pipeline.training.train import (
-    TrainInputs,
-    build_inputs,
-    latest_checkpoint,
-    make_trainer,
-    resolved_loss_params,
-)
+from pipeline.training.train import TrainInputs, build_inputs, make_trainer, resolved_loss_params
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +70,7 @@ def _trial(config: dict[str, Any], *, base: dict, inputs: TrainInputs, space: di
     )
     params = resolved_loss_params(cfg.loss.name, cfg.loss.params, inputs)
     # A restored trial continues from its newest Train checkpoint (Train's own restore was unreliable after
-    # a kill, see train.latest_checkpoint).
+    # a kill, see checkpoints.latest_checkpoint).
     resume = latest_checkpoint(run.join(run_config.name))
     make_trainer(cfg, inputs, run_config, params, {"resume_from": resume}).fit()
 
@@ -125,6 +119,13 @@ def run_tune(cfg: Config) -> dict[str, Any]:
 
     tcfg = cfg.tune
     space = resolve_space(tcfg.families, tcfg.space)
+    if tcfg.mode == "embeddings" and cfg.model.kind != "encoder":
+        from pipeline.core.errors import InputError
+
+        raise InputError(
+            "tune.mode=embeddings trains heads on frozen encoder embeddings; "
+            f"model.kind={cfg.model.kind} has no encoder: use tune.mode=full"
+        )
     if tcfg.mode == "embeddings":
         from pipeline.training.embeddings import ensure_embeddings
 
@@ -136,7 +137,7 @@ def run_tune(cfg: Config) -> dict[str, Any]:
         concurrent = tcfg.max_concurrent or max(1, int(cpus // tcfg.trial_cpus))
         inputs = build_inputs(cfg, tokenize=False)
         stats = read_json(inputs.run.label_stats)
-        cache = ensure_embeddings(cfg, inputs.run, stats, inputs.tokenizer)
+        cache = ensure_embeddings(cfg, inputs.run, stats, inputs.featurizer.tokenizer)
         data = {
             "labels": inputs.labels,
             "counts": inputs.counts,
@@ -482,7 +483,7 @@ def replay_head(cfg: Config, best_params: dict[str, Any]) -> dict[str, Any]:
     cfg = apply_params(cfg, {k: v for k, v in best_params.items() if k != "objective"})
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"lr": objective["head_lr"]})})
     inputs = build_inputs(cfg, tokenize=False)
-    cache = ensure_embeddings(cfg, inputs.run, read_json(inputs.run.label_stats), inputs.tokenizer)
+    cache = ensure_embeddings(cfg, inputs.run, read_json(inputs.run.label_stats), inputs.featurizer.tokenizer)
     data = {"labels": inputs.labels, "counts": inputs.counts, "num_docs": inputs.num_docs, "mu": inputs.mu}
     return train_head(
         cfg,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import platform
+from typing import Any
 
 
 def memory_gib() -> float:
@@ -24,3 +26,19 @@ def machine_summary() -> str:
     names = gpus()
     gpu = f"{len(names)} GPU ({', '.join(sorted(set(names)))})" if names else "no GPU"
     return f"{os.cpu_count()} CPUs, {memory_gib():.0f} GiB, {gpu}"
+
+
+def machine_record() -> dict[str, Any]:
+    """The summary with its parts: CPUs, memory and the platform string."""
+    return {
+        "summary": machine_summary(),
+        "cpus": os.cpu_count(),
+        "memory_gib": round(memory_gib(), 1),
+        "platform": platform.platform(),
+    }
+
+
+def load_average(ndigits: int | None = None) -> list[float]:
+    """The 1, 5 and 15-minute load averages: how busy the machine was around a measurement."""
+    loads = os.getloadavg()
+    return [round(x, ndigits) for x in loads] if ndigits is not None else list(loads)

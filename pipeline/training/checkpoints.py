@@ -1,0 +1,125 @@
+"""Training checkpoints: the files of one (`state.pt`, `meta.json`), the fingerprint a resumed run must match,
+and which checkpoint of earlier attempts a run resumes from.
+
+A checkpoint folder holds `STATE_FILE` (weights, optimizer, scheduler, scaler, loop state and the best epoch's
+weights, written by the worker loop) and `META_FILE`, a small sidecar the driver reads without loading
+weights: the fingerprint of the configuration that made it, its epoch, and whether training finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+import torch
+from ray.train import Checkpoint
+
+from pipeline.core.config import Config
+from pipeline.core.storage import Location
+
+STATE_FILE = "state.pt"
+META_FILE = "meta.json"
+
+#: Train settings that do not change the model: resources, retries, bookkeeping.
+TRAIN_RESOURCE_KEYS = frozenset(
+    {
+        "num_workers",
+        "use_gpu",
+        "cpus_per_worker",
+        "gpus_per_worker",
+        "data_cpus",
+        "placement_strategy",
+        "max_failures",
+        "keep_checkpoints",
+        "eval_batch_size",
+        "progress_seconds",
+    }
+)
+
+
+def save_state(folder: Path, state: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Write a checkpoint's two files into `folder`."""
+    torch.save(state, folder / STATE_FILE)
+    (folder / META_FILE).write_text(json.dumps(meta))
+
+
+def load_state(checkpoint: Checkpoint) -> dict[str, Any]:
+    """A checkpoint's saved state, on the CPU."""
+    with checkpoint.as_directory() as d:
+        return torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+
+
+def checkpoint_meta(checkpoint: Checkpoint) -> dict[str, Any]:
+    """A checkpoint's `META_FILE` ({} when it has none or it cannot be read)."""
+    path = posixpath.join(checkpoint.path, META_FILE)
+    try:
+        with checkpoint.filesystem.open_input_stream(path) as f:
+            return json.loads(f.read())
+    except (FileNotFoundError, OSError):
+        return {}
+
+
+def fingerprint(cfg: Config, labels: list[str], loss_params: dict[str, Any], featurizer: Any) -> str:
+    """What a checkpoint must match to be resumed: everything that shapes the weights, not how long or where
+    the run goes (epochs, patience, workers and resources may change between attempts)."""
+    train = cfg.train.identity(set(TRAIN_RESOURCE_KEYS | {"epochs", "patience"}))
+    if cfg.model.kind == "encoder":
+        # The blob of runs written before model kinds existed, so their checkpoints still resume.
+        model, features = cfg.model.model_dump(exclude={"kind", "lexical"}), None
+        tokenizer = getattr(featurizer, "tokenizer", featurizer)  # a featurizer, or a bare tokenizer
+        vocab = sorted(tokenizer.get_vocab().items())
+    else:
+        model, features, vocab = cfg.model.model_dump(), featurizer.digest(), None
+    blob = json.dumps(
+        {
+            "model": model,
+            "loss": [cfg.loss.name, loss_params],
+            "train": train,
+            "labels": labels,
+            "seed": cfg.run.seed,
+            "vocab": vocab,
+            **({"features": features} if features else {}),
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def newer_checkpoint(*checkpoints: Checkpoint | None) -> Checkpoint | None:
+    """The checkpoint of the latest epoch among those given (None ignored; the first wins a tie)."""
+    best, best_epoch = None, -2
+    for checkpoint in checkpoints:
+        if checkpoint is None:
+            continue
+        epoch = int(checkpoint_meta(checkpoint).get("epoch", -1))
+        if epoch > best_epoch:
+            best, best_epoch = checkpoint, epoch
+    return best
+
+
+def latest_checkpoint(folder: Location) -> Checkpoint | None:
+    """The newest complete checkpoint of an earlier attempt of this run, if any.
+
+    Ray Train restores from its own snapshot file, but that file was missing after a run whose worker was
+    killed (checked with Ray 2.60), so a restarted job would start over; the checkpoint folders themselves are
+    the reliable record. Names sort by time; a folder without its state file is an interrupted upload.
+    """
+    if not folder.exists():
+        return None
+    candidates = sorted(
+        (
+            i.path
+            for i in folder.fs.get_file_info(pafs.FileSelector(folder.path))
+            if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")
+        ),
+        reverse=True,
+    )
+    for path in candidates:
+        if folder.fs.get_file_info(posixpath.join(path, STATE_FILE)).type == pafs.FileType.File:
+            return Checkpoint(path=path, filesystem=folder.fs)
+    return None
