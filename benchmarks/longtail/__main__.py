@@ -1,0 +1,3 @@
+from benchmarks.longtail.driver import main
+
+main()

@@ -1,0 +1,342 @@
+"""The long-tail benchmark's driver: per dataset, prepare once, then every own row through the stages and
+every peer row on the same split; one JSON document with a flat `rows` list."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from benchmarks import longtail as package
+from benchmarks.common.machine import load_average, machine_summary
+from benchmarks.common.measure import MIB, PeakRSS
+from benchmarks.common.paths import RESULTS, ROOT
+from benchmarks.common.provenance import command_line, git_sha, package_versions, utc_now
+from benchmarks.common.ray_session import benchmark_ray
+from benchmarks.common.results import write_json
+from benchmarks.common.runs import copy_prepared
+from benchmarks.corpora import data_root
+from benchmarks.longtail.peers import PEERS, SplitText, peer_row, peer_unavailable, tfidf
+
+CONFIGS = ROOT / "benchmarks" / "configs" / "longtail"
+DATASETS = ("eurlex57k",)
+SMOKE = "smoke"
+DEFAULT_OUT = RESULTS / "longtail.json"
+VERSIONED = (
+    "torch",
+    "ray",
+    "scikit-learn",
+    "numpy",
+    "scipy",
+    "libmultilabel",
+    "liblinear-multicore",
+    "napkinxc",
+)
+#: The fields of every row, in order.
+FIELDS = (
+    "dataset",
+    "row",
+    "device",
+    "seed",
+    "micro_f1",
+    "macro_f1",
+    "tail_f1",
+    "macro_ap",
+    "p_at_1",
+    "p_at_5",
+    "ndcg_at_5",
+    "psp_at_5",
+    "predicted_to_true",
+    "train_seconds",
+    "peak_rss_mb",
+)
+log = logging.getLogger("benchmarks.longtail")
+
+
+@dataclass
+class Bench:
+    """One dataset's benchmark config: the pipeline config's YAML and the `bench:` section."""
+
+    key: str
+    dataset: str | None  # folder in the corpora folder; None: the synthetic corpus
+    pipeline: dict[str, Any]
+    rows: dict[str, list[str]]
+    peers: list[str]
+
+
+def load_bench(path: Path) -> Bench:
+    raw = yaml.safe_load(path.read_text()) or {}
+    bench = raw.pop("bench", None) or {}
+    unknown = sorted(set(bench) - {"dataset", "rows", "peers"})
+    if unknown:
+        raise ValueError(f"{path}: unknown keys in bench: {unknown}")
+    rows = {str(k): [str(s) for s in (v or [])] for k, v in (bench.get("rows") or {}).items()}
+    peers = [str(p) for p in bench.get("peers") or []]
+    for p in peers:
+        peer_unavailable(p)  # an unknown name fails here, before any work
+    if not rows and not peers:
+        raise ValueError(f"{path}: bench.rows and bench.peers are both empty")
+    return Bench(path.stem, bench.get("dataset"), raw, rows, peers)
+
+
+def row_config(bench: Bench, work: Path, corpora: Path, name: str, overrides: list[str]) -> Any:
+    """The pipeline Config of run `name` of this dataset (a row, or `base` for the shared preparation)."""
+    from pipeline.core.config import Config, apply_overrides
+
+    raw = apply_overrides(bench.pipeline, [f"run.output={work / bench.key}", f"run.name={name}", *overrides])
+    if bench.dataset:
+        raw.setdefault("data", {})["source"] = str(corpora / bench.dataset)
+    return Config.model_validate(raw)
+
+
+def flat_row(doc: dict[str, Any]) -> dict[str, Any]:
+    """The row's figures from an evaluation document (`metrics.evaluate`, or the report's metrics.json)."""
+    overall = doc["overall"]
+    precision, recall = overall.get("micro_precision"), overall.get("micro_recall")
+    tail = (doc.get("groups") or {}).get("tail") or {}
+    return {
+        "micro_f1": overall["micro_f1"],
+        "macro_f1": overall["macro_f1"],
+        "tail_f1": tail.get("macro_f1") if tail.get("n_labels", 1) else None,
+        "macro_ap": overall.get("macro_ap"),
+        "p_at_1": overall.get("p_at_1"),
+        "p_at_5": overall.get("p_at_5"),
+        "ndcg_at_5": overall.get("ndcg_at_5"),
+        "psp_at_5": overall.get("psp_at_5"),
+        # predicted / true = (TP / true) / (TP / predicted).
+        "predicted_to_true": recall / precision if precision else None,
+    }
+
+
+def stamp() -> dict[str, Any]:
+    """Which code measured a row, and when (rows of several invocations can share one file)."""
+    return {"git_sha": git_sha(), "measured": utc_now()}
+
+
+def own_row(bench: Bench, work: Path, corpora: Path, row: str, overrides: list[str]) -> dict[str, Any]:
+    """Train and evaluate one row in a run of its own that shares the dataset's prepared splits."""
+    from pipeline.evaluation.evaluate import run_evaluate
+    from pipeline.training.train import run_train
+
+    cfg = row_config(bench, work, corpora, row, overrides)
+    run_dir = work / bench.key / row
+    if not (run_dir / "label_stats.json").exists():
+        copy_prepared(work / bench.key / "base", run_dir)
+    with PeakRSS() as rss:
+        t0 = time.perf_counter()
+        trained = run_train(cfg)
+        train_seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        doc = run_evaluate(cfg)
+        evaluate_seconds = time.perf_counter() - t0
+    # The featurizer is fitted once per dataset and settings: later rows find it in the shared folder.
+    if (run_dir / "features").exists() and not (work / bench.key / "base" / "features").exists():
+        shutil.copytree(run_dir / "features", work / bench.key / "base" / "features")
+    out = flat_row(doc)
+    out.update(
+        device="gpu" if cfg.train.use_gpu else "cpu",
+        seed=cfg.run.seed,
+        train_seconds=round(train_seconds, 2),
+        peak_rss_mb=round(rss.tree / MIB),
+        evaluate_seconds=round(evaluate_seconds, 1),
+        peak_rss_driver_mb=round(rss.driver / MIB),
+        epochs_run=len(trained["history"]),
+        settings={"kind": cfg.model.kind, "loss": cfg.loss.name, "overrides": overrides},
+    )
+    return out
+
+
+def run_dataset(bench: Bench, work: Path, corpora: Path, only: set[str] | None) -> dict[str, Any]:
+    from pipeline.data.prepare import run_prepare
+    from pipeline.evaluation.metrics import evaluate
+
+    base = row_config(bench, work, corpora, "base", [])
+    base_dir = work / bench.key / "base"
+    record = work / bench.key / "prepare_seconds.json"
+    if not (base_dir / "label_stats.json").exists():
+        t0 = time.perf_counter()
+        run_prepare(base)
+        record.write_text(json.dumps({"seconds": round(time.perf_counter() - t0, 1)}))
+    # Reused from an earlier invocation on the same --work-dir: the seconds it took then.
+    prepare_seconds = json.loads(record.read_text())["seconds"] if record.exists() else None
+    stats = json.loads((base_dir / "label_stats.json").read_text())
+    rows: list[dict[str, Any]] = []
+    skipped: dict[str, str] = {}
+    for row, overrides in bench.rows.items():
+        if only and row not in only:
+            continue
+        log.info("%s %s: training and evaluating", bench.key, row)
+        rows.append(
+            {"dataset": bench.key, "row": row, **own_row(bench, work, corpora, row, overrides), **stamp()}
+        )
+        log.info("%s", rows[-1])
+    peers = [p for p in bench.peers if not only or p in only]
+    if peers:
+        from pipeline.core.layout import RunLayout
+
+        labels = stats["labels"]
+        counts = np.array([stats["label_counts"][lab]["train"] for lab in labels])
+        run = RunLayout.of(base)
+        train, test = SplitText(run, "train", labels), SplitText(run, "test", labels)
+        features = tfidf(train, test)
+
+        def measure(y, pred, scores) -> dict[str, Any]:
+            doc = evaluate(
+                y,
+                pred,
+                scores,
+                labels,
+                counts,
+                head_min=stats["groups"]["head_min"],
+                tail_max=stats["groups"]["tail_max"],
+                n_train_docs=int(stats["documents"]["train"]),
+                propensity_a=base.evaluate.propensity_a,
+                propensity_b=base.evaluate.propensity_b,
+            )
+            return flat_row(doc)
+
+        for row in peers:
+            reason = peer_unavailable(row)
+            if reason:
+                skipped[row] = reason
+                print(f"{bench.key} {row} skipped: {reason}", flush=True)
+                continue
+            log.info("%s %s: fitting", bench.key, row)
+            result = peer_row(row, train, test, features, measure)
+            rows.append(
+                {
+                    "dataset": bench.key,
+                    "row": row,
+                    "device": "cpu",
+                    "seed": base.run.seed,
+                    **result,
+                    **stamp(),
+                }
+            )
+            log.info("%s", rows[-1])
+    return {
+        "rows": [
+            {k: r.get(k) for k in FIELDS} | {k: v for k, v in r.items() if k not in FIELDS} for r in rows
+        ],
+        "skipped": skipped,
+        "dataset": {
+            "source": f"<corpora folder>/{bench.dataset}" if bench.dataset else "synthetic",
+            "documents": stats["documents"],
+            "num_labels": stats["num_labels"],
+            "groups": stats["groups"],
+            "prepare_seconds": prepare_seconds,
+            "config": bench.pipeline,
+            "rows": bench.rows,
+        },
+    }
+
+
+def _same(row: dict[str, Any], new: list[dict[str, Any]]) -> bool:
+    return any((row["dataset"], row["row"]) == (r["dataset"], r["row"]) for r in new)
+
+
+def _kept_rows(out: Path, only: set[str], names: list[str]) -> list[dict[str, Any]]:
+    """With --rows, the other rows of an earlier result in `out` are kept, each with the `git_sha` and time
+    it was measured at: long rows can be measured one invocation at a time."""
+    if not out.is_file():
+        return []
+    old = json.loads(out.read_text())
+    return [
+        {
+            **r,
+            "git_sha": r.get("git_sha", old.get("git_sha")),
+            "measured": r.get("measured", old.get("started")),
+        }
+        for r in old.get("rows", [])
+        if not (r["dataset"] in names and r["row"] in only)
+    ]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.longtail", description=package.__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--dataset", action="append", default=None, help=f"dataset(s) (default: {DATASETS})")
+    parser.add_argument(
+        "--rows", default=None, help="comma-separated rows to run (default: all of the config)"
+    )
+    parser.add_argument("--smoke", action="store_true", help="the synthetic smoke config into a temp folder")
+    parser.add_argument(
+        "--out", default=None, help="results JSON (default: benchmarks/results/longtail.json)"
+    )
+    parser.add_argument("--data-root", default=str(data_root()), help="folder holding the datasets")
+    parser.add_argument("--work-dir", default=None, help="kept and reused (default: a temporary folder)")
+    parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray (default 2)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    names = [SMOKE] if args.smoke else (args.dataset or list(DATASETS))
+    benches = [load_bench(CONFIGS / f"{n}.yaml") for n in names]  # every config checked before any work
+    only = set(args.rows.split(",")) if args.rows else None
+    own_work = args.work_dir is None
+    work = Path(tempfile.mkdtemp(prefix="bml-longtail-")) if own_work else Path(args.work_dir).resolve()
+    out = Path(args.out) if args.out else (work / "longtail.json" if args.smoke else DEFAULT_OUT)
+    if args.smoke and own_work and not args.out:
+        out = Path(tempfile.mkdtemp()) / "longtail.json"
+    corpora = Path(args.data_root)
+    doc: dict[str, Any] = {
+        "command": command_line("benchmarks.longtail", argv),
+        "git_sha": git_sha(),
+        "machine": machine_summary(),
+        "platform": platform.platform(),
+        "started": utc_now(),
+        "load_average_before": load_average(),
+        "versions": package_versions(*VERSIONED),
+        "smoke": bool(args.smoke),
+        "rows": [],
+        "datasets": {},
+        "skipped": {},
+    }
+    kept = _kept_rows(out, only, names) if only else []
+    doc["rows"].extend(kept)
+    t_start = time.perf_counter()
+    try:
+        with benchmark_ray(args.num_cpus):
+            for bench in benches:
+                if bench.dataset is not None and not (corpora / bench.dataset).is_dir():
+                    reason = f"{corpora / bench.dataset} is absent: dataset '{bench.key}' skipped"
+                    print(reason, flush=True)
+                    doc["skipped"][bench.key] = reason
+                    continue
+                result = run_dataset(bench, work, corpora, only)
+                doc["rows"] = [r for r in doc["rows"] if not _same(r, result["rows"])] + result["rows"]
+                doc["datasets"][bench.key] = result["dataset"]
+                doc["skipped"].update({f"{bench.key}/{k}": v for k, v in result["skipped"].items()})
+                write_json(out, {**doc, "complete": False})  # a later dataset failing keeps this one
+    finally:
+        if own_work:
+            shutil.rmtree(work, ignore_errors=True)
+    doc.update(finished=utc_now(), total_seconds=round(time.perf_counter() - t_start, 1))
+    doc["load_average_after"] = load_average()
+    doc["complete"] = True
+    write_json(out, doc)
+    for r in doc["rows"]:
+        print(
+            " ".join(f"{k}={r[k]:.4f}" if isinstance(r[k], float) else f"{k}={r[k]}" for k in FIELDS),
+            flush=True,
+        )
+    print(f"wrote {out}", flush=True)
+    doc["out"] = str(out)
+    return doc
+
+
+__all__ = ["FIELDS", "PEERS", "main"]

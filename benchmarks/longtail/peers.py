@@ -1,0 +1,94 @@
+"""Peer rows: LibMultiLabel's linear one-vs-rest and napkinXC's label tree on TF-IDF features of the same
+prepared splits, each decided by its own rule, measured with our metrics."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from benchmarks.common.measure import MIB, PeakRSS
+
+PEERS = ("libmultilabel-1vsrest", "napkinxc-plt")
+_MODULES = {"libmultilabel-1vsrest": "libmultilabel", "napkinxc-plt": "napkinxc"}
+
+
+def peer_unavailable(row: str) -> str | None:
+    """None when the peer's package imports, else why the row is skipped."""
+    if row not in PEERS:
+        raise ValueError(f"unknown peer row {row!r}; known: {PEERS}")
+    if importlib.util.find_spec(_MODULES[row]) is None:
+        return f"{_MODULES[row]} is not installed (make bench-deps installs the `bench` extra)"
+    return None
+
+
+class SplitText:
+    """A prepared split's texts and labels (as the training vocabulary's column indices) on the driver."""
+
+    def __init__(self, run: Any, split: str, labels: list[str]) -> None:
+        from pipeline.data.labels import csr_from_arrow
+        from pipeline.training.train import column_batches
+
+        self.texts = [t for col in column_batches(run, split, "text") for t in col.to_pylist()]
+        parts = [
+            csr_from_arrow(col, labels, ignore_unknown=True) for col in column_batches(run, split, "labels")
+        ]
+        self.y = sp.vstack(parts, format="csr").astype(np.int8)
+
+
+def tfidf(train: SplitText, test: SplitText) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """scikit-learn's TfidfVectorizer at its defaults (what LibMultiLabel's Preprocessor fits)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vec = TfidfVectorizer()
+    return vec.fit_transform(train.texts).tocsr(), vec.transform(test.texts).tocsr()
+
+
+def _libmultilabel(x_train, y_train, x_test) -> tuple[sp.csr_matrix, np.ndarray]:
+    import libmultilabel.linear as linear
+
+    model = linear.train_1vsrest(y_train.astype(np.float64).tocsr(), x_train, options="", verbose=False)
+    values = np.asarray(linear.predict_values(model, x_test), dtype=np.float32)
+    return sp.csr_matrix(values > 0), values
+
+
+def _napkinxc(x_train, y_train, x_test) -> tuple[sp.csr_matrix, np.ndarray]:
+    import tempfile
+
+    from napkinxc.models import PLT
+
+    with tempfile.TemporaryDirectory() as d:
+        model = PLT(d, seed=0)
+        y = y_train.tocsr()
+        model.fit(x_train, [y.indices[y.indptr[r] : y.indptr[r + 1]].tolist() for r in range(y.shape[0])])
+        # Every label's estimate (top_k = all) as the scores; napkinXC's own decision: probability >= 0.5.
+        ranked = model.predict_proba(x_test, top_k=y_train.shape[1])
+    scores = np.zeros((x_test.shape[0], y_train.shape[1]), dtype=np.float32)
+    for r, pairs in enumerate(ranked):
+        for j, p in pairs:
+            scores[r, int(j)] = p
+    return sp.csr_matrix(scores >= 0.5), scores
+
+
+TRAINERS: dict[str, Callable[..., tuple[sp.csr_matrix, np.ndarray]]] = {
+    "libmultilabel-1vsrest": _libmultilabel,
+    "napkinxc-plt": _napkinxc,
+}
+
+
+def peer_row(
+    row: str, train: SplitText, test: SplitText, features: tuple, measure: Callable
+) -> dict[str, Any]:
+    """Fit the peer on `features` (train, test TF-IDF), decide by its rule, measure on test."""
+    x_train, x_test = features
+    with PeakRSS() as rss:
+        t0 = time.perf_counter()
+        pred, scores = TRAINERS[row](x_train, train.y, x_test)
+        seconds = time.perf_counter() - t0
+    out = measure(test.y, pred, scores)
+    out.update(train_seconds=round(seconds, 2), peak_rss_mb=round(rss.tree / MIB))
+    return out

@@ -1,0 +1,83 @@
+"""benchmarks/longtail: configs, the flat row, and the --smoke run end to end (own rows through the stages,
+peer rows on the same split)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks.longtail import driver, peers
+from tests.conftest import missing_tool
+
+
+@pytest.mark.parametrize("name", [*driver.DATASETS, driver.SMOKE])
+def test_configs_load_and_make_valid_pipeline_configs(name, tmp_path):
+    bench = driver.load_bench(driver.CONFIGS / f"{name}.yaml")
+    assert bench.rows or bench.peers
+    for row, overrides in bench.rows.items():
+        cfg = driver.row_config(bench, tmp_path, tmp_path / "corpora", row, overrides)
+        assert cfg.run.name == row and cfg.run.output == str(tmp_path / bench.key)
+        if bench.dataset:
+            assert cfg.data.source == str(tmp_path / "corpora" / bench.dataset)
+
+
+def test_bench_section_is_checked(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text("bench:\n  rowz: {}\n")
+    with pytest.raises(ValueError, match="unknown keys in bench"):
+        driver.load_bench(path)
+    path.write_text("bench:\n  peers: [pecos-typo]\n")
+    with pytest.raises(ValueError, match="unknown peer row 'pecos-typo'"):
+        driver.load_bench(path)
+    path.write_text("bench: {}\n")
+    with pytest.raises(ValueError, match="both empty"):
+        driver.load_bench(path)
+
+
+def test_flat_row_takes_the_reports_figures():
+    doc = {
+        "overall": {
+            "micro_f1": 0.5,
+            "macro_f1": 0.25,
+            "macro_ap": 0.4,
+            "micro_precision": 0.8,
+            "micro_recall": 0.4,
+            "p_at_1": 0.9,
+            "p_at_5": 0.5,
+            "ndcg_at_5": 0.6,
+            "psp_at_5": 0.3,
+        },
+        "groups": {"tail": {"macro_f1": 0.1, "n_labels": 3}},
+    }
+    row = driver.flat_row(doc)
+    assert row["predicted_to_true"] == pytest.approx(0.5)  # recall / precision = predicted / true
+    assert (row["tail_f1"], row["p_at_5"], row["psp_at_5"]) == (0.1, 0.5, 0.3)
+    doc["groups"]["tail"]["n_labels"] = 0
+    doc["overall"]["micro_precision"] = 0.0
+    row = driver.flat_row(doc)
+    assert row["tail_f1"] is None and row["predicted_to_true"] is None
+
+
+@pytest.mark.timeout(900)
+def test_smoke_run_writes_a_flat_row_per_model_and_peer(ray_session, tmp_path):
+    for row in peers.PEERS:
+        reason = peers.peer_unavailable(row)
+        if reason:
+            missing_tool(reason)
+    out = tmp_path / "longtail.json"
+    doc = driver.main(["--smoke", "--out", str(out), "--work-dir", str(tmp_path / "work")])
+    assert json.loads(out.read_text())["complete"] is True
+    rows = {r["row"]: r for r in doc["rows"]}
+    assert list(rows) == ["db-sparse", "bce-sparse", *peers.PEERS]
+    for r in rows.values():
+        assert list(r)[: len(driver.FIELDS)] == list(driver.FIELDS)
+        assert r["dataset"] == "smoke" and r["device"] == "cpu" and r["seed"] == 0
+        for key in ("micro_f1", "macro_f1", "macro_ap", "p_at_1", "p_at_5", "ndcg_at_5", "psp_at_5"):
+            assert 0.0 <= r[key] <= 1.0, (r["row"], key, r[key])
+        assert r["train_seconds"] >= 0 and r["peak_rss_mb"] > 0
+    # The synthetic labels follow their words: every model ranks far above chance (12 labels).
+    assert all(r["p_at_1"] > 0.5 for r in rows.values()), {k: r["p_at_1"] for k, r in rows.items()}
+    assert rows["db-sparse"]["settings"]["kind"] == "lexical"
+    # The TF-IDF features were fitted once and shared by the second row.
+    assert (tmp_path / "work" / "smoke" / "base" / "features").is_dir()
