@@ -11,7 +11,9 @@ and retraining use without knowing the kind:
 
 Kinds (``model.kind``): ``"encoder"`` (:mod:`pipeline.modeling.encoder`: a transformer with a pooled linear
 head) and ``"lexical"`` (:mod:`pipeline.modeling.lexical`: TF-IDF n-grams and one linear scorer per label).
-Adding a kind means a module with its featurizer, model, save and load, and one entry in ``_KINDS`` here.
+Adding a kind means a module with its featurizer, model, save and load, ``KINDS`` and the config's
+``model.kind`` extended, and a branch in this module's ``fit_featurizer``, ``build_model``, ``unwrap``,
+``save_model`` and ``load_model``.
 
 Nothing here imports Ray: a saved ``model/`` folder must load and predict on a laptop without a cluster::
 
@@ -135,6 +137,34 @@ def fit_featurizer(cfg: ModelConfig | Mapping[str, Any], texts: Callable[[], Ite
         return lexical_kind.TfidfFeaturizer.fit(texts(), lexical_kind.lexical_settings(cfg.lexical))
     tokenizer = encoder_kind.build_tokenizer(cfg, texts() if cfg.encoder == TINY_BERT else None)
     return encoder_kind.TokenFeaturizer(tokenizer, cfg.max_length)
+
+
+def fitted_features(cfg: ModelConfig | Mapping[str, Any]) -> tuple[str, list[Any]] | None:
+    """Where a run keeps the featurizer its kind fits on the training texts (a folder name under the run) and
+    the settings it depends on besides the data; None when nothing is fitted (a pretrained tokenizer)."""
+    cfg = ModelConfig.from_any(cfg)
+    if cfg.kind == LEXICAL:
+        return "features", ["lexical", cfg.lexical]
+    if cfg.encoder == TINY_BERT:  # the folder and key of runs made before model kinds existed: they resume
+        return "tokenizer", [cfg.vocab_size, cfg.lowercase]
+    return None
+
+
+def save_featurizer(featurizer: Featurizer, folder: str | os.PathLike[str]) -> None:
+    """A fitted featurizer's files in ``folder`` (read back by :func:`load_featurizer`)."""
+    if isinstance(featurizer, lexical_kind.TfidfFeaturizer):
+        featurizer.save(folder)
+    else:
+        featurizer.tokenizer.save_pretrained(os.fspath(folder))
+
+
+def load_featurizer(cfg: ModelConfig | Mapping[str, Any], folder: str | os.PathLike[str]) -> Featurizer:
+    cfg = ModelConfig.from_any(cfg)
+    if cfg.kind == LEXICAL:
+        return lexical_kind.TfidfFeaturizer.load(folder)
+    from transformers import AutoTokenizer
+
+    return encoder_kind.TokenFeaturizer(AutoTokenizer.from_pretrained(os.fspath(folder)), cfg.max_length)
 
 
 def build_model(cfg: ModelConfig | Mapping[str, Any], num_labels: int, featurizer: Any) -> nn.Module:
@@ -381,6 +411,9 @@ __all__ = [
     "build_model",
     "encode_labels",
     "fit_featurizer",
+    "fitted_features",
+    "load_featurizer",
+    "save_featurizer",
     "kind_of",
     "label_priors",
     "load_model",

@@ -34,10 +34,16 @@ from pipeline.core.layout import RunLayout
 from pipeline.core.resources import cluster_plan
 from pipeline.core.storage import Location, download_dir, read_bytes, read_json, upload_dir
 from pipeline.data.labels import csr_from_arrow, padded_indices, row_width
-from pipeline.modeling.encoder import TINY_BERT, TokenFeaturizer
-from pipeline.modeling.lexical import TfidfFeaturizer
 from pipeline.modeling.losses import build_loss, estimate_mu
-from pipeline.modeling.model import LEXICAL, ModelConfig, build_model, fit_featurizer, save_model
+from pipeline.modeling.model import (
+    ModelConfig,
+    build_model,
+    fit_featurizer,
+    fitted_features,
+    load_featurizer,
+    save_featurizer,
+    save_model,
+)
 from pipeline.training.checkpoints import checkpoint_meta, fingerprint, latest_checkpoint, load_state
 from pipeline.training.worker import TrainCallback, train_loop_per_worker
 
@@ -95,26 +101,24 @@ def label_matrix(run: RunLayout, split: str, labels: list[str]) -> sp.csr_matrix
 
 
 def make_featurizer(cfg: Config, run: RunLayout, stats: dict) -> Any:
-    """The model kind's featurizer. What is learnt from the training texts (tiny-bert's WordPiece vocabulary,
-    the lexical vocabulary and idf) is streamed from storage (never all held on the driver at once), saved
-    under `<run>/tokenizer/` or `<run>/features/` and reused while the training data and settings are the
-    same, so a resumed run sees the features its checkpoints were trained with (training a WordPiece
-    vocabulary twice on the same texts gave 791 and 792 tokens here). A pretrained encoder brings its own
-    tokenizer."""
+    """The model kind's featurizer. What a kind learns from the training texts (tiny-bert's WordPiece
+    vocabulary, the lexical vocabulary and idf) is streamed from storage (never all held on the driver at
+    once), saved under the run (`<run>/tokenizer/`, `<run>/features/`) and reused while the training data and
+    settings are the same, so a resumed run sees the features its checkpoints were trained with (training a
+    WordPiece vocabulary twice on the same texts gave 791 and 792 tokens here)."""
     model_cfg = ModelConfig.from_any(cfg.model.model_dump(exclude={"init_bias_from_priors"}))
-    if cfg.model.kind != LEXICAL and cfg.model.encoder != TINY_BERT:
+    cached = fitted_features(model_cfg)
+    if cached is None:
         return fit_featurizer(model_cfg, lambda: ())
-    data = [stats["documents"], stats["label_counts"]]
-    if cfg.model.kind == LEXICAL:
-        key_parts, folder = [*data, "lexical", cfg.model.lexical.model_dump()], run.join("features")
-    else:  # the key and folder of runs written before model kinds existed, so they still resume
-        key_parts, folder = [*data, cfg.model.vocab_size, cfg.model.lowercase], run.join("tokenizer")
+    name, settings = cached
+    key_parts = [stats["documents"], stats["label_counts"], *settings]
     key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:16]
+    folder = run.join(name)
     marker = folder.join("data_key.txt")
     if marker.exists() and read_bytes(marker).decode() == key:
         with tempfile.TemporaryDirectory() as d:
             download_dir(folder, d)
-            return _load_featurizer(cfg, Path(d))
+            return load_featurizer(model_cfg, d)
 
     def texts() -> Iterator[str]:
         for col in column_batches(run, "train", "text", batch_size=4096):
@@ -124,21 +128,10 @@ def make_featurizer(cfg: Config, run: RunLayout, stats: dict) -> Any:
     featurizer = fit_featurizer(model_cfg, texts)
     log.info("features fitted on the training texts in %.0fs", time.perf_counter() - t0)
     with tempfile.TemporaryDirectory() as d:
-        if isinstance(featurizer, TfidfFeaturizer):
-            featurizer.save(d)
-        else:
-            featurizer.tokenizer.save_pretrained(d)
+        save_featurizer(featurizer, d)
         Path(d, "data_key.txt").write_text(key)
         upload_dir(d, folder)
     return featurizer
-
-
-def _load_featurizer(cfg: Config, folder: Path) -> Any:
-    if cfg.model.kind == LEXICAL:
-        return TfidfFeaturizer.load(folder)
-    from transformers import AutoTokenizer
-
-    return TokenFeaturizer(AutoTokenizer.from_pretrained(str(folder)), cfg.model.max_length)
 
 
 # ------------------------------------------------------------------------------------------------ stage
