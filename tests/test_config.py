@@ -36,3 +36,14 @@ def test_unknown_top_level_key_in_file(tmp_path):
     path.write_text("trian:\n  epochs: 3\n")
     with pytest.raises(ValueError, match="trian"):
         load_config(path)
+
+
+def test_loss_names_are_checked_when_the_config_loads():
+    from typing import get_args
+
+    from pipeline.core.config import LossName
+    from pipeline.modeling.losses import LOSS_NAMES
+
+    assert set(get_args(LossName)) == set(LOSS_NAMES)
+    with pytest.raises(ValueError, match="loss.name"):
+        load_config(None, ["loss.name=dbb"])

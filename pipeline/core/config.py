@@ -204,9 +204,16 @@ class ModelSection(_Strict):
     lexical: LexicalSection = LexicalSection()
 
 
+#: The losses of pipeline/modeling/losses.py (LOSS_NAMES; a test keeps the two equal), so a misspelt name is
+#: refused when the config loads, before Ray or torch start.
+LossName = Literal[
+    "bce", "weighted-bce", "focal", "class-balanced", "r-fl", "ntr-fl", "db-0fl", "db", "cb-ntr", "asymmetric"
+]
+
+
 class LossSection(_Strict):
     #: bce, weighted-bce, focal, class-balanced, r-fl, ntr-fl, db-0fl, db, cb-ntr, asymmetric.
-    name: str = "db"
+    name: LossName = "db"
     #: Parameters of that loss (see pipeline/modeling/losses.py docstrings); unknown ones are errors.
     params: dict[str, Any] = Field(default_factory=dict)
 
@@ -287,7 +294,8 @@ class EvaluateSection(_Strict):
     min_support: int = Field(5, ge=1)
     #: Shrink per-label thresholds toward the global one: t = (s t_label + k t_global) / (s + k); 0 = off.
     shrinkage: float = Field(0.0, ge=0)
-    #: Give every document its best-scored label even when no score passes its threshold.
+    #: Give a document with no label over its threshold the label whose score is least below its own
+    #: threshold, so every document gets at least one label.
     at_least_one: bool = False
     #: Rows per scoring batch.
     batch_size: int = Field(256, ge=1)
