@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline.core.config import SyntheticSection
@@ -210,3 +211,30 @@ def test_retrain_promotes_skips_retrains_and_rejects_a_worse_challenger(
 
     # 6. Nothing new since: no-op.
     assert retrain.run_retrain(_cfg(tmp_path, *WORSE))["decision"] == "noop"
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
+def test_a_lexical_model_is_retrained_promoted_and_serves_predictions(ray_session, tmp_path):
+    """The lexical kind through the same jobs as the encoder: retrain (prepare, train, evaluate, compare,
+    promote), then predict with the promoted model and its thresholds."""
+    from pipeline.serving.predict import run_predict
+
+    lexical = ["model.kind=lexical", "model.lexical.min_df=1", "train.lr=5e-2", "train.batch_size=64"]
+    corpus = _corpus()
+    _write_shard(tmp_path / "shards", corpus, 0)
+    first = retrain.run_retrain(_cfg(tmp_path, *lexical))
+    assert first["decision"] == "promoted", first["reason"]
+    pointer = json.loads((tmp_path / "out" / "proj" / "current.json").read_text())
+    assert json.loads(Path(pointer["model"], "model_config.json").read_text())["kind"] == "lexical"
+    assert pointer["metrics"]["p_at_1"] > 0.5  # 8 synthetic labels that follow their words
+
+    new = tmp_path / "new"
+    write_parquet(new / "part-0.parquet", corpus.slice(2 * SHARD_ROWS, 40).select(["id", "text"]))
+    summary = run_predict(_cfg(tmp_path, *lexical, f"predict.source={new}"))
+    assert summary["rows"] == 40 and summary["model_info"]["kind"] == "lexical"
+    # The promoted model, whole: its 8 labels' scores for every row.
+    assert summary["model"].rstrip("/").endswith(Path(pointer["model"]).name)
+    out = pq.read_table(summary["output"].removeprefix("file://"))
+    labels = json.loads(Path(pointer["model"], "model_config.json").read_text())["labels"]
+    assert out.num_rows == 40 and len(labels) == 8 and len(out.column("scores")[0]) == 8
