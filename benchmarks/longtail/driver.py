@@ -118,9 +118,13 @@ def flat_row(doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: The commit this process started from: its modules were imported then, whatever HEAD is when a row ends.
+STARTED_AT_SHA = git_sha()
+
+
 def stamp() -> dict[str, Any]:
     """Which code measured a row, and when (rows of several invocations can share one file)."""
-    return {"git_sha": git_sha(), "measured": utc_now()}
+    return {"git_sha": STARTED_AT_SHA, "measured": utc_now()}
 
 
 def own_row(bench: Bench, work: Path, corpora: Path, row: str, overrides: list[str]) -> dict[str, Any]:
@@ -233,7 +237,7 @@ def run_dataset(bench: Bench, work: Path, corpora: Path, only: set[str] | None) 
             "source": f"<corpora folder>/{bench.dataset}" if bench.dataset else "synthetic",
             "documents": stats["documents"],
             "num_labels": stats["num_labels"],
-            "groups": stats["groups"],
+            "groups": {k: stats["groups"][k] for k in ("head_min", "tail_max", "sizes")},
             "prepare_seconds": prepare_seconds,
             "config": bench.pipeline,
             "rows": bench.rows,
@@ -295,7 +299,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     corpora = Path(args.data_root)
     doc: dict[str, Any] = {
         "command": command_line("benchmarks.longtail", argv),
-        "git_sha": git_sha(),
+        "git_sha": STARTED_AT_SHA,
         "machine": machine_summary(),
         "platform": platform.platform(),
         "started": utc_now(),
