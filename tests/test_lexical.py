@@ -87,7 +87,9 @@ def test_max_terms_keeps_each_documents_strongest_terms():
 
 
 def test_an_empty_vocabulary_is_a_clear_error():
-    with pytest.raises(ValueError, match="min_df"):
+    from pipeline.core.errors import InputError
+
+    with pytest.raises(InputError, match="min_df"):
         TfidfFeaturizer.fit(iter(["a b", "c d"]), LexicalSection(min_df=5))
 
 

@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from pipeline.core.config import LexicalSection
+from pipeline.core.errors import InputError
 
 VECTORIZER_FILE = "vectorizer.json"
 WEIGHTS_FILE = "lexical.safetensors"
@@ -69,7 +70,7 @@ class TfidfFeaturizer:
         try:
             vectorizer.fit(str(t) for t in texts)
         except ValueError as e:  # "empty vocabulary; perhaps the documents only contain stop words"
-            raise ValueError(f"lexical features: {e} (lower model.lexical.min_df?)") from e
+            raise InputError(f"lexical features: {e} (lower model.lexical.min_df?)") from e
         return cls(vectorizer, cfg.max_terms)
 
     @property
