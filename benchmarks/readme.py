@@ -303,6 +303,13 @@ def longtail(d: J) -> list[str]:
             "",
         ]
         out += grid(SPECS["longtail"], [r for r in d["rows"] if r["dataset"] == name])
+    own = [
+        f"{r['row']} {str(r['git_sha'])[:7]}"
+        for r in d["rows"]
+        if r.get("git_sha") not in (None, d.get("git_sha"))
+    ]
+    if own:  # rows kept from earlier invocations (--rows) carry their own commit
+        out += [f"Rows measured at other commits than the file's: {', '.join(own)}.", ""]
     skipped = d.get("skipped") or {}
     return out + ([f"Skipped: {'; '.join(f'{k}: {v}' for k, v in skipped.items())}.", ""] if skipped else [])
 
