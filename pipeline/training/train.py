@@ -1,9 +1,8 @@
 """The train stage on the driver: Ray Train (TorchTrainer, Train V2 API) over the prepared, featurised data.
 
 Read `label_stats.json`, fit or load the model kind's featurizer (`pipeline.modeling.model`), featurise in
-Ray Data, check the resource plan, choose the
-checkpoint to resume (`pipeline.training.checkpoints`), fit with the loop of `pipeline.training.worker`, then
-write the best epoch's weights as a Ray-free `model/` folder.
+Ray Data, check the resource plan, choose the checkpoint to resume (`pipeline.training.checkpoints`), fit with
+the loop of `pipeline.training.worker`, then write the best epoch's weights as a Ray-free `model/` folder.
 """
 
 from __future__ import annotations
