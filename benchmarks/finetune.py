@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import shutil
 import tempfile
 import time
@@ -26,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import corpora
-from benchmarks.common.machine import load_average, machine_summary
+from benchmarks.common.machine import load_average
 from benchmarks.common.paths import RESULTS, ROOT
-from benchmarks.common.provenance import command_line, git_sha, package_versions, utc_now
+from benchmarks.common.provenance import command_line, run_header
 from benchmarks.common.ray_session import benchmark_ray
 from benchmarks.common.results import write_json
 from benchmarks.common.runs import copy_prepared
@@ -173,13 +172,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     data_root = Path(args.data_root)
     dataset = load_bench_config(cfg_path, Path("/unused"), data_root, overrides).dataset
     doc: dict[str, Any] = {
-        "command": command_line("benchmarks.finetune", argv),
-        "git_sha": git_sha(),
-        "machine": machine_summary(),
-        "platform": platform.platform(),
-        "started": utc_now(),
-        "load_average_before": load_average(),
-        "versions": package_versions(*VERSIONED),
+        **run_header("benchmarks.finetune", argv, VERSIONED),
         "config": str(cfg_path.relative_to(ROOT)) if cfg_path.is_relative_to(ROOT) else str(cfg_path),
         "overrides": overrides,
         "rows": {},

@@ -51,3 +51,21 @@ def package_versions(*dists: str) -> dict[str, str | None]:
 def utc_now() -> str:
     """The time now in UTC, ISO 8601 to the second: when a run started or finished."""
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def run_header(
+    module: str, argv: Sequence[str] | None, versions: Sequence[str], sha: str | None = None
+) -> dict:
+    """The fields every results document starts with: command, git SHA (`sha`, or HEAD now), machine,
+    platform, start time, load average and the versions of `versions`."""
+    from benchmarks.common.machine import load_average, machine_summary
+
+    return {
+        "command": command_line(module, argv),
+        "git_sha": sha if sha is not None else git_sha(),
+        "machine": machine_summary(),
+        "platform": platform.platform(),
+        "started": utc_now(),
+        "load_average_before": load_average(),
+        "versions": package_versions(*versions),
+    }

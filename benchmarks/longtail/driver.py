@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import shutil
 import tempfile
 import time
@@ -18,10 +17,10 @@ import numpy as np
 import yaml
 
 from benchmarks import longtail as package
-from benchmarks.common.machine import load_average, machine_summary
+from benchmarks.common.machine import load_average
 from benchmarks.common.measure import MIB, PeakRSS
 from benchmarks.common.paths import RESULTS, ROOT
-from benchmarks.common.provenance import command_line, git_sha, package_versions, utc_now
+from benchmarks.common.provenance import git_sha, run_header, utc_now
 from benchmarks.common.ray_session import benchmark_ray
 from benchmarks.common.results import write_json
 from benchmarks.common.runs import copy_prepared
@@ -298,13 +297,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         out = Path(tempfile.mkdtemp()) / "longtail.json"
     corpora = Path(args.data_root)
     doc: dict[str, Any] = {
-        "command": command_line("benchmarks.longtail", argv),
-        "git_sha": STARTED_AT_SHA,
-        "machine": machine_summary(),
-        "platform": platform.platform(),
-        "started": utc_now(),
-        "load_average_before": load_average(),
-        "versions": package_versions(*VERSIONED),
+        **run_header("benchmarks.longtail", argv, VERSIONED, sha=STARTED_AT_SHA),
         "smoke": bool(args.smoke),
         "rows": [],
         "datasets": {},

@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -14,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import quality as package
-from benchmarks.common.machine import load_average, machine_summary
+from benchmarks.common.machine import load_average
 from benchmarks.common.paths import RESULTS
-from benchmarks.common.provenance import command_line, git_sha, package_versions, utc_now
+from benchmarks.common.provenance import run_header, utc_now
 from benchmarks.common.ray_session import benchmark_ray
 from benchmarks.common.results import write_json
 from benchmarks.corpora import data_root
@@ -243,13 +242,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     lml = libmultilabel_available()
     with_lml: bool | str = True if lml is None else lml
     doc: dict[str, Any] = {
-        "command": command_line("benchmarks.quality", argv),
-        "git_sha": git_sha(),
-        "machine": machine_summary(),
-        "platform": platform.platform(),
-        "started": utc_now(),
-        "load_average_before": load_average(),
-        "versions": package_versions(*VERSIONED),
+        **run_header("benchmarks.quality", argv, VERSIONED),
         "smoke": bool(args.smoke),
         "datasets": {},
         "skipped": {},
