@@ -176,8 +176,11 @@ class ModelSection(_Strict):
     shape tiny-bert only) and the lexical kind's features."""
 
     #: "encoder": a transformer encoder with a pooled linear head; "lexical": TF-IDF word n-grams with one
-    #: linear scorer per label (fast on a CPU, strong on wide label spaces; model.lexical sets its features).
-    kind: Literal["encoder", "lexical"] = "encoder"
+    #: linear scorer per label (fast on a CPU, strong on wide label spaces; model.lexical sets its features);
+    #: "frozen": a linear scorer over the frozen encoder's document embeddings, computed once (the CPU mode
+    #: of the transformer path); "combined": the lexical and frozen scorers, mixed by a weight chosen on
+    #: validation.
+    kind: Literal["encoder", "lexical", "frozen", "combined"] = "encoder"
     #: "tiny-bert" (embedded, trained from scratch), "minilm" (packaged all-MiniLM-L6-v2), a hub name or path.
     encoder: str = "tiny-bert"
     #: Document vector: the [CLS] token or the mean of the token states.
@@ -198,10 +201,22 @@ class ModelSection(_Strict):
     vocab_size: int = Field(8000, ge=16)
     #: tiny-bert only: lower-case before tokenising.
     lowercase: bool = True
+    #: frozen and combined kinds: windows of max_length tokens read per document, their embeddings averaged
+    #: (1: the first window only; the encoder kind always reads one).
+    chunks: int = Field(1, ge=1)
     #: Start the head's bias at the label base rates (log-odds), so rare labels start near their prior.
     init_bias_from_priors: bool = True
     #: The lexical kind's TF-IDF features.
     lexical: LexicalSection = LexicalSection()
+
+    @model_validator(mode="after")
+    def _chunks_need_a_frozen_encoder(self) -> ModelSection:
+        if self.chunks > 1 and self.kind not in ("frozen", "combined"):
+            raise ValueError(
+                f"model.chunks={self.chunks} needs model.kind frozen or combined (the {self.kind} kind reads "
+                "the first max_length tokens)"
+            )
+        return self
 
 
 #: The losses of pipeline/modeling/losses.py (LOSS_NAMES; a test keeps the two equal), so a misspelt name is

@@ -149,7 +149,7 @@ class TfidfFeaturizer:
         return cls(vectorizer, spec["max_terms"])
 
 
-class _SparseLinear(nn.Module):
+class SparseLinear(nn.Module):
     """``x @ W + b`` for a sparse ``x`` given as (term ids, term weights) per row."""
 
     def __init__(self, num_features: int, num_labels: int) -> None:
@@ -172,7 +172,7 @@ class LexicalClassifier(nn.Module):
         if num_features < 1 or num_labels < 1:
             raise ValueError(f"need >= 1 feature and label, got {num_features} and {num_labels}")
         self.num_features, self.num_labels = int(num_features), int(num_labels)
-        self.head = _SparseLinear(self.num_features, self.num_labels)
+        self.head = SparseLinear(self.num_features, self.num_labels)
 
     def forward(self, term_ids: torch.Tensor, term_weights: torch.Tensor) -> torch.Tensor:
         """Logits [B, C]."""

@@ -10,7 +10,11 @@ and retraining use without knowing the kind:
   (the parameters ``train.head_lr`` applies to) and ``init_head_bias(priors)``.
 
 Kinds (``model.kind``): ``"encoder"`` (:mod:`pipeline.modeling.encoder`: a transformer with a pooled linear
-head) and ``"lexical"`` (:mod:`pipeline.modeling.lexical`: TF-IDF n-grams and one linear scorer per label).
+head), ``"lexical"`` (:mod:`pipeline.modeling.lexical`: TF-IDF n-grams and one linear scorer per label), and
+``"frozen"`` / ``"combined"`` (:mod:`pipeline.modeling.frozen`: linear scorers over a frozen encoder's
+embeddings, alone or mixed with the lexical scorer). A model with ``num_branches`` > 1 also answers
+``forward(**features, branches=True)`` with each branch's logits [K, B, C] (the training loss goes on each)
+and keeps its mixing weight ``mix`` chosen on validation.
 Adding a kind means a module with its featurizer, model, save and load, ``KINDS`` and the config's
 ``model.kind`` extended, and a branch in this module's ``fit_featurizer``, ``build_model``, ``unwrap``,
 ``save_model`` and ``load_model``.
@@ -20,8 +24,9 @@ Nothing here imports Ray: a saved ``model/`` folder must load and predict on a l
     model/
       model_config.json   kind, labels, num_labels, model (full config), format_version, the kind's own keys,
                           plus the caller's extra_config (e.g. the loss used)
-      ...                 the kind's files: encoder/, tokenizer/, head.pt (encoder) or
-                          vectorizer.json, lexical.safetensors (lexical)
+      ...                 the kind's files: encoder/, tokenizer/, head.pt (encoder);
+                          vectorizer.json, lexical.safetensors (lexical); encoder/, tokenizer/, frozen.json,
+                          frozen.safetensors (+ vectorizer.json for combined)
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from torch import nn
 
 from pipeline.core.layout import MODEL_CONFIG_FILE
 from pipeline.modeling import encoder as encoder_kind
+from pipeline.modeling import frozen as frozen_kind
 from pipeline.modeling import lexical as lexical_kind
 from pipeline.modeling.encoder import POOLINGS, SPECIAL_TOKENS, TINY_BERT
 
@@ -49,8 +55,15 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 CONFIG_FILE = MODEL_CONFIG_FILE
-ENCODER, LEXICAL = "encoder", "lexical"
-KINDS = (ENCODER, LEXICAL)
+ENCODER, LEXICAL, FROZEN, COMBINED = "encoder", "lexical", "frozen", "combined"
+KINDS = (ENCODER, LEXICAL, FROZEN, COMBINED)
+#: The classes of each kind's model (what ``unwrap`` looks for under DDP wrappers).
+_MODEL_CLASSES = {
+    ENCODER: encoder_kind.MultiLabelClassifier,
+    LEXICAL: lexical_kind.LexicalClassifier,
+    FROZEN: frozen_kind.FrozenClassifier,
+    COMBINED: frozen_kind.CombinedClassifier,
+}
 
 
 class Featurizer(Protocol):
@@ -81,6 +94,8 @@ class ModelConfig:
     intermediate_size: int = 256
     vocab_size: int = 8000
     lowercase: bool = True
+    #: frozen / combined kinds: windows of max_length tokens embedded per document, then averaged.
+    chunks: int = 1
     #: The lexical kind's settings (``model.lexical``; see pipeline.core.config.LexicalSection).
     lexical: dict[str, Any] = field(default_factory=dict)
 
@@ -89,6 +104,13 @@ class ModelConfig:
         if self.kind not in KINDS:
             raise ValueError(f"model.kind must be one of {KINDS}, got {self.kind!r}")
         self.lexical = lexical_kind.lexical_settings(self.lexical).model_dump()
+        if self.chunks < 1:
+            raise ValueError(f"model.chunks must be >= 1, got {self.chunks}")
+        if self.chunks > 1 and self.kind not in (FROZEN, COMBINED):
+            raise ValueError(
+                f"model.chunks={self.chunks}: reading several windows per document is done by the frozen and "
+                f"combined kinds; model.kind={self.kind} reads the first max_length tokens"
+            )
         if self.pooling not in POOLINGS:
             raise ValueError(f"model.pooling must be one of {POOLINGS}, got {self.pooling!r}")
         if not 0.0 <= self.dropout < 1.0:
@@ -135,6 +157,12 @@ def fit_featurizer(cfg: ModelConfig | Mapping[str, Any], texts: Callable[[], Ite
     cfg = ModelConfig.from_any(cfg)
     if cfg.kind == LEXICAL:
         return lexical_kind.TfidfFeaturizer.fit(texts(), lexical_kind.lexical_settings(cfg.lexical))
+    if cfg.kind in (FROZEN, COMBINED):
+        embedding = frozen_kind.EmbeddingFeaturizer.fit(cfg, texts() if cfg.encoder == TINY_BERT else None)
+        if cfg.kind == FROZEN:
+            return embedding
+        lexical = lexical_kind.TfidfFeaturizer.fit(texts(), lexical_kind.lexical_settings(cfg.lexical))
+        return frozen_kind.CombinedFeaturizer(lexical, embedding)
     tokenizer = encoder_kind.build_tokenizer(cfg, texts() if cfg.encoder == TINY_BERT else None)
     return encoder_kind.TokenFeaturizer(tokenizer, cfg.max_length)
 
@@ -145,6 +173,8 @@ def fitted_features(cfg: ModelConfig | Mapping[str, Any]) -> tuple[str, list[Any
     cfg = ModelConfig.from_any(cfg)
     if cfg.kind == LEXICAL:
         return "features", ["lexical", cfg.lexical]
+    if cfg.kind in (FROZEN, COMBINED):  # the encoder is kept with the run too: resumed runs embed alike
+        return "features", [cfg.kind, cfg.to_dict()]
     if cfg.encoder == TINY_BERT:  # the folder and key of runs made before model kinds existed: they resume
         return "tokenizer", [cfg.vocab_size, cfg.lowercase]
     return None
@@ -152,7 +182,7 @@ def fitted_features(cfg: ModelConfig | Mapping[str, Any]) -> tuple[str, list[Any
 
 def save_featurizer(featurizer: Featurizer, folder: str | os.PathLike[str]) -> None:
     """A fitted featurizer's files in ``folder`` (read back by :func:`load_featurizer`)."""
-    if isinstance(featurizer, lexical_kind.TfidfFeaturizer):
+    if hasattr(featurizer, "save"):
         featurizer.save(folder)
     else:
         featurizer.tokenizer.save_pretrained(os.fspath(folder))
@@ -162,6 +192,10 @@ def load_featurizer(cfg: ModelConfig | Mapping[str, Any], folder: str | os.PathL
     cfg = ModelConfig.from_any(cfg)
     if cfg.kind == LEXICAL:
         return lexical_kind.TfidfFeaturizer.load(folder)
+    if cfg.kind == FROZEN:
+        return frozen_kind.EmbeddingFeaturizer.load(folder)
+    if cfg.kind == COMBINED:
+        return frozen_kind.CombinedFeaturizer.load(folder)
     from transformers import AutoTokenizer
 
     return encoder_kind.TokenFeaturizer(AutoTokenizer.from_pretrained(os.fspath(folder)), cfg.max_length)
@@ -177,6 +211,16 @@ def build_model(cfg: ModelConfig | Mapping[str, Any], num_labels: int, featurize
         if not isinstance(featurizer, lexical_kind.TfidfFeaturizer):
             raise TypeError(f"the lexical kind needs a TfidfFeaturizer, got {type(featurizer).__name__}")
         return lexical_kind.LexicalClassifier(featurizer.num_features, num_labels)
+    if cfg.kind == FROZEN:
+        if not isinstance(featurizer, frozen_kind.EmbeddingFeaturizer):
+            raise TypeError(f"the frozen kind needs an EmbeddingFeaturizer, got {type(featurizer).__name__}")
+        return frozen_kind.FrozenClassifier(featurizer.hidden_size, num_labels, cfg.dropout)
+    if cfg.kind == COMBINED:
+        if not isinstance(featurizer, frozen_kind.CombinedFeaturizer):
+            raise TypeError(f"the combined kind needs a CombinedFeaturizer, got {type(featurizer).__name__}")
+        return frozen_kind.CombinedClassifier(
+            featurizer.lexical.num_features, featurizer.embedding.hidden_size, num_labels, cfg.dropout
+        )
     tokenizer = featurizer.tokenizer if isinstance(featurizer, encoder_kind.TokenFeaturizer) else featurizer
     return encoder_kind.build_encoder_model(cfg, num_labels, tokenizer)
 
@@ -193,7 +237,7 @@ def as_featurizer(featurizer: Any, max_length: int) -> Featurizer:
 
 def unwrap(model: nn.Module) -> nn.Module:
     """Strip DDP / prepare_model wrappers so the saved weights carry no ``module.`` prefix."""
-    while not isinstance(model, encoder_kind.MultiLabelClassifier | lexical_kind.LexicalClassifier):
+    while not isinstance(model, tuple(_MODEL_CLASSES.values())):
         if not hasattr(model, "module"):
             raise TypeError(
                 f"expected a model of a known kind (maybe DDP-wrapped), got {type(model).__name__}"
@@ -203,7 +247,8 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def kind_of(model: nn.Module) -> str:
-    return LEXICAL if isinstance(unwrap(model), lexical_kind.LexicalClassifier) else ENCODER
+    clf = unwrap(model)
+    return next(kind for kind, cls in _MODEL_CLASSES.items() if type(clf) is cls)
 
 
 def _check_local(path: str | os.PathLike[str]) -> Path:
@@ -252,8 +297,10 @@ def save_model(
         meta.update(
             encoder=clf.encoder_name, pooling=clf.pooling, dropout=clf.dropout_p, max_length=clf.max_length
         )
-    else:
+    elif kind == LEXICAL:
         meta["num_features"] = clf.num_features
+    else:
+        meta["encoder"] = featurizer.embedding.encoder_name if kind == COMBINED else featurizer.encoder_name
     clash = sorted(set(extra_config or {}) & set(meta))
     if clash:
         raise ValueError(f"extra_config may not override reserved keys {clash}")
@@ -267,8 +314,10 @@ def save_model(
         tmp.mkdir()
         if kind == ENCODER:
             encoder_kind.save_encoder(clf, featurizer, tmp)
-        else:
+        elif kind == LEXICAL:
             lexical_kind.save_lexical(clf, featurizer, tmp)
+        else:
+            frozen_kind.save_frozen(clf, featurizer, tmp)
         (tmp / CONFIG_FILE).write_text(payload, encoding="utf-8")
         _replace_dir(tmp, out, tag)
     except BaseException:
@@ -347,8 +396,11 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
         raise FileNotFoundError(f"{cfg_path} not found: {root} is not a model folder written by save_model")
     config = json.loads(cfg_path.read_text(encoding="utf-8"))
     kind = config.get("kind", ENCODER)  # folders written before kinds existed hold an encoder
-    if kind == LEXICAL:
-        clf, featurizer = lexical_kind.load_lexical(root)
+    if kind in (LEXICAL, FROZEN, COMBINED):
+        if kind == LEXICAL:
+            clf, featurizer = lexical_kind.load_lexical(root)
+        else:
+            clf, featurizer = frozen_kind.load_frozen(root, combined=kind == COMBINED)
         if clf.num_labels != len(config["labels"]):
             raise ValueError(
                 f"{root}: weights have {clf.num_labels} outputs but the config lists "
@@ -402,7 +454,9 @@ def label_priors(y: np.ndarray) -> np.ndarray:
 
 
 __all__ = [
+    "COMBINED",
     "ENCODER",
+    "FROZEN",
     "KINDS",
     "LEXICAL",
     "Featurizer",

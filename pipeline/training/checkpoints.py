@@ -69,7 +69,7 @@ def fingerprint(cfg: Config, labels: list[str], loss_params: dict[str, Any], fea
     train = cfg.train.identity(set(TRAIN_RESOURCE_KEYS | {"epochs", "patience"}))
     if cfg.model.kind == "encoder":
         # The blob of runs written before model kinds existed, so their checkpoints still resume.
-        model, features = cfg.model.model_dump(exclude={"kind", "lexical"}), None
+        model, features = cfg.model.model_dump(exclude={"kind", "lexical", "chunks"}), None
         tokenizer = getattr(featurizer, "tokenizer", featurizer)  # a featurizer, or a bare tokenizer
         vocab = sorted(tokenizer.get_vocab().items())
     else:

@@ -123,8 +123,9 @@ def run_tune(cfg: Config) -> dict[str, Any]:
         from pipeline.core.errors import InputError
 
         raise InputError(
-            "tune.mode=embeddings trains heads on frozen encoder embeddings; "
-            f"model.kind={cfg.model.kind} has no encoder: use tune.mode=full"
+            "tune.mode=embeddings trains the encoder kind's head on frozen encoder embeddings; with "
+            f"model.kind={cfg.model.kind} use tune.mode=full (the frozen and combined kinds embed once "
+            "per experiment there too)"
         )
     if tcfg.mode == "embeddings":
         from pipeline.training.embeddings import ensure_embeddings

@@ -29,6 +29,7 @@ from ray.train import Checkpoint
 from pipeline.core.console import Every, say
 from pipeline.data.labels import csr_from_padded, dense_targets
 from pipeline.evaluation.thresholds import fit_thresholds
+from pipeline.modeling.frozen import choose_mix
 from pipeline.modeling.losses import build_loss
 from pipeline.modeling.model import build_model, unwrap
 from pipeline.modeling.sampling import class_aware_indices, sample_weights, weighted_indices
@@ -51,6 +52,21 @@ def epoch_metrics(y: Any, scores: np.ndarray) -> dict[str, float]:
         "val_tuned_micro_f1": float(fitted["chosen"]["micro_f1"]),
         "val_tuned_macro_f1": float(fitted["chosen"]["macro_f1"]),
     }
+
+
+def mixed_epoch_metrics(y: Any, branch_scores: list[np.ndarray], metric: str, mode: str) -> dict[str, float]:
+    """:func:`epoch_metrics` of the best mix of two branches' probabilities (see
+    ``pipeline.modeling.frozen.choose_mix``) by the checkpoint metric, with that weight as ``mix``."""
+    if metric == "val_loss":  # the loss is the branches' own; it cannot choose between mixes
+        metric, mode = "val_tuned_macro_f1", "max"
+    sign = 1.0 if mode == "max" else -1.0
+
+    def score(mixed: np.ndarray) -> tuple[float, dict[str, float]]:
+        m = epoch_metrics(y, mixed)
+        return sign * m[metric], m
+
+    w, metrics = choose_mix(branch_scores, score)
+    return {**metrics, "mix": w}
 
 
 @dataclass
@@ -146,6 +162,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     featurizer = config["featurizer"]
     columns = tuple(featurizer.columns)
     model = build_model(config["model"], num_labels, featurizer)
+    # Models of several branches (the combined kind) put the loss on each branch and mix them on validation.
+    branched = getattr(model, "num_branches", 1) > 1
     if config["init_bias"]:
         model.init_head_bias(np.asarray(config["counts"]) / max(config["num_docs"], 1))
     model = ray.train.torch.prepare_model(model)
@@ -204,8 +222,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             features = {c: batch[c].to(device) for c in columns}
             y = dense_targets(batch["label_idx"].to(device), num_labels)
             with autocast:
-                logits = model(**features)
-            loss = loss_fn(logits.float(), y) / tcfg["grad_accum"]
+                logits = model(**features, branches=True) if branched else model(**features)
+            if branched:
+                loss = sum(loss_fn(z.float(), y) for z in logits) / tcfg["grad_accum"]
+            else:
+                loss = loss_fn(logits.float(), y) / tcfg["grad_accum"]
             (scaler.scale(loss) if scaler else loss).backward()
             pending = (step + 1) % tcfg["grad_accum"] != 0
             if not pending:
@@ -218,12 +239,24 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         train_time = time.perf_counter() - t0
 
         val_loss, scores, targets = _validate(
-            model, val_shard, loss_fn, device, autocast, tcfg["eval_batch_size"], columns, num_labels
+            model,
+            val_shard,
+            loss_fn,
+            device,
+            autocast,
+            tcfg["eval_batch_size"],
+            columns,
+            num_labels,
+            branched,
         )
-        scores, targets = _gather(scores), _gather(targets)
+        targets = _gather(targets)
         val_loss = float(np.mean(_gather(np.array([val_loss]))))
         metrics = {"epoch": epoch, "train_loss": loss_sum / max(rows, 1), "val_loss": val_loss}
-        metrics.update(epoch_metrics(targets, scores))
+        if branched:
+            metrics.update(mixed_epoch_metrics(targets, [_gather(s) for s in scores], metric, mode))
+            unwrap(model).mix.fill_(metrics["mix"])  # before best_weights are copied: they carry it
+        else:
+            metrics.update(epoch_metrics(targets, _gather(scores)))
         metrics["samples_per_s"] = rows * world / max(train_time, 1e-9)
         # Rank 0's share of the epoch spent waiting for batches: near 0 when the input pipeline keeps up.
         metrics["input_wait_fraction"] = batches.seconds / max(train_time, 1e-9)
@@ -245,7 +278,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 f"val_loss {val_loss:.4f} micro-F1 {metrics['val_micro_f1']:.3f} macro-F1 "
                 f"{metrics['val_macro_f1']:.3f} (tuned {metrics['val_tuned_macro_f1']:.3f}) "
                 f"mAP {metrics['val_macro_ap']:.3f} "
-                f"{metrics['samples_per_s']:.0f} samples/s (input wait "
+                + (f"mix {metrics['mix']:.1f} " if branched else "")
+                + f"{metrics['samples_per_s']:.0f} samples/s (input wait "
                 f"{100 * metrics['input_wait_fraction']:.0f}%) ETA {eta:.0f}s"
             )
             progress.said()
@@ -377,24 +411,38 @@ def _step(model, optimizer, scheduler, scaler, clip: float | None) -> None:
 
 @torch.no_grad()
 def _validate(
-    model, shard, loss_fn, device, autocast, batch_size: int, columns: tuple[str, ...], c: int
-) -> tuple[float, np.ndarray, sp.csr_matrix]:
-    """(mean loss, dense scores, sparse 0/1 targets) of this worker's validation shard."""
+    model,
+    shard,
+    loss_fn,
+    device,
+    autocast,
+    batch_size: int,
+    columns: tuple[str, ...],
+    c: int,
+    branched: bool = False,
+) -> tuple[float, Any, sp.csr_matrix]:
+    """(mean loss, dense scores, sparse 0/1 targets) of this worker's validation shard; ``branched``: the
+    scores are a list with each branch's, the loss their sum (what training minimises)."""
     model.eval()
     scores, targets, loss_sum, rows = [], [], 0.0, 0
     for batch in shard.iter_torch_batches(batch_size=batch_size):
         y = dense_targets(batch["label_idx"].to(device), c)
+        features = {k: batch[k].to(device) for k in columns}
         with autocast:
-            logits = model(**{k: batch[k].to(device) for k in columns})
+            logits = model(**features, branches=True) if branched else model(**features).unsqueeze(0)
         logits = logits.float()
-        loss_sum += float(loss_fn(logits, y)) * len(y)
+        loss_sum += sum(float(loss_fn(z, y)) for z in logits) * len(y)
         rows += len(y)
         scores.append(torch.sigmoid(logits).cpu().numpy())
         # Ray puts the batch on the worker's device: a GPU's tensors must come back before numpy.
         targets.append(csr_from_padded(batch["label_idx"].cpu().numpy(), c))
+    k = 2 if branched else 1
     if not scores:
-        return 0.0, np.zeros((0, c), np.float32), sp.csr_matrix((0, c), dtype=np.int8)
-    return loss_sum / max(rows, 1), np.concatenate(scores), sp.vstack(targets, format="csr")
+        empty = [np.zeros((0, c), np.float32)] * k
+        return 0.0, empty if branched else empty[0], sp.csr_matrix((0, c), dtype=np.int8)
+    per_branch = [np.concatenate([s[i] for s in scores]) for i in range(k)]
+    y = sp.vstack(targets, format="csr")
+    return loss_sum / max(rows, 1), per_branch if branched else per_branch[0], y
 
 
 def _report(
