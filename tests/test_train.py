@@ -229,6 +229,49 @@ def test_lexical_kind_trains_in_a_worker_and_exports_a_model_that_predicts(prepa
     assert run_train(cfg)["history"] == hist
 
 
+@pytest.mark.timeout(300)
+def test_combined_kind_mixes_two_branches_chosen_on_validation(prepared, monkeypatch, caplog):
+    """model.kind=combined (TF-IDF scorer + frozen tiny-bert embedding scorer) in a real worker: progress
+    lines while the splits are featurised, a loss on each branch, the mix chosen on validation each epoch and
+    saved with the best epoch's weights, and an exported folder that scores as those weights do."""
+    import logging
+
+    from pipeline.core import progress
+    from pipeline.modeling.frozen import MIX_GRID, WEIGHTS_FILE
+    from pipeline.modeling.model import ModelConfig, build_model, load_model
+
+    monkeypatch.setattr(progress, "PROGRESS_INTERVAL_S", 0.05)
+    caplog.set_level(logging.INFO, logger="pipeline.core.progress")
+    _fresh_run(prepared, "comb")
+    over = ["model.kind=combined", "model.chunks=2", "model.lexical.min_df=1", "train.lr=5e-2"]
+    cfg = _cfg(prepared, "comb", "train.num_workers=1", "train.epochs=4", "train.cpus_per_worker=0.5", *over)
+    hist = run_train(cfg)["history"]
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("featurising train:" in line and "rows done" in line for line in lines), lines
+    assert all(h["mix"] in MIX_GRID for h in hist)
+    stats = json.loads((prepared / "comb" / "label_stats.json").read_text())
+    n_val = stats["documents"]["validation"]
+    prevalence = np.mean([c["validation"] / n_val for c in stats["label_counts"].values() if c["validation"]])
+    assert hist[-1]["val_macro_ap"] > prevalence + 0.3, (hist[-1]["val_macro_ap"], prevalence)
+    assert hist[-1]["train_loss"] < 0.7 * hist[0]["train_loss"]
+
+    run = prepared / "comb"
+    assert (run / "model" / WEIGHTS_FILE).is_file() and (run / "features" / "encoder").is_dir()
+    loaded = load_model(run / "model")
+    best = max(hist, key=lambda h: h["val_tuned_macro_f1"])
+    assert loaded.kind == "combined" and float(loaded.model.mix) == pytest.approx(best["mix"])
+    checkpoint = sorted(c for c in (run / "checkpoints").glob("checkpoint_*") if c.is_dir())[-1]
+    saved = torch.load(checkpoint / STATE_FILE, weights_only=False)
+    model = build_model(ModelConfig.from_any(loaded.config["model"]), len(loaded.labels), loaded.featurizer)
+    model.load_state_dict(saved["best_weights"])
+    model.eval()
+    texts = ["w1 w2 alpha", "a different document with words " * 20, ""]
+    feats = {k: torch.from_numpy(v) for k, v in loaded.featurizer.encode(texts).items()}
+    with torch.no_grad():
+        direct = torch.sigmoid(model(**feats)).numpy()
+    np.testing.assert_allclose(loaded.predict_scores(texts), direct, atol=1e-6)
+
+
 def test_infeasible_request_fails_fast(prepared):
     cfg = _cfg(prepared, "big", "train.num_workers=4", "train.cpus_per_worker=1")
     t0 = time.perf_counter()

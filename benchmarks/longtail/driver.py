@@ -25,7 +25,7 @@ from benchmarks.common.ray_session import benchmark_ray
 from benchmarks.common.results import write_json
 from benchmarks.common.runs import copy_prepared
 from benchmarks.corpora import data_root
-from benchmarks.longtail.peers import PEERS, SplitText, peer_row, peer_unavailable, tfidf
+from benchmarks.longtail.peers import PEERS, SplitText, pecos_version, peer_row, peer_unavailable, tfidf
 
 CONFIGS = ROOT / "benchmarks" / "configs" / "longtail"
 DATASETS = ("eurlex57k",)
@@ -303,6 +303,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "datasets": {},
         "skipped": {},
     }
+    doc["versions"]["libpecos"] = pecos_version()  # in its own environment (make bench-pecos)
     kept = _kept_rows(out, only, names) if only else []
     doc["rows"].extend(kept)
     t_start = time.perf_counter()

@@ -1,11 +1,16 @@
-"""Peer rows: LibMultiLabel's linear one-vs-rest and napkinXC's label tree on TF-IDF features of the same
-prepared splits, each decided by its own rule, measured with our metrics."""
+"""Peer rows: LibMultiLabel's linear one-vs-rest, napkinXC's label tree and PECOS's XR-Linear on TF-IDF
+features of the same prepared splits, each decided by its own rule (PECOS, a ranker without one, by
+napkinXC's), measured with our metrics."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,14 +18,36 @@ import scipy.sparse as sp
 
 from benchmarks.common.measure import MIB, PeakRSS
 
-PEERS = ("libmultilabel-1vsrest", "napkinxc-plt")
+PEERS = ("libmultilabel-1vsrest", "napkinxc-plt", "pecos-xrlinear")
 _MODULES = {"libmultilabel-1vsrest": "libmultilabel", "napkinxc-plt": "napkinxc"}
+#: PECOS lives in a virtual environment of its own (it pins numpy < 2): `make bench-pecos` makes it.
+PECOS_PYTHON = Path(__file__).resolve().parents[2] / ".venv-pecos" / "bin" / "python"
+#: Labels PECOS returns per test document (its beam search ranks, it does not score every label).
+PECOS_TOP_K = 100
+
+
+def pecos_python() -> Path:
+    """The interpreter PECOS runs in (`BML_PECOS_PYTHON` overrides the project's `.venv-pecos`)."""
+    return Path(os.environ.get("BML_PECOS_PYTHON", PECOS_PYTHON))
+
+
+def pecos_version() -> str | None:
+    """libpecos's version in PECOS's environment (None without one)."""
+    if not pecos_python().is_file():
+        return None
+    code = "import importlib.metadata as m; print(m.version('libpecos'))"
+    out = subprocess.run([str(pecos_python()), "-c", code], capture_output=True, text=True, check=False)
+    return out.stdout.strip() or None
 
 
 def peer_unavailable(row: str) -> str | None:
     """None when the peer's package imports, else why the row is skipped."""
     if row not in PEERS:
         raise ValueError(f"unknown peer row {row!r}; known: {PEERS}")
+    if row == "pecos-xrlinear":
+        if not pecos_python().is_file():
+            return f"{pecos_python()} not found (make bench-pecos makes PECOS's environment)"
+        return None
     if importlib.util.find_spec(_MODULES[row]) is None:
         return f"{_MODULES[row]} is not installed (make bench-deps installs the `bench` extra)"
     return None
@@ -74,9 +101,23 @@ def _napkinxc(x_train, y_train, x_test) -> tuple[sp.csr_matrix, np.ndarray]:
     return sp.csr_matrix(scores >= 0.5), scores
 
 
+def _pecos(x_train, y_train, x_test) -> tuple[sp.csr_matrix, np.ndarray]:
+    """XR-Linear in PECOS's own environment (benchmarks/longtail/pecos_runner.py); its top PECOS_TOP_K
+    scores per document, the other labels 0; decided as napkinXC's: score >= 0.5."""
+    runner = Path(__file__).with_name("pecos_runner.py")
+    with tempfile.TemporaryDirectory(prefix="bml-pecos-") as d:
+        for name, m in (("x_train", x_train), ("y_train", y_train), ("x_test", x_test)):
+            sp.save_npz(f"{d}/{name}.npz", sp.csr_matrix(m))
+        subprocess.run([str(pecos_python()), str(runner), d, str(PECOS_TOP_K)], check=True)
+        top = sp.load_npz(f"{d}/scores.npz").tocsr()
+    scores = top.toarray().astype(np.float32)
+    return sp.csr_matrix(scores >= 0.5), scores
+
+
 TRAINERS: dict[str, Callable[..., tuple[sp.csr_matrix, np.ndarray]]] = {
     "libmultilabel-1vsrest": _libmultilabel,
     "napkinxc-plt": _napkinxc,
+    "pecos-xrlinear": _pecos,
 }
 
 

@@ -22,6 +22,7 @@ import ray.data
 from pipeline.core.config import Config
 from pipeline.core.errors import InputError
 from pipeline.core.layout import MODEL_DESCRIBING_KEYS, RunLayout
+from pipeline.core.progress import RowProgress
 from pipeline.core.storage import Location, read_json, staged_dir, write_bytes, write_json
 from pipeline.data.labels import outside_counts
 from pipeline.data.prepare import PartFiles
@@ -30,7 +31,6 @@ from pipeline.evaluation.html import render_html
 from pipeline.evaluation.metrics import evaluate as compute_metrics
 from pipeline.evaluation.plots import render_plots
 from pipeline.evaluation.scoring import (
-    ScoringProgress,
     check_scoring_resources,
     collect_scores,
     decide,
@@ -85,7 +85,7 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
         [run.prepared_split(split).path for split in SPLITS], filesystem=run.fs, include_paths=True
     )
     total = sum(int(stats["documents"][split]) for split in SPLITS)
-    with ScoringProgress(total, "evaluate") as progress:
+    with RowProgress(total, "evaluate") as progress:
         scored_both = score_dataset(
             both.select_columns(["id", "text", "labels", "path"]),
             run.model.address,  # scoring actors need not share the driver's working directory

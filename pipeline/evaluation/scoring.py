@@ -11,8 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-import threading
-import time
 from typing import Any
 
 import numpy as np
@@ -26,9 +24,6 @@ from pipeline.core.config import EvaluateSection, StorageSection
 from pipeline.core.storage import download_dir, locate
 
 log = logging.getLogger(__name__)
-
-#: Seconds between progress lines while rows are scored (evaluate, predict).
-PROGRESS_INTERVAL_S = 30.0
 
 
 class Scorer:
@@ -60,7 +55,7 @@ class Scorer:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         scores = self.model.predict_scores(list(batch["text"]), batch_size=self.batch_size)
-        if self.counter is not None:  # fire and forget: the driver reads the total (ScoringProgress)
+        if self.counter is not None:  # fire and forget: the driver reads the total (RowProgress)
             self.counter.add.remote(len(scores))
         # Label lists arrive as object arrays of arrays; plain lists keep them a list<string> column.
         out = {
@@ -83,7 +78,7 @@ def score_dataset(
     """Add a `scores` column (float32 [C] per row); keeps every other column except `text`.
 
     `settings`: the scoring actors (`concurrency`, `cpus_per_actor`, `gpus_per_actor`) and `batch_size`;
-    `counter`: `ScoringProgress.counter`, to which each actor adds the rows of every batch it scored.
+    `counter`: `pipeline.core.progress.RowProgress.counter`, to which each actor adds the rows it scored.
     """
     e = settings or EvaluateSection()
     return ds.map_batches(
@@ -156,63 +151,6 @@ def collect_scores(
             raise RuntimeError(f"collect_scores: read {at} rows of a dataset of {rows}")
         return y, out
     return y, (np.concatenate(ss) if ss else np.zeros((0, c), np.float32))
-
-
-@ray.remote(num_cpus=0)
-class _RowCounter:
-    """Rows the scoring actors have scored so far, for progress lines on the driver."""
-
-    def __init__(self) -> None:
-        self.rows = 0
-
-    def add(self, n: int) -> None:
-        self.rows += n
-
-    def get(self) -> int:
-        return self.rows
-
-
-class ScoringProgress:
-    """Rows scored / total, elapsed time and rate, logged by the driver every `interval` seconds while a
-    scoring pass runs (`with ScoringProgress(...) as p: score_dataset(..., counter=p.counter)...`).
-
-    Counted per batch by the actors, not per finished block on the driver: an input block (a Parquet
-    file) can take minutes to score on CPUs, and a count of finished blocks would stand still that long.
-    Printed by the driver, so it is one line for the whole pass however many actors score.
-    """
-
-    def __init__(self, total: int, what: str, interval: float = PROGRESS_INTERVAL_S) -> None:
-        self.total, self.what, self.interval = total, what, interval
-        self.counter = _RowCounter.remote()
-        self.t0 = time.perf_counter()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="predict-progress", daemon=True)
-
-    def __enter__(self) -> ScoringProgress:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-        ray.kill(self.counter)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                done = int(ray.get(self.counter.get.remote(), timeout=10))
-            except Exception:  # progress is best effort; scoring goes on regardless
-                continue
-            elapsed = time.perf_counter() - self.t0
-            log.info(
-                "%s: %d / %d rows scored (%.0f%%) in %.0fs, %.1f rows/s",
-                self.what,
-                done,
-                self.total,
-                100.0 * done / max(self.total, 1),
-                elapsed,
-                done / elapsed if elapsed > 0 else 0.0,
-            )
 
 
 def check_scoring_resources(

@@ -174,7 +174,7 @@ def fitted_features(cfg: ModelConfig | Mapping[str, Any]) -> tuple[str, list[Any
     if cfg.kind == LEXICAL:
         return "features", ["lexical", cfg.lexical]
     if cfg.kind in (FROZEN, COMBINED):  # the encoder is kept with the run too: resumed runs embed alike
-        return "features", [cfg.kind, cfg.to_dict()]
+        return "features", [cfg.kind, {k: v for k, v in cfg.to_dict().items() if k != "dropout"}]
     if cfg.encoder == TINY_BERT:  # the folder and key of runs made before model kinds existed: they resume
         return "tokenizer", [cfg.vocab_size, cfg.lowercase]
     return None

@@ -19,13 +19,14 @@ import ray.data
 from pipeline.core.config import Config
 from pipeline.core.errors import InputError
 from pipeline.core.layout import MODEL_DESCRIBING_KEYS, RunLayout
+from pipeline.core.progress import RowProgress
 from pipeline.core.storage import (
     Location,
     locate,
     staged_dir,
     write_json,
 )
-from pipeline.evaluation.scoring import ScoringProgress, check_scoring_resources, decide, score_dataset
+from pipeline.evaluation.scoring import check_scoring_resources, decide, score_dataset
 from pipeline.serving.inputs import _canonical, check_rows, discover_input, listed
 from pipeline.serving.registry import choose_model
 
@@ -168,7 +169,7 @@ def run_predict(cfg: Config) -> dict[str, Any]:
     fitted = choice.fitted
     schema = output_schema(inp.id_type, inp.has_labels)
     t_score = time.perf_counter()
-    with ScoringProgress(inp.rows, "predict") as progress:
+    with RowProgress(inp.rows, "predict") as progress:
         scored = score_dataset(
             ds,
             choice.model.address,  # scoring actors need not share the driver's working directory

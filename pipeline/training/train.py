@@ -30,6 +30,7 @@ from ray.train.torch import TorchTrainer
 from pipeline.core.config import Config
 from pipeline.core.errors import InputError
 from pipeline.core.layout import RunLayout
+from pipeline.core.progress import RowProgress
 from pipeline.core.resources import cluster_plan
 from pipeline.core.storage import Location, download_dir, read_bytes, read_json, upload_dir
 from pipeline.data.labels import csr_from_arrow, padded_indices, row_width
@@ -74,21 +75,26 @@ class EncodeBatch:
     """map_batches (pyarrow): text -> the featurizer's fixed-width columns; labels -> their indices padded to
     `width` (`label_idx`): the multi-hot targets are built per training batch, never for the whole split."""
 
-    def __init__(self, featurizer: Any, labels: list[str], width: int) -> None:
+    def __init__(self, featurizer: Any, labels: list[str], width: int, counter: Any = None) -> None:
         self.featurizer = featurizer
         self.labels, self.width = labels, width
+        self.counter = counter
 
     def __call__(self, table: pa.Table) -> dict[str, np.ndarray]:
         out = self.featurizer.encode(table.column("text").to_pylist())
+        if self.counter is not None:  # fire and forget: the driver prints the total (RowProgress)
+            self.counter.add.remote(table.num_rows)
         # Zero-shot labels (validation only, outside the train vocabulary) have no output to train: skipped.
         y = csr_from_arrow(table.column("labels"), self.labels, ignore_unknown=True)
         out["label_idx"] = padded_indices(y, self.width)
         return out
 
 
-def encode_dataset(ds: ray.data.Dataset, featurizer: Any, labels: list[str], width: int) -> ray.data.Dataset:
+def encode_dataset(
+    ds: ray.data.Dataset, featurizer: Any, labels: list[str], width: int, counter: Any = None
+) -> ray.data.Dataset:
     return ds.map_batches(
-        EncodeBatch(featurizer, labels, width), batch_format="pyarrow", batch_size=256
+        EncodeBatch(featurizer, labels, width, counter), batch_format="pyarrow", batch_size=256
     ).select_columns([*featurizer.columns, "label_idx"])
 
 
@@ -182,12 +188,18 @@ def with_datasets(cfg: Config, inputs: TrainInputs) -> TrainInputs:
     """`inputs` with the featurised, materialised train / validation datasets: the slow part of
     `build_inputs` (seconds of worker start-up even for a small split), so run_train does it only when it
     will fit."""
-    datasets = {
-        split: encode_dataset(
-            read_prepared(inputs.run, split), inputs.featurizer, inputs.labels, inputs.label_width
-        ).materialize()
-        for split in ("train", "validation")
-    }
+    stats = read_json(inputs.run.label_stats)
+    datasets = {}
+    for split in ("train", "validation"):
+        # A frozen encoder embeds each split once here: tens of minutes on CPUs, so progress lines.
+        with RowProgress(stats["documents"][split], f"featurising {split}", verb="done") as progress:
+            datasets[split] = encode_dataset(
+                read_prepared(inputs.run, split),
+                inputs.featurizer,
+                inputs.labels,
+                inputs.label_width,
+                progress.counter,
+            ).materialize()
     return replace(inputs, datasets=datasets)
 
 
