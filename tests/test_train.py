@@ -208,7 +208,9 @@ def test_lexical_kind_trains_in_a_worker_and_exports_a_model_that_predicts(prepa
     assert hist[-1]["train_loss"] < 0.7 * hist[0]["train_loss"]
     run = prepared / "lex"
     assert {p.name for p in (run / "model").iterdir()} == {"model_config.json", VECTORIZER_FILE, WEIGHTS_FILE}
-    assert (run / "features" / VECTORIZER_FILE).is_file() and not (run / "tokenizer").exists()
+    assert len(list((run / "features").glob(f"*/{VECTORIZER_FILE}"))) == 1
+    assert not (run / "tokenizer").exists()
+    assert len(list((run / "features" / "splits").glob("*/done.json"))) == 1
 
     loaded = load_model(run / "model")
     assert loaded.kind == "lexical"
@@ -244,7 +246,8 @@ def test_combined_kind_mixes_two_branches_chosen_on_validation(prepared, monkeyp
     caplog.set_level(logging.INFO, logger="pipeline.core.progress")
     _fresh_run(prepared, "comb")
     over = ["model.kind=combined", "model.chunks=2", "model.lexical.min_df=1", "train.lr=5e-2"]
-    cfg = _cfg(prepared, "comb", "train.num_workers=1", "train.epochs=4", "train.cpus_per_worker=0.5", *over)
+    cfg_over = ["train.num_workers=1", "train.epochs=4", "train.cpus_per_worker=0.5", *over]
+    cfg = _cfg(prepared, "comb", *cfg_over)
     hist = run_train(cfg)["history"]
     lines = [r.getMessage() for r in caplog.records]
     assert any("featurising train:" in line and "rows done" in line for line in lines), lines
@@ -256,7 +259,7 @@ def test_combined_kind_mixes_two_branches_chosen_on_validation(prepared, monkeyp
     assert hist[-1]["train_loss"] < 0.7 * hist[0]["train_loss"]
 
     run = prepared / "comb"
-    assert (run / "model" / WEIGHTS_FILE).is_file() and (run / "features" / "encoder").is_dir()
+    assert (run / "model" / WEIGHTS_FILE).is_file() and len(list((run / "features").glob("*/encoder"))) == 1
     loaded = load_model(run / "model")
     best = max(hist, key=lambda h: h["val_tuned_macro_f1"])
     assert loaded.kind == "combined" and float(loaded.model.mix) == pytest.approx(best["mix"])
@@ -270,6 +273,20 @@ def test_combined_kind_mixes_two_branches_chosen_on_validation(prepared, monkeyp
     with torch.no_grad():
         direct = torch.sigmoid(model(**feats)).numpy()
     np.testing.assert_allclose(loaded.predict_scores(texts), direct, atol=1e-6)
+
+    # A second run on a copy of the same prepared data and features (another loss) reads the featurised
+    # splits the first one cached instead of embedding them again.
+    from pipeline.training import train as train_module
+
+    def no_featurising(*args, **kwargs):
+        raise AssertionError("featurised the splits again")
+
+    other = prepared / "comb-bce"
+    _fresh_run(prepared, "comb-bce")
+    shutil.copytree(run / "features", other / "features")
+    monkeypatch.setattr(train_module, "encode_dataset", no_featurising)
+    again = run_train(_cfg(prepared, "comb-bce", "loss.name=bce", *cfg_over))["history"]
+    assert len(again) == 4 and again[-1]["train_loss"] < again[0]["train_loss"]
 
 
 def test_infeasible_request_fails_fast(prepared):

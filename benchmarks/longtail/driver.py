@@ -23,7 +23,7 @@ from benchmarks.common.paths import RESULTS, ROOT
 from benchmarks.common.provenance import git_sha, run_header, utc_now
 from benchmarks.common.ray_session import benchmark_ray
 from benchmarks.common.results import write_json
-from benchmarks.common.runs import copy_prepared
+from benchmarks.common.runs import copy_prepared, share_features
 from benchmarks.corpora import data_root
 from benchmarks.longtail.peers import PEERS, SplitText, pecos_version, peer_row, peer_unavailable, tfidf
 
@@ -142,9 +142,8 @@ def own_row(bench: Bench, work: Path, corpora: Path, row: str, overrides: list[s
         t0 = time.perf_counter()
         doc = run_evaluate(cfg)
         evaluate_seconds = time.perf_counter() - t0
-    # The featurizer is fitted once per dataset and settings: later rows find it in the shared folder.
-    if (run_dir / "features").exists() and not (work / bench.key / "base" / "features").exists():
-        shutil.copytree(run_dir / "features", work / bench.key / "base" / "features")
+    # Featurizers are fitted and splits featurised once per dataset and settings: later rows find them.
+    share_features(run_dir, work / bench.key / "base")
     out = flat_row(doc)
     out.update(
         device="gpu" if cfg.train.use_gpu else "cpu",

@@ -17,7 +17,7 @@ PROGRESS_INTERVAL_S = 30.0
 
 @ray.remote(num_cpus=0)
 class _RowCounter:
-    """Rows the scoring actors have scored so far, for progress lines on the driver."""
+    """Rows the tasks or actors have done so far, for progress lines on the driver."""
 
     def __init__(self) -> None:
         self.rows = 0
@@ -64,7 +64,7 @@ class RowProgress:
                 continue
             elapsed = time.perf_counter() - self.t0
             log.info(
-                "%s: %d / %d rows %s (%.0f%%) in %.0fs, %.1f rows/s",
+                "%s: %d / %d rows %s (%.0f%%) in %.0fs, %.1f rows/s%s",
                 self.what,
                 done,
                 self.total,
@@ -72,4 +72,5 @@ class RowProgress:
                 100.0 * done / max(self.total, 1),
                 elapsed,
                 done / elapsed if elapsed > 0 else 0.0,
+                f", ETA {(self.total - done) * elapsed / done:.0f}s" if 0 < done < self.total else "",
             )

@@ -1,7 +1,8 @@
 """The train stage on the driver: Ray Train (TorchTrainer, Train V2 API) over the prepared, featurised data.
 
 Read `label_stats.json`, fit or load the model kind's featurizer (`pipeline.modeling.model`), featurise in
-Ray Data, check the resource plan, choose the checkpoint to resume (`pipeline.training.checkpoints`), fit with
+Ray Data (or read the featurised splits a run with the same featurizer and data cached), check the resource
+plan, choose the checkpoint to resume (`pipeline.training.checkpoints`), fit with
 the loop of `pipeline.training.worker`, then write the best epoch's weights as a Ray-free `model/` folder.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import posixpath
 import shutil
 import signal
 import tempfile
@@ -32,7 +34,15 @@ from pipeline.core.errors import InputError
 from pipeline.core.layout import RunLayout
 from pipeline.core.progress import RowProgress
 from pipeline.core.resources import cluster_plan
-from pipeline.core.storage import Location, download_dir, read_bytes, read_json, upload_dir
+from pipeline.core.storage import (
+    Location,
+    download_dir,
+    read_bytes,
+    read_json,
+    staged_dir,
+    upload_dir,
+    write_json,
+)
 from pipeline.data.labels import csr_from_arrow, padded_indices, row_width
 from pipeline.modeling.losses import build_loss, estimate_mu
 from pipeline.modeling.model import (
@@ -107,8 +117,9 @@ def label_matrix(run: RunLayout, split: str, labels: list[str]) -> sp.csr_matrix
 
 def make_featurizer(cfg: Config, run: RunLayout, stats: dict) -> Any:
     """The model kind's featurizer. What a kind learns from the training texts (tiny-bert's WordPiece
-    vocabulary, the lexical vocabulary and idf) is streamed from storage (never all held on the driver at
-    once), saved under the run (`<run>/tokenizer/`, `<run>/features/`) and reused while the training data and
+    vocabulary, the lexical vocabulary and idf; the frozen kinds keep their encoder with it) is streamed from
+    storage (never all held on the driver at once), saved under the run (`<run>/tokenizer/`, or
+    `<run>/features/<key>/`, one folder per kind and settings) and reused while the training data and
     settings are the same, so a resumed run sees the features its checkpoints were trained with (training a
     WordPiece vocabulary twice on the same texts gave 791 and 792 tokens here)."""
     model_cfg = ModelConfig.from_any(cfg.model.model_dump(exclude={"init_bias_from_priors"}))
@@ -118,7 +129,8 @@ def make_featurizer(cfg: Config, run: RunLayout, stats: dict) -> Any:
     name, settings = cached
     key_parts = [stats["documents"], stats["label_counts"], *settings]
     key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:16]
-    folder = run.join(name)
+    # The tokenizer folder keeps the layout of runs made before model kinds existed, so they resume.
+    folder = run.join(name) if name == "tokenizer" else run.join(name, key)
     marker = folder.join("data_key.txt")
     if marker.exists() and read_bytes(marker).decode() == key:
         with tempfile.TemporaryDirectory() as d:
@@ -143,6 +155,7 @@ def make_featurizer(cfg: Config, run: RunLayout, stats: dict) -> Any:
 
 
 REBALANCED = {"db", "r-fl", "db-0fl"}
+SPLITS = ("train", "validation")
 
 
 @dataclass
@@ -188,19 +201,58 @@ def with_datasets(cfg: Config, inputs: TrainInputs) -> TrainInputs:
     """`inputs` with the featurised, materialised train / validation datasets: the slow part of
     `build_inputs` (seconds of worker start-up even for a small split), so run_train does it only when it
     will fit."""
-    stats = read_json(inputs.run.label_stats)
-    datasets = {}
-    for split in ("train", "validation"):
-        # A frozen encoder embeds each split once here: tens of minutes on CPUs, so progress lines.
+    return replace(inputs, datasets=featurised_splits(inputs))
+
+
+#: Rows per block of the split being featurised: a split is often one Parquet file, read as one block, and a
+#: map over one block runs in one task, emitting nothing until it ends (Ray Data 2.60 gives up on a dataset
+#: after 1,800 s without output; a frozen MiniLM took 22 minutes over EURLEX57K's 45,000 training documents).
+FEATURISE_BLOCK_ROWS = 2048
+
+
+def featurised_key(inputs: TrainInputs) -> str:
+    """What the featurised splits depend on: the featurizer, the label vocabulary and index width, and the
+    prepared files (names and sizes; a run given another run's prepared copy shares its cache)."""
+    files = {
+        split: [
+            (posixpath.basename(i.path), i.size)
+            for i in inputs.run.fs.get_file_info(inputs.run.prepared_split(split).files(".parquet"))
+        ]
+        for split in SPLITS
+    }
+    blob = json.dumps([inputs.featurizer.digest(), inputs.labels, inputs.label_width, files], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def featurised_splits(inputs: TrainInputs) -> dict[str, ray.data.Dataset]:
+    """The featurised, materialised train and validation splits: read from `<run>/features/splits/<key>/`
+    when this featurizer already featurised this data, else computed on Ray Data (progress lines every 30 s)
+    and written there (each split whole, `done.json` last), so a retrain, a resumed run or a second loss on
+    the same data skips the work: a frozen encoder's embedding pass is most of a CPU run."""
+    run = inputs.run
+    folder = run.join("features", "splits", featurised_key(inputs))
+    if folder.join("done.json").exists():
+        log.info("featurised splits: reusing %s", folder.uri)
+        return {
+            split: ray.data.read_parquet(folder.join(split).path, filesystem=run.fs).materialize()
+            for split in SPLITS
+        }
+    stats = read_json(run.label_stats)
+    datasets, t0 = {}, time.perf_counter()
+    for split in SPLITS:
         with RowProgress(stats["documents"][split], f"featurising {split}", verb="done") as progress:
+            source = read_prepared(run, split).repartition(target_num_rows_per_block=FEATURISE_BLOCK_ROWS)
             datasets[split] = encode_dataset(
-                read_prepared(inputs.run, split),
-                inputs.featurizer,
-                inputs.labels,
-                inputs.label_width,
-                progress.counter,
+                source, inputs.featurizer, inputs.labels, inputs.label_width, progress.counter
             ).materialize()
-    return replace(inputs, datasets=datasets)
+        with staged_dir(folder.join(split)) as stage:
+            datasets[split].write_parquet(stage.path, filesystem=stage.fs)
+    seconds = round(time.perf_counter() - t0, 1)
+    write_json(
+        folder.join("done.json"), {"rows": {k: v.count() for k, v in datasets.items()}, "seconds": seconds}
+    )
+    log.info("featurised train and validation in %.0fs, cached at %s", seconds, folder.uri)
+    return datasets
 
 
 def resolved_loss_params(name: str, params: dict[str, Any], inputs: TrainInputs) -> dict[str, Any]:
