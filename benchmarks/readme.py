@@ -107,9 +107,9 @@ SPECS = {
     "rows": "test-oracle macro-F1@oracle_macro_f1 | macro-F1 at 0.5@test_at_0.5/macro_f1 | labels with F1 >"
     " 0@labels_with_f1_gt_0/overall",
     "targets": "dataset@dataset | target@target | value@_value | row@row | met@met",
-    "longtail": "row@row | device@device | micro-F1@micro_f1 | macro-F1@macro_f1 | tail F1@tail_f1 | macro "
-    "AP@macro_ap | P at 1@p_at_1 | P at 5@p_at_5 | nDCG at 5@ndcg_at_5 | PSP at 5@psp_at_5 | predicted : "
-    "true@predicted_to_true~2 | train s@train_seconds~0 | peak RSS (MB)@peak_rss_mb~0",
+    "longtail": "row@row | seed@seed | device@device | micro-F1@micro_f1 | macro-F1@macro_f1 | tail F1@"
+    "tail_f1 | macro AP@macro_ap | P at 1@p_at_1 | P at 5@p_at_5 | nDCG at 5@ndcg_at_5 | PSP at 5@psp_at_5 | "
+    "predicted : true@predicted_to_true~2 | train s@train_seconds~0 | peak RSS (MB)@peak_rss_mb~0",
     "finetune": f"loss@loss | {F1} | {F1G} | macro-F1 at 0.5@test_at_0.5/macro_f1 | labels with F1 > 0@"
     f"labels_with_f1_gt_0 | {FT} | evaluate s@evaluate_seconds~0",
     "combined": f"row@_row | {F1} | {F1G} | {FT}",

@@ -33,6 +33,16 @@ def test_bench_section_is_checked(tmp_path):
     path.write_text("bench: {}\n")
     with pytest.raises(ValueError, match="both empty"):
         driver.load_bench(path)
+    path.write_text("bench:\n  rows: {a: []}\n  seeds: [0, 1, 0]\n")
+    with pytest.raises(ValueError, match="repeats a seed"):
+        driver.load_bench(path)
+    path.write_text("bench:\n  rows: {a: []}\nrun: {seed: 3}\n")
+    bench = driver.load_bench(path)
+    assert (
+        bench.seeds == [3]
+        and driver.run_name(bench, "a", 3) == "a"
+        and driver.run_name(bench, "a", 4) == "a-seed4"
+    )
 
 
 def test_flat_row_takes_the_reports_figures():
@@ -68,16 +78,27 @@ def test_smoke_run_writes_a_flat_row_per_model_and_peer(ray_session, tmp_path):
     out = tmp_path / "longtail.json"
     doc = driver.main(["--smoke", "--out", str(out), "--work-dir", str(tmp_path / "work")])
     assert json.loads(out.read_text())["complete"] is True
-    rows = {r["row"]: r for r in doc["rows"]}
-    assert list(rows) == ["db-sparse", "bce-sparse", *peers.PEERS]
-    for r in rows.values():
+    # Own rows once per seed of bench.seeds (0, 1), peers once.
+    assert [(r["row"], r["seed"]) for r in doc["rows"]] == [
+        ("db-sparse", 0),
+        ("db-sparse", 1),
+        ("bce-sparse", 0),
+        ("bce-sparse", 1),
+        *((p, 0) for p in peers.PEERS),
+    ]
+    assert (tmp_path / "work" / "smoke" / "db-sparse-seed1" / "model").is_dir()
+    rows = {r["row"]: r for r in doc["rows"] if r["seed"] == 0}
+    for r in doc["rows"]:
         assert list(r)[: len(driver.FIELDS)] == list(driver.FIELDS)
-        assert r["dataset"] == "smoke" and r["device"] == "cpu" and r["seed"] == 0
+        assert r["dataset"] == "smoke" and r["device"] == "cpu"
         for key in ("micro_f1", "macro_f1", "macro_ap", "p_at_1", "p_at_5", "ndcg_at_5", "psp_at_5"):
             assert 0.0 <= r[key] <= 1.0, (r["row"], key, r[key])
         assert r["train_seconds"] >= 0 and r["peak_rss_mb"] > 0
     # The synthetic labels follow their words: every model ranks far above chance (12 labels).
     assert all(r["p_at_1"] > 0.5 for r in rows.values()), {k: r["p_at_1"] for k, r in rows.items()}
     assert rows["db-sparse"]["settings"]["kind"] == "lexical"
-    # The TF-IDF features were fitted once and shared by the second row.
-    assert (tmp_path / "work" / "smoke" / "base" / "features").is_dir()
+    # The TF-IDF features were fitted and the splits featurised once, then shared by the later rows.
+    shared = tmp_path / "work" / "smoke" / "base" / "features"
+    assert (
+        len(list(shared.glob("*/vectorizer.json"))) == 1 and len(list(shared.glob("splits/*/done.json"))) == 1
+    )

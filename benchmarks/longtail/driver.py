@@ -28,7 +28,7 @@ from benchmarks.corpora import data_root
 from benchmarks.longtail.peers import PEERS, SplitText, pecos_version, peer_row, peer_unavailable, tfidf
 
 CONFIGS = ROOT / "benchmarks" / "configs" / "longtail"
-DATASETS = ("eurlex57k",)
+DATASETS = ("eurlex57k", "reuters21578")
 SMOKE = "smoke"
 DEFAULT_OUT = RESULTS / "longtail.json"
 VERSIONED = (
@@ -71,12 +71,14 @@ class Bench:
     pipeline: dict[str, Any]
     rows: dict[str, list[str]]
     peers: list[str]
+    #: Seeds every own row runs with (`bench.seeds`; default: the config's run.seed).
+    seeds: list[int]
 
 
 def load_bench(path: Path) -> Bench:
     raw = yaml.safe_load(path.read_text()) or {}
     bench = raw.pop("bench", None) or {}
-    unknown = sorted(set(bench) - {"dataset", "rows", "peers"})
+    unknown = sorted(set(bench) - {"dataset", "rows", "peers", "seeds"})
     if unknown:
         raise ValueError(f"{path}: unknown keys in bench: {unknown}")
     rows = {str(k): [str(s) for s in (v or [])] for k, v in (bench.get("rows") or {}).items()}
@@ -85,7 +87,11 @@ def load_bench(path: Path) -> Bench:
         peer_unavailable(p)  # an unknown name fails here, before any work
     if not rows and not peers:
         raise ValueError(f"{path}: bench.rows and bench.peers are both empty")
-    return Bench(path.stem, bench.get("dataset"), raw, rows, peers)
+    seed = int((raw.get("run") or {}).get("seed", 0))
+    seeds = [int(x) for x in bench.get("seeds") or [seed]]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"{path}: bench.seeds repeats a seed: {seeds}")
+    return Bench(path.stem, bench.get("dataset"), raw, rows, peers, seeds)
 
 
 def row_config(bench: Bench, work: Path, corpora: Path, name: str, overrides: list[str]) -> Any:
@@ -126,13 +132,21 @@ def stamp() -> dict[str, Any]:
     return {"git_sha": STARTED_AT_SHA, "measured": utc_now()}
 
 
-def own_row(bench: Bench, work: Path, corpora: Path, row: str, overrides: list[str]) -> dict[str, Any]:
+def run_name(bench: Bench, row: str, seed: int) -> str:
+    """The row's run folder: the row's name, with the seed unless it is the config's run.seed."""
+    return row if seed == int((bench.pipeline.get("run") or {}).get("seed", 0)) else f"{row}-seed{seed}"
+
+
+def own_row(
+    bench: Bench, work: Path, corpora: Path, row: str, overrides: list[str], seed: int
+) -> dict[str, Any]:
     """Train and evaluate one row in a run of its own that shares the dataset's prepared splits."""
     from pipeline.evaluation.evaluate import run_evaluate
     from pipeline.training.train import run_train
 
-    cfg = row_config(bench, work, corpora, row, overrides)
-    run_dir = work / bench.key / row
+    name = run_name(bench, row, seed)
+    cfg = row_config(bench, work, corpora, name, [*overrides, f"run.seed={seed}"])
+    run_dir = work / bench.key / name
     if not (run_dir / "label_stats.json").exists():
         copy_prepared(work / bench.key / "base", run_dir)
     with PeakRSS() as rss:
@@ -177,11 +191,11 @@ def run_dataset(bench: Bench, work: Path, corpora: Path, only: set[str] | None) 
     for row, overrides in bench.rows.items():
         if only and row not in only:
             continue
-        log.info("%s %s: training and evaluating", bench.key, row)
-        rows.append(
-            {"dataset": bench.key, "row": row, **own_row(bench, work, corpora, row, overrides), **stamp()}
-        )
-        log.info("%s", rows[-1])
+        for seed in bench.seeds:
+            log.info("%s %s seed %d: training and evaluating", bench.key, row, seed)
+            result = own_row(bench, work, corpora, row, overrides, seed)
+            rows.append({"dataset": bench.key, "row": row, **result, **stamp()})
+            log.info("%s", rows[-1])
     peers = [p for p in bench.peers if not only or p in only]
     if peers:
         from pipeline.core.layout import RunLayout
@@ -239,12 +253,14 @@ def run_dataset(bench: Bench, work: Path, corpora: Path, only: set[str] | None) 
             "prepare_seconds": prepare_seconds,
             "config": bench.pipeline,
             "rows": bench.rows,
+            "seeds": bench.seeds,
         },
     }
 
 
 def _same(row: dict[str, Any], new: list[dict[str, Any]]) -> bool:
-    return any((row["dataset"], row["row"]) == (r["dataset"], r["row"]) for r in new)
+    key = (row["dataset"], row["row"], row.get("seed"))
+    return any(key == (r["dataset"], r["row"], r.get("seed")) for r in new)
 
 
 def _kept_rows(out: Path, only: set[str], names: list[str]) -> list[dict[str, Any]]:
