@@ -19,7 +19,7 @@ from pipeline.core.config import load_config
 from pipeline.core.errors import ResourceError
 from pipeline.core.resources import plan_training
 from pipeline.data.prepare import run_prepare
-from pipeline.training.checkpoints import STATE_FILE
+from pipeline.training.checkpoints import STATE_FILE, read_state
 from pipeline.training.train import run_train
 from tests.conftest import ray_temp_dir
 from tests.train_callbacks import FailOnce
@@ -111,7 +111,7 @@ def test_gpu_worker_trains_at_each_precision(prepared, precision):
     assert all(np.isfinite(h["train_loss"]) and np.isfinite(h["val_loss"]) for h in hist)
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]
     latest = sorted(c for c in (prepared / name / "checkpoints").glob("checkpoint_*") if c.is_dir())[-1]
-    scaler = torch.load(latest / STATE_FILE, weights_only=False)["scaler"]
+    scaler = read_state(latest / STATE_FILE)["scaler"]
     fp16 = precision == "fp16" or (precision == "auto" and not torch.cuda.is_bf16_supported())
     assert bool(scaler) == fp16, scaler
 
@@ -136,7 +136,7 @@ def test_one_worker_resumes_after_a_kill_and_its_model_reloads_without_ray(prepa
         run_train(cfg, callbacks=[FailOnce(epoch=1, marker=str(tmp_path / "failed"))])
     first = sorted(c for c in (run / "checkpoints").glob("checkpoint_*") if c.is_dir())
     assert len(first) == 1  # epoch 0 was checkpointed before the kill
-    epoch0 = torch.load(first[0] / STATE_FILE, weights_only=False)["state"]["history"][0]
+    epoch0 = read_state(first[0] / STATE_FILE)["state"]["history"][0]
 
     hist = run_train(cfg)["history"]  # same name: resumes
     assert [h["epoch"] for h in hist] == [0, 1, 2]
@@ -176,7 +176,7 @@ def test_one_worker_resumes_after_a_kill_and_its_model_reloads_without_ray(prepa
     # The same scores from the best weights stored in the latest checkpoint.
     from pipeline.modeling.model import ModelConfig, build_model, load_model
 
-    saved = torch.load(checkpoints[-1] / STATE_FILE, weights_only=False)
+    saved = read_state(checkpoints[-1] / STATE_FILE)
     tokenizer = load_model(run / "model").tokenizer
     model = build_model(ModelConfig.from_any(model_cfg["model"]), len(model_cfg["labels"]), tokenizer)
     model.load_state_dict(saved["best_weights"])
@@ -216,7 +216,7 @@ def test_lexical_kind_trains_in_a_worker_and_exports_a_model_that_predicts(prepa
     assert loaded.kind == "lexical"
     texts = ["w1 w2 alpha", "a different document with words", ""]
     checkpoint = sorted(c for c in (run / "checkpoints").glob("checkpoint_*") if c.is_dir())[-1]
-    saved = torch.load(checkpoint / STATE_FILE, weights_only=False)
+    saved = read_state(checkpoint / STATE_FILE)
     model = build_model(ModelConfig.from_any(loaded.config["model"]), len(loaded.labels), loaded.featurizer)
     model.load_state_dict(saved["best_weights"])
     feats = {k: torch.from_numpy(v) for k, v in loaded.featurizer.encode(texts).items()}
@@ -264,7 +264,7 @@ def test_combined_kind_mixes_two_branches_chosen_on_validation(prepared, monkeyp
     best = max(hist, key=lambda h: h["val_tuned_macro_f1"])
     assert loaded.kind == "combined" and float(loaded.model.mix) == pytest.approx(best["mix"])
     checkpoint = sorted(c for c in (run / "checkpoints").glob("checkpoint_*") if c.is_dir())[-1]
-    saved = torch.load(checkpoint / STATE_FILE, weights_only=False)
+    saved = read_state(checkpoint / STATE_FILE)
     model = build_model(ModelConfig.from_any(loaded.config["model"]), len(loaded.labels), loaded.featurizer)
     model.load_state_dict(saved["best_weights"])
     model.eval()
@@ -496,3 +496,35 @@ def test_resume_takes_the_newer_of_rays_record_and_the_newest_folder(tmp_path):
     assert newer_checkpoint(folder, rays).path == folder.path
     assert newer_checkpoint(rays, None).path == rays.path
     assert newer_checkpoint(None, None) is None
+
+
+class _RunsCode:
+    """A pickled object whose loading would run code: here, create a file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.path),))
+
+
+def test_a_checkpoint_holding_a_pickled_object_is_refused(tmp_path):
+    """Checkpoints are read as tensors and plain data: a state file with any other pickled object (anyone
+    who can write to the run's storage could plant one) is refused before its code runs."""
+    from ray.train import Checkpoint
+
+    from pipeline.core.errors import CheckpointError
+    from pipeline.training.checkpoints import load_state, save_state
+
+    good = tmp_path / "good"
+    good.mkdir()
+    save_state(good, {"model": {"w": torch.ones(2)}, "state": {"epoch": 1, "history": [{"f1": 0.5}]}}, {})
+    assert load_state(Checkpoint.from_directory(str(good)))["state"]["epoch"] == 1
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    marker = tmp_path / "code-ran"
+    torch.save({"model": {"w": torch.ones(2)}, "state": _RunsCode(str(marker))}, bad / STATE_FILE)
+    with pytest.raises(CheckpointError, match="refused: it holds objects other than tensors and plain data"):
+        load_state(Checkpoint.from_directory(str(bad)))
+    assert not marker.exists()

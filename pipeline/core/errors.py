@@ -17,3 +17,7 @@ class InputError(PipelineError, ValueError):
 
 class ResourceError(PipelineError, RuntimeError):
     """The request cannot be scheduled on this cluster."""
+
+
+class CheckpointError(PipelineError, RuntimeError):
+    """A checkpoint that may not be loaded: one holding pickled objects, which loading would run as code."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import posixpath
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import torch
 from ray.train import Checkpoint
 
 from pipeline.core.config import Config
+from pipeline.core.errors import CheckpointError
 from pipeline.core.storage import Location
 
 STATE_FILE = "state.pt"
@@ -47,10 +49,25 @@ def save_state(folder: Path, state: dict[str, Any], meta: dict[str, Any]) -> Non
     (folder / META_FILE).write_text(json.dumps(meta))
 
 
+def read_state(path: str | Path) -> dict[str, Any]:
+    """A state file written by `torch.save` (a checkpoint's `STATE_FILE`, a Tune trial's head), on the CPU.
+
+    Read with `weights_only=True`: tensors and plain data only. Anyone who can write to a run's storage prefix
+    could otherwise run code on every node that resumes from it (a pickled object's `__reduce__`).
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{path}: refused: it holds objects other than tensors and plain data, which loading would run "
+            f"as code ({str(e).splitlines()[0]})"
+        ) from None
+
+
 def load_state(checkpoint: Checkpoint) -> dict[str, Any]:
-    """A checkpoint's saved state, on the CPU."""
+    """A checkpoint's saved state, on the CPU (see :func:`read_state`)."""
     with checkpoint.as_directory() as d:
-        return torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+        return read_state(Path(d) / STATE_FILE)
 
 
 def checkpoint_meta(checkpoint: Checkpoint) -> dict[str, Any]:

@@ -81,6 +81,7 @@ def _head_trial(
     """One trial of the embeddings mode: the head alone, trained here on the cached features."""
     import torch
 
+    from pipeline.training.checkpoints import read_state
     from pipeline.training.embeddings import load_split
     from pipeline.training.head_train import train_head
 
@@ -93,7 +94,7 @@ def _head_trial(
     checkpoint = tune.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
-            resume = torch.load(Path(d) / "head.pt", weights_only=False)
+            resume = read_state(Path(d) / "head.pt")
 
     def report(epoch: int, metrics: dict[str, float], state: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as d:
