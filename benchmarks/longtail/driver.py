@@ -325,7 +325,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         # Ray gives a worker OMP_NUM_THREADS = floor(its CPUs): 1 for a 1.5-CPU training worker beside Ray
         # Data's 0.5. Torch in the worker and the scoring actor may use every core of this machine instead.
-        with benchmark_ray(args.num_cpus, env_defaults={"OMP_NUM_THREADS": str(args.num_cpus)}):
+        # log_to_driver: the training workers' progress lines (a row runs for up to an hour) reach this log.
+        with benchmark_ray(
+            args.num_cpus, env_defaults={"OMP_NUM_THREADS": str(args.num_cpus)}, log_to_driver=True
+        ):
             for bench in benches:
                 if bench.dataset is not None and not (corpora / bench.dataset).is_dir():
                     reason = f"{corpora / bench.dataset} is absent: dataset '{bench.key}' skipped"
