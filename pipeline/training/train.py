@@ -227,8 +227,9 @@ def featurised_key(inputs: TrainInputs) -> str:
 def featurised_splits(inputs: TrainInputs) -> dict[str, ray.data.Dataset]:
     """The featurised, materialised train and validation splits: read from `<run>/features/splits/<key>/`
     when this featurizer already featurised this data, else computed on Ray Data (progress lines every 30 s)
-    and written there (each split whole, `done.json` last), so a retrain, a resumed run or a second loss on
-    the same data skips the work: a frozen encoder's embedding pass is most of a CPU run."""
+    and written there (each split whole, `done.json` last), so a run resumed after a crash, or a new run
+    given a copy of this run's `prepared/` and `features/`, skips the work: a frozen encoder's embedding pass
+    is most of a CPU run."""
     run = inputs.run
     folder = run.join("features", "splits", featurised_key(inputs))
     if folder.join("done.json").exists():
