@@ -149,6 +149,18 @@ def moto_storage():
 
 #: A small encoder without early stopping, for every run that trains end to end in a few seconds on 2 CPUs;
 #: a module adds its own vocabulary size, layers, epochs and learning rate.
+#: Short EU-law sentences and their three labels: the model-kind tests' corpus (tests/test_lexical.py,
+#: tests/test_frozen.py).
+LAW_TEXTS = [
+    "the council adopted the regulation on fishing quotas",
+    "fishing quotas for the baltic sea are set by regulation",
+    "a directive on the protection of animals during transport",
+    "animals transport rules and the protection of welfare",
+    "customs duties on imports of steel products",
+    "steel imports and anti dumping duties",
+] * 3
+LAW_LABELS = ["fisheries", "animal welfare", "trade"]
+
 TINY_RUN = [
     "model.max_length=32",
     "model.hidden_size=64",

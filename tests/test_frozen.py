@@ -25,14 +25,9 @@ from pipeline.modeling.frozen import (
 from pipeline.modeling.lexical import VECTORIZER_FILE
 from pipeline.modeling.model import ModelConfig, build_model, fit_featurizer, load_model, save_model
 from pipeline.training.worker import epoch_metrics, mixed_epoch_metrics
+from tests.conftest import LAW_LABELS, LAW_TEXTS
 
-TEXTS = [
-    "the council adopted the regulation on fishing quotas",
-    "fishing quotas for the baltic sea are set by regulation",
-    "a directive on the protection of animals during transport",
-    "customs duties on imports of steel products",
-] * 3
-LABELS = ["fisheries", "animal welfare", "trade"]
+TEXTS, LABELS = LAW_TEXTS, LAW_LABELS
 
 
 def _cfg(**over) -> ModelConfig:

@@ -24,16 +24,9 @@ from pipeline.modeling.lexical import (
 )
 from pipeline.modeling.model import LEXICAL, ModelConfig, build_model, fit_featurizer, load_model, save_model
 from pipeline.training.checkpoints import fingerprint
+from tests.conftest import LAW_LABELS, LAW_TEXTS
 
-TEXTS = [
-    "the council adopted the regulation on fishing quotas",
-    "fishing quotas for the baltic sea are set by regulation",
-    "a directive on the protection of animals during transport",
-    "animals transport rules and the protection of welfare",
-    "customs duties on imports of steel products",
-    "steel imports and anti dumping duties",
-] * 3
-LABELS = ["fisheries", "animal welfare", "trade"]
+TEXTS, LABELS = LAW_TEXTS, LAW_LABELS
 
 
 def _featurizer(**over) -> TfidfFeaturizer:

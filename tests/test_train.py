@@ -51,6 +51,29 @@ def prepared(ray_session, tmp_path_factory) -> Path:
     return root
 
 
+def _validation_prevalence(stats: dict) -> float:
+    """Mean validation prevalence of the labels that occur there: a constant predictor's macro AP."""
+    n_val = stats["documents"]["validation"]
+    return float(
+        np.mean([c["validation"] / n_val for c in stats["label_counts"].values() if c["validation"]])
+    )
+
+
+def _export_and_best_weights_scores(run: Path, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of the exported model folder, and of the best weights in the run's latest checkpoint."""
+    from pipeline.modeling.model import ModelConfig, build_model, load_model
+
+    loaded = load_model(run / "model")
+    checkpoint = sorted(c for c in (run / "checkpoints").glob("checkpoint_*") if c.is_dir())[-1]
+    model = build_model(ModelConfig.from_any(loaded.config["model"]), len(loaded.labels), loaded.featurizer)
+    model.load_state_dict(read_state(checkpoint / STATE_FILE)["best_weights"])
+    model.eval()
+    feats = {k: torch.from_numpy(v) for k, v in loaded.featurizer.encode(texts).items()}
+    with torch.no_grad():
+        direct = torch.sigmoid(model(**feats)).numpy()
+    return loaded.predict_scores(texts), direct
+
+
 def _fresh_run(root: Path, name: str) -> None:
     """A new run that shares the prepared data of the module's base run."""
     dst = root / name
@@ -71,8 +94,7 @@ def test_in_process_loop_learns(prepared):
     assert all(0.0 <= h["input_wait_fraction"] < 1.0 for h in hist), [h["input_wait_fraction"] for h in hist]
     # A constant predictor's average precision on a label equals that label's prevalence.
     stats = json.loads((prepared / "inproc" / "label_stats.json").read_text())
-    n_val = stats["documents"]["validation"]
-    prevalence = np.mean([c["validation"] / n_val for c in stats["label_counts"].values() if c["validation"]])
+    prevalence = _validation_prevalence(stats)
     assert hist[-1]["val_macro_ap"] > prevalence + 0.2, (hist[-1]["val_macro_ap"], prevalence)
     assert (prepared / "inproc" / "model" / "model_config.json").is_file()
 
@@ -193,7 +215,7 @@ def test_lexical_kind_trains_in_a_worker_and_exports_a_model_that_predicts(prepa
     model learns, the exported folder scores as the best epoch's weights do, and a finished run re-exports
     without featurising again."""
     from pipeline.modeling.lexical import VECTORIZER_FILE, WEIGHTS_FILE
-    from pipeline.modeling.model import ModelConfig, build_model, load_model
+    from pipeline.modeling.model import load_model
     from pipeline.training import train as train_module
 
     _fresh_run(prepared, "lex")
@@ -202,8 +224,7 @@ def test_lexical_kind_trains_in_a_worker_and_exports_a_model_that_predicts(prepa
     out = run_train(cfg)
     hist = out["history"]
     stats = json.loads((prepared / "lex" / "label_stats.json").read_text())
-    n_val = stats["documents"]["validation"]
-    prevalence = np.mean([c["validation"] / n_val for c in stats["label_counts"].values() if c["validation"]])
+    prevalence = _validation_prevalence(stats)
     assert hist[-1]["val_macro_ap"] > prevalence + 0.3, (hist[-1]["val_macro_ap"], prevalence)
     assert hist[-1]["train_loss"] < 0.7 * hist[0]["train_loss"]
     run = prepared / "lex"
@@ -212,17 +233,11 @@ def test_lexical_kind_trains_in_a_worker_and_exports_a_model_that_predicts(prepa
     assert not (run / "tokenizer").exists()
     assert len(list((run / "features" / "splits").glob("*/done.json"))) == 1
 
-    loaded = load_model(run / "model")
-    assert loaded.kind == "lexical"
-    texts = ["w1 w2 alpha", "a different document with words", ""]
-    checkpoint = sorted(c for c in (run / "checkpoints").glob("checkpoint_*") if c.is_dir())[-1]
-    saved = read_state(checkpoint / STATE_FILE)
-    model = build_model(ModelConfig.from_any(loaded.config["model"]), len(loaded.labels), loaded.featurizer)
-    model.load_state_dict(saved["best_weights"])
-    feats = {k: torch.from_numpy(v) for k, v in loaded.featurizer.encode(texts).items()}
-    with torch.no_grad():
-        direct = torch.sigmoid(model(**feats)).numpy()
-    np.testing.assert_allclose(loaded.predict_scores(texts), direct, atol=1e-6)
+    assert load_model(run / "model").kind == "lexical"
+    exported, direct = _export_and_best_weights_scores(
+        run, ["w1 w2 alpha", "a different document with words", ""]
+    )
+    np.testing.assert_allclose(exported, direct, atol=1e-6)
 
     def no_featurising(*args, **kwargs):
         raise AssertionError("featurised the splits for a run that will not train")
@@ -240,7 +255,7 @@ def test_combined_kind_mixes_two_branches_chosen_on_validation(prepared, monkeyp
 
     from pipeline.core import progress
     from pipeline.modeling.frozen import MIX_GRID, WEIGHTS_FILE
-    from pipeline.modeling.model import ModelConfig, build_model, load_model
+    from pipeline.modeling.model import load_model
 
     monkeypatch.setattr(progress, "PROGRESS_INTERVAL_S", 0.05)
     caplog.set_level(logging.INFO, logger="pipeline.core.progress")
@@ -253,8 +268,7 @@ def test_combined_kind_mixes_two_branches_chosen_on_validation(prepared, monkeyp
     assert any("featurising train:" in line and "rows done" in line for line in lines), lines
     assert all(h["mix"] in MIX_GRID for h in hist)
     stats = json.loads((prepared / "comb" / "label_stats.json").read_text())
-    n_val = stats["documents"]["validation"]
-    prevalence = np.mean([c["validation"] / n_val for c in stats["label_counts"].values() if c["validation"]])
+    prevalence = _validation_prevalence(stats)
     assert hist[-1]["val_macro_ap"] > prevalence + 0.3, (hist[-1]["val_macro_ap"], prevalence)
     assert hist[-1]["train_loss"] < 0.7 * hist[0]["train_loss"]
 
@@ -263,16 +277,9 @@ def test_combined_kind_mixes_two_branches_chosen_on_validation(prepared, monkeyp
     loaded = load_model(run / "model")
     best = max(hist, key=lambda h: h["val_tuned_macro_f1"])
     assert loaded.kind == "combined" and float(loaded.model.mix) == pytest.approx(best["mix"])
-    checkpoint = sorted(c for c in (run / "checkpoints").glob("checkpoint_*") if c.is_dir())[-1]
-    saved = read_state(checkpoint / STATE_FILE)
-    model = build_model(ModelConfig.from_any(loaded.config["model"]), len(loaded.labels), loaded.featurizer)
-    model.load_state_dict(saved["best_weights"])
-    model.eval()
     texts = ["w1 w2 alpha", "a different document with words " * 20, ""]
-    feats = {k: torch.from_numpy(v) for k, v in loaded.featurizer.encode(texts).items()}
-    with torch.no_grad():
-        direct = torch.sigmoid(model(**feats)).numpy()
-    np.testing.assert_allclose(loaded.predict_scores(texts), direct, atol=1e-6)
+    exported, direct = _export_and_best_weights_scores(run, texts)
+    np.testing.assert_allclose(exported, direct, atol=1e-6)
 
     # A second run on a copy of the same prepared data and features (another loss) reads the featurised
     # splits the first one cached instead of embedding them again.

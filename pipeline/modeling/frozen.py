@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from torch.nn import functional as F
 
@@ -331,8 +331,8 @@ def load_frozen(folder: Path, combined: bool) -> tuple[nn.Module, Any]:
     """The model and featurizer of a folder written by :func:`save_frozen`."""
     from safetensors import safe_open
 
-    tensors = load_file(str(folder / WEIGHTS_FILE))
     with safe_open(str(folder / WEIGHTS_FILE), "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a mapping)
         dropout = float((f.metadata() or {}).get("dropout", 0.1))
     weight = tensors["embedding.weight"]  # [labels, hidden]
     if combined:
