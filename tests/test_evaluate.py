@@ -85,6 +85,29 @@ def test_thresholds_never_lose_to_global_on_validation(evaluated):
     assert thr["strategy"] == "per_label_with_fallback"
 
 
+def test_rare_labels_get_prior_matched_thresholds(evaluated):
+    from pipeline.evaluation.thresholds import prior_matched_thresholds
+
+    root, _, _ = evaluated
+    run = root / "db"
+    thr = json.loads((run / "thresholds.json").read_text())
+    stats = json.loads((run / "label_stats.json").read_text())
+    assert thr["parameters"]["fallback"] == "prior"
+    labels = [row["label"] for row in thr["labels"]]
+    prior = np.array([stats["label_counts"][lab]["train"] for lab in labels]) / stats["documents"]["train"]
+    val = pl.read_parquet(sorted((run / "predictions" / "validation").glob("*.parquet")))
+    expected = prior_matched_thresholds(np.stack(val["scores"].to_list()), prior)
+    rows = [(j, row) for j, row in enumerate(thr["labels"]) if row["label"] in thr["fallback_labels"]]
+    assert rows, "the fixture has no low-support label"
+    for j, row in rows:
+        if row["source"] == "prior":
+            assert row["threshold"] == pytest.approx(expected[j], abs=1e-7)
+        else:  # unseen in training, or sent back by the micro-F1 floor
+            assert row["threshold"] == thr["global_threshold"]
+            assert prior[j] == 0 or row["label"] in thr["reverted_labels"]
+    assert any(row["source"] == "prior" for _, row in rows)
+
+
 def test_compare_shows_both_runs(evaluated):
     root, cfg, _ = evaluated
     # A second run named bce with the db run's model (what compare renders does not depend on training).

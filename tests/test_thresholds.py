@@ -19,6 +19,7 @@ from pipeline.evaluation.thresholds import (
     best_f1_thresholds,
     best_global_threshold,
     fit_thresholds,
+    prior_matched_thresholds,
 )
 
 FAST = settings(max_examples=60, deadline=None)
@@ -171,6 +172,87 @@ def test_fallback_applies_exactly_to_low_support_labels() -> None:
     naive = fit_thresholds(y, s, labels, strategy="per_label", enforce_global_floor=False)
     assert naive.fallback_labels == ["s0"]
     assert fit_thresholds(y, s, labels, min_support=7).fallback_labels == ["s0", "s1", "s2", "s4", "s5", "s6"]
+
+
+def test_prior_matched_thresholds_by_hand() -> None:
+    s = np.array([[0.1, 0.5, 0.2], [0.9, 0.5, 0.2], [0.5, 0.2, 0.2], [0.3, 0.0, 0.2]])
+    # k = ceil(q * 4): 2 -> midpoint of the 2nd and 3rd largest; 1 (ties: both 0.5 kept); 4 -> the lowest.
+    np.testing.assert_allclose(prior_matched_thresholds(s, [0.5, 0.25, 1.0]), [0.4, 0.5, 0.2])
+    # q * n = 1.2 -> k = 2; a tiny prior still predicts the top document; exact multiples are not rounded up.
+    np.testing.assert_allclose(prior_matched_thresholds(s, [0.3, 1e-9, 0.75]), [0.4, 0.5, 0.2])
+    out = prior_matched_thresholds(s, [0.5, np.nan, 0.25], cols=[0, 1])
+    assert out[0] == pytest.approx(0.4) and np.isnan(out[1]) and np.isnan(out[2])
+    with pytest.raises(ValueError, match="shape"):
+        prior_matched_thresholds(s, [0.5, 0.5])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        prior_matched_thresholds(s, [0.5, 1.5, 0.1])
+
+
+@FAST
+@given(label_matrices(max_n=40), st.integers(0, 2**32 - 1), st.sampled_from([1, 2, 1024]))
+def test_prior_matched_thresholds_predict_k_documents(
+    data: tuple[NDArray, NDArray], seed: int, block: int
+) -> None:
+    _, s = data
+    n = s.shape[0]
+    q = np.random.default_rng(seed).random(s.shape[1])
+    t = prior_matched_thresholds(s, q, block=block)
+    for j in range(s.shape[1]):
+        k = max(1, int(np.ceil(q[j] * n - 1e-9)))
+        kth = np.sort(s[:, j])[::-1][k - 1]
+        # Exactly the documents scoring at least the k-th largest score are predicted (ties included).
+        np.testing.assert_array_equal(s[:, j] >= t[j], s[:, j] >= kth)
+
+
+def test_prior_fallback_replaces_the_global_threshold_of_low_support_labels() -> None:
+    rng = np.random.default_rng(5)
+    supports = [0, 1, 3, 6, 20]
+    n = 80
+    y = np.zeros((n, len(supports)), dtype=np.int8)
+    for j, k in enumerate(supports):
+        y[rng.choice(n, k, replace=False), j] = 1
+    s = np.clip(0.3 * y + rng.random(y.shape) * 0.6, 0, 1)
+    labels = [f"s{k}" for k in supports]
+    prior = np.array([0.0, 0.02, 0.05, 0.1, 0.25])
+    plain = fit_thresholds(y, s, labels, enforce_global_floor=False)
+    res = fit_thresholds(y, s, labels, fallback="prior", prior=prior, enforce_global_floor=False)
+    assert res.fallback == "prior" and res.fallback_labels == plain.fallback_labels == ["s0", "s1", "s3"]
+    expected = prior_matched_thresholds(s, prior)
+    # s0 has prior 0 (never seen in training): it keeps the global threshold.
+    assert res.source == ["global", "prior", "prior", "per_label", "per_label"]
+    assert res.thresholds[0] == res.global_threshold
+    np.testing.assert_array_equal(res.thresholds[1:3], expected[1:3])
+    np.testing.assert_array_equal(res.thresholds[3:], plain.thresholds[3:])
+    assert (res.apply(s)[:, 1] == 1).sum() == 2 and (res.apply(s)[:, 2] == 1).sum() == 4
+    back = ThresholdResult.from_json_dict(json.loads(json.dumps(res.to_json_dict())))
+    assert back.fallback == "prior" and back.source == res.source
+    # The global strategy has no low-support labels, so the prior changes nothing there.
+    glob = fit_thresholds(y, s, labels, strategy="global", fallback="prior", prior=prior)
+    assert glob.source == ["global"] * 5
+    with pytest.raises(ValueError, match="prior"):
+        fit_thresholds(y, s, labels, fallback="prior")
+    with pytest.raises(ValueError, match="shape"):
+        fit_thresholds(y, s, labels, fallback="prior", prior=prior[:2])
+    with pytest.raises(ValueError, match="fallback"):
+        fit_thresholds(y, s, labels, fallback="median")
+
+
+def test_prior_fallback_keeps_the_micro_f1_floor() -> None:
+    # "rare" has no validation positive and a prior that predicts 10 of 40 documents: 10 false positives,
+    # so the guard sends it back to the global threshold.
+    n = 40
+    y = np.zeros((n, 2), dtype=np.int8)
+    s = np.zeros((n, 2))
+    y[:20, 0] = 1
+    s[:, 0] = np.where(y[:, 0] == 1, 0.9, 0.1)
+    s[:, 1] = np.linspace(0.0, 0.4, n)
+    res = fit_thresholds(y, s, ["head", "rare"], fallback="prior", prior=np.array([0.5, 0.25]))
+    assert res.floor_action == "greedy_revert" and res.reverted_labels == ["rare"]
+    assert res.source == ["per_label", "global"]
+    off = fit_thresholds(
+        y, s, ["head", "rare"], fallback="prior", prior=np.array([0.5, 0.25]), enforce_global_floor=False
+    )
+    assert off.source == ["per_label", "prior"] and int(off.apply(s)[:, 1].sum()) == 10
 
 
 def test_shrinkage_formula() -> None:

@@ -16,10 +16,10 @@ them atomically to storage.
   {head, medium, tail}}, ``row_issues`` {issue: {by_split, total, examples}}, ``split`` (method, ratios, seed;
   null if absent).
 - ``thresholds``: summary of ``thresholds.json``: ``strategy``, ``decision_rule``, ``parameters``,
-  ``global_threshold``, ``sources`` {per_label | shrunk | global: number of labels}, ``fallback_labels`` and
-  ``reverted_labels`` (counts; the names are in ``thresholds.json``), ``floor_action``, ``validation``
-  {chosen | global | fixed_0.5: {micro_f1, macro_f1}} (validation F1 of the applied thresholds, of the single
-  global threshold and of 0.5).
+  ``global_threshold``, ``sources`` {per_label | shrunk | prior | global: number of labels},
+  ``fallback_labels`` and ``reverted_labels`` (counts; the names are in ``thresholds.json``),
+  ``floor_action``, ``validation`` {chosen | global | fixed_0.5: {micro_f1, macro_f1}} (validation F1 of the
+  applied thresholds, of the single global threshold and of 0.5).
 - ``overall``: test metrics of :func:`metrics.evaluate` (``micro_f1``, ``macro_f1``, ``macro_ap``,
   ``p_at_1``, ``labels_with_f1_gt_0``, ``n_positives``, ... ; null where undefined), over the training
   vocabulary, plus ``micro_f1_with_zero_shot`` and ``micro_recall_with_zero_shot``: the same micro figures

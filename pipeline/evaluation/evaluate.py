@@ -109,6 +109,8 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
         min_support=ecfg.min_support,
         shrinkage=ecfg.shrinkage,
         at_least_one=ecfg.at_least_one,
+        fallback=ecfg.fallback,
+        prior=train_counts / max(int(stats["documents"]["train"]), 1),
     )
     thr_doc = thr.to_json_dict()
     thr_doc["provenance"] = {"run": cfg.run.name, "fitted_on": "validation", "documents": y_val.shape[0]}

@@ -38,7 +38,7 @@ PLOTS: dict[str, str] = {
     "above 1).",
 }
 GROUP_COLOURS = {"head": "#1f77b4", "medium": "#ff7f0e", "tail": "#2ca02c"}
-SOURCE_COLOURS = {"per_label": "#1f77b4", "shrunk": "#9467bd", "global": "#7f7f7f"}
+SOURCE_COLOURS = {"per_label": "#1f77b4", "shrunk": "#9467bd", "prior": "#17becf", "global": "#7f7f7f"}
 
 
 def _png(fig: Any) -> bytes:

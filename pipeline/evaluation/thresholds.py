@@ -8,7 +8,9 @@ exactly and without a grid:
 
 - one global threshold maximising validation micro-F1 (the floor every strategy must match),
 - per-label thresholds maximising each label's validation F1,
-- a fallback (and optional shrinkage) to the global threshold for labels with little validation support,
+- a fallback for labels with little validation support: the global threshold, or a prior-matched one
+  (the label predicted for as many validation documents as its training prevalence implies),
+- optional shrinkage of per-label thresholds toward the global one,
 - a guard that reverts labels to the global threshold whenever the per-label thresholds would lose to it on
   validation micro-F1.
 
@@ -38,6 +40,8 @@ from pipeline.evaluation.metrics import (
 
 STRATEGIES: tuple[str, ...] = ("global", "per_label", "per_label_with_fallback")
 DEFAULT_STRATEGY = "per_label_with_fallback"
+FALLBACKS: tuple[str, ...] = ("global", "prior")
+DEFAULT_FALLBACK = "global"
 DEFAULT_MIN_SUPPORT = 5
 DEFAULT_SHRINKAGE = 0.0
 DECISION_RULE = "score >= threshold"
@@ -134,6 +138,56 @@ def best_global_threshold(y_true: Any, scores: ArrayLike) -> tuple[float, float]
     return _global_optimum(y, s)
 
 
+def prior_matched_thresholds(
+    scores: ArrayLike, prior: ArrayLike, cols: ArrayLike | None = None, block: int = 1024
+) -> NDArray[np.float64]:
+    """Thresholds that predict each label for as many documents as its prior prevalence implies.
+
+    For label j with prevalence ``q_j`` (e.g. training documents with j / training documents) over n
+    documents, the threshold is the k-th largest score of column j with ``k = max(1, ceil(q_j * n))``, placed
+    like :func:`best_f1_thresholds`'s (midpoint to the next lower distinct score). It needs no positive of
+    the label among the scored documents, which is why it suits labels too rare for an F1 optimum: a rare
+    label's scores sit below the global threshold on most models, so the global fallback never predicts it.
+
+    Parameters
+    ----------
+    scores : array of shape (n_samples, n_labels)
+    prior : array of shape (n_labels,)
+        Prevalence in [0, 1] per label; NaN for labels it is not defined for (their result is NaN).
+    cols : array of int, optional
+        Only these columns (others NaN); all by default.
+    block : int, default=1024
+        Columns sorted at once (bounds the memory: n_samples x block scores).
+
+    Returns
+    -------
+    ndarray of shape (n_labels,), NaN outside ``cols``, where the prior is NaN, or without documents.
+    """
+    s = np.asarray(scores)
+    q = np.asarray(prior, dtype=np.float64)
+    if s.ndim != 2 or q.shape != (s.shape[1],):
+        raise ValueError(f"prior must have shape ({s.shape[1] if s.ndim == 2 else '?'},), got {q.shape}")
+    if ((q < 0) | (q > 1)).any():
+        raise ValueError("prior prevalences must lie in [0, 1]")
+    n = s.shape[0]
+    out = np.full(s.shape[1], np.nan)
+    todo = np.arange(s.shape[1]) if cols is None else np.asarray(cols, dtype=np.intp)
+    todo = todo[np.isfinite(q[todo])]
+    if n == 0 or todo.size == 0:
+        return out
+    k = np.clip(np.ceil(q[todo] * n - 1e-9).astype(np.int64), 1, n)  # 1e-9: q * n = 3 exactly is 3, not 4
+    for a in range(0, todo.size, block):
+        c = todo[a : a + block]
+        srt = np.sort(s[:, c], axis=0).astype(np.float64)  # ascending; k-th largest at n - k
+        i = np.arange(c.size)
+        chosen = srt[n - k[a : a + block], i]
+        below = n - k[a : a + block] - 1
+        lower = np.where(below >= 0, srt[np.maximum(below, 0), i], np.nan)
+        mid = 0.5 * chosen + 0.5 * lower
+        out[c] = np.where(~np.isnan(lower) & (mid > lower), mid, chosen)
+    return out
+
+
 def _decide(s: NDArray[np.floating], t: NDArray[np.float64], at_least_one: bool) -> NDArray[np.bool_]:
     """Boolean ``s >= t`` (t float64, so float32 scores compare exactly), plus the "at least one" label."""
     pred = s >= t
@@ -215,11 +269,12 @@ class ThresholdResult:
     thresholds : the threshold applied per label.
     support : validation positives per label.
     f1 : validation F1 per label at the applied threshold.
-    source : per label ``"per_label"``, ``"global"`` or ``"shrunk"``.
+    source : per label ``"per_label"``, ``"global"``, ``"shrunk"`` or ``"prior"``.
     label_optimal_threshold, label_optimal_f1 : the unconstrained per-label optimum (NaN threshold: no
         positives), kept to show what the fallback and the micro-F1 guard gave up.
     global_threshold : the micro-F1-optimal single threshold.
-    fallback_labels : labels sent to the global threshold for low support (or no positives).
+    fallback : what low-support labels get: ``"global"`` or ``"prior"`` (:func:`prior_matched_thresholds`).
+    fallback_labels : labels with too little validation support for a threshold of their own.
     reverted_labels : labels sent back to the global threshold by the micro-F1 guard.
     floor_action : ``"none"``, ``"greedy_revert"`` or ``"wholesale_global"``.
     validation : validation micro/macro-F1 for ``chosen``, ``global`` and ``fixed_0.5`` thresholds.
@@ -238,6 +293,7 @@ class ThresholdResult:
     shrinkage: float
     at_least_one: bool
     enforce_global_floor: bool
+    fallback: str
     fallback_labels: list[str]
     reverted_labels: list[str]
     floor_action: str
@@ -262,6 +318,7 @@ class ThresholdResult:
                 "shrinkage": float(self.shrinkage),
                 "at_least_one": bool(self.at_least_one),
                 "enforce_global_floor": bool(self.enforce_global_floor),
+                "fallback": self.fallback,
             },
             "global_threshold": float(self.global_threshold),
             "labels": [
@@ -309,6 +366,7 @@ class ThresholdResult:
             shrinkage=float(params["shrinkage"]),
             at_least_one=bool(params["at_least_one"]),
             enforce_global_floor=bool(params["enforce_global_floor"]),
+            fallback=str(params.get("fallback", "global")),  # files written before the prior fallback
             fallback_labels=list(data["fallback_labels"]),
             reverted_labels=list(data["reverted_labels"]),
             floor_action=data["floor_action"],
@@ -360,6 +418,8 @@ def fit_thresholds(
     shrinkage: float = DEFAULT_SHRINKAGE,
     at_least_one: bool = False,
     enforce_global_floor: bool = True,
+    fallback: str = DEFAULT_FALLBACK,
+    prior: ArrayLike | None = None,
 ) -> ThresholdResult:
     """Fit decision thresholds on validation.
 
@@ -392,6 +452,13 @@ def fit_thresholds(
         Guarantee, on validation, micro-F1 at least that of the global threshold: labels are greedily
         reverted to the global threshold until the floor is met, and all of them if greedy cannot reach it.
         Off only to reproduce the naive per-label strategy.
+    fallback : {"global", "prior"}, default="global"
+        Threshold of the labels ``per_label_with_fallback`` gives no threshold of their own. ``global``: the
+        global threshold. ``prior``: :func:`prior_matched_thresholds` with ``prior`` (source ``"prior"``;
+        labels whose prior is 0 or NaN keep the global one); the micro-F1 guard may still revert them.
+    prior : array of shape (n_labels,), optional
+        Each label's prevalence in training (training documents with the label / training documents).
+        Required by ``fallback="prior"``.
 
     Returns
     -------
@@ -407,6 +474,13 @@ def fit_thresholds(
         raise ValueError("min_support must be >= 1")
     if shrinkage < 0:
         raise ValueError("shrinkage must be >= 0")
+    if fallback not in FALLBACKS:
+        raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
+    if fallback == "prior":
+        if prior is None:
+            raise ValueError('fallback="prior" needs the labels\' training prevalences (prior)')
+        if np.shape(prior) != (n_labels,):
+            raise ValueError(f"prior must have shape ({n_labels},), got {np.shape(prior)}")
 
     support = y.per_label()
     t_label, f1_label = _best_cuts(label_cuts(y, s), support)
@@ -427,7 +501,14 @@ def fit_thresholds(
         shrunk = (support * np.nan_to_num(t_label) + shrinkage * t_global) / (support + shrinkage)
         thresholds[own] = shrunk[own]
         source[own] = "shrunk"
-    fallback = ~own if strategy != "global" else np.zeros(n_labels, dtype=bool)
+    low_support = ~own if strategy == "per_label_with_fallback" else np.zeros(n_labels, dtype=bool)
+    if fallback == "prior" and low_support.any():
+        q = np.asarray(prior, dtype=np.float64)
+        cols = np.flatnonzero(low_support & (np.nan_to_num(q) > 0))
+        t_prior = prior_matched_thresholds(s, q, cols)
+        thresholds[cols] = t_prior[cols]
+        source[cols] = "prior"
+    fallback_mask = ~own if strategy != "global" else np.zeros(n_labels, dtype=bool)
 
     floor_action = "none"
     reverted = np.zeros(n_labels, dtype=bool)
@@ -470,7 +551,8 @@ def fit_thresholds(
         shrinkage=float(shrinkage),
         at_least_one=bool(at_least_one),
         enforce_global_floor=bool(enforce_global_floor),
-        fallback_labels=[names[i] for i in np.flatnonzero(fallback)],
+        fallback=fallback,
+        fallback_labels=[names[i] for i in np.flatnonzero(fallback_mask)],
         reverted_labels=[names[i] for i in np.flatnonzero(reverted)],
         floor_action=floor_action,
         validation=validation,
