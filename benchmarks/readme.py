@@ -304,7 +304,15 @@ def longtail(d: J) -> list[str]:
             f"{g['tail_max']}): {sizes}; prepare {fmt(ds['prepare_seconds'], 0)} s.",
             "",
         ]
-        out += grid(SPECS["longtail"], [r for r in d["rows"] if r["dataset"] == name])
+        rows = [r for r in d["rows"] if r["dataset"] == name]
+        out += grid(SPECS["longtail"], rows)
+        again = {
+            r["row"]: f"{r['row']}: {r['model_of']}'s model, {' '.join(r['settings']['overrides'][-1:])}"
+            for r in rows
+            if r.get("model_of")
+        }
+        if again:  # rows that re-evaluate another row's model with other threshold settings
+            out += [f"Same model, other thresholds (train s: the model's): {'; '.join(again.values())}.", ""]
     own = [
         f"{r['row']} {str(r['git_sha'])[:7]}"
         for r in d["rows"]

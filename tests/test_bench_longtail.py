@@ -36,6 +36,18 @@ def test_bench_section_is_checked(tmp_path):
     path.write_text("bench:\n  rows: {a: []}\n  seeds: [0, 1, 0]\n")
     with pytest.raises(ValueError, match="repeats a seed"):
         driver.load_bench(path)
+    for rows, match in (
+        ("{b: {model_of: a}}", "earlier training row"),
+        ("{a: [], b: {model_of: a, set: [train.lr=1]}}", "only set evaluate"),
+        ("{a: [], b: {model_of: a, sets: []}}", "expected"),
+        ("{a: [], b: {model_of: a}, c: {model_of: b}}", "earlier training row"),
+    ):
+        path.write_text(f"bench:\n  rows: {rows}\n")
+        with pytest.raises(ValueError, match=match):
+            driver.load_bench(path)
+    path.write_text("bench:\n  rows: {a: [x=1], b: {model_of: a, set: [evaluate.fallback=prior]}}\n")
+    bench = driver.load_bench(path)
+    assert bench.rows["b"] == ["x=1", "evaluate.fallback=prior"] and bench.model_of == {"b": "a"}
     path.write_text("bench:\n  rows: {a: []}\nrun: {seed: 3}\n")
     bench = driver.load_bench(path)
     assert (
@@ -77,6 +89,7 @@ def test_smoke_run_writes_a_flat_row_per_model_and_peer(ray_session, tmp_path):
             missing_tool(reason)
     out = tmp_path / "longtail.json"
     doc = driver.main(["--smoke", "--out", str(out), "--work-dir", str(tmp_path / "work")])
+    bench = driver.load_bench(driver.CONFIGS / f"{driver.SMOKE}.yaml")
     assert json.loads(out.read_text())["complete"] is True
     # Own rows once per seed of bench.seeds (0, 1), peers once.
     assert [(r["row"], r["seed"]) for r in doc["rows"]] == [
@@ -84,6 +97,8 @@ def test_smoke_run_writes_a_flat_row_per_model_and_peer(ray_session, tmp_path):
         ("db-sparse", 1),
         ("bce-sparse", 0),
         ("bce-sparse", 1),
+        ("db-sparse-prior", 0),
+        ("db-sparse-prior", 1),
         *((p, 0) for p in peers.PEERS),
     ]
     assert (tmp_path / "work" / "smoke" / "db-sparse-seed1" / "model").is_dir()
@@ -97,6 +112,20 @@ def test_smoke_run_writes_a_flat_row_per_model_and_peer(ray_session, tmp_path):
     # The synthetic labels follow their words: every model ranks far above chance (12 labels).
     assert all(r["p_at_1"] > 0.5 for r in rows.values()), {k: r["p_at_1"] for k, r in rows.items()}
     assert rows["db-sparse"]["settings"]["kind"] == "lexical"
+    # The -prior rows evaluate db-sparse's model (same weights, same scores) with the prior fallback.
+    for seed in (0, 1):
+        own, again = (
+            next(r for r in doc["rows"] if r["row"] == name and r["seed"] == seed)
+            for name in ("db-sparse", "db-sparse-prior")
+        )
+        assert again["model_of"] == "db-sparse" and again["train_seconds"] == own["train_seconds"]
+        assert (again["p_at_1"], again["macro_ap"]) == (own["p_at_1"], own["macro_ap"])
+        runs = tmp_path / "work" / "smoke"
+        thr = [
+            json.loads((runs / driver.run_name(bench, name, seed) / "thresholds.json").read_text())
+            for name in ("db-sparse", "db-sparse-prior")
+        ]
+        assert [t["parameters"]["fallback"] for t in thr] == ["global", "prior"]
     # The TF-IDF features were fitted and the splits featurised once, then shared by the later rows.
     shared = tmp_path / "work" / "smoke" / "base" / "features"
     assert (

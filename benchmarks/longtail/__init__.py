@@ -9,6 +9,8 @@ Each dataset has a config, benchmarks/configs/longtail/<dataset>.yaml: a pipelin
 section naming the rows. An own row is a set of `--set` overrides on that config, run through the pipeline's
 own stages, in order: `run_prepare` (once per dataset, shared by its rows), `run_train`, `run_evaluate`
 (thresholds fitted on validation, metrics on test): the figures are those of the run's `report/metrics.json`.
+A row written `{model_of: <row>, set: [evaluate.*]}` evaluates that earlier row's trained model (same seed)
+with other threshold settings instead of training one; its train_seconds are that model's.
 A peer row runs the peer's own method on TF-IDF features (scikit-learn's defaults, LibMultiLabel's
 `Preprocessor`) of the same prepared train split and is measured on the same test split with the same
 `pipeline.evaluation.metrics.evaluate` (training-label vocabulary, zero_division=0, the run's groups):

@@ -6,10 +6,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,36 @@ class Bench:
     peers: list[str]
     #: Seeds every own row runs with (`bench.seeds`; default: the config's run.seed).
     seeds: list[int]
+    #: Rows that evaluate another row's trained model with other `evaluate.*` settings: {row: source row}.
+    model_of: dict[str, str] = field(default_factory=dict)
+
+
+def _parse_rows(path: Path, raw: dict[str, Any]) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """`bench.rows`: {row: [overrides]} trains a model; {row: {model_of: <earlier row>, set: [evaluate.*]}}
+    re-evaluates that row's model (same seed) with other threshold settings, without training again."""
+    rows: dict[str, list[str]] = {}
+    model_of: dict[str, str] = {}
+    for name, spec in raw.items():
+        name = str(name)
+        if isinstance(spec, dict):
+            unknown = sorted(set(spec) - {"model_of", "set"})
+            if unknown or "model_of" not in spec:
+                raise ValueError(f"{path}: row {name}: expected {{model_of: <row>, set: [...]}}, got {spec}")
+            source = str(spec["model_of"])
+            if source not in rows or source in model_of:
+                raise ValueError(
+                    f"{path}: row {name}: model_of must name an earlier training row, got {source}"
+                )
+            overrides = [str(s) for s in spec.get("set") or []]
+            if any(not o.startswith("evaluate.") for o in overrides):
+                raise ValueError(
+                    f"{path}: row {name}: a model_of row may only set evaluate.* keys: {overrides}"
+                )
+            rows[name] = [*rows[source], *overrides]
+            model_of[name] = source
+        else:
+            rows[name] = [str(s) for s in (spec or [])]
+    return rows, model_of
 
 
 def load_bench(path: Path) -> Bench:
@@ -81,7 +112,7 @@ def load_bench(path: Path) -> Bench:
     unknown = sorted(set(bench) - {"dataset", "rows", "peers", "seeds"})
     if unknown:
         raise ValueError(f"{path}: unknown keys in bench: {unknown}")
-    rows = {str(k): [str(s) for s in (v or [])] for k, v in (bench.get("rows") or {}).items()}
+    rows, model_of = _parse_rows(path, bench.get("rows") or {})
     peers = [str(p) for p in bench.get("peers") or []]
     for p in peers:
         peer_unavailable(p)  # an unknown name fails here, before any work
@@ -91,7 +122,7 @@ def load_bench(path: Path) -> Bench:
     seeds = [int(x) for x in bench.get("seeds") or [seed]]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"{path}: bench.seeds repeats a seed: {seeds}")
-    return Bench(path.stem, bench.get("dataset"), raw, rows, peers, seeds)
+    return Bench(path.stem, bench.get("dataset"), raw, rows, peers, seeds, model_of)
 
 
 def row_config(bench: Bench, work: Path, corpora: Path, name: str, overrides: list[str]) -> Any:
@@ -137,10 +168,25 @@ def run_name(bench: Bench, row: str, seed: int) -> str:
     return row if seed == int((bench.pipeline.get("run") or {}).get("seed", 0)) else f"{row}-seed{seed}"
 
 
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)  # a model can be GBs: the re-evaluated row shares its files
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def own_row(
-    bench: Bench, work: Path, corpora: Path, row: str, overrides: list[str], seed: int
+    bench: Bench,
+    work: Path,
+    corpora: Path,
+    row: str,
+    overrides: list[str],
+    seed: int,
+    trained_seconds: dict[tuple[str, int], float | None] | None = None,
 ) -> dict[str, Any]:
-    """Train and evaluate one row in a run of its own that shares the dataset's prepared splits."""
+    """Train and evaluate one row in a run of its own that shares the dataset's prepared splits; a
+    `model_of` row evaluates its source row's model instead (its train_seconds are the source's, looked up in
+    `trained_seconds` by (row, seed))."""
     from pipeline.evaluation.evaluate import run_evaluate
     from pipeline.training.train import run_train
 
@@ -149,10 +195,20 @@ def own_row(
     run_dir = work / bench.key / name
     if not (run_dir / "label_stats.json").exists():
         copy_prepared(work / bench.key / "base", run_dir)
+    source = bench.model_of.get(row)
     with PeakRSS() as rss:
         t0 = time.perf_counter()
-        trained = run_train(cfg)
-        train_seconds = time.perf_counter() - t0
+        if source is None:
+            history = run_train(cfg)["history"]
+            train_seconds: float | None = time.perf_counter() - t0
+        else:
+            model = work / bench.key / run_name(bench, source, seed) / "model"
+            if not (model / "model_config.json").is_file():
+                raise FileNotFoundError(f"row {row} evaluates the model of row {source}: {model} is absent")
+            shutil.rmtree(run_dir / "model", ignore_errors=True)
+            shutil.copytree(model, run_dir / "model", copy_function=_link_or_copy)
+            history = json.loads((model / "model_config.json").read_text())["training"]["history"]
+            train_seconds = (trained_seconds or {}).get((source, seed))
         t0 = time.perf_counter()
         doc = run_evaluate(cfg)
         evaluate_seconds = time.perf_counter() - t0
@@ -162,17 +218,21 @@ def own_row(
     out.update(
         device="gpu" if cfg.train.use_gpu else "cpu",
         seed=cfg.run.seed,
-        train_seconds=round(train_seconds, 2),
+        train_seconds=None if train_seconds is None else round(train_seconds, 2),
         peak_rss_mb=round(rss.tree / MIB),
         evaluate_seconds=round(evaluate_seconds, 1),
         peak_rss_driver_mb=round(rss.driver / MIB),
-        epochs_run=len(trained["history"]),
+        epochs_run=len(history),
         settings={"kind": cfg.model.kind, "loss": cfg.loss.name, "overrides": overrides},
     )
+    if source is not None:
+        out["model_of"] = source
     return out
 
 
-def run_dataset(bench: Bench, work: Path, corpora: Path, only: set[str] | None) -> dict[str, Any]:
+def run_dataset(
+    bench: Bench, work: Path, corpora: Path, only: set[str] | None, kept: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     from pipeline.data.prepare import run_prepare
     from pipeline.evaluation.metrics import evaluate
 
@@ -188,12 +248,17 @@ def run_dataset(bench: Bench, work: Path, corpora: Path, only: set[str] | None) 
     stats = json.loads((base_dir / "label_stats.json").read_text())
     rows: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
+    # Training time of each (row, seed): for the model_of rows, from this invocation or the kept results.
+    trained = {
+        (r["row"], r.get("seed")): r.get("train_seconds") for r in kept or [] if r["dataset"] == bench.key
+    }
     for row, overrides in bench.rows.items():
         if only and row not in only:
             continue
         for seed in bench.seeds:
             log.info("%s %s seed %d: training and evaluating", bench.key, row, seed)
-            result = own_row(bench, work, corpora, row, overrides, seed)
+            result = own_row(bench, work, corpora, row, overrides, seed, trained)
+            trained[(row, seed)] = result["train_seconds"]
             rows.append({"dataset": bench.key, "row": row, **result, **stamp()})
             log.info("%s", rows[-1])
     peers = [p for p in bench.peers if not only or p in only]
@@ -335,7 +400,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     print(reason, flush=True)
                     doc["skipped"][bench.key] = reason
                     continue
-                result = run_dataset(bench, work, corpora, only)
+                result = run_dataset(bench, work, corpora, only, kept)
                 doc["rows"] = [r for r in doc["rows"] if not _same(r, result["rows"])] + result["rows"]
                 doc["datasets"][bench.key] = result["dataset"]
                 doc["skipped"].update({f"{bench.key}/{k}": v for k, v in result["skipped"].items()})
