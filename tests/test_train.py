@@ -433,6 +433,47 @@ def test_head_lr_moves_the_head_at_its_own_rate():
     assert fingerprint(base, ["a"], {}, tok) != fingerprint(tuned, ["a"], {}, tok)
 
 
+def test_head_l2_is_a_per_label_penalty_on_the_heads_matrices():
+    """l2 / C x |W|^2 over the head's matrices only (no bias); 0 adds nothing; part of the training
+    identity only when set; in training it shrinks the weights."""
+    import scipy.sparse as sp
+
+    from pipeline.modeling.lexical import LexicalClassifier
+    from pipeline.training.embeddings import HeadData
+    from pipeline.training.head_train import train_head
+    from pipeline.training.worker import head_l2
+
+    model = LexicalClassifier(num_features=6, num_labels=3)
+    with torch.no_grad():
+        model.head.bag.weight.copy_(torch.arange(18, dtype=torch.float32).reshape(6, 3))
+        model.head.bias.fill_(100.0)
+    penalty = head_l2(model.head, 0.3, 3)
+    assert float(penalty.detach()) == pytest.approx(0.3 / 3 * sum(i * i for i in range(18)))
+    assert head_l2(model.head, 0.0, 3) == 0.0
+    # The gradient is 2 l2 / C x W: each label's objective gains l2 x |w_label|^2.
+    penalty.backward()
+    np.testing.assert_allclose(model.head.bag.weight.grad, 2 * 0.3 / 3 * model.head.bag.weight.detach())
+    assert model.head.bias.grad is None
+
+    assert "l2" not in load_config(None, []).train.identity(set())
+    assert load_config(None, ["train.l2=1e-6"]).train.identity(set())["l2"] == 1e-6
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8)).astype(np.float32)
+    y = (x[:, :3] > 0.5).astype(np.int8)
+    data = HeadData(x, sp.csr_matrix(y))
+    norms = []
+    for l2 in (0.0, 10.0):
+        cfg = load_config(None, [f"train.l2={l2}", "train.epochs=3", "train.lr=0.05", "loss.name=bce"])
+        torch.manual_seed(0)
+        states: list = []
+        train_head(
+            cfg, data, data, y.sum(0).tolist(), 64, {}, report=lambda e, m, s, out=states: out.append(s)
+        )
+        norms.append(float(states[-1]["head"]["1.weight"].norm()))
+    assert norms[1] < 0.5 * norms[0], norms
+
+
 def test_progress_lines_are_time_based_and_rank_zero_only(monkeypatch, capsys):
     """Inside an epoch a line at most every `train.progress_seconds` (a fake clock: 10 s per step, 30 s
     apart), with step / total, samples/s, running loss and ETA; other ranks print nothing."""

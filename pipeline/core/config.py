@@ -247,6 +247,10 @@ class TrainSection(_Strict):
     head_lr: float | None = Field(None, gt=0)
     #: AdamW weight decay.
     weight_decay: float = Field(0.01, ge=0)
+    #: L2 penalty on the head's weight matrices, added to the loss: each label's objective is its mean loss
+    #: plus l2 x |w_label|^2. Unlike weight_decay it passes through Adam's scaling, so weights of rare terms,
+    #: with small gradients, are held back most. 0: off (see docs/training.md, "Regularisation").
+    l2: float = Field(0.0, ge=0)
     #: Share of the steps with a linear warm-up; then linear decay to 0.
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     #: Gradient norm clipping (null: off).
@@ -287,10 +291,13 @@ class TrainSection(_Strict):
 
     def identity(self, exclude: set[str]) -> dict[str, Any]:
         """The settings that shape the weights, for fingerprints: model_dump less `exclude`, and without
-        head_lr while it is unset, so runs recorded before head_lr existed keep their fingerprints."""
+        head_lr while it is unset and l2 while it is 0, so runs recorded before either existed keep their
+        fingerprints."""
         data = self.model_dump(exclude=exclude)
         if data.get("head_lr") is None:
             data.pop("head_lr", None)
+        if not data.get("l2"):
+            data.pop("l2", None)
         return data
 
     @model_validator(mode="after")

@@ -59,7 +59,7 @@ def train_head(
     resume: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train for cfg.train.epochs (patience applies); returns {"history", "best"} of checkpoint_metric."""
-    from pipeline.training.worker import epoch_metrics, warmup_then_linear
+    from pipeline.training.worker import epoch_metrics, head_l2, warmup_then_linear
 
     tcfg = cfg.train
     torch.manual_seed(cfg.run.seed)
@@ -92,7 +92,7 @@ def train_head(
         for start in range(0, len(order), tcfg.batch_size):
             idx = order[start : start + tcfg.batch_size]
             loss = loss_fn(head(x_tr[idx]), _dense(y_tr, idx.numpy()))
-            loss.backward()
+            (loss + head_l2(head, tcfg.l2, num_labels)).backward()
             if tcfg.grad_clip:
                 nn.utils.clip_grad_norm_(head.parameters(), tcfg.grad_clip)
             optimizer.step()

@@ -129,6 +129,16 @@ def param_groups(
     return groups
 
 
+def head_l2(head: torch.nn.Module, l2: float, num_labels: int) -> torch.Tensor | float:
+    """``l2 / num_labels x`` the squared norm of the head's weight matrices (biases and 1-D parameters
+    excluded): added to a loss that is the mean over the batch's (document, label) cells, it makes each
+    label's objective its mean loss plus ``l2 x |w_label|^2``, whatever the label count."""
+    if not l2:
+        return 0.0
+    mats = [p for p in head.parameters() if p.ndim >= 2]
+    return (l2 / max(num_labels, 1)) * sum(p.pow(2).sum() for p in mats)
+
+
 class _NoReportLines(logging.Filter):
     """Drops Train's per-report line ("Reporting training result N: TrainingReport(...)", every metric)."""
 
@@ -227,7 +237,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 loss = sum(loss_fn(z.float(), y) for z in logits) / tcfg["grad_accum"]
             else:
                 loss = loss_fn(logits.float(), y) / tcfg["grad_accum"]
-            (scaler.scale(loss) if scaler else loss).backward()
+            objective = loss + head_l2(unwrap(model).head, tcfg["l2"], num_labels) / tcfg["grad_accum"]
+            (scaler.scale(objective) if scaler else objective).backward()
             pending = (step + 1) % tcfg["grad_accum"] != 0
             if not pending:
                 _step(model, optimizer, scheduler, scaler, tcfg["grad_clip"])
