@@ -24,6 +24,12 @@ def test_defaults_and_overrides(tmp_path):
         (["data.groups.tail_max=50"], "tail_max"),
         (["data"], "key.path=value"),
         (["train.head_lr=0"], "train.head_lr"),
+        # #24 item 8: an empty run name or source is refused when the config loads, before any work.
+        (["run.name="], "run.name"),
+        (["run.name=a/b"], "run.name"),
+        (["run.name=.."], "run.name"),
+        (["run.output="], "run.output"),
+        (["data.source="], "data.source"),
     ],
 )
 def test_bad_config_names_the_key(overrides, message):

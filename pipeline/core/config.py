@@ -16,11 +16,12 @@ class _Strict(BaseModel):
 
 
 class RunSection(_Strict):
-    #: The run's folder name under `output`; one run = one model, its thresholds and report.
-    name: str = "demo"
+    #: The run's folder name under `output`; one run = one model, its thresholds and report. Letters,
+    #: digits, `.`, `_` and `-`, starting with a letter or digit (one folder: no `/`, never `..`).
+    name: str = Field("demo", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     #: Output root: a local folder or an object-store URI (s3://bucket/prefix).
     #: The run lives in <output>/<name>/.
-    output: str = "runs"
+    output: str = Field("runs", min_length=1)
     #: Seeds the split, the initial weights, sampling and data order.
     seed: int = 0
 
@@ -123,7 +124,7 @@ class GroupsSection(_Strict):
 
 class DataSection(_Strict):
     #: "synthetic" (write the embedded corpus under the run) or a folder / glob / URI of Parquet shards.
-    source: str = "synthetic"
+    source: str = Field("synthetic", min_length=1)
     #: Column holding the document text (string).
     text_column: str = "text"
     #: Column holding each document's labels (list<string>).
