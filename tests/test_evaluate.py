@@ -61,8 +61,11 @@ def test_predictions_follow_thresholds_and_metrics_agree(evaluated):
     root, _, doc = evaluated
     run = root / "db"
     thr = json.loads((run / "thresholds.json").read_text())
-    labels = json.loads((run / "model" / "model_config.json").read_text())["labels"]
+    model_cfg = json.loads((run / "model" / "model_config.json").read_text())
+    labels = model_cfg["labels"]
     assert [row["label"] for row in thr["labels"]] == labels
+    # Thresholds and report name the model they came from (predict refuses them for another).
+    assert thr["provenance"]["model_id"] == model_cfg["model_id"] == doc["provenance"]["model"]["model_id"]
     t = np.array([row["threshold"] for row in thr["labels"]])
     preds = pl.read_parquet(sorted((run / "predictions" / "test").glob("*.parquet")))
     scores = np.stack(preds["scores"].to_list())

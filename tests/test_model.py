@@ -253,10 +253,32 @@ def test_save_load_identical_scores_and_atomic_replace(tokenizer, corpus, tmp_pa
 
     with pytest.raises(ValueError, match="reserved"):
         M.save_model(model, tokenizer, LABELS, out, extra_config={"labels": []})
+    with pytest.raises(ValueError, match="reserved"):
+        M.save_model(model, tokenizer, LABELS, out, extra_config={"model_id": "x"})
     with pytest.raises(ValueError, match="labels given"):
         M.save_model(model, tokenizer, LABELS[:2], out)
     with pytest.raises(ValueError, match="local paths"):
         M.save_model(model, tokenizer, LABELS, "s3://bucket/model")
+
+
+def test_model_id_names_the_weights_and_the_metadata(tokenizer, tmp_path):
+    """The same model saved twice has one model_id; other weights, labels or extras another; it digests
+    every file of the folder but model_config.json."""
+    model = tiny_model(tokenizer, "cls")
+
+    def saved(name: str, m=model, labels=LABELS, extra=None) -> str:
+        M.save_model(m, tokenizer, labels, tmp_path / name, extra_config=extra)
+        return json.loads((tmp_path / name / "model_config.json").read_text())["model_id"]
+
+    first = saved("a")
+    assert len(first) == 16 and saved("b") == first
+    meta = json.loads((tmp_path / "a" / "model_config.json").read_text())
+    assert M.folder_digest(tmp_path / "a", {k: v for k, v in meta.items() if k != "model_id"}) == first
+    assert saved("c", m=tiny_model(tokenizer, "cls", seed=1)) != first
+    assert saved("d", labels=["a", "b", "c", "d"]) != first
+    assert saved("e", extra={"loss": {"name": "bce"}}) != first
+    (tmp_path / "a" / "head.pt").write_bytes(b"changed")
+    assert M.folder_digest(tmp_path / "a", {k: v for k, v in meta.items() if k != "model_id"}) != first
 
 
 # -------------------------------------------------------------------------------------------- minilm

@@ -64,7 +64,9 @@ def built(tmp_path_factory):
     save_model(model, tokenizer, LABELS, run / "model", model_config=TINY)
     loaded = load_model(run / "model")
     val_scores = loaded.predict_scores(train_texts)
-    (run / "thresholds.json").write_text(json.dumps(_thresholds(val_scores, 1, at_least_one=False)))
+    thresholds = _thresholds(val_scores, 1, at_least_one=False)
+    thresholds["provenance"] = {"model_id": loaded.config["model_id"]}  # as the evaluate stage writes it
+    (run / "thresholds.json").write_text(json.dumps(thresholds))
 
     texts = _texts(rng, 30)
     texts[3] = None
@@ -234,6 +236,20 @@ def _refusal_cases(built, root: Path) -> dict:
             "thresholds.json do not match the model's label vocabulary",
             "only in the thresholds: \\['omega'\\]",
         ],
+    )
+    # #24 item 5: the same labels, but fitted for another model.
+    foreign = root / "foreign"
+    shutil.copytree(built["run"], foreign, ignore=shutil.ignore_patterns("predictions"))
+    doc = json.loads((foreign / "thresholds.json").read_text())
+    assert (
+        doc["provenance"]["model_id"]
+        == json.loads((run / "model" / "model_config.json").read_text())["model_id"]
+    )
+    doc["provenance"]["model_id"] = "0" * 16
+    (foreign / "thresholds.json").write_text(json.dumps(doc))
+    cases["thresholds of another model"] = (
+        [f"predict.source={ok}", f"predict.thresholds={foreign / 'thresholds.json'}"],
+        ["were fitted for another model", "model_id 0{16}", "run the evaluate stage"],
     )
     cases["no model"] = (
         [f"predict.source={ok}", f"predict.model={root / 'nowhere' / 'model'}"],

@@ -27,7 +27,7 @@ from pipeline.core.storage import Location, locate
 #: A saved model folder's description (labels, encoder, loss, training history).
 MODEL_CONFIG_FILE = "model_config.json"
 #: Keys of a model's config file that describe it in reports and prediction records.
-MODEL_DESCRIBING_KEYS = ("kind", "encoder", "pooling", "max_length", "loss")
+MODEL_DESCRIBING_KEYS = ("model_id", "kind", "encoder", "pooling", "max_length", "loss")
 #: The run's pointer to its promoted model and thresholds (written by retraining, read by predict).
 POINTER_FILE = "current.json"
 

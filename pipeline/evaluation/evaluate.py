@@ -113,7 +113,12 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
         prior=train_counts / max(int(stats["documents"]["train"]), 1),
     )
     thr_doc = thr.to_json_dict()
-    thr_doc["provenance"] = {"run": cfg.run.name, "fitted_on": "validation", "documents": y_val.shape[0]}
+    thr_doc["provenance"] = {
+        "run": cfg.run.name,
+        "fitted_on": "validation",
+        "documents": y_val.shape[0],
+        "model_id": model_cfg.get("model_id"),  # predict refuses these thresholds for another model
+    }
 
     y_test, s_test = collect_scores(scored["test"], labels, ignore_unknown=True)
     zero_shot = _zero_shot_positives(scored["test"], labels)

@@ -23,7 +23,8 @@ Nothing here imports Ray: a saved ``model/`` folder must load and predict on a l
 
     model/
       model_config.json   kind, labels, num_labels, model (full config), format_version, the kind's own keys,
-                          plus the caller's extra_config (e.g. the loss used)
+                          the caller's extra_config (e.g. the loss used), and model_id: a digest of every
+                          other file and of this metadata (thresholds and predictions record it)
       ...                 the kind's files: encoder/, tokenizer/, head.pt (encoder);
                           vectorizer.json, lexical.safetensors (lexical); encoder/, tokenizer/, frozen.json,
                           frozen.safetensors (+ vectorizer.json for combined)
@@ -31,6 +32,7 @@ Nothing here imports Ray: a saved ``model/`` folder must load and predict on a l
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -301,11 +303,11 @@ def save_model(
         meta["num_features"] = clf.num_features
     else:
         meta["encoder"] = featurizer.embedding.encoder_name if kind == COMBINED else featurizer.encoder_name
-    clash = sorted(set(extra_config or {}) & set(meta))
+    clash = sorted(set(extra_config or {}) & {*meta, "model_id"})
     if clash:
         raise ValueError(f"extra_config may not override reserved keys {clash}")
     meta.update(extra_config or {})
-    payload = json.dumps(meta, indent=2, sort_keys=True)  # fail on non-JSON extras before touching disk
+    json.dumps(meta)  # fail on non-JSON extras before touching disk
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tag = uuid.uuid4().hex[:8]
@@ -318,12 +320,25 @@ def save_model(
             lexical_kind.save_lexical(clf, featurizer, tmp)
         else:
             frozen_kind.save_frozen(clf, featurizer, tmp)
-        (tmp / CONFIG_FILE).write_text(payload, encoding="utf-8")
+        meta["model_id"] = folder_digest(tmp, meta)
+        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
         _replace_dir(tmp, out, tag)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def folder_digest(folder: Path, meta: Mapping[str, Any]) -> str:
+    """sha256 (first 16 hex digits) of ``meta`` and of every file under ``folder`` but model_config.json,
+    names and contents in sorted order: the model's identity, ``model_id``."""
+    h = hashlib.sha256(json.dumps(dict(meta), sort_keys=True).encode())
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != CONFIG_FILE):
+        h.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
 
 
 def _replace_dir(new: Path, target: Path, tag: str) -> None:

@@ -1,10 +1,12 @@
 """Which model and thresholds the predict job uses: `predict.model` / `predict.thresholds` when set, else the
 pair the run's pointer (`current.json`, written by retraining) names, else the run's own `model/` and
-`thresholds.json`; both are checked to exist and to hold the same label vocabulary.
+`thresholds.json`; both are checked to exist, to hold the same label vocabulary, and (where both record it) to
+belong to the same model (`model_id`).
 """
 
 from __future__ import annotations
 
+import logging
 import posixpath
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +19,8 @@ from pipeline.core.layout import MODEL_CONFIG_FILE, RunLayout
 from pipeline.core.storage import Location, locate, read_json
 from pipeline.evaluation.thresholds import ThresholdResult
 from pipeline.serving.inputs import listed
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -133,6 +137,20 @@ def choose_model(cfg: Config, run: RunLayout) -> ModelChoice:
             f"thresholds {thresholds.uri} do not match the model's label vocabulary ({model_cfg_loc.uri}, "
             f"{len(labels)} labels; thresholds list {len(fitted.labels)}): {detail}. "
             "Use the thresholds.json fitted for this model (run the evaluate stage on it)."
+        )
+    model_id = model_cfg.get("model_id")
+    fitted_for = (thr_doc.get("provenance") or {}).get("model_id")
+    if model_id and fitted_for and model_id != fitted_for:
+        raise InputError(
+            f"thresholds {thresholds.uri} were fitted for another model (model_id {fitted_for}) than "
+            f"{model.uri} (model_id {model_id}), with the same labels. Use the thresholds.json fitted for "
+            "this model (run the evaluate stage on it)."
+        )
+    if not (model_id and fitted_for):  # files written before models had an id
+        log.warning(
+            "predict: %s or %s has no model_id; cannot check that the thresholds were fitted for this model",
+            model_cfg_loc.uri,
+            thresholds.uri,
         )
     if not np.isfinite(fitted.thresholds).all():
         bad = [lab for lab, t in zip(labels, fitted.thresholds, strict=True) if not np.isfinite(t)]
