@@ -29,7 +29,7 @@ from benchmarks.corpora import data_root
 from benchmarks.longtail.peers import PEERS, SplitText, pecos_version, peer_row, peer_unavailable, tfidf
 
 CONFIGS = ROOT / "benchmarks" / "configs" / "longtail"
-DATASETS = ("eurlex57k", "reuters21578")
+DATASETS = ("eurlex57k", "reuters21578", "goemotions")
 SMOKE = "smoke"
 DEFAULT_OUT = RESULTS / "longtail.json"
 VERSIONED = (
