@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,8 @@ import pytest
 import yaml
 
 from jobs.run_all import run_all
-from pipeline.core.errors import InputError
+from pipeline.core.errors import InputError, ResourceError
+from pipeline.core.resources import plan_run
 from pipeline.runs import manifest, orchestrator
 from tests.conftest import (
     TINY_RUN,
@@ -182,6 +184,12 @@ def stub_stages(monkeypatch):
         (run / "thresholds.json").write_text("{}")
         calls.append(("evaluate", {"loss": cfg.loss.name}))
 
+    # The whole-run resource plan against a 2-CPU cluster instead of a live Ray.
+    monkeypatch.setattr(
+        orchestrator,
+        "check_run_resources",
+        lambda cfg, tune: plan_run(cfg, tune, {"CPU": 2.0}, [{"CPU": 2.0}]),
+    )
     monkeypatch.setattr(orchestrator, "run_prepare", prepare)
     monkeypatch.setattr(orchestrator, "_run_tune", tune)
     monkeypatch.setattr(orchestrator, "run_train", train)
@@ -238,6 +246,42 @@ def test_tune_stage_and_interrupted_train_with_stub_stages(stub_stages, tmp_path
     (tmp_path / "t" / "report" / "metrics.json").unlink()
     out = orchestrator.run_stages(cfg3)
     assert _ran(out) == ["evaluate"] and "report/metrics.json" in out["evaluate"]["reason"]
+
+
+def test_a_stage_that_cannot_fit_fails_before_the_first_stage(stub_stages, tmp_path):
+    """#24 item 1: evaluate's actors (and train's workers, tune's trials) are planned before prepare runs."""
+    for overrides, expected in (
+        (["evaluate.concurrency=8", "evaluate.cpus_per_actor=1"], [r"for evaluate: 8 scoring actor\(s\)"]),
+        (["train.num_workers=3", "train.cpus_per_worker=1"], ["for training: CPU: asked"]),
+        (
+            ["train.num_workers=3", "train.cpus_per_worker=1", "evaluate.gpus_per_actor=1"],
+            ["for training", "1 GPU for the scoring actors"],
+        ),
+    ):
+        with pytest.raises(ResourceError, match="no stage was started") as err:
+            orchestrator.run_stages(_cfg(tmp_path, "big", *overrides))
+        for pattern in expected:
+            assert re.search(pattern, str(err.value)), (pattern, str(err.value))
+    assert stub_stages == [] and not (tmp_path / "big").exists()
+    with pytest.raises(ResourceError, match="tune.trial_cpus=4"):
+        orchestrator.run_stages(_cfg(tmp_path, "big", "tune.mode=embeddings", "tune.trial_cpus=4"), tune=True)
+    orchestrator.run_stages(
+        _cfg(tmp_path, "big", "tune.mode=embeddings", "tune.trial_cpus=4")
+    )  # no tune: fits
+    assert [c[0] for c in stub_stages] == ["prepare", "train", "evaluate"]
+
+
+@pytest.mark.timeout(120)
+def test_run_all_refuses_an_evaluate_too_big_for_the_live_cluster(ray_session, tmp_path):
+    import ray
+
+    cpus = ray.cluster_resources()["CPU"]
+    cfg = _cfg(tmp_path, "big", f"evaluate.concurrency={int(cpus) + 1}", "evaluate.cpus_per_actor=1")
+    with pytest.raises(
+        ResourceError, match="for evaluate.*no stage was started|no stage was started.*evaluate"
+    ):
+        run_all(cfg, NO_TUNE)
+    assert not (tmp_path / "big").exists()
 
 
 def _shard(path: Path, n: int, start: int = 0) -> None:

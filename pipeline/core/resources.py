@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.core.config import TrainSection
+from pipeline.core.config import Config, EvaluateSection, TrainSection
 from pipeline.core.errors import ResourceError
 
 
@@ -77,14 +77,73 @@ def plan_training(
     )
 
 
+def plan_scoring(ecfg: EvaluateSection, stage: str, cluster: dict[str, float]) -> None:
+    """Scoring actors plus one CPU for read/decision tasks must fit, or Ray Data waits forever.
+
+    `stage` names the caller (evaluate, predict) in the message.
+    """
+    cpus, gpus = ecfg.concurrency * ecfg.cpus_per_actor, ecfg.concurrency * ecfg.gpus_per_actor
+    problems = []
+    if cpus + 1.0 > cluster.get("CPU", 0.0) + 1e-9:
+        problems.append(
+            f"{ecfg.concurrency} scoring actor(s) x {ecfg.cpus_per_actor:g} CPU + 1 CPU for reading = "
+            f"{cpus + 1:g} CPU, the cluster has {cluster.get('CPU', 0.0):g}"
+        )
+    if gpus > cluster.get("GPU", 0.0) + 1e-9:
+        problems.append(f"{gpus:g} GPU for the scoring actors, the cluster has {cluster.get('GPU', 0.0):g}")
+    if problems:
+        raise ResourceError(
+            f"infeasible resource request for {stage}: "
+            + "; ".join(problems)
+            + ". Lower evaluate.concurrency / evaluate.cpus_per_actor / evaluate.gpus_per_actor."
+        )
+
+
+def plan_run(
+    cfg: Config, tune: bool, cluster: dict[str, float], nodes: list[dict[str, float]] | None = None
+) -> None:
+    """Check every stage of a whole run (train, the Tune trials when `tune`, evaluate) against the cluster
+    before the first one starts, so that an evaluate that cannot fit fails in seconds, not after training.
+    Raises one ResourceError listing every stage that cannot fit."""
+    problems = []
+    try:
+        plan_training(cfg.train, cluster, nodes)
+    except ResourceError as err:
+        problems.append(str(err))
+    if tune and cfg.tune.mode == "embeddings" and cfg.tune.trial_cpus > cluster.get("CPU", 0.0) + 1e-9:
+        problems.append(
+            f"infeasible resource request for tune: tune.trial_cpus={cfg.tune.trial_cpus:g} but the cluster "
+            f"has CPU={cluster.get('CPU', 0.0):g}"
+        )
+    try:
+        plan_scoring(cfg.evaluate, "evaluate", cluster)
+    except ResourceError as err:
+        problems.append(str(err))
+    if problems:
+        raise ResourceError(
+            f"this run does not fit the cluster ({_fmt(cluster)}); no stage was started:\n  - "
+            + "\n  - ".join(problems)
+        )
+
+
 def _fmt(resources: dict[str, Any]) -> str:
     keys = [k for k in ("CPU", "GPU", "memory") if k in resources]
     return ", ".join(f"{k}={resources[k]:g}" for k in keys) or "{}"
 
 
-def cluster_plan(train: TrainSection) -> ResourcePlan:
-    """Plan against the live cluster (ray must be initialised)."""
+def _live() -> tuple[dict[str, float], list[dict[str, float]]]:
     import ray
 
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    return plan_training(train, ray.cluster_resources(), nodes)
+    return ray.cluster_resources(), [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+
+
+def cluster_plan(train: TrainSection) -> ResourcePlan:
+    """Plan against the live cluster (ray must be initialised)."""
+    cluster, nodes = _live()
+    return plan_training(train, cluster, nodes)
+
+
+def check_run_resources(cfg: Config, tune: bool = False) -> None:
+    """:func:`plan_run` against the live cluster (ray must be initialised)."""
+    cluster, nodes = _live()
+    plan_run(cfg, tune, cluster, nodes)

@@ -21,6 +21,7 @@ import scipy.sparse as sp
 from ray.data.dataset import MaterializedDataset
 
 from pipeline.core.config import EvaluateSection, StorageSection
+from pipeline.core.resources import plan_scoring
 from pipeline.core.storage import download_dir, locate
 
 log = logging.getLogger(__name__)
@@ -156,25 +157,5 @@ def collect_scores(
 def check_scoring_resources(
     ecfg: EvaluateSection, stage: str = "predict", cluster: dict[str, float] | None = None
 ) -> None:
-    """Scoring actors plus one CPU for read/decision tasks must fit, or Ray Data waits forever.
-
-    `cluster`: total resources (default: the live cluster's); `stage` names the caller in the message.
-    """
-    from pipeline.core.errors import ResourceError
-
-    have = ray.cluster_resources() if cluster is None else cluster
-    cpus, gpus = ecfg.concurrency * ecfg.cpus_per_actor, ecfg.concurrency * ecfg.gpus_per_actor
-    problems = []
-    if cpus + 1.0 > have.get("CPU", 0.0) + 1e-9:
-        problems.append(
-            f"{ecfg.concurrency} scoring actor(s) x {ecfg.cpus_per_actor:g} CPU + 1 CPU for reading = "
-            f"{cpus + 1:g} CPU, the cluster has {have.get('CPU', 0.0):g}"
-        )
-    if gpus > have.get("GPU", 0.0) + 1e-9:
-        problems.append(f"{gpus:g} GPU for the scoring actors, the cluster has {have.get('GPU', 0.0):g}")
-    if problems:
-        raise ResourceError(
-            f"infeasible resource request for {stage}: "
-            + "; ".join(problems)
-            + ". Lower evaluate.concurrency / evaluate.cpus_per_actor / evaluate.gpus_per_actor."
-        )
+    """:func:`pipeline.core.resources.plan_scoring` against `cluster` (default: the live cluster's)."""
+    plan_scoring(ecfg, stage, ray.cluster_resources() if cluster is None else cluster)

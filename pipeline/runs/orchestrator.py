@@ -14,6 +14,7 @@ import yaml
 from pipeline.core.config import Config, apply_params
 from pipeline.core.errors import InputError
 from pipeline.core.layout import RunLayout
+from pipeline.core.resources import check_run_resources
 from pipeline.core.storage import delete_dir, read_bytes, read_json, write_json
 from pipeline.data.prepare import run_prepare
 from pipeline.evaluation.evaluate import run_evaluate
@@ -102,6 +103,7 @@ def run_stages(cfg: Config, tune: bool = False) -> dict[str, dict[str, Any]]:
     With `tune`, train and evaluate use `best_params.yaml` applied to `cfg` (config.apply_params).
     """
     run = RunLayout.of(cfg)
+    check_run_resources(cfg, tune)  # every stage's request against the cluster, before the first stage
     stages = ["prepare", "tune", "train", "evaluate"] if tune else ["prepare", "train", "evaluate"]
     results: dict[str, dict[str, Any]] = {}
     forced: str | None = None  # the earlier stage that ran in this invocation, if any
