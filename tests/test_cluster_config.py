@@ -192,6 +192,25 @@ def test_start_commands_and_token_auth(cluster):
     assert ".gitignore" in cluster["rsync_filter"], "the synced project must leave .venv/ and runs/ out"
 
 
+def test_dashboard_on_loopback_and_installers_pinned(cluster_raw):
+    """#24 item 10: the dashboard (it accepts job submissions) binds the head's loopback only (reached
+    through `ray dashboard`'s SSH tunnel), and nothing is installed from an unpinned script or version."""
+    head = " ".join(cluster_raw["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head and "0.0.0.0" not in CLUSTER_YAML.read_text()
+    setup = cluster_raw["setup_commands"]
+    assert not any(re.search(r"curl|wget|\| *sh\b", c) for c in setup), setup
+    assert not any("--upgrade" in c for c in setup), setup
+    uv = next(c for c in setup if "uv-requirements.txt" in c)
+    assert "--require-hashes" in uv
+    mounted = _project_mount({"file_mounts": cluster_raw["file_mounts"]})
+    assert f"{mounted}/deploy/uv-requirements.txt" in uv
+    pins = (ROOT / "deploy" / "uv-requirements.txt").read_text()
+    assert re.search(r"^uv==\d+\.\d+\.\d+ \\\n +--hash=sha256:[0-9a-f]{64}$", pins, re.M), pins
+    # A package named on a pip command line carries its exact version (-r and -e arguments are files).
+    named = [spec for c in setup for spec in re.findall(r"pip install (?:--\S+ )*([^-\s]\S*)", c)]
+    assert named and all("==" in spec for spec in named), named
+
+
 @pytest.fixture(scope="module")
 def mocked_aws_bootstrap(cluster_raw, tmp_path_factory):
     """`ray up`'s `_bootstrap_config` on cluster.yaml, EC2/IAM answered by moto in-process (no network).
