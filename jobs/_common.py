@@ -12,12 +12,26 @@ from typing import Any
 from pipeline.core.config import Config, add_config_args, load_config
 
 
+def check_source(cfg: Config) -> None:
+    """The input's reachability and every shard's schema and row count, from Parquet footers (pyarrow only):
+    a bad source fails in a second, before Ray or torch start."""
+    if cfg.data.source == "synthetic":
+        return
+    from pipeline.data.sources import discover
+
+    discover(cfg.data.source, cfg.data, cfg.storage)
+
+
 def main(
     description: str,
     body: Callable[[Config, argparse.Namespace], Any],
     extra_args: Callable[[argparse.ArgumentParser], None] | None = None,
     argv: list[str] | None = None,
+    reads_source: bool = False,
 ) -> int:
+    """Parse the config, check it (and with `reads_source`, `data.source`) before Ray or torch start, then run
+    `body` on a Ray of its own or the one `RAY_ADDRESS` names. Job modules import the stages inside `body`,
+    so a bad config or input costs neither."""
     parser = add_config_args(argparse.ArgumentParser(description=description))
     if extra_args:
         extra_args(parser)
@@ -31,11 +45,19 @@ def main(
         print(f"error: {err}", file=sys.stderr)
         return 2
 
+    from pipeline.core.errors import PipelineError
+
+    try:
+        if reads_source:
+            check_source(cfg)
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
     import ray
 
     from pipeline.core.cluster import check_output_persists, check_output_shared, ensure_ray
     from pipeline.core.console import quiet_driver_logs, received_signal, restore_signals, stop_on_signals
-    from pipeline.core.errors import PipelineError
 
     quiet_driver_logs()
 

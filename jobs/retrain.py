@@ -15,15 +15,16 @@ from typing import Any
 
 from jobs._common import main
 from pipeline.core.config import Config
-from pipeline.runs.retrain import run_retrain
 
 
 def retrain(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
+    from pipeline.runs.retrain import run_retrain  # torch and Ray load only once the input checked out
+
     return run_retrain(cfg)
 
 
 def cli(argv: list[str] | None = None) -> int:
-    return main(__doc__, retrain, argv=argv)
+    return main(__doc__, retrain, argv=argv, reads_source=True)
 
 
 if __name__ == "__main__":

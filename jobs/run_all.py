@@ -14,7 +14,6 @@ from typing import Any
 
 from jobs._common import main
 from pipeline.core.config import Config
-from pipeline.runs.orchestrator import run_stages
 
 log = logging.getLogger("jobs.run_all")
 
@@ -28,6 +27,8 @@ def _args(parser: argparse.ArgumentParser) -> None:
 
 
 def run_all(cfg: Config, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    from pipeline.runs.orchestrator import run_stages  # torch and Ray load only once the input checked out
+
     results = run_stages(cfg, tune=bool(getattr(args, "tune", False)))
     ran = [s for s, r in results.items() if r["ran"]]
     skipped = [s for s, r in results.items() if not r["ran"]]
@@ -41,7 +42,7 @@ def run_all(cfg: Config, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    return main(__doc__, run_all, _args, argv)
+    return main(__doc__, run_all, _args, argv, reads_source=True)
 
 
 if __name__ == "__main__":

@@ -79,6 +79,13 @@ def _expand(fs: pafs.FileSystem, path: str) -> list[str]:
 
 def discover(source: str, data: DataSection, storage: StorageSection | None = None) -> InputSpec:
     """Locate the shards and validate every file's schema (metadata only, no rows are read)."""
+    try:
+        return _discover(source, data, storage)
+    except OSError as err:  # an unreachable store or bucket, a denied listing
+        raise InputError(f"{source}: cannot be listed or read ({err})") from None
+
+
+def _discover(source: str, data: DataSection, storage: StorageSection | None) -> InputSpec:
     fs, path = make_filesystem(source, storage)
     path = path.rstrip("/")
     spec = InputSpec(fs=fs, uri=source)
