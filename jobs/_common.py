@@ -28,10 +28,12 @@ def main(
     extra_args: Callable[[argparse.ArgumentParser], None] | None = None,
     argv: list[str] | None = None,
     reads_source: bool = False,
+    locks_run: bool = True,
 ) -> int:
-    """Parse the config, check it (and with `reads_source`, `data.source`) before Ray or torch start, then run
-    `body` on a Ray of its own or the one `RAY_ADDRESS` names. Job modules import the stages inside `body`,
-    so a bad config or input costs neither."""
+    """Parse the config, check it (and with `reads_source`, `data.source`) before Ray or torch start, take the
+    run's lease (`locks_run`: a second job on the same run stops, naming the holder), then run `body` on a
+    Ray of its own or the one `RAY_ADDRESS` names. Job modules import the stages inside `body`, so a bad
+    config or input costs neither."""
     parser = add_config_args(argparse.ArgumentParser(description=description))
     if extra_args:
         extra_args(parser)
@@ -47,17 +49,31 @@ def main(
 
     from pipeline.core.errors import PipelineError
 
+    lock = None
     try:
         if reads_source:
             check_source(cfg)
+        if locks_run:
+            from pipeline.core.layout import RunLayout
+            from pipeline.runs.lock import RunLock
+
+            lock = RunLock(RunLayout.of(cfg), job=parser.prog).acquire()
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    try:
+        return _run(cfg, args, body)
+    finally:
+        if lock is not None:
+            lock.release()
 
+
+def _run(cfg: Config, args: argparse.Namespace, body: Callable[[Config, argparse.Namespace], Any]) -> int:
     import ray
 
     from pipeline.core.cluster import check_output_persists, check_output_shared, ensure_ray
     from pipeline.core.console import quiet_driver_logs, received_signal, restore_signals, stop_on_signals
+    from pipeline.core.errors import PipelineError
 
     quiet_driver_logs()
 

@@ -13,7 +13,9 @@ from pipeline.serving.predict import run_predict
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_job(__doc__, lambda cfg, args: run_predict(cfg), argv=argv)
+    # No run lease: predict only reads the model and thresholds (current.json is replaced in one write) and
+    # writes a predictions folder of its own, so it may run beside a retraining of the same run.
+    return run_job(__doc__, lambda cfg, args: run_predict(cfg), argv=argv, locks_run=False)
 
 
 if __name__ == "__main__":
