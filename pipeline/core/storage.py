@@ -9,8 +9,10 @@ object by object, and readers trust a folder only once its marker file (written 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import posixpath
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +22,8 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from pipeline.core.config import StorageSection
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -112,12 +116,35 @@ def delete_dir(loc: Location) -> None:
         loc.fs.delete_dir(loc.path)
 
 
+_LEFTOVER = re.compile(r"^\.staging-[0-9a-f]{32}-(?P<a>.+)$|^(?P<b>.+)\.old-[0-9a-f]{32}$")
+
+
+def remove_leftovers(final: Location) -> list[str]:
+    """Delete what a killed :func:`staged_dir` of `final` left beside it (its staging folder, or the old
+    folder it was swapping out); returns their paths. Only the run's lease holder writes a run's outputs, so
+    no live writer owns them."""
+    parent = posixpath.dirname(final.path)
+    name = posixpath.basename(final.path)
+    infos = final.fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
+    gone = []
+    for info in infos:
+        m = _LEFTOVER.match(info.base_name)
+        if m and (m.group("a") or m.group("b")) == name and info.type == pafs.FileType.Directory:
+            final.fs.delete_dir(info.path)
+            gone.append(info.path)
+    if gone:
+        log.warning("removed %d leftover(s) of an interrupted write of %s: %s", len(gone), final.uri, gone)
+    return gone
+
+
 @contextmanager
 def staged_dir(final: Location) -> Iterator[Location]:
     """Yield a staging folder; on success it replaces `final` whole, on error it is removed.
 
     Readers of `final` therefore see the old complete output or the new complete output, never a mix.
+    Leftovers of an earlier write of `final` that was killed are removed first (:func:`remove_leftovers`).
     """
+    remove_leftovers(final)
     stage = Location(
         final.fs,
         posixpath.join(
