@@ -244,6 +244,11 @@ def test_lexical_kind_trains_in_a_worker_and_exports_a_model_that_predicts(prepa
 
     monkeypatch.setattr(train_module, "with_datasets", no_featurising)
     assert run_train(cfg)["history"] == hist
+    monkeypatch.undo()
+    # #24 item 3: a finished run given more epochs trains on from its last checkpoint (epochs 0-4 kept).
+    longer = run_train(_cfg(prepared, "lex", "train.num_workers=1", "train.epochs=7", *over))["history"]
+    assert [h["epoch"] for h in longer] == list(range(7)) and longer[:5] == hist
+    assert json.loads((run / "model" / "model_config.json").read_text())["training"]["epochs_run"] == 7
 
 
 @pytest.mark.timeout(300)

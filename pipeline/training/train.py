@@ -343,6 +343,26 @@ def run_train(cfg: Config, callbacks: Sequence[TrainCallback] = ()) -> dict[str,
             "training settings or labels changed): use a new run.name, or delete that folder to start over"
         )
     t0 = time.perf_counter()
+    done_epochs = int(meta["epoch"]) + 1 if meta is not None and "epoch" in meta else 0
+    if meta is not None and meta.get("finished") and cfg.train.epochs > done_epochs:
+        if meta.get("stopped_early"):
+            log.info(
+                "train.epochs is %d, but this run stopped early after %d epoch(s) (train.patience): its best "
+                "epoch is exported; use a new run.name to train longer",
+                cfg.train.epochs,
+                done_epochs,
+            )
+        else:  # the epoch count grew since the run finished: train on from its last checkpoint
+            log.info(
+                "train.epochs raised to %d: training resumes after epoch %d", cfg.train.epochs, done_epochs
+            )
+            meta = {**meta, "finished": False}
+    elif meta is not None and meta.get("finished") and cfg.train.epochs < done_epochs:
+        log.warning(
+            "train.epochs is %d, but this run already trained %d epochs: its best epoch of those is exported",
+            cfg.train.epochs,
+            done_epochs,
+        )
     if meta is not None and meta.get("finished"):
         log.info("training of this run already finished (%s); exporting its best epoch", resume.path)
         saved = load_state(resume)

@@ -294,10 +294,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 f"{100 * metrics['input_wait_fraction']:.0f}%) ETA {eta:.0f}s"
             )
             progress.said()
-        finished = epoch + 1 >= tcfg["epochs"] or bool(
-            tcfg["patience"] and state.bad_epochs >= tcfg["patience"]
-        )
-        meta = {"fingerprint": config.get("fingerprint"), "epoch": epoch, "finished": finished}
+        stopped_early = bool(tcfg["patience"] and state.bad_epochs >= tcfg["patience"])
+        finished = epoch + 1 >= tcfg["epochs"] or stopped_early
+        meta = {
+            "fingerprint": config.get("fingerprint"),
+            "epoch": epoch,
+            "finished": finished,
+            "stopped_early": stopped_early,
+        }
         _report(
             metrics, rank, model, optimizer, scheduler, scaler, state, best_weights, config["local_dir"], meta
         )
