@@ -22,7 +22,7 @@ from pipeline.data.prepare import run_prepare
 from pipeline.training.checkpoints import STATE_FILE, read_state
 from pipeline.training.train import run_train
 from tests.conftest import ray_temp_dir
-from tests.train_callbacks import FailOnce
+from tests.train_callbacks import EpochLog, FailOnce
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = [
@@ -207,6 +207,28 @@ def test_one_worker_resumes_after_a_kill_and_its_model_reloads_without_ray(prepa
     with torch.no_grad():
         direct = torch.sigmoid(model(enc["input_ids"], enc["attention_mask"])).numpy()
     np.testing.assert_allclose(reloaded, direct, atol=1e-5)
+
+
+@pytest.mark.timeout(300)
+def test_a_worker_killed_after_a_checkpoint_restarts_from_it(prepared, tmp_path):
+    """#24 item 6: a worker killed as epoch 1 starts (epoch 0's checkpoint reported a moment before) is
+    restarted by Ray within the same fit and goes on from that checkpoint, not from scratch."""
+    _fresh_run(prepared, "w2")
+    cfg = _cfg(
+        prepared,
+        "w2",
+        "train.num_workers=1",
+        "train.epochs=3",
+        "train.cpus_per_worker=0.5",
+        "train.max_failures=1",
+    )
+    started = tmp_path / "epochs.txt"
+    hist = run_train(
+        cfg, callbacks=[FailOnce(epoch=1, marker=str(tmp_path / "failed")), EpochLog(str(started))]
+    )
+    assert (tmp_path / "failed").exists(), "the worker was not killed"
+    assert started.read_text().split() == ["0", "1", "1", "2"]  # epoch 0 was not trained again
+    assert [h["epoch"] for h in hist["history"]] == [0, 1, 2]
 
 
 @pytest.mark.timeout(600)

@@ -32,6 +32,18 @@ class FailOnce(TrainCallback):
         os._exit(1)
 
 
+class EpochLog(TrainCallback):
+    """Rank 0 appends each epoch it starts to `path`: the order shows where a restarted worker resumed."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_epoch_start(self, *, epoch: int, rank: int) -> None:
+        if rank == 0:
+            with self.path.open("a") as f:
+                f.write(f"{epoch}\n")
+
+
 class WeightDigest(TrainCallback):
     """Each rank writes a hash of its final weights to `folder`: DDP replicas must end identical."""
 

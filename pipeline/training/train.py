@@ -377,7 +377,12 @@ def run_train(cfg: Config, callbacks: Sequence[TrainCallback] = ()) -> dict[str,
             inputs,
             run_config,
             loss_params,
-            {"resume_from": resume, "fingerprint": fp, "callbacks": list(callbacks)},
+            {
+                "resume_from": resume,
+                "checkpoints": run.checkpoints if cfg.train.num_workers else None,
+                "fingerprint": fp,
+                "callbacks": list(callbacks),
+            },
         )
     labels, featurizer = inputs.labels, inputs.featurizer
     model = build_model(inputs.model_cfg, len(labels), featurizer)

@@ -1,6 +1,7 @@
 """The train stage's loop in every Ray Train worker (Train V2 API): batches, steps, validation metrics,
-progress lines and a checkpoint per epoch; it resumes from the newer of `ray.train.get_checkpoint()` and the
-checkpoint the driver found (`resume_from`).
+progress lines and a checkpoint per epoch; it resumes from the newest of `ray.train.get_checkpoint()`, the
+checkpoint the driver found (`resume_from`) and the newest complete one in the run's checkpoint folder as the
+worker starts (`checkpoints`: a worker restarted within the same fit finds an epoch Ray had not yet recorded).
 
 `train_loop_per_worker(config)` takes the loop config that `pipeline.training.train.make_trainer` builds;
 `config["callbacks"]` holds :class:`TrainCallback` instances, the caller's own code in every worker.
@@ -33,7 +34,7 @@ from pipeline.modeling.frozen import choose_mix
 from pipeline.modeling.losses import build_loss
 from pipeline.modeling.model import build_model, unwrap
 from pipeline.modeling.sampling import class_aware_indices, sample_weights, weighted_indices
-from pipeline.training.checkpoints import load_state, newer_checkpoint, save_state
+from pipeline.training.checkpoints import latest_checkpoint, load_state, newer_checkpoint, save_state
 
 
 def epoch_metrics(y: Any, scores: np.ndarray) -> dict[str, float]:
@@ -195,9 +196,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     state = _State(history=[])
     best_weights: dict[str, torch.Tensor] | None = None
-    # The newer of Ray's own record and the newest checkpoint folder of an earlier attempt: a job stopped
-    # between a checkpoint's upload and Ray's registering it leaves Ray's record one epoch behind.
-    checkpoint = newer_checkpoint(ray.train.get_checkpoint(), config.get("resume_from"))
+    # The newest of Ray's own record and the newest complete checkpoint folder (found by the driver, and again
+    # now): a worker killed between a checkpoint's upload and Ray's registering it leaves Ray's record one
+    # epoch behind, both across jobs and when Ray restarts the worker group within one fit.
+    folder = config.get("checkpoints")
+    checkpoint = newer_checkpoint(
+        ray.train.get_checkpoint(),
+        config.get("resume_from"),
+        latest_checkpoint(folder) if folder is not None else None,
+    )
     if checkpoint:
         saved = load_state(checkpoint)
         unwrap(model).load_state_dict(saved["model"])
