@@ -19,7 +19,7 @@ from pipeline.core.config import load_config
 from pipeline.core.errors import ResourceError
 from pipeline.core.resources import plan_training
 from pipeline.data.prepare import run_prepare
-from pipeline.training.checkpoints import STATE_FILE, read_state
+from pipeline.training.checkpoints import STATE_FILE, best_weights, read_state
 from pipeline.training.train import run_train
 from tests.conftest import ray_temp_dir
 from tests.train_callbacks import EpochLog, FailOnce
@@ -66,7 +66,7 @@ def _export_and_best_weights_scores(run: Path, texts: list[str]) -> tuple[np.nda
     loaded = load_model(run / "model")
     checkpoint = sorted(c for c in (run / "checkpoints").glob("checkpoint_*") if c.is_dir())[-1]
     model = build_model(ModelConfig.from_any(loaded.config["model"]), len(loaded.labels), loaded.featurizer)
-    model.load_state_dict(read_state(checkpoint / STATE_FILE)["best_weights"])
+    model.load_state_dict(best_weights(read_state(checkpoint / STATE_FILE)))
     model.eval()
     feats = {k: torch.from_numpy(v) for k, v in loaded.featurizer.encode(texts).items()}
     with torch.no_grad():
@@ -201,7 +201,7 @@ def test_one_worker_resumes_after_a_kill_and_its_model_reloads_without_ray(prepa
     saved = read_state(checkpoints[-1] / STATE_FILE)
     tokenizer = load_model(run / "model").tokenizer
     model = build_model(ModelConfig.from_any(model_cfg["model"]), len(model_cfg["labels"]), tokenizer)
-    model.load_state_dict(saved["best_weights"])
+    model.load_state_dict(best_weights(saved))
     model.eval()
     enc = tokenizer(texts, padding="max_length", truncation=True, max_length=32, return_tensors="pt")
     with torch.no_grad():
@@ -581,6 +581,21 @@ class _RunsCode:
 
     def __reduce__(self):
         return (Path.touch, (Path(self.path),))
+
+
+def test_best_weights_are_stored_once_when_the_epoch_is_the_best(tmp_path):
+    """A checkpoint of an improving epoch stores the weights once (best_weights names its model); one of a
+    later, worse epoch carries the best epoch's own copy. Both read back as tensors."""
+    from pipeline.training.checkpoints import BEST_IS_MODEL, save_state
+
+    model = {"w": torch.ones(2, 2)}
+    best = {"w": torch.zeros(2, 2)}
+    for name, stored, expected in (("now", BEST_IS_MODEL, model), ("earlier", best, best)):
+        (tmp_path / name).mkdir()
+        save_state(tmp_path / name, {"model": model, "best_weights": stored}, {"epoch": 0})
+        saved = read_state(tmp_path / name / STATE_FILE)
+        assert torch.equal(best_weights(saved)["w"], expected["w"])
+    assert (tmp_path / "now" / STATE_FILE).stat().st_size < (tmp_path / "earlier" / STATE_FILE).stat().st_size
 
 
 def test_a_checkpoint_holding_a_pickled_object_is_refused(tmp_path):

@@ -54,7 +54,13 @@ from pipeline.modeling.model import (
     save_featurizer,
     save_model,
 )
-from pipeline.training.checkpoints import checkpoint_meta, fingerprint, latest_checkpoint, load_state
+from pipeline.training.checkpoints import (
+    best_weights,
+    checkpoint_meta,
+    fingerprint,
+    latest_checkpoint,
+    load_state,
+)
 from pipeline.training.worker import TrainCallback, train_loop_per_worker
 
 log = logging.getLogger(__name__)
@@ -386,7 +392,7 @@ def run_train(cfg: Config, callbacks: Sequence[TrainCallback] = ()) -> dict[str,
         )
     labels, featurizer = inputs.labels, inputs.featurizer
     model = build_model(inputs.model_cfg, len(labels), featurizer)
-    model.load_state_dict(saved["best_weights"])
+    model.load_state_dict(best_weights(saved))
     history = saved["state"]["history"]
     best = saved["state"]["best"]
     extra = {

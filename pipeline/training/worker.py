@@ -34,6 +34,7 @@ from pipeline.modeling.frozen import choose_mix
 from pipeline.modeling.losses import build_loss
 from pipeline.modeling.model import build_model, unwrap
 from pipeline.modeling.sampling import class_aware_indices, sample_weights, weighted_indices
+from pipeline.training import checkpoints
 from pipeline.training.checkpoints import latest_checkpoint, load_state, newer_checkpoint, save_state
 
 
@@ -213,7 +214,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if scaler is not None and saved.get("scaler"):
             scaler.load_state_dict(saved["scaler"])
         state = _State(**saved["state"])
-        best_weights = saved["best_weights"]
+        best_weights = checkpoints.best_weights(saved)
         if rank == 0:
             say(f"[train] resumed from checkpoint after epoch {state.epoch + 1}")
 
@@ -280,7 +281,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         metrics["input_wait_fraction"] = batches.seconds / max(train_time, 1e-9)
         value = metrics[metric]
         improved = state.best is None or (value > state.best if mode == "max" else value < state.best)
-        if improved:
+        if improved:  # copied for the epochs to come; this epoch's checkpoint stores them once, as its model
             state.best, state.bad_epochs = value, 0
             best_weights = {k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()}
         else:
@@ -310,7 +311,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             "stopped_early": stopped_early,
         }
         _report(
-            metrics, rank, model, optimizer, scheduler, scaler, state, best_weights, config["local_dir"], meta
+            metrics,
+            rank,
+            model,
+            optimizer,
+            scheduler,
+            scaler,
+            state,
+            checkpoints.BEST_IS_MODEL if improved else best_weights,
+            config["local_dir"],
+            meta,
         )
     for callback in config.get("callbacks") or ():
         callback.on_train_end(model=unwrap(model), rank=rank)
