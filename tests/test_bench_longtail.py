@@ -57,6 +57,23 @@ def test_bench_section_is_checked(tmp_path):
     )
 
 
+def test_an_invocation_keeps_what_it_does_not_measure_again(tmp_path):
+    """One file collects datasets measured one invocation at a time: running dataset a (all rows, or --rows
+    x) keeps dataset b's rows and settings, and a's other rows with --rows."""
+    out = tmp_path / "longtail.json"
+    rows = [{"dataset": d, "row": r, "seed": 0} for d in ("a", "b") for r in ("x", "y")]
+    out.write_text(
+        json.dumps({"git_sha": "abc", "started": "t0", "rows": rows, "datasets": {"a": 1, "b": 2}})
+    )
+    kept, datasets = driver._earlier(out, None, ["a"])
+    assert [(r["dataset"], r["row"]) for r in kept] == [("b", "x"), ("b", "y")] and datasets == {"b": 2}
+    assert all(r["git_sha"] == "abc" and r["measured"] == "t0" for r in kept)
+    kept, datasets = driver._earlier(out, {"x"}, ["a"])
+    assert [(r["dataset"], r["row"]) for r in kept] == [("a", "y"), ("b", "x"), ("b", "y")]
+    assert datasets == {"b": 2}
+    assert driver._earlier(tmp_path / "none.json", None, ["a"]) == ([], {})
+
+
 def test_flat_row_takes_the_reports_figures():
     doc = {
         "overall": {

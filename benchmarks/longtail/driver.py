@@ -328,21 +328,25 @@ def _same(row: dict[str, Any], new: list[dict[str, Any]]) -> bool:
     return any(key == (r["dataset"], r["row"], r.get("seed")) for r in new)
 
 
-def _kept_rows(out: Path, only: set[str], names: list[str]) -> list[dict[str, Any]]:
-    """With --rows, the other rows of an earlier result in `out` are kept, each with the `git_sha` and time
-    it was measured at: long rows can be measured one invocation at a time."""
+def _earlier(out: Path, only: set[str] | None, names: list[str]) -> tuple[list[dict[str, Any]], dict]:
+    """What an earlier result in `out` holds that this invocation does not measure again: the rows of other
+    datasets, and with --rows the other rows of these datasets (each with the `git_sha` and time it was
+    measured at), plus the settings of every dataset not run now. Datasets and long rows can so be measured
+    one invocation at a time into one file."""
     if not out.is_file():
-        return []
+        return [], {}
     old = json.loads(out.read_text())
-    return [
+    rows = [
         {
             **r,
             "git_sha": r.get("git_sha", old.get("git_sha")),
             "measured": r.get("measured", old.get("started")),
         }
         for r in old.get("rows", [])
-        if not (r["dataset"] in names and r["row"] in only)
+        if not (r["dataset"] in names and (only is None or r["row"] in only))
     ]
+    datasets = {k: v for k, v in (old.get("datasets") or {}).items() if k not in names}
+    return rows, datasets
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -384,8 +388,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "skipped": {},
     }
     doc["versions"]["libpecos"] = pecos_version()  # in its own environment (make bench-pecos)
-    kept = _kept_rows(out, only, names) if only else []
+    kept, kept_datasets = _earlier(out, only, names)
     doc["rows"].extend(kept)
+    doc["datasets"].update(kept_datasets)
     t_start = time.perf_counter()
     try:
         # Ray gives a worker OMP_NUM_THREADS = floor(its CPUs): 1 for a 1.5-CPU training worker beside Ray
