@@ -237,14 +237,20 @@ def test_prior_fallback_replaces_the_global_threshold_of_low_support_labels() ->
         fit_thresholds(y, s, labels, fallback="median")
 
 
-def test_prior_fallback_keeps_the_micro_f1_floor() -> None:
-    # "rare" has no validation positive and a prior that predicts 10 of 40 documents: 10 false positives,
-    # so the guard sends it back to the global threshold.
-    n = 40
+def _separated_head_and_a_rare_label(n: int) -> tuple[NDArray, NDArray]:
+    """Label 0 ("head"): 20 positives scored 0.9, negatives 0.1. Label 1: zeros, for the caller."""
     y = np.zeros((n, 2), dtype=np.int8)
     s = np.zeros((n, 2))
     y[:20, 0] = 1
     s[:, 0] = np.where(y[:, 0] == 1, 0.9, 0.1)
+    return y, s
+
+
+def test_prior_fallback_keeps_the_micro_f1_floor() -> None:
+    # "rare" has no validation positive and a prior that predicts 10 of 40 documents: 10 false positives,
+    # so the guard sends it back to the global threshold.
+    n = 40
+    y, s = _separated_head_and_a_rare_label(n)
     s[:, 1] = np.linspace(0.0, 0.4, n)
     res = fit_thresholds(y, s, ["head", "rare"], fallback="prior", prior=np.array([0.5, 0.25]))
     assert res.floor_action == "greedy_revert" and res.reverted_labels == ["rare"]
@@ -279,10 +285,7 @@ def test_floor_reverts_the_label_that_costs_micro_f1() -> None:
     # Label "head" is separated perfectly; "rare" has one positive scored among negatives, so its own
     # optimum predicts 5 documents (F1 1/3) and adds 4 false positives to the micro counts.
     n = 40
-    y = np.zeros((n, 2), dtype=np.int8)
-    s = np.zeros((n, 2))
-    y[:20, 0] = 1
-    s[:, 0] = np.where(y[:, 0] == 1, 0.9, 0.1)
+    y, s = _separated_head_and_a_rare_label(n)
     y[4, 1] = 1
     s[:5, 1] = [0.30, 0.29, 0.28, 0.27, 0.26]
     s[5:, 1] = 0.01
