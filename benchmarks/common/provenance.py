@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata
+import os
 import platform
 import subprocess
 import sys
@@ -20,7 +21,8 @@ def command_line(module: str, argv: Sequence[str] | None = None) -> str:
 
 
 def git_sha() -> str | None:
-    """The checkout's commit, with '-dirty' when tracked files differ from it; None outside a git checkout."""
+    """The checkout's commit, with '-dirty' when tracked files differ from it; outside a git checkout (a copy
+    of the tree on a GPU machine) the BENCH_GIT_SHA variable, else None."""
 
     def git(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -30,10 +32,10 @@ def git_sha() -> str | None:
     try:
         head = git("rev-parse", "HEAD")
         if head.returncode != 0:
-            return None
+            return os.environ.get("BENCH_GIT_SHA")
         dirty = git("diff", "--quiet", "HEAD", "--").returncode == 1
     except (OSError, subprocess.SubprocessError):
-        return None
+        return os.environ.get("BENCH_GIT_SHA")
     return head.stdout.strip() + ("-dirty" if dirty else "")
 
 
