@@ -21,8 +21,10 @@ def command_line(module: str, argv: Sequence[str] | None = None) -> str:
 
 
 def git_sha() -> str | None:
-    """The checkout's commit, with '-dirty' when tracked files differ from it; outside a git checkout (a copy
-    of the tree on a GPU machine) the BENCH_GIT_SHA variable, else None."""
+    """The checkout's commit, with '-dirty' when tracked files differ from it; None outside a git checkout.
+    BENCH_GIT_SHA, when set, names it instead (a copy of the tree on a GPU machine; its .git may lag)."""
+    if os.environ.get("BENCH_GIT_SHA"):
+        return os.environ["BENCH_GIT_SHA"]
 
     def git(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -32,10 +34,10 @@ def git_sha() -> str | None:
     try:
         head = git("rev-parse", "HEAD")
         if head.returncode != 0:
-            return os.environ.get("BENCH_GIT_SHA")
+            return None
         dirty = git("diff", "--quiet", "HEAD", "--").returncode == 1
     except (OSError, subprocess.SubprocessError):
-        return os.environ.get("BENCH_GIT_SHA")
+        return None
     return head.stdout.strip() + ("-dirty" if dirty else "")
 
 

@@ -233,12 +233,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         t0 = time.perf_counter()
         model.train()
         batches = _Waited(_epoch_batches(train_shard, in_memory, config, tcfg, seed + epoch * 1000 + rank))
-        loss_sum, rows, pending = 0.0, 0, False
+        # The loss is summed on the device and read once an epoch (or when a progress line is due): reading it
+        # every step made the CPU wait for the GPU, which then idled while the next step was launched.
+        loss_total, rows, pending = torch.zeros((), dtype=torch.float64, device=device), 0, False
         progress.start(epoch)
         optimizer.zero_grad(set_to_none=True)
         for step, batch in enumerate(batches):
-            features = {c: batch[c].to(device) for c in columns}
-            y = dense_targets(batch["label_idx"].to(device), num_labels)
+            features = {c: batch[c].to(device, non_blocking=True) for c in columns}
+            y = dense_targets(batch["label_idx"].to(device, non_blocking=True), num_labels)
             with autocast:
                 logits = model(**features, branches=True) if branched else model(**features)
             if branched:
@@ -250,11 +252,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             pending = (step + 1) % tcfg["grad_accum"] != 0
             if not pending:
                 _step(model, optimizer, scheduler, scaler, tcfg["grad_clip"])
-            loss_sum += float(loss.detach()) * tcfg["grad_accum"] * len(y)
+            loss_total += loss.detach().double() * (tcfg["grad_accum"] * len(y))
             rows += len(y)
-            progress.step(step + 1, rows, loss_sum)
+            progress.step(step + 1, rows, loss_total)
         if pending:  # the epoch ended inside an accumulation window
             _step(model, optimizer, scheduler, scaler, tcfg["grad_clip"])
+        loss_sum = float(loss_total)  # waits for the epoch's last step
         train_time = time.perf_counter() - t0
 
         val_loss, scores, targets = _validate(
@@ -344,9 +347,10 @@ class _Progress:
         """Another line (the epoch's) was just printed: the next progress line is due `seconds` after it."""
         self.clock.last = time.perf_counter()
 
-    def step(self, batch: int, rows: int, loss_sum: float) -> None:
+    def step(self, batch: int, rows: int, loss_sum: torch.Tensor | float) -> None:
         if not self.on or not self.clock.due():
             return
+        loss_sum = float(loss_sum)  # a device tensor: read only when a line is due
         took = time.perf_counter() - self.t0
         rate = rows / max(took, 1e-9)
         left = max(self.batches - batch, 0) * took / batch
