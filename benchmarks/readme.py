@@ -70,6 +70,14 @@ WHAT: dict[str, tuple[str, str]] = {
         "single process (1.0: no cost). Training and scoring ran several times per side, alternating; a "
         "side's figure is its median run, a pair ratio divides a Ray run by the baseline run after it.",
     ),
+    "gpu_efficiency": (
+        "Training on a GPU",
+        "An all-MiniLM-L6-v2-shaped encoder (randomly initialised) trained in bf16: a bare Hugging Face loop "
+        "(random token ids already on the GPU) swept over sequence length and batch size, then the train "
+        "stage's Ray Train loop (Ray Data ingest, per-epoch validation and checkpoints not counted in its "
+        "samples/s) at the bare loop's saturating batch, between two bare runs; ratio = Ray / the mean of "
+        "the two. Share of peak = 6 x parameters x tokens/s over the chip's dense bf16 datasheet figure.",
+    ),
     "tune_throughput": (
         "Tune trials per hour",
         "Ray Tune trials per hour on the demo config: full fine-tuning trials against embeddings-mode trials "
@@ -130,6 +138,12 @@ SPECS = {
     "memory": "phase@_side | driver peak RSS@peak_memory/driver_ru_maxrss_mib~1 | process tree peak RSS@"
     "peak_memory/process_tree_rss_peak_sum_mib~1 | largest Ray worker@peak_memory/"
     "ray_worker_rss_peak_max_mib~1",
+    "gpu_sweep": "tokens@seq | batch@batch | samples/s@samples_per_s~0 | tokens/s@tokens_per_s~0 | TFLOP/s@"
+    "tflops~1 | share of peak@share_of_peak | share of peak, embeddings left out@"
+    "share_of_peak_without_embeddings",
+    "gpu_pairs": "tokens@seq | batch@batch | documents@docs | bare before@bare_before~0 | Ray@ray/"
+    "samples_per_s~0 | bare after@bare_after~0 | ratio@ratio | ratio range@_range | Ray samples/s per "
+    "epoch@_epochs | input wait per epoch@_wait | Ray share of peak@ray_point/share_of_peak",
     "tune": "mode@_mode | trials@trials | epochs per trial@epochs_per_trial | seconds@seconds~1 | trials per"
     " hour@trials_per_hour~1 | trials per hour after the cache@trials_per_hour_after_cache~1 | best "
     "validation macro-F1@best_objective/val_tuned_macro_f1",
@@ -417,6 +431,24 @@ def throughput(d: J) -> list[str]:
     return out + grid(SPECS["memory"], sides)
 
 
+def gpu_efficiency(d: J) -> list[str]:
+    shape = ", ".join(f"{k} {v}" for k, v in d["shape"].items())
+    out = [
+        f"{d['gpu'] or d['device']}, {d['precision']}; model {shape}, {d['params']['params']:,} parameters "
+        f"({d['params']['params_without_embeddings']:,} without embeddings), {d['num_labels']} labels; "
+        f"{d['steps']} timed steps after {d['warmup']} per bare point; peak {d['peak_tflops']} TFLOP/s; "
+        f"saturating: the smallest batch within {d['saturation']:.0%} of the best at its length.",
+        "",
+    ]
+    if d["sweep"]:
+        out += grid(SPECS["gpu_sweep"], [r for r in d["sweep"] if not r.get("oom")])
+    for r in d["pairs"]:
+        r["_range"] = " - ".join(fmt(x) for x in r["ratio_range"])
+        r["_epochs"] = listed(r["ray"]["epochs"], 0)
+        r["_wait"] = ", ".join(f"{w:.1%}" for w in r["ray"]["input_wait_fraction"])
+    return out + grid(SPECS["gpu_pairs"], d["pairs"])
+
+
 def tune_throughput(d: J) -> list[str]:
     cache = fmt(get(d, "results/embeddings/embedding_cache_seconds"), 2)
     out = [f"Config: {d['config']}; prepare {d['prepare_seconds']} s; embedding cache {cache} s.", ""]
@@ -436,6 +468,7 @@ RENDER: dict[str, Callable[[J], list[str]]] = {
     "finetune": finetune,
     "throughput": throughput,
     "tune_throughput": tune_throughput,
+    "gpu_efficiency": gpu_efficiency,
 }
 
 
