@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # One command for a lent GPU machine (device tool: carry .gpu, built by benchmarks/gpu_bundle.sh): unpacks the
-# bundle, checks the imports, then runs the GPU benchmarks with their results and log under $OUT.
-#   BENCH_GIT_SHA=<commit> bash benchmarks/gpu_machine.sh [extra benchmarks.gpu_efficiency arguments]
+# bundle, checks the imports, then runs a benchmark module with its log (and results, by its --out) under $OUT.
+#   BENCH_GIT_SHA=<commit> bash benchmarks/gpu_machine.sh                  # benchmarks.gpu_efficiency
+#   BENCH_GIT_SHA=<commit> bash benchmarks/gpu_machine.sh benchmarks.gpu_efficiency --seq 128 --ray-seq 128
+#   BENCH_GIT_SHA=<commit> bash benchmarks/gpu_machine.sh benchmarks.longtail --dataset reuters21578 \
+#     --data-root .gpu/data --set train.use_gpu=true --num-cpus 16   # corpora copied into .gpu/data
 set -u
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out" /tmp/gpusite
@@ -10,7 +13,10 @@ export PYTHONPATH=/tmp/gpusite/site:$PWD PYTHONUNBUFFERED=1 RAY_DATA_DISABLE_PRO
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import ray, ray.train, ray.data, ray.tune, pydantic, pipeline.training.train; print('ray', ray.__version__)" \
   || exit 1
-timeout "${GPU_BENCH_SECONDS:-480}" python3 -m benchmarks.gpu_efficiency --out "$out/gpu_efficiency.json" "$@" \
-  >"$out/gpu_efficiency.log" 2>&1
+module=${1:-benchmarks.gpu_efficiency}
+shift || true
+name=${module##*.}
+case " $* " in *" --out "*) ;; *) set -- "$@" --out "$out/$name.json" ;; esac
+timeout "${GPU_BENCH_SECONDS:-480}" python3 -m "$module" "$@" >"$out/$name.log" 2>&1
 echo "rc $?"
-grep -v -e PlacementGroupCleaner -e streaming_executor -e "Data sink" "$out/gpu_efficiency.log" | tail -40
+grep -v -e PlacementGroupCleaner -e streaming_executor -e "Data sink" "$out/$name.log" | tail -40

@@ -74,6 +74,15 @@ def test_an_invocation_keeps_what_it_does_not_measure_again(tmp_path):
     assert driver._earlier(tmp_path / "none.json", None, ["a"]) == ([], {})
 
 
+def test_further_seeds_keep_the_seeds_measured_before(tmp_path):
+    """--seeds 1,2 on dataset a re-measures only those seeds: a's seed-0 rows (and b's) stay."""
+    out = tmp_path / "longtail.json"
+    rows = [{"dataset": d, "row": "x", "seed": k} for d in ("a", "b") for k in (0, 1)]
+    out.write_text(json.dumps({"git_sha": "abc", "started": "t0", "rows": rows, "datasets": {}}))
+    kept, _ = driver._earlier(out, {"x"}, ["a"], {1, 2})
+    assert [(r["dataset"], r["seed"]) for r in kept] == [("a", 0), ("b", 0), ("b", 1)]
+
+
 def test_flat_row_takes_the_reports_figures():
     doc = {
         "overall": {

@@ -29,7 +29,7 @@ from benchmarks.corpora import data_root
 from benchmarks.longtail.peers import PEERS, SplitText, pecos_version, peer_row, peer_unavailable, tfidf
 
 CONFIGS = ROOT / "benchmarks" / "configs" / "longtail"
-DATASETS = ("eurlex57k", "reuters21578", "goemotions")
+DATASETS = ("eurlex57k", "reuters21578", "goemotions", "synthetic-7900")
 SMOKE = "smoke"
 DEFAULT_OUT = RESULTS / "longtail.json"
 VERSIONED = (
@@ -328,11 +328,13 @@ def _same(row: dict[str, Any], new: list[dict[str, Any]]) -> bool:
     return any(key == (r["dataset"], r["row"], r.get("seed")) for r in new)
 
 
-def _earlier(out: Path, only: set[str] | None, names: list[str]) -> tuple[list[dict[str, Any]], dict]:
+def _earlier(
+    out: Path, only: set[str] | None, names: list[str], seeds: set[int] | None = None
+) -> tuple[list[dict[str, Any]], dict]:
     """What an earlier result in `out` holds that this invocation does not measure again: the rows of other
-    datasets, and with --rows the other rows of these datasets (each with the `git_sha` and time it was
-    measured at), plus the settings of every dataset not run now. Datasets and long rows can so be measured
-    one invocation at a time into one file."""
+    datasets, and with --rows (--seeds) the other rows (seeds) of these datasets (each with the `git_sha`
+    and time it was measured at), plus the settings of every dataset not run now. Datasets, long rows and
+    further seeds can so be measured one invocation at a time into one file."""
     if not out.is_file():
         return [], {}
     old = json.loads(out.read_text())
@@ -343,7 +345,11 @@ def _earlier(out: Path, only: set[str] | None, names: list[str]) -> tuple[list[d
             "measured": r.get("measured", old.get("started")),
         }
         for r in old.get("rows", [])
-        if not (r["dataset"] in names and (only is None or r["row"] in only))
+        if not (
+            r["dataset"] in names
+            and (only is None or r["row"] in only)
+            and (seeds is None or r.get("seed") in seeds)
+        )
     ]
     datasets = {k: v for k, v in (old.get("datasets") or {}).items() if k not in names}
     return rows, datasets
@@ -356,6 +362,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dataset", action="append", default=None, help=f"dataset(s) (default: {DATASETS})")
     parser.add_argument(
         "--rows", default=None, help="comma-separated rows to run (default: all of the config)"
+    )
+    parser.add_argument(
+        "--seeds", default=None, help="comma-separated seeds of the own rows (default: each config's)"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a pipeline override added to every own row (e.g. train.use_gpu=true)",
     )
     parser.add_argument("--smoke", action="store_true", help="the synthetic smoke config into a temp folder")
     parser.add_argument(
@@ -374,6 +390,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     names = [SMOKE] if args.smoke else (args.dataset or list(DATASETS))
     benches = [load_bench(CONFIGS / f"{n}.yaml") for n in names]  # every config checked before any work
     only = set(args.rows.split(",")) if args.rows else None
+    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else None
+    for bench in benches:
+        bench.seeds = seeds or bench.seeds
+        bench.rows = {row: [*overrides, *args.set] for row, overrides in bench.rows.items()}
+        for row, overrides in bench.rows.items():  # a bad override fails here, before any work
+            row_config(bench, Path(tempfile.gettempdir()), Path(args.data_root), row, overrides)
     own_work = args.work_dir is None
     work = Path(tempfile.mkdtemp(prefix="bml-longtail-")) if own_work else Path(args.work_dir).resolve()
     out = Path(args.out) if args.out else (work / "longtail.json" if args.smoke else DEFAULT_OUT)
@@ -388,7 +410,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "skipped": {},
     }
     doc["versions"]["libpecos"] = pecos_version()  # in its own environment (make bench-pecos)
-    kept, kept_datasets = _earlier(out, only, names)
+    kept, kept_datasets = _earlier(out, only, names, set(seeds) if seeds else None)
     doc["rows"].extend(kept)
     doc["datasets"].update(kept_datasets)
     t_start = time.perf_counter()
@@ -408,6 +430,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 result = run_dataset(bench, work, corpora, only, kept)
                 doc["rows"] = [r for r in doc["rows"] if not _same(r, result["rows"])] + result["rows"]
                 doc["datasets"][bench.key] = result["dataset"]
+                # With --seeds, the seeds measured now and those kept from an earlier invocation.
+                result["dataset"]["seeds"] = sorted(
+                    {r["seed"] for r in doc["rows"] if r["dataset"] == bench.key and r["row"] in bench.rows}
+                )
                 doc["skipped"].update({f"{bench.key}/{k}": v for k, v in result["skipped"].items()})
                 write_json(out, {**doc, "complete": False})  # a later dataset failing keeps this one
     finally:
