@@ -125,6 +125,8 @@ def test_smoke_run_writes_a_flat_row_per_model_and_peer(ray_session, tmp_path):
         ("bce-sparse", 1),
         ("db-sparse-prior", 0),
         ("db-sparse-prior", 1),
+        ("tuned-sparse", 0),
+        ("tuned-sparse", 1),
         *((p, 0) for p in peers.PEERS),
     ]
     assert (tmp_path / "work" / "smoke" / "db-sparse-seed1" / "model").is_dir()
@@ -138,6 +140,11 @@ def test_smoke_run_writes_a_flat_row_per_model_and_peer(ray_session, tmp_path):
     # The synthetic labels follow their words: every model ranks far above chance (12 labels).
     assert all(r["p_at_1"] > 0.5 for r in rows.values()), {k: r["p_at_1"] for k, r in rows.items()}
     assert rows["db-sparse"]["settings"]["kind"] == "lexical"
+    # The tuned row searched, then trained with the best trial's loss, lr and l2 (in their ranges).
+    best = rows["tuned-sparse"]["best_params"]
+    assert best["loss"]["name"] in ("bce", "db") and 0.01 <= best["train"]["lr"] <= 0.1
+    assert 1e-7 <= best["train"]["l2"] <= 1e-5
+    assert (tmp_path / "work" / "smoke" / "tuned-sparse" / "tune" / "summary.csv").is_file()
     # The -prior rows evaluate db-sparse's model (same weights, same scores) with the prior fallback.
     for seed in (0, 1):
         own, again = (

@@ -19,9 +19,17 @@ import yaml
 from pipeline.core.config import apply_params, load_config
 from pipeline.core.storage import locate
 from pipeline.data.prepare import run_prepare
-from pipeline.training.search_space import SEP, loss_from_trial, optuna_space, resolve_space
+from pipeline.training.search_space import SEP, loss_from_trial, optuna_space, random_space, resolve_space
 from pipeline.training.train import run_train
-from pipeline.training.tune import _searcher, _set_aside, replay_head, run_tune, unreadable_state
+from pipeline.training.tune import (
+    _resolved,
+    _searcher,
+    _set_aside,
+    replay_head,
+    run_tune,
+    trial_config,
+    unreadable_state,
+)
 from tests.conftest import start_own_ray
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,6 +97,34 @@ def test_optuna_space_is_conditional():
     assert seen == {"bce", "db", "asymmetric"}
     with pytest.raises(ValueError, match="unknown"):
         resolve_space(["db"], {"db": {"nope": [1, 2]}})
+
+
+def test_l2_is_searched_log_uniformly_and_reaches_the_trial_config():
+    space = resolve_space(["bce", "db"])
+    define = optuna_space(space, (1e-3, 1e-3), (1e-7, 1e-5))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    base = load_config(None, ["tune.l2=[1.0e-7, 1.0e-5]", "tune.lr=[0.2, 0.2]", "train.l2=0.5"])
+    for _ in range(10):
+        trial = study.ask()
+        define(trial)
+        assert "lr" not in trial.params and 1e-7 <= trial.params["l2"] <= 1e-5
+        cfg = trial_config(base, trial.params, space)
+        assert cfg.train.l2 == trial.params["l2"] and cfg.train.lr == 0.2  # the constant lr, not train.lr
+        study.tell(trial, 0.0)
+    # Random search: l2 is a domain of its own; a constant range is its value.
+    assert random_space(space, (1e-3, 1e-2), (1e-6, 1e-6))["l2"] == 1e-6
+    assert "l2" not in random_space(space, (1e-3, 1e-2))
+    assert (
+        trial_config(
+            base.model_copy(update={"tune": base.tune.model_copy(update={"l2": None})}),
+            {"loss": "bce"},
+            space,
+        ).train.l2
+        == 0.5
+    )
+    assert _resolved(None, (2e-6, 2e-6)) == 2e-6 and _resolved(3e-6, (1e-6, 1e-5)) == 3e-6
+    with pytest.raises(ValueError, match="0 < low <= high"):
+        load_config(None, ["tune.l2=[0, 1.0e-5]"])
 
 
 def test_apply_params():

@@ -76,16 +76,24 @@ class Bench:
     seeds: list[int]
     #: Rows that evaluate another row's trained model with other `evaluate.*` settings: {row: source row}.
     model_of: dict[str, str] = field(default_factory=dict)
+    #: Rows that run the tune stage first and train with its best_params.yaml.
+    tuned: set[str] = field(default_factory=set)
 
 
-def _parse_rows(path: Path, raw: dict[str, Any]) -> tuple[dict[str, list[str]], dict[str, str]]:
-    """`bench.rows`: {row: [overrides]} trains a model; {row: {model_of: <earlier row>, set: [evaluate.*]}}
-    re-evaluates that row's model (same seed) with other threshold settings, without training again."""
+def _parse_rows(path: Path, raw: dict[str, Any]) -> tuple[dict[str, list[str]], dict[str, str], set[str]]:
+    """`bench.rows`: {row: [overrides]} trains a model; {row: {tune: [overrides]}} runs the tune stage (the
+    overrides set tune.*) and trains with its best parameters; {row: {model_of: <earlier row>, set:
+    [evaluate.*]}} re-evaluates that row's model (same seed) with other threshold settings, without training
+    again."""
     rows: dict[str, list[str]] = {}
     model_of: dict[str, str] = {}
+    tuned: set[str] = set()
     for name, spec in raw.items():
         name = str(name)
-        if isinstance(spec, dict):
+        if isinstance(spec, dict) and set(spec) == {"tune"}:
+            rows[name] = [str(s) for s in spec["tune"] or []]
+            tuned.add(name)
+        elif isinstance(spec, dict):
             unknown = sorted(set(spec) - {"model_of", "set"})
             if unknown or "model_of" not in spec:
                 raise ValueError(f"{path}: row {name}: expected {{model_of: <row>, set: [...]}}, got {spec}")
@@ -103,7 +111,7 @@ def _parse_rows(path: Path, raw: dict[str, Any]) -> tuple[dict[str, list[str]], 
             model_of[name] = source
         else:
             rows[name] = [str(s) for s in (spec or [])]
-    return rows, model_of
+    return rows, model_of, tuned
 
 
 def load_bench(path: Path) -> Bench:
@@ -112,7 +120,7 @@ def load_bench(path: Path) -> Bench:
     unknown = sorted(set(bench) - {"dataset", "rows", "peers", "seeds"})
     if unknown:
         raise ValueError(f"{path}: unknown keys in bench: {unknown}")
-    rows, model_of = _parse_rows(path, bench.get("rows") or {})
+    rows, model_of, tuned = _parse_rows(path, bench.get("rows") or {})
     peers = [str(p) for p in bench.get("peers") or []]
     for p in peers:
         peer_unavailable(p)  # an unknown name fails here, before any work
@@ -122,7 +130,7 @@ def load_bench(path: Path) -> Bench:
     seeds = [int(x) for x in bench.get("seeds") or [seed]]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"{path}: bench.seeds repeats a seed: {seeds}")
-    return Bench(path.stem, bench.get("dataset"), raw, rows, peers, seeds, model_of)
+    return Bench(path.stem, bench.get("dataset"), raw, rows, peers, seeds, model_of, tuned)
 
 
 def row_config(bench: Bench, work: Path, corpora: Path, name: str, overrides: list[str]) -> Any:
@@ -187,8 +195,10 @@ def own_row(
     """Train and evaluate one row in a run of its own that shares the dataset's prepared splits; a
     `model_of` row evaluates its source row's model instead (its train_seconds are the source's, looked up in
     `trained_seconds` by (row, seed))."""
+    from pipeline.core.config import apply_params
     from pipeline.evaluation.evaluate import run_evaluate
     from pipeline.training.train import run_train
+    from pipeline.training.tune import run_tune
 
     name = run_name(bench, row, seed)
     cfg = row_config(bench, work, corpora, name, [*overrides, f"run.seed={seed}"])
@@ -198,7 +208,11 @@ def own_row(
     source = bench.model_of.get(row)
     with PeakRSS() as rss:
         t0 = time.perf_counter()
+        best_params = None
         if source is None:
+            if row in bench.tuned:  # as run_all --tune: the search, then the train stage with its best
+                best_params = run_tune(cfg)
+                cfg = apply_params(cfg, best_params)
             history = run_train(cfg)["history"]
             train_seconds: float | None = time.perf_counter() - t0
         else:
@@ -227,6 +241,8 @@ def own_row(
     )
     if source is not None:
         out["model_of"] = source
+    if best_params is not None:  # train_seconds include the search
+        out["best_params"] = best_params
     return out
 
 
@@ -418,8 +434,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # Ray gives a worker OMP_NUM_THREADS = floor(its CPUs): 1 for a 1.5-CPU training worker beside Ray
         # Data's 0.5. Torch in the worker and the scoring actor may use every core of this machine instead.
         # log_to_driver: the training workers' progress lines (a row runs for up to an hour) reach this log.
+        # The dashboard serves the State API that Train V2's placement-group cleaner asks: without it the
+        # workers of trials that ASHA stopped (tuned rows) stayed reserved (pipeline.core.cluster.ensure_ray).
         with benchmark_ray(
-            args.num_cpus, env_defaults={"OMP_NUM_THREADS": str(args.num_cpus)}, log_to_driver=True
+            args.num_cpus,
+            env_defaults={"OMP_NUM_THREADS": str(args.num_cpus)},
+            log_to_driver=True,
+            include_dashboard=True,
         ):
             for bench in benches:
                 if bench.dataset is not None and not (corpora / bench.dataset).is_dir():

@@ -349,6 +349,8 @@ class TuneSection(_Strict):
     space: dict[str, dict[str, list]] = Field(default_factory=dict)
     #: Learning-rate range searched (log-uniform).
     lr: tuple[float, float] = (3e-4, 3e-3)
+    #: Range of train.l2, the per-label L2 penalty, searched (log-uniform; both > 0); None keeps train.l2.
+    l2: tuple[float, float] | None = None
     #: Trials in the search.
     num_samples: int = Field(12, ge=1)
     #: Optuna TPE or random search.
@@ -376,6 +378,12 @@ class TuneSection(_Strict):
     mode: Literal["full", "embeddings"] = "full"
     #: CPUs per trial in embeddings mode (the head trains in the trial's own process).
     trial_cpus: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _l2_range(self) -> TuneSection:
+        if self.l2 is not None and not 0 < self.l2[0] <= self.l2[1]:
+            raise ValueError(f"tune.l2 must be [low, high] with 0 < low <= high (log-uniform), got {self.l2}")
+        return self
 
 
 class PredictSection(_Strict):

@@ -67,12 +67,17 @@ def _domain(spec: tuple) -> Any:
     return tune.loguniform(low, high) if log else tune.uniform(low, high)
 
 
-def random_space(space: dict[str, dict], lr: tuple[float, float]) -> dict[str, Any]:
-    """Tune param_space: `loss` first, then each family's parameters through sample_from (None elsewhere)."""
+def random_space(
+    space: dict[str, dict], lr: tuple[float, float], l2: tuple[float, float] | None = None
+) -> dict[str, Any]:
+    """Tune param_space: `loss` first, then each family's parameters through sample_from (None elsewhere);
+    `l2` (train.l2) when its range is given."""
     out: dict[str, Any] = {
         "loss": tune.choice(list(space)),
         "lr": tune.loguniform(*lr) if lr[0] != lr[1] else lr[0],
     }
+    if l2 is not None:
+        out["l2"] = tune.loguniform(*l2) if l2[0] != l2[1] else l2[0]
     for fam, params in space.items():
         for name, spec in params.items():
             dom = _domain(spec)
@@ -92,14 +97,19 @@ class OptunaSpace:
     A class, not a closure: OptunaSearch pickles it into every experiment checkpoint (a closure failed there).
     """
 
-    def __init__(self, space: dict[str, dict], lr: tuple[float, float]) -> None:
+    def __init__(
+        self, space: dict[str, dict], lr: tuple[float, float], l2: tuple[float, float] | None = None
+    ) -> None:
         self.space = space
         self.lr = lr
+        self.l2 = l2
 
     def __call__(self, trial) -> None:
         fam = trial.suggest_categorical("loss", list(self.space))
         if self.lr[0] != self.lr[1]:
             trial.suggest_float("lr", self.lr[0], self.lr[1], log=True)
+        if self.l2 is not None and self.l2[0] != self.l2[1]:
+            trial.suggest_float("l2", self.l2[0], self.l2[1], log=True)
         for name, spec in self.space[fam].items():
             key = fam + SEP + name
             if spec[0] == "choice":
@@ -108,8 +118,10 @@ class OptunaSpace:
                 trial.suggest_float(key, spec[1], spec[2], log=spec[3])
 
 
-def optuna_space(space: dict[str, dict], lr: tuple[float, float]) -> OptunaSpace:
-    return OptunaSpace(space, lr)
+def optuna_space(
+    space: dict[str, dict], lr: tuple[float, float], l2: tuple[float, float] | None = None
+) -> OptunaSpace:
+    return OptunaSpace(space, lr, l2)
 
 
 def loss_from_trial(config: dict[str, Any], space: dict[str, dict]) -> tuple[str, dict[str, Any]]:

@@ -46,12 +46,17 @@ LEDGER = "finished_trials.json"
 
 
 def trial_config(cfg: Config, config: dict[str, Any], space: dict[str, dict]) -> Config:
-    """The run config of one trial: the base config with the trial's loss, parameters and learning rate."""
+    """The run config of one trial: the base config with the trial's loss, parameters, learning rate and
+    train.l2 (a constant range, which Optuna does not suggest, gives its value)."""
     name, params = loss_from_trial(config, space)
     data = cfg.model_dump()
     data["loss"] = {"name": name, "params": params}
-    if config.get("lr") is not None:
-        data["train"]["lr"] = float(config["lr"])
+    for key, span in (("lr", cfg.tune.lr), ("l2", cfg.tune.l2)):
+        value = config.get(key)
+        if value is None and span is not None and span[0] == span[1]:
+            value = span[0]
+        if value is not None:
+            data["train"][key] = float(value)
     return Config.model_validate(data)
 
 
@@ -256,14 +261,17 @@ def run_tune(cfg: Config) -> dict[str, Any]:
     best = max(ok, key=lambda r: r[tcfg.metric])
     best_params: dict[str, Any] = {"loss": {"name": best["loss"], "params": best["params"]}}
     objective = {tcfg.metric: best[tcfg.metric], "trial_id": best["trial_id"], "mode": tcfg.mode}
+    lr = _resolved(best["lr"], tcfg.lr)
     if tcfg.mode == "full":
-        best_params["train"] = {"lr": best["lr"]}
+        best_params["train"] = {"lr": lr}
     else:
         # The head's learning rate, as train.head_lr: fine-tuning then runs the encoder at train.lr and the
         # head at the rate that trained it best on the frozen features. On Reuters a fine-tuned MiniLM learned
         # the rare labels only with a head lr of this order (see README, Benchmarks).
-        best_params["train"] = {"head_lr": best["lr"]}
-        objective["head_lr"] = best["lr"]
+        best_params["train"] = {"head_lr": lr}
+        objective["head_lr"] = lr
+    if tcfg.l2 is not None:
+        best_params["train"]["l2"] = _resolved(best.get("l2"), tcfg.l2)
     best_params["objective"] = objective
     write_bytes(run.best_params, yaml.safe_dump(best_params, sort_keys=False).encode())
     write_bytes(exp.join("summary.csv"), _csv(rows).encode())
@@ -278,6 +286,11 @@ def run_tune(cfg: Config) -> dict[str, Any]:
     return best_params
 
 
+def _resolved(value: float | None, span: tuple[float, float]) -> float | None:
+    """A trial's value of a searched range; a constant range (not suggested by Optuna) gives its value."""
+    return span[0] if value is None and span[0] == span[1] else value
+
+
 def _searcher(
     tcfg: Any, space: dict[str, dict], concurrent: int, finished: dict[str, dict]
 ) -> tuple[Any, dict | None]:
@@ -289,7 +302,7 @@ def _searcher(
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
-        define = optuna_space(space, tcfg.lr)
+        define = optuna_space(space, tcfg.lr, tcfg.l2)
         storage, study_name = None, None
         if finished:
             # Ray's OptunaSearch takes no evaluated_rewards with a define-by-run space; a study of our own
@@ -328,7 +341,7 @@ def _searcher(
         random_state=tcfg.seed + len(finished),
         max_concurrent=concurrent,
     )
-    return search, random_space(space, tcfg.lr)
+    return search, random_space(space, tcfg.lr, tcfg.l2)
 
 
 class TrialLedger(tune.Callback):
@@ -426,6 +439,7 @@ def trial_row(
         "loss": name,
         "params": params,
         "lr": config.get("lr"),
+        "l2": config.get("l2"),
         metric: None if best is None else float(best),
         "val_tuned_micro_f1": None if best_micro is None else float(best_micro),
         "epochs_run": epochs,
