@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from pipeline.core.config import apply_params, load_config
+from pipeline.core.errors import InputError
 from pipeline.core.storage import locate
 from pipeline.data.prepare import run_prepare
 from pipeline.training.search_space import SEP, loss_from_trial, optuna_space, random_space, resolve_space
@@ -125,6 +126,11 @@ def test_l2_is_searched_log_uniformly_and_reaches_the_trial_config():
     assert _resolved(None, (2e-6, 2e-6)) == 2e-6 and _resolved(3e-6, (1e-6, 1e-5)) == 3e-6
     with pytest.raises(ValueError, match="0 < low <= high"):
         load_config(None, ["tune.l2=[0, 1.0e-5]"])
+
+
+def test_tune_over_in_process_training_is_refused_before_any_work():
+    with pytest.raises(InputError, match="train.num_workers >= 1"):
+        run_tune(load_config(None, ["train.num_workers=0"]))
 
 
 def test_apply_params():

@@ -32,6 +32,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from pipeline.core.config import Config
+from pipeline.core.errors import InputError, ResourceError
 from pipeline.core.resources import cluster_plan
 from pipeline.core.storage import Location, locate, read_bytes, read_json, write_bytes, write_json
 from pipeline.training.checkpoints import latest_checkpoint
@@ -126,8 +127,6 @@ def run_tune(cfg: Config) -> dict[str, Any]:
     tcfg = cfg.tune
     space = resolve_space(tcfg.families, tcfg.space)
     if tcfg.mode == "embeddings" and cfg.model.kind != "encoder":
-        from pipeline.core.errors import InputError
-
         raise InputError(
             "tune.mode=embeddings trains the encoder kind's head on frozen encoder embeddings; with "
             f"model.kind={cfg.model.kind} use tune.mode=full (the frozen and combined kinds embed once "
@@ -138,8 +137,6 @@ def run_tune(cfg: Config) -> dict[str, Any]:
 
         cpus = float(ray.cluster_resources().get("CPU", 0.0))
         if tcfg.trial_cpus > cpus:
-            from pipeline.core.errors import ResourceError
-
             raise ResourceError(f"tune.trial_cpus={tcfg.trial_cpus:g} but the cluster has CPU={cpus:g}")
         concurrent = tcfg.max_concurrent or max(1, int(cpus // tcfg.trial_cpus))
         inputs = build_inputs(cfg, tokenize=False)
