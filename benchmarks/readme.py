@@ -327,6 +327,12 @@ def longtail(d: J) -> list[str]:
         }
         if again:  # rows that re-evaluate another row's model with other threshold settings
             out += [f"Same model, other thresholds (train s: the model's): {'; '.join(again.values())}.", ""]
+        tuned = [
+            f"{r['row']} seed {r['seed']}: {searched(r['best_params'])}" for r in rows if r.get("best_params")
+        ]
+        if tuned:
+            out += [f"Tuned rows (train s include the search), best trial: {'; '.join(tuned)}.", ""]
+        out += db_against_bce(rows)
     own = [
         f"{r['row']} {str(r['git_sha'])[:7]}"
         for r in d["rows"]
@@ -336,6 +342,44 @@ def longtail(d: J) -> list[str]:
         out += [f"Rows measured at other commits than the file's: {', '.join(own)}.", ""]
     skipped = d.get("skipped") or {}
     return out + ([f"Skipped: {'; '.join(f'{k}: {v}' for k, v in skipped.items())}.", ""] if skipped else [])
+
+
+def searched(best: J) -> str:
+    """A tuned row's best_params in one phrase: loss, its parameters, then the train settings."""
+    loss = best["loss"]
+    params = ", ".join(f"{k} {fmt(v)}" for k, v in (loss.get("params") or {}).items())
+    train = ", ".join(f"{k} {v:.3g}" for k, v in (best.get("train") or {}).items() if v is not None)
+    return f"{loss['name']}" + (f" ({params})" if params else "") + (f", {train}" if train else "")
+
+
+def db_against_bce(rows: list[J]) -> list[str]:
+    """Each db-<x> row beside bce-<x> over their shared seeds: mean (min - max) of macro- and tail-F1, and
+    whether DB's worst seed beats BCE's best."""
+    table_rows = []
+    for name in dict.fromkeys(r["row"] for r in rows):
+        if not name.startswith("db-") or not any(r["row"] == "bce-" + name[3:] for r in rows):
+            continue
+        pair = {k: {r["seed"]: r for r in rows if r["row"] == k} for k in (name, "bce-" + name[3:])}
+        seeds = sorted(set(pair[name]) & set(pair["bce-" + name[3:]]))
+        cells: list[Any] = [f"{name} / bce-{name[3:]}", len(seeds)]
+        for key in ("macro_f1", "tail_f1"):
+            db, bce = ([pair[k][x][key] for x in seeds] for k in pair)
+            if None in db or None in bce:
+                cells += ["n/a", "n/a", "n/a"]
+                continue
+            spread = [f"{sum(v) / len(v):.3f} ({min(v):.3f} - {max(v):.3f})" for v in (db, bce)]
+            verdict = "yes" if min(db) > max(bce) else "no" if max(db) < min(bce) else "overlap"
+            cells += [*spread, verdict]
+        table_rows.append(cells)
+    if not table_rows:
+        return []
+    head = ["DB / BCE rows", "seeds", "DB macro-F1", "BCE macro-F1", "macro: DB above", "DB tail F1"]
+    return [
+        "DB against BCE (mean, min - max over the shared seeds; 'yes': DB's worst seed above BCE's best, "
+        "'no': below its worst):",
+        "",
+        *table([*head, "BCE tail F1", "tail: DB above"], table_rows),
+    ]
 
 
 def history(r: J) -> J:

@@ -49,3 +49,30 @@ def test_quality_table_rows_are_the_json_figures():
     assert float(row["macro-F1"]) == round(db["macro_f1"], 3)
     assert float(row["tail F1 (30 labels)"]) == round(db["tail_f1"], 3)
     assert float(row["test-oracle macro-F1"]) == round(db["oracle_macro_f1"], 3)
+
+
+def test_db_against_bce_compares_the_shared_seeds():
+    db_against_bce, searched = readme.db_against_bce, readme.searched
+
+    rows = [
+        {"row": "db-x", "seed": s, "macro_f1": m, "tail_f1": t}
+        for s, m, t in ((0, 0.50, 0.2), (1, 0.52, 0.1), (2, 0.9, 0.9))
+    ] + [
+        {"row": "bce-x", "seed": s, "macro_f1": m, "tail_f1": t}
+        for s, m, t in ((0, 0.40, 0.15), (1, 0.45, 0.3))
+    ]
+    out = db_against_bce(rows)
+    line = next(x for x in out if x.startswith("| db-x / bce-x"))
+    # Seed 2 has no BCE row: left out. Macro: DB 0.50-0.52 above BCE 0.40-0.45; tail: 0.1-0.2 vs 0.15-0.3.
+    assert line.rstrip(" |").split(" | ")[1:8] == [
+        "2",
+        "0.510 (0.500 - 0.520)",
+        "0.425 (0.400 - 0.450)",
+        "yes",
+        "0.150 (0.100 - 0.200)",
+        "0.225 (0.150 - 0.300)",
+        "overlap",
+    ]
+    assert db_against_bce([r for r in rows if r["row"] == "db-x"]) == []
+    best = {"loss": {"name": "db", "params": {"kappa": 0.05}}, "train": {"lr": 0.4321, "l2": 2.5e-6}}
+    assert searched(best) == "db (kappa 0.050), lr 0.432, l2 2.5e-06"
