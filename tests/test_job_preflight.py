@@ -44,6 +44,7 @@ def _cases(root: Path) -> dict[str, tuple[list[str], str]]:
     write_parquet(root / "corrupt" / "a.parquet", good)
     (root / "corrupt" / "b.parquet").write_bytes(b"PAR1 not really parquet PAR1")
     write_parquet(root / "empty" / "a.parquet", corpus_table([], []))
+    write_parquet(root / "one" / "a.parquet", corpus_table(["the only text"], [["x"]]))
     return {
         "missing folder": ([f"data.source={root / 'nowhere'}"], "no .parquet files found"),
         "a shard with another schema": (
@@ -52,6 +53,7 @@ def _cases(root: Path) -> dict[str, tuple[list[str], str]]:
         ),
         "a corrupt shard": ([f"data.source={root / 'corrupt'}"], r"b\.parquet: not a readable Parquet file"),
         "no rows": ([f"data.source={root / 'empty'}"], "the input holds no rows"),
+        "one document": ([f"data.source={root / 'one'}"], r"1 document\(s\); the pipeline needs at least 3"),
     }
 
 

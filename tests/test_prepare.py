@@ -430,7 +430,7 @@ def test_split_folders_that_cannot_make_three_splits_fail_before_reading(
 ):
     src = tmp_path / "in"
     for name in folders:
-        write_parquet(src / name / "x.parquet", corpus_table(["a", "b"], [["x"], ["y"]]))
+        write_parquet(src / name / "x.parquet", corpus_table(["a", "b", "c"], [["x"], ["y"], ["x"]]))
 
     def no_read(*args, **kwargs):
         raise AssertionError("Ray Data read the rows before the split plan failed")

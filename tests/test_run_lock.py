@@ -102,7 +102,9 @@ def test_lease_on_object_storage(moto_storage):
 
 
 def test_job_on_a_held_run_stops_before_ray_naming_the_holder(tmp_path):
-    write_parquet(tmp_path / "src" / "a.parquet", corpus_table(["a text", "b text"], [["x"], ["y"]]))
+    write_parquet(
+        tmp_path / "src" / "a.parquet", corpus_table(["a text", "b text", "c text"], [["x"], ["y"], ["x"]])
+    )
     _lease(tmp_path / "runs" / "r")  # held by this (live) test process
     probe = (
         "import sys; from jobs.run_all import cli; rc = cli(sys.argv[1:]); "

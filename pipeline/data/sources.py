@@ -134,6 +134,11 @@ def read_footer(fs: pafs.FileSystem, path: str, where: str) -> tuple[int, pa.Sch
         raise InputError(f"{where}: not a readable Parquet file ({err})") from None
 
 
+#: Fewer documents than this cannot fill train, validation and test (a corpus of one raised a raw ValueError
+#: in the split).
+MIN_DOCUMENTS = 3
+
+
 def _check_schemas(spec: InputSpec, data: DataSection) -> None:
     split_cols: list[bool] = []
     id_cols: list[bool] = []
@@ -168,6 +173,11 @@ def _check_schemas(spec: InputSpec, data: DataSection) -> None:
         id_cols.append(data.id_column in names)
     if total_rows == 0:
         raise InputError(f"{spec.uri}: the input holds no rows ({len(spec.all_files)} file(s), all empty)")
+    if total_rows < MIN_DOCUMENTS:
+        raise InputError(
+            f"{spec.uri}: {total_rows} document(s); the pipeline needs at least {MIN_DOCUMENTS} (one each "
+            "for train, validation and test)"
+        )
     if len(set(id_cols)) > 1:
         raise InputError(
             f"{spec.uri}: column '{data.id_column}' is present in some files and missing in others"
