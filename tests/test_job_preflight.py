@@ -87,3 +87,30 @@ def test_missing_bucket_is_one_line(moto_storage, tmp_path):
     )
     assert rc == 1 and err.startswith("error: s3://nobucket/corpus") and "imported: []" in out, (rc, err)
     assert len(err.strip().splitlines()) == 1, err
+
+
+def test_a_corrupt_data_page_behind_a_sound_footer_is_one_line(tmp_path):
+    """The preflight reads footers only; a shard whose data page is corrupt fails in the prepare stage's read,
+    ending with one line naming the cause instead of Ray's task error and remote traceback (#24 item 8)."""
+    import pyarrow.parquet as pq
+
+    texts = [f"document number {i} with some words" for i in range(200)]
+    path = tmp_path / "src" / "a.parquet"
+    path.parent.mkdir()
+    pq.write_table(
+        corpus_table(texts, [["a"] if i % 2 else ["b"] for i in range(200)]), path, compression="snappy"
+    )
+    column = pq.ParquetFile(path).metadata.row_group(0).column(0)
+    start = column.dictionary_page_offset or column.data_page_offset
+    data = bytearray(path.read_bytes())
+    data[start + 20 : start + column.total_compressed_size - 10] = b"\xab" * (
+        column.total_compressed_size - 30
+    )
+    path.write_bytes(bytes(data))
+    assert pq.ParquetFile(path).metadata.num_rows == 200  # the footer still reads
+    rc, out, err, _ = _job("prepare", tmp_path, f"data.source={path.parent}", "ray.num_cpus=1")
+    assert rc == 1, (rc, err[-3000:])
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "data could not be read" in last and "Corrupt" in last, err[-3000:]
+    # Ray Data logs the failed read task (with its traceback) above; the job's own end is this one line.
+    assert "RayTaskError" not in last and not (tmp_path / "runs" / "r" / "prepared").exists()

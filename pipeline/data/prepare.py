@@ -263,6 +263,25 @@ def read_normalised(spec: InputSpec, cfg: Config) -> ray.data.Dataset:
     return ds.map_batches(norm, batch_format="pyarrow", zero_copy_batch=True)
 
 
+def read_input(spec: InputSpec, cfg: Config, source: str) -> ray.data.Dataset:
+    """The normalised rows, materialised. A shard whose footer is sound but whose data cannot be read (a
+    corrupt page, a truncated column chunk: the preflight reads footers only) raised Ray's task error with
+    the whole remote traceback; it is an InputError of one line here. Other errors propagate unchanged."""
+    try:
+        return read_normalised(spec, cfg).materialize()
+    except ray.exceptions.RayTaskError as err:
+        cause = err.cause
+        if isinstance(cause, InputError):
+            raise InputError(str(cause)) from None
+        if isinstance(cause, OSError | pa.ArrowException):
+            first = (str(cause).strip().splitlines() or [""])[0]
+            raise InputError(
+                f"{source}: a shard's data could not be read ({type(cause).__name__}: {first}); its footer "
+                "was readable, so a data page is corrupt or cut short"
+            ) from None
+        raise
+
+
 def _collect_partials(ds: ray.data.Dataset) -> stats_mod.Partial:
     blobs = ds.map_batches(stats_mod.block_partial, batch_format="pyarrow", batch_size=None)
     return stats_mod.combine([row["partial"] for row in blobs.take_all()])
@@ -594,7 +613,7 @@ def run_prepare(cfg: Config) -> dict[str, Any]:
     )
 
     method, ratios, only = _split_plan(spec, cfg)  # before any read: impossible folder sets fail here
-    ds = read_normalised(spec, cfg).materialize()
+    ds = read_input(spec, cfg, source)
     ds, duplicates = _resolve_duplicates(ds, cfg.data.duplicates)
     if ratios is not None:
         ds = _stratify(ds, ratios, only, cfg.data.split.seed)
