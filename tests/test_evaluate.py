@@ -253,3 +253,22 @@ def test_zero_shot_labels_through_prepare_train_and_evaluate(ray_session, tmp_pa
     assert "<th>zero-shot</th>" in html
     assert f"The zero-shot group holds the {len(expected)} test labels that never occur in train" in html
     assert f"with {sum(expected.values())} positives" in html
+
+
+def test_rank_adjust_auto_moves_the_ranking_only(evaluated):
+    """evaluate.rank_adjust=auto picks tau on validation and records it; thresholds, decisions, F1s and AP
+    are the unadjusted run's."""
+    root, _, doc = evaluated
+    other = root / "ranked"
+    shutil.copytree(
+        root / "db", other, ignore=shutil.ignore_patterns("report", "predictions", "thresholds.json")
+    )
+    ranked = run_evaluate(run_config(root, "ranked", *SMALL, "evaluate.rank_adjust=auto"))
+    rank = ranked["extra"]["rank_adjust"]
+    assert rank["chosen"] == "validation" and rank["tau"] in [r["tau"] for r in rank["validation"]]
+    assert [r["tau"] for r in rank["validation"]][0] == 0.0
+    assert doc["extra"]["rank_adjust"] == {"tau": 0.0, "chosen": "config"}
+    same = ("micro_f1", "macro_f1", "macro_ap", "micro_precision", "micro_recall")
+    assert {k: ranked["overall"][k] for k in same} == {k: doc["overall"][k] for k in same}
+    thr = [json.loads((root / r / "thresholds.json").read_text())["labels"] for r in ("db", "ranked")]
+    assert thr[0] == thr[1]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -338,6 +338,17 @@ class EvaluateSection(_Strict):
     propensity_a: float = Field(0.55, gt=0)
     #: Propensity constant B of Jain et al. (2016) for PSP@k and PSnDCG@k (1.5 unless fitted to the data).
     propensity_b: float = Field(1.5, gt=0)
+    #: Logit adjustment of the label ranking (P@k, nDCG@k, PSP@k): labels are ranked by logit - tau ln(prior),
+    #: which lifts rare labels; decisions, thresholds and AP are unchanged. A number is tau; auto picks tau
+    #: on validation (pipeline/evaluation/rank_adjust.py). 0: off.
+    rank_adjust: float | Literal["auto"] = 0.0
+
+    @field_validator("rank_adjust")
+    @classmethod
+    def _tau_not_negative(cls, v: float | str) -> float | str:
+        if v != "auto" and not (0 <= float(v) < 10):
+            raise ValueError(f"evaluate.rank_adjust must be auto or a number in [0, 10), got {v}")
+        return v
 
 
 class TuneSection(_Strict):

@@ -29,7 +29,9 @@ from pipeline.data.prepare import PartFiles
 from pipeline.evaluation.document import build_metrics_document, per_label_csv, summary_table
 from pipeline.evaluation.html import render_html
 from pipeline.evaluation.metrics import evaluate as compute_metrics
+from pipeline.evaluation.metrics import inverse_propensities
 from pipeline.evaluation.plots import render_plots
+from pipeline.evaluation.rank_adjust import adjusted_scores, choose_tau
 from pipeline.evaluation.scoring import (
     check_scoring_resources,
     collect_scores,
@@ -63,6 +65,18 @@ def _zero_shot_positives(ds: ray.data.Dataset, labels: list[str]) -> dict[str, i
 def _require(loc: Location, stage: str) -> None:
     if not loc.exists():
         raise InputError(f"{loc.uri} not found: run the {stage} stage first")
+
+
+def _rank_adjustment(
+    ecfg: Any, y_val: Any, s_val: np.ndarray, prior: np.ndarray, train_counts: np.ndarray, n_train: int
+) -> dict[str, Any]:
+    """evaluate.rank_adjust as {"tau", "chosen": config | validation, "validation": [per-tau figures]}."""
+    if ecfg.rank_adjust != "auto":
+        return {"tau": float(ecfg.rank_adjust), "chosen": "config"}
+    inv_ps = inverse_propensities(train_counts, max(n_train, 1), ecfg.propensity_a, ecfg.propensity_b)
+    tau, table = choose_tau(y_val, s_val, prior, inv_ps)
+    log.info("rank_adjust: tau %.3f chosen on validation (%s)", tau, table)
+    return {"tau": tau, "chosen": "validation", "validation": table}
 
 
 def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
@@ -129,6 +143,8 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
             sum(zero_shot.values()),
         )
     pred_test = thr.apply(s_test)
+    prior = train_counts / max(int(stats["documents"]["train"]), 1)
+    rank = _rank_adjustment(ecfg, y_val, s_val, prior, train_counts, int(stats["documents"]["train"]))
     measure = {
         "head_min": stats["groups"]["head_min"],
         "tail_max": stats["groups"]["tail_max"],
@@ -137,7 +153,9 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
         "propensity_a": ecfg.propensity_a,
         "propensity_b": ecfg.propensity_b,
     }
-    ev = compute_metrics(y_test, pred_test, s_test, labels, train_counts, **measure)
+    s_rank = adjusted_scores(s_test, prior, rank["tau"]) if rank["tau"] else None
+    ev = compute_metrics(y_test, pred_test, s_test, labels, train_counts, rank_scores=s_rank, **measure)
+    del s_rank
     # For the report: what a single 0.5 cut-off would have given on test.
     at_half = compute_metrics(y_test, s_test >= 0.5, s_test, labels, train_counts, **measure)["overall"]
     provenance = {
@@ -148,7 +166,9 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
         "model": {k: model_cfg.get(k) for k in (*MODEL_DESCRIBING_KEYS, "training")},
         "config": cfg.model_dump(),
     }
-    doc = build_metrics_document(ev, thr_doc, stats, provenance, extra={"test_at_0.5": at_half})
+    doc = build_metrics_document(
+        ev, thr_doc, stats, provenance, extra={"test_at_0.5": at_half, "rank_adjust": rank}
+    )
 
     other = None
     compare = compare or ecfg.compare

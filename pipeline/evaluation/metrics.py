@@ -651,6 +651,7 @@ def evaluate(
     n_train_docs: int | None = None,
     propensity_a: float = DEFAULT_PROPENSITY_A,
     propensity_b: float = DEFAULT_PROPENSITY_B,
+    rank_scores: ArrayLike | None = None,
 ) -> dict[str, Any]:
     """Every evaluation metric of the report, overall, per frequency group and per label.
 
@@ -678,6 +679,9 @@ def evaluate(
         propensity-scored figures are null.
     propensity_a, propensity_b : float
         Jain et al. (2016)'s constants A and B of :func:`inverse_propensities`.
+    rank_scores : array of shape (n_samples, n_labels), optional
+        Scores the ranking metrics (P@k, nDCG@k, PSP@k, PSnDCG@k) read instead of ``scores``: a logit-adjusted
+        ranking (``pipeline.evaluation.rank_adjust``).
 
     Returns
     -------
@@ -711,7 +715,10 @@ def evaluate(
     inv_ps = None
     if n_train_docs is not None:
         inv_ps = inverse_propensities(counts, n_train_docs, propensity_a, propensity_b)
-    ranking: dict[str, float | None] = dict(_ranking(yt, s, RANKING_K, inv_ps))
+    rs = s if rank_scores is None else check_scores(rank_scores, "rank_scores")
+    if rs.shape != s.shape:
+        raise ValueError(f"rank_scores must have the shape of scores {s.shape}, got {rs.shape}")
+    ranking: dict[str, float | None] = dict(_ranking(yt, rs, RANKING_K, inv_ps))
     if inv_ps is None:
         ranking.update({f"{m}_at_{k}": None for m in ("psp", "psndcg") for k in RANKING_K})
     if s.shape[0] == 0 or n_labels == 0:
