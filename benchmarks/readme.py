@@ -325,8 +325,9 @@ def longtail(d: J) -> list[str]:
             for r in rows
             if r.get("model_of")
         }
-        if again:  # rows that re-evaluate another row's model with other threshold settings
-            out += [f"Same model, other thresholds (train s: the model's): {'; '.join(again.values())}.", ""]
+        if again:  # rows that re-evaluate another row's model with other evaluate settings
+            same = "; ".join(again.values())
+            out += [f"Same model, other evaluate settings (train s: the model's): {same}.", ""]
         tuned = [
             f"{r['row']} seed {r['seed']}: {searched(r['best_params'])}" for r in rows if r.get("best_params")
         ]
