@@ -83,8 +83,8 @@ class Bench:
 def _parse_rows(path: Path, raw: dict[str, Any]) -> tuple[dict[str, list[str]], dict[str, str], set[str]]:
     """`bench.rows`: {row: [overrides]} trains a model; {row: {tune: [overrides]}} runs the tune stage (the
     overrides set tune.*) and trains with its best parameters; {row: {model_of: <earlier row>, set:
-    [evaluate.*]}} re-evaluates that row's model (same seed) with other threshold settings, without training
-    again."""
+    [evaluate.*]}} re-evaluates that row's model (same seed) with other evaluate settings (thresholds,
+    ranking), without training again."""
     rows: dict[str, list[str]] = {}
     model_of: dict[str, str] = {}
     tuned: set[str] = set()
