@@ -164,3 +164,20 @@ def test_smoke_run_writes_a_flat_row_per_model_and_peer(ray_session, tmp_path):
     assert (
         len(list(shared.glob("*/vectorizer.json"))) == 1 and len(list(shared.glob("splits/*/done.json"))) == 1
     )
+
+
+def test_set_reaches_every_own_row_and_a_bad_one_fails_before_work(tmp_path):
+    """--set adds an override to every own row (checked for every row before Ray starts); --seeds replaces
+    the config's seeds."""
+    import pydantic
+
+    with pytest.raises(pydantic.ValidationError, match="nope"):
+        driver.main(["--smoke", "--set", "train.nope=1", "--out", str(tmp_path / "x.json")])
+    assert not (tmp_path / "x.json").exists()
+    bench = driver.load_bench(driver.CONFIGS / f"{driver.SMOKE}.yaml")
+    before = dict(bench.rows)
+    driver.with_cli(bench, [3, 4], ["train.epochs=2"], tmp_path)
+    assert bench.seeds == [3, 4]
+    assert bench.rows == {row: [*o, "train.epochs=2"] for row, o in before.items()}
+    cfg = driver.row_config(bench, tmp_path, tmp_path, "db-sparse-prior", bench.rows["db-sparse-prior"])
+    assert cfg.train.epochs == 2 and cfg.evaluate.fallback == "prior"

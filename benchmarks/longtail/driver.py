@@ -371,6 +371,15 @@ def _earlier(
     return rows, datasets
 
 
+def with_cli(bench: Bench, seeds: list[int] | None, sets: list[str], corpora: Path) -> None:
+    """--seeds (replacing the config's) and --set (appended to every own row's overrides), each row's config
+    then checked, so a bad override fails before any work."""
+    bench.seeds = seeds or bench.seeds
+    bench.rows = {row: [*overrides, *sets] for row, overrides in bench.rows.items()}
+    for row, overrides in bench.rows.items():
+        row_config(bench, Path(tempfile.gettempdir()), corpora, row, overrides)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.longtail", description=package.__doc__.split("\n\n")[0]
@@ -408,10 +417,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     only = set(args.rows.split(",")) if args.rows else None
     seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else None
     for bench in benches:
-        bench.seeds = seeds or bench.seeds
-        bench.rows = {row: [*overrides, *args.set] for row, overrides in bench.rows.items()}
-        for row, overrides in bench.rows.items():  # a bad override fails here, before any work
-            row_config(bench, Path(tempfile.gettempdir()), Path(args.data_root), row, overrides)
+        with_cli(bench, seeds, args.set, Path(args.data_root))
     own_work = args.work_dir is None
     work = Path(tempfile.mkdtemp(prefix="bml-longtail-")) if own_work else Path(args.work_dir).resolve()
     out = Path(args.out) if args.out else (work / "longtail.json" if args.smoke else DEFAULT_OUT)
