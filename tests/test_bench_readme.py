@@ -76,3 +76,18 @@ def test_db_against_bce_compares_the_shared_seeds():
     assert db_against_bce([r for r in rows if r["row"] == "db-x"]) == []
     best = {"loss": {"name": "db", "params": {"kappa": 0.05}}, "train": {"lr": 0.4321, "l2": 2.5e-6}}
     assert searched(best) == "db (kappa 0.050), lr 0.432, l2 2.5e-06"
+
+
+def test_longtail_targets_pick_the_row_meeting_most():
+    rows = [
+        {"row": "libmultilabel-1vsrest", "seed": 0, "macro_f1": 0.40, "tail_f1": 0.10},
+        {"row": "db-a", "seed": 0, "macro_f1": 0.45, "tail_f1": 0.05},
+        {"row": "db-b", "seed": 0, "macro_f1": 0.44, "tail_f1": 0.20},
+        {"row": "db-b", "seed": 1, "macro_f1": 0.42, "tail_f1": 0.10},
+    ]
+    out = readme.longtail_targets("reuters21578", rows, 5.0)
+    # db-a: macro 0.45 >= 0.43 but tail 0.05 <= 0.10 (1 of 2); db-b's means 0.43 and 0.15: both (2 of 2).
+    assert out[0].startswith("Targets (issue #23): db-b meets 2 of 2 (mean of 2 seed(s)")
+    assert "| macro_f1 | >= 0.430 | 0.430 | yes |" in out and "| tail_f1 | > 0.100 | 0.150 | yes |" in out
+    assert readme.longtail_targets("reuters21578", rows[1:], 5.0) == []  # no peer row: nothing to say
+    assert readme.longtail_targets("unknown", rows, 5.0) == []
