@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -215,3 +216,23 @@ def put_parquet(fs: pafs.FileSystem, path: str, table: pa.Table) -> None:
     pq.write_table(table, sink)
     with fs.open_output_stream(path) as out:
         out.write(sink.getvalue().to_pybytes())
+
+
+def run_child(argv: Sequence[str], log: Path, timeout: float) -> int | str:
+    """A Python child (`argv` after the interpreter) in a process group of its own, from the repository root,
+    its output in `log` (a file, not a pipe: Ray's daemons inherit the child's pipes and would keep them
+    open); the group, Ray's daemons included, is killed at `timeout`. Its exit code, or "timeout"."""
+    with log.open("w") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, *argv],
+            cwd=Path(__file__).resolve().parents[1],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the process group this test started
+            proc.wait()
+            return "timeout"

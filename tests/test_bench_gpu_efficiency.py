@@ -4,17 +4,12 @@ matched pair through the real prepare and train stages) in a child process with 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from benchmarks.gpu_efficiency import model_tflops, saturating_batch
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import run_child
 
 
 def test_saturating_batch_is_the_smallest_within_the_share_of_the_best() -> None:
@@ -34,20 +29,7 @@ def test_model_tflops_is_six_flops_per_parameter_and_token() -> None:
 @pytest.mark.e2e
 def test_smoke_measures_a_sweep_and_a_matched_pair(tmp_path: Path) -> None:
     out, log = tmp_path / "gpu.json", tmp_path / "gpu.log"
-    with log.open("w") as sink:  # a file, not a pipe: Ray's daemons inherit the child's pipes
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.gpu_efficiency", "--smoke", "--out", str(out)],
-            cwd=ROOT,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            rc = proc.wait(timeout=600)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the process group this test started, Ray included
-            proc.wait()
-            rc = "timeout"
+    rc = run_child(["-m", "benchmarks.gpu_efficiency", "--smoke", "--out", str(out)], log, 600)
     assert rc == 0, log.read_text()[-4000:]
     doc = json.loads(out.read_text())
     assert doc["complete"] and doc["command"].startswith("python -m benchmarks.gpu_efficiency")

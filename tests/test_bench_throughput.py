@@ -6,14 +6,14 @@ for every section) and runs three Ray Train fits: two and a half to three and a 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.conftest import run_child
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,21 +22,7 @@ def _smoke(tmp_path: Path, *args: str) -> dict[str, Any]:
     """`python -m benchmarks.throughput --smoke [args]` in a process group of its own; its JSON."""
     out = tmp_path / "throughput.json"
     log = tmp_path / "throughput.log"
-    with log.open("w") as sink:
-        # Output to a file, not a pipe: Ray's daemons inherit the child's pipes and would keep them open.
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.throughput", "--smoke", "--out", str(out), *args],
-            cwd=ROOT,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            rc = proc.wait(timeout=600)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the process group this test started, Ray included
-            proc.wait()
-            rc = "timeout"
+    rc = run_child(["-m", "benchmarks.throughput", "--smoke", "--out", str(out), *args], log, 600)
     assert rc == 0, log.read_text()[-4000:]
     doc = json.loads(out.read_text())
     assert doc["mode"] == "smoke" and doc["command"].startswith("python -m benchmarks.throughput")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -21,7 +20,7 @@ from pipeline.core.resources import plan_training
 from pipeline.data.prepare import run_prepare
 from pipeline.training.checkpoints import STATE_FILE, best_weights, read_state
 from pipeline.training.train import run_train
-from tests.conftest import ray_temp_dir
+from tests.conftest import ray_temp_dir, run_child
 from tests.train_callbacks import EpochLog, FailOnce
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -378,21 +377,7 @@ finally:
     cluster.shutdown()
 """
     log = tmp_path / "ddp.log"
-    with log.open("w") as out:
-        # Output to a file, not a pipe: Ray's daemons inherit the child's pipes and would keep them open.
-        proc = subprocess.Popen(
-            [sys.executable, "-c", script],
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            rc = proc.wait(timeout=540)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the process group this test started, Ray daemons included
-            proc.wait()
-            rc = "timeout"
+    rc = run_child(["-c", script], log, 540)
     assert rc == 0, log.read_text()[-4000:]
     files = sorted(digests.glob("rank-*.txt"))
     assert [f.name for f in files] == ["rank-0.txt", "rank-1.txt"]

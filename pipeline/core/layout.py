@@ -11,7 +11,7 @@ alike (a :class:`~pipeline.core.storage.Location`)::
     <run>/checkpoints/           training checkpoints
     <run>/model/                 the trained model (model_config.json, weights, tokenizer)
     <run>/thresholds.json        per-label thresholds fitted on validation
-    <run>/report/                metrics.json, per_label.csv, summary.csv, report.html, plots/
+    <run>/report/                metrics.json, per_label.csv, report.html, plots/
     <run>/predictions/<name>/    evaluate's validation/test scores and predict's outputs
     <run>/manifests/<stage>.json what each stage ran on (run_all)
     <run>/current.json           the promoted model and thresholds (retrain; read by predict)

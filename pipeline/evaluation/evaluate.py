@@ -115,6 +115,8 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
         log.info("scored %s: %d rows", split, ds.count())
 
     y_val, s_val = collect_scores(scored["validation"], labels, ignore_unknown=True)
+    n_train = int(stats["documents"]["train"])
+    prior = train_counts / max(n_train, 1)  # training prevalence: fallback thresholds, ranking adjustment
     thr = fit_thresholds(
         y_val,
         s_val,
@@ -124,7 +126,7 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
         shrinkage=ecfg.shrinkage,
         at_least_one=ecfg.at_least_one,
         fallback=ecfg.fallback,
-        prior=train_counts / max(int(stats["documents"]["train"]), 1),
+        prior=prior,
     )
     thr_doc = thr.to_json_dict()
     thr_doc["provenance"] = {
@@ -143,13 +145,12 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
             sum(zero_shot.values()),
         )
     pred_test = thr.apply(s_test)
-    prior = train_counts / max(int(stats["documents"]["train"]), 1)
-    rank = _rank_adjustment(ecfg, y_val, s_val, prior, train_counts, int(stats["documents"]["train"]))
+    rank = _rank_adjustment(ecfg, y_val, s_val, prior, train_counts, n_train)
     measure = {
         "head_min": stats["groups"]["head_min"],
         "tail_max": stats["groups"]["tail_max"],
         "zero_shot": zero_shot,
-        "n_train_docs": int(stats["documents"]["train"]),
+        "n_train_docs": n_train,
         "propensity_a": ecfg.propensity_a,
         "propensity_b": ecfg.propensity_b,
     }
