@@ -91,3 +91,15 @@ def test_longtail_targets_pick_the_row_meeting_most():
     assert "| macro_f1 | >= 0.430 | 0.430 | yes |" in out and "| tail_f1 | > 0.100 | 0.150 | yes |" in out
     assert readme.longtail_targets("reuters21578", rows[1:], 5.0) == []  # no peer row: nothing to say
     assert readme.longtail_targets("unknown", rows, 5.0) == []
+
+
+def test_longtail_targets_on_gpu_rows_are_the_fixed_gpu_figures():
+    rows = [
+        {"row": "db-a", "seed": 0, "device": "gpu", "micro_f1": 0.92, "macro_f1": 0.60},
+        {"row": "db-a", "seed": 1, "device": "gpu", "micro_f1": 0.90, "macro_f1": 0.62},
+    ]
+    out = readme.longtail_targets("reuters21578", rows, 5.0)
+    assert out[0].startswith("GPU targets (issue #23): db-a meets 1 of 2 (mean of 2 seed(s)")
+    assert "| micro_f1 | >= 0.91 | 0.910 | yes |" in out and "| macro_f1 | >= 0.68 | 0.610 | no |" in out
+    # One CPU row among them: the CPU targets (against peers; none here, so nothing to say).
+    assert readme.longtail_targets("reuters21578", [*rows, {**rows[0], "device": "cpu"}], 5.0) == []
