@@ -407,7 +407,7 @@ def longtail(d: J) -> list[str]:
         rows = [r for r in d["rows"] if r["dataset"] == name]
         out += grid(SPECS["longtail"], rows)
         again = {
-            r["row"]: f"{r['row']}: {r['model_of']}'s model, {' '.join(r['settings']['overrides'][-1:])}"
+            r["row"]: f"{r['row']}: {r['model_of']}'s model, {added(r, rows)}"
             for r in rows
             if r.get("model_of")
         }
@@ -419,6 +419,7 @@ def longtail(d: J) -> list[str]:
         ]
         if tuned:
             out += [f"Tuned rows (train s include the search), best trial: {'; '.join(tuned)}.", ""]
+        out += zero_shot_table(rows)
         out += db_against_bce(rows)
         out += longtail_targets(name, rows, ds.get("prepare_seconds"))
     own = [
@@ -430,6 +431,50 @@ def longtail(d: J) -> list[str]:
         out += [f"Rows measured at other commits than the file's: {', '.join(own)}.", ""]
     skipped = d.get("skipped") or {}
     return out + ([f"Skipped: {'; '.join(f'{k}: {v}' for k, v in skipped.items())}.", ""] if skipped else [])
+
+
+def added(row: J, rows: list[J]) -> str:
+    """The evaluate settings a model_of row adds to its source row's overrides."""
+    source = next((r for r in rows if r["row"] == row["model_of"] and r.get("seed") == row.get("seed")), None)
+    mine = row["settings"]["overrides"]
+    extra = mine[len(source["settings"]["overrides"]) :] if source else mine[-1:]
+    return " ".join(extra)
+
+
+def zero_shot_table(rows: list[J]) -> list[str]:
+    """The zero-shot group (test labels never seen in training) of the own rows, scored from names or not."""
+    zs = [r for r in rows if r.get("zero_shot_labels")]
+    if not zs:
+        return []
+    cells = [
+        [
+            r["row"],
+            r.get("seed"),
+            "yes" if r.get("zero_shot_scored") else "no",
+            fmt(r.get("zero_shot_recall"), 3),
+            fmt(r.get("zero_shot_p_at_5"), 3),
+            fmt(r.get("zero_shot_recall_at_5"), 3),
+            fmt(r.get("micro_f1_with_zero_shot"), 3),
+        ]
+        for r in zs
+    ]
+    head = [
+        "row",
+        "seed",
+        "scored from names",
+        "recall",
+        "P at 5 (unseen)",
+        "recall at 5 (all)",
+        "micro-F1 +zs",
+    ]
+    return [
+        f"Zero-shot group: {zs[0]['zero_shot_labels']:,} test labels never seen in training. Recall: their "
+        "test positives predicted; P at 5: positives among the 5 top-scored unseen labels / 5 and recall at "
+        "5: their share among the 5 top-scored labels of all, over the documents holding one; micro-F1 +zs: "
+        "micro-F1 with their pairs counted. Rows not scored from names never predict or rank them.",
+        "",
+        *table(head, cells),
+    ]
 
 
 def searched(best: J) -> str:

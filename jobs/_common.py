@@ -22,6 +22,15 @@ def check_source(cfg: Config) -> None:
     discover(cfg.data.source, cfg.data, cfg.storage)
 
 
+def check_label_names(cfg: Config) -> None:
+    """`evaluate.label_names`' file readable, with its columns and a named label (pyarrow only)."""
+    if cfg.evaluate.label_names.source is None:
+        return
+    from pipeline.evaluation.label_names import read_label_names
+
+    read_label_names(cfg.evaluate.label_names, cfg.storage)
+
+
 def main(
     description: str,
     body: Callable[[Config, argparse.Namespace], Any],
@@ -53,6 +62,7 @@ def main(
     try:
         if reads_source:
             check_source(cfg)
+        check_label_names(cfg)
         if locks_run:
             from pipeline.core.layout import RunLayout
             from pipeline.runs.lock import RunLock

@@ -20,6 +20,8 @@ def test_configs_load_and_make_valid_pipeline_configs(name, tmp_path):
         assert cfg.run.name == row and cfg.run.output == str(tmp_path / bench.key)
         if bench.dataset:
             assert cfg.data.source == str(tmp_path / "corpora" / bench.dataset)
+        names = cfg.evaluate.label_names.source
+        assert names is None or names.startswith(str(tmp_path / "corpora") + "/")  # {corpora} replaced
 
 
 def test_bench_section_is_checked(tmp_path):
@@ -105,6 +107,17 @@ def test_flat_row_takes_the_reports_figures():
     doc["overall"]["micro_precision"] = 0.0
     row = driver.flat_row(doc)
     assert row["tail_f1"] is None and row["predicted_to_true"] is None
+    assert "zero_shot_recall" not in row  # no zero-shot label in this test set
+    doc["groups"]["zero-shot"] = {"n_labels": 4, "scored_from_names": True, "micro_recall": 0.25}
+    doc["groups"]["zero-shot"].update(p_at_5=0.1, recall_at_5=0.2)
+    doc["overall"]["micro_f1_with_zero_shot"] = 0.45
+    row = driver.flat_row(doc)
+    assert (row["zero_shot_labels"], row["zero_shot_scored"], row["zero_shot_recall"]) == (4, True, 0.25)
+    assert (row["zero_shot_p_at_5"], row["zero_shot_recall_at_5"], row["micro_f1_with_zero_shot"]) == (
+        0.1,
+        0.2,
+        0.45,
+    )
 
 
 @pytest.mark.timeout(900)

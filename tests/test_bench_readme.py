@@ -103,3 +103,26 @@ def test_longtail_targets_on_gpu_rows_are_the_fixed_gpu_figures():
     assert "| micro_f1 | >= 0.91 | 0.910 | yes |" in out and "| macro_f1 | >= 0.68 | 0.610 | no |" in out
     # One CPU row among them: the CPU targets (against peers; none here, so nothing to say).
     assert readme.longtail_targets("reuters21578", [*rows, {**rows[0], "device": "cpu"}], 5.0) == []
+
+
+def test_zero_shot_table_and_what_a_model_of_row_adds():
+    base = {"row": "db", "seed": 0, "settings": {"overrides": ["loss.name=db", "evaluate.rank_adjust=auto"]}}
+    names = {
+        "row": "db-names",
+        "seed": 0,
+        "model_of": "db",
+        "settings": {"overrides": [*base["settings"]["overrides"], "evaluate.label_names.source=x", "a=b"]},
+        "zero_shot_labels": 85,
+        "zero_shot_scored": True,
+        "zero_shot_recall": 0.125,
+        "zero_shot_p_at_5": 0.05,
+        "zero_shot_recall_at_5": 0.1,
+        "micro_f1_with_zero_shot": 0.7,
+    }
+    closed = {**base, "zero_shot_labels": 85, "zero_shot_scored": False, "zero_shot_recall": 0.0}
+    assert readme.added(names, [base, names]) == "evaluate.label_names.source=x a=b"
+    out = readme.zero_shot_table([closed, names])
+    assert out[0].startswith("Zero-shot group: 85 test labels never seen in training.")
+    assert "| db | 0 | no | 0.000 | n/a | n/a | n/a |" in out
+    assert "| db-names | 0 | yes | 0.125 | 0.050 | 0.100 | 0.700 |" in out
+    assert readme.zero_shot_table([base]) == []

@@ -16,7 +16,14 @@ from pipeline.core.config import load_config
 from pipeline.data.prepare import run_prepare
 from pipeline.evaluation.evaluate import run_evaluate
 from pipeline.training.train import run_train
-from tests.conftest import TINY_RUN, missing_tool, run_config, synthetic_settings, write_parquet
+from tests.conftest import (
+    TINY_RUN,
+    corpus_table,
+    missing_tool,
+    run_config,
+    synthetic_settings,
+    write_parquet,
+)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -276,3 +283,64 @@ def test_rank_adjust_auto_moves_the_ranking_only(evaluated):
     )
     thr = [json.loads((root / r / "thresholds.json").read_text())["labels"] for r in ("db", "ranked")]
     assert [t["threshold"] for t in thr[0]] == pytest.approx([t["threshold"] for t in thr[1]], abs=1e-3)
+
+
+def test_label_names_score_labels_never_seen_in_training(ray_session, tmp_path):
+    """A label only in test, named by a word the training documents use, is scored from its name: the
+    zero-shot group counts its hits and ranking (0 without names), and the report records the calibration
+    fitted on the named labels of validation."""
+    rng = np.random.default_rng(0)
+    texts, labels, splits = [], [], []
+    for i in range(600):
+        split = "train" if i % 10 < 7 else ("validation" if i % 10 == 7 else "test")
+        topics = rng.choice(8, size=2, replace=False)
+        words = [f"topicword{k}" for k in topics] + [f"noise{rng.integers(40)}" for _ in range(6)]
+        lab = [f"t{k}" for k in topics]
+        if i % 4 == 0:  # in every split's text; a label of test documents only
+            words.append("glacier")
+            lab += ["zs-glacier"] if split == "test" else []
+        if split == "test" and i % 7 == 0:
+            lab.append("zs-unnamed")
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+        labels.append(lab)
+        splits.append(split)
+    write_parquet(tmp_path / "src" / "all.parquet", corpus_table(texts, labels, split=splits))
+    names = {"label": [*(f"t{k}" for k in range(8)), "zs-glacier", "zs-nowhere"]}
+    names["name"] = [*(f"topicword{k}" for k in range(8)), "glacier", "volcano"]
+    write_parquet(tmp_path / "names.parquet", names)
+    over = [
+        f"data.source={tmp_path / 'src'}",
+        "model.kind=lexical",
+        "train.lr=0.2",
+        "train.epochs=4",
+        "train.num_workers=0",
+        "train.batch_size=64",
+        "evaluate.cpus_per_actor=0.5",
+    ]
+    cfg = run_config(tmp_path, "names", *over)
+    run_prepare(cfg)
+    run_train(cfg)
+    closed_doc = run_evaluate(cfg)
+    closed = closed_doc["groups"]["zero-shot"]
+    assert (closed["scored_from_names"], closed["true_positives"], closed["p_at_5"]) == (False, 0, 0.0)
+
+    doc = run_evaluate(
+        run_config(tmp_path, "names", *over, f"evaluate.label_names.source={tmp_path}/names.parquet")
+    )
+    z, record = doc["groups"]["zero-shot"], doc["extra"]["label_names"]
+    assert (z["scored_from_names"], z["scored_labels"], z["n_labels"]) == (True, 2, 2)
+    assert record["named_in_vocabulary"] == 8 and record["unseen_scored"] == 2
+    assert record["calibration"]["a"] > 0 and record["calibration"]["validation_f1"] > 0.9
+    rows = {r["label"]: r for r in doc["zero_shot_labels"]}
+    assert rows["zs-glacier"]["recall"] == 1.0 and rows["zs-glacier"]["precision"] == 1.0
+    assert rows["zs-unnamed"]["true_positives"] == 0
+    # Among the two scored unseen labels the named one ranks first wherever its word is: 1 hit in 5.
+    assert z["p_at_5"] == pytest.approx(0.2) and z["recall_at_5"] > 0
+    glacier = rows["zs-glacier"]["support"]
+    assert z["true_positives"] == glacier and z["predicted_pairs"] == glacier
+    html = (tmp_path / "names" / "report" / "report.html").read_text()
+    assert "named labels outside the vocabulary were scored from their names" in html
+    with_names = doc["overall"]["micro_f1_with_zero_shot"]
+    assert with_names > closed_doc["overall"]["micro_f1_with_zero_shot"]
+    assert doc["overall"]["micro_f1"] == closed_doc["overall"]["micro_f1"]  # the vocabulary's unchanged

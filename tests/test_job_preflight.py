@@ -81,6 +81,19 @@ def test_bad_config_fails_with_exit_code_2(sets, message, tmp_path):
     assert rc == 2 and message in err and "imported: []" in out, (rc, err, out)
 
 
+@pytest.mark.parametrize("job", ["evaluate", "run_all"])
+def test_a_bad_label_names_file_fails_before_ray_or_torch(job, tmp_path):
+    write_parquet(tmp_path / "names.parquet", {"label": ["x"], "title": ["a name"]})
+    for source, message in (
+        (tmp_path / "absent.parquet", "absent.parquet: not found"),
+        (tmp_path / "names.parquet", r"no column\(s\) \['name'\]"),
+    ):
+        rc, out, err, _ = _job(job, tmp_path, f"evaluate.label_names.source={source}")
+        assert rc == 1 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, (rc, err)
+        assert re.search(message, err) and "imported: []" in out, (err, out)
+        assert not (tmp_path / "runs").exists()
+
+
 def test_missing_bucket_is_one_line(moto_storage, tmp_path):
     rc, out, err, _ = _job(
         "prepare", tmp_path, "data.source=s3://nobucket/corpus", *storage_overrides(moto_storage)

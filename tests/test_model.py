@@ -357,3 +357,62 @@ def test_encode_labels_multi_hot():
     np.testing.assert_array_equal(M.encode_labels([["zz", "L0"]], L2I, ignore_unknown=True), [[1, 0, 0, 0]])
     with pytest.raises(ValueError, match="row 0"):
         M.encode_labels([None], L2I)
+
+
+# ------------------------------------------------------------------------------------ label-wise attention
+
+
+def test_label_attention_head_is_each_labels_attended_vector_scored():
+    torch.manual_seed(0)
+    head = E.LabelAttentionHead(hidden_size=6, num_labels=5)
+    nn.init.normal_(head.bias)
+    hidden = torch.randn(3, 7, 6)
+    mask = torch.ones(3, 7, dtype=torch.long)
+    mask[1, 4:] = 0
+    got = head(hidden, mask)
+    expected = torch.empty(3, 5)
+    for b in range(3):
+        h = hidden[b, mask[b].bool()]  # the real tokens only
+        for label in range(5):
+            a = torch.softmax(h @ head.query[label], dim=0)
+            expected[b, label] = (a[:, None] * h).sum(0) @ head.weight[label] + head.bias[label]
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_label_attention_model_ignores_padding_learns_and_round_trips(tokenizer, corpus, tmp_path):
+    texts, labels = corpus
+    model = tiny_model(tokenizer, E.LABEL_ATTENTION, dropout=0.0).eval()
+    assert isinstance(model.head, E.LabelAttentionHead)
+    short, long = encode(tokenizer, texts[:4], 24), encode(tokenizer, texts[:4], 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(**long), model(**short), atol=1e-5, rtol=1e-5)
+    # It learns the keyword labels as the pooled head does.
+    y_all = torch.from_numpy(M.encode_labels(labels, L2I))
+    model.init_head_bias(M.label_priors(y_all.numpy()))
+    data = encode(tokenizer, texts)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    loss_fn, gen = nn.BCEWithLogitsLoss(), torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(50):
+        idx = torch.randint(0, len(texts), (32,), generator=gen)
+        loss = loss_fn(model(data["input_ids"][idx], data["attention_mask"][idx]), y_all[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        accuracy = float(((model(**data) > 0).float() == y_all).float().mean())
+        expected = torch.sigmoid(model(**encode(tokenizer, texts[:9]))).numpy()
+    assert accuracy > 0.95
+    out = tmp_path / "model"
+    M.save_model(model, tokenizer, LABELS, out, model_config=M.ModelConfig(**TINY, pooling=E.LABEL_ATTENTION))
+    loaded = M.load_model(out)
+    assert isinstance(loaded.model.head, E.LabelAttentionHead)
+    np.testing.assert_allclose(loaded.predict_scores(texts[:9], batch_size=4), expected, atol=1e-6)
+
+
+def test_label_attention_is_refused_where_documents_are_embedded_once():
+    for kind in ("frozen", "combined"):
+        with pytest.raises(ValueError, match="encoder kind only"):
+            M.ModelConfig(kind=kind, pooling=E.LABEL_ATTENTION)
+    assert M.ModelConfig(pooling=E.LABEL_ATTENTION).pooling == "label_attention"

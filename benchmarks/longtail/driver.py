@@ -134,9 +134,11 @@ def load_bench(path: Path) -> Bench:
 
 
 def row_config(bench: Bench, work: Path, corpora: Path, name: str, overrides: list[str]) -> Any:
-    """The pipeline Config of run `name` of this dataset (a row, or `base` for the shared preparation)."""
+    """The pipeline Config of run `name` of this dataset (a row, or `base` for the shared preparation).
+    `{corpora}` in an override stands for the corpora folder (--data-root), e.g. for a label names file."""
     from pipeline.core.config import Config, apply_overrides
 
+    overrides = [o.replace("{corpora}", str(corpora)) for o in overrides]
     raw = apply_overrides(bench.pipeline, [f"run.output={work / bench.key}", f"run.name={name}", *overrides])
     if bench.dataset:
         raw.setdefault("data", {})["source"] = str(corpora / bench.dataset)
@@ -159,6 +161,22 @@ def flat_row(doc: dict[str, Any]) -> dict[str, Any]:
         "psp_at_5": overall.get("psp_at_5"),
         # predicted / true = (TP / true) / (TP / predicted).
         "predicted_to_true": recall / precision if precision else None,
+        **_zero_shot_fields(doc),
+    }
+
+
+def _zero_shot_fields(doc: dict[str, Any]) -> dict[str, Any]:
+    """The zero-shot group's figures (labels only outside train), when the test set has any."""
+    z = (doc.get("groups") or {}).get("zero-shot") or {}
+    if not z.get("n_labels"):
+        return {}
+    return {
+        "zero_shot_labels": z["n_labels"],
+        "zero_shot_scored": bool(z.get("scored_from_names")),
+        "zero_shot_recall": z.get("micro_recall"),
+        "zero_shot_p_at_5": z.get("p_at_5"),
+        "zero_shot_recall_at_5": z.get("recall_at_5"),
+        "micro_f1_with_zero_shot": doc["overall"].get("micro_f1_with_zero_shot"),
     }
 
 

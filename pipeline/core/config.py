@@ -184,8 +184,9 @@ class ModelSection(_Strict):
     kind: Literal["encoder", "lexical", "frozen", "combined"] = "encoder"
     #: "tiny-bert" (embedded, trained from scratch), "minilm" (packaged all-MiniLM-L6-v2), a hub name or path.
     encoder: str = "tiny-bert"
-    #: Document vector: the [CLS] token or the mean of the token states.
-    pooling: Literal["cls", "mean"] = "cls"
+    #: Document vector: the [CLS] token or the mean of the token states; label_attention (encoder kind):
+    #: each label attends over the token states with a query of its own (LWAN / LAAT).
+    pooling: Literal["cls", "mean", "label_attention"] = "cls"
     #: Dropout before the classification head.
     dropout: float = Field(0.1, ge=0, lt=1)
     #: Tokens read per document (longer texts are truncated).
@@ -310,6 +311,25 @@ class TrainSection(_Strict):
         return self
 
 
+class LabelNamesSection(_Strict):
+    #: A Parquet or CSV file naming the labels (local path or URI). Named labels that never occur in training
+    #: are then scored from their names (pipeline/evaluation/label_names.py); None: they are not scored.
+    source: str | None = None
+    #: Its column of label ids (as the data's labels are written).
+    id_column: str = "label"
+    #: Its column of label names.
+    name_column: str = "name"
+    #: A list column of other names of the label, read with the name; None: none.
+    alt_column: str | None = None
+
+    @field_validator("source")
+    @classmethod
+    def _not_blank(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("evaluate.label_names.source must be a path or URI, or null")
+        return v
+
+
 class EvaluateSection(_Strict):
     #: global | per_label | per_label_with_fallback (per-label F1-optimal; low-support labels use global).
     threshold_strategy: Literal["global", "per_label", "per_label_with_fallback"] = "per_label_with_fallback"
@@ -342,6 +362,8 @@ class EvaluateSection(_Strict):
     #: which lifts rare labels; decisions, thresholds and AP are unchanged. A number is tau; auto picks tau
     #: on validation (pipeline/evaluation/rank_adjust.py). 0: off.
     rank_adjust: float | Literal["auto"] = 0.0
+    #: Names of the labels, to score those never seen in training (the zero-shot group of the report).
+    label_names: LabelNamesSection = LabelNamesSection()
 
     @field_validator("rank_adjust")
     @classmethod

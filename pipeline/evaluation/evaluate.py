@@ -3,7 +3,8 @@ measure on test, and write predictions, thresholds and the report back to storag
 
 Labels of validation / test that never occur in train (prepare's `zero-shot` policy) have no score column:
 thresholds ignore them, and on test they are counted apart as the zero-shot group (`metrics`), so
-the vocabulary's figures are the same with or without them.
+the vocabulary's figures are the same with or without them. With `evaluate.label_names`, those that have a
+name are scored from it (`label_names`) and the group counts their predictions and ranking.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pipeline.core.progress import RowProgress
 from pipeline.core.storage import Location, read_json, staged_dir, write_bytes, write_json
 from pipeline.data.labels import outside_counts
 from pipeline.data.prepare import PartFiles
+from pipeline.evaluation import label_names
 from pipeline.evaluation.document import build_metrics_document, per_label_csv, summary_table
 from pipeline.evaluation.html import render_html
 from pipeline.evaluation.metrics import evaluate as compute_metrics
@@ -79,6 +81,45 @@ def _rank_adjustment(
     return {"tau": tau, "chosen": "validation", "validation": table}
 
 
+def _named_zero_shot(
+    run: RunLayout, names: dict[str, str], labels: list[str], test: ray.data.Dataset, s_test: np.ndarray
+) -> dict[str, Any]:
+    """Scores of the named labels outside the vocabulary on test (pipeline.evaluation.label_names):
+    {"scored": what metrics.evaluate counts, "record": what the report records}."""
+    vectorizer = label_names.load_vectorizer(run.model)
+    calibration = label_names.calibrate(vectorizer, names, labels, run.prepared_split("validation"))
+    unseen = label_names.unseen_named(names, labels)
+    order = [
+        str(x)
+        for b in test.select_columns(["id"]).iter_batches(batch_format="pyarrow", batch_size=65536)
+        for x in b.column("id").to_pylist()
+    ]
+    probs, positives = label_names.score_unseen(
+        vectorizer, names, unseen, calibration, run.prepared_split("test"), order
+    )
+    predicted, hits, ranking = label_names.zero_shot_figures(
+        positives, probs, probs >= calibration.threshold, s_test, unseen
+    )
+    log.info(
+        "label names: %d unseen named label(s) scored; name-only scorer on validation's seen labels: "
+        "F1 %.3f at probability %.3f; test: %d of %d unseen positive(s) predicted, P@5 %s, recall@5 %s",
+        len(unseen),
+        calibration.validation_f1,
+        calibration.threshold,
+        sum(hits.values()),
+        sum(len(p) for p in positives),
+        ranking["p_at_5"],
+        ranking["recall_at_5"],
+    )
+    record = {
+        "named_labels": len(names),
+        "named_in_vocabulary": len(labels) - len(set(labels) - set(names)),
+        "unseen_scored": len(unseen),
+        "calibration": calibration.to_dict(),
+    }
+    return {"scored": {"predicted": predicted, "hits": hits, "ranking": ranking}, "record": record}
+
+
 def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
     """Returns the metrics document written to `report/metrics.json`."""
     t0 = time.perf_counter()
@@ -93,6 +134,10 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
         raise InputError(f"{run.uri}: the model's label vocabulary differs from label_stats.json; retrain")
     train_counts = np.array([stats["label_counts"][lab]["train"] for lab in labels])
     check_scoring_resources(ecfg, "evaluate")
+    names: dict[str, str] = {}
+    if ecfg.label_names.source is not None:  # read and checked before any scoring
+        label_names.check_kind(str(model_cfg.get("kind", "encoder")))
+        names = label_names.read_label_names(ecfg.label_names, cfg.storage)
 
     # Both splits through one actor pool (one model load per actor), told apart by their file paths.
     both = ray.data.read_parquet(
@@ -146,6 +191,7 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
         )
     pred_test = thr.apply(s_test)
     rank = _rank_adjustment(ecfg, y_val, s_val, prior, train_counts, n_train)
+    named = _named_zero_shot(run, names, labels, scored["test"], s_test) if names else None
     measure = {
         "head_min": stats["groups"]["head_min"],
         "tail_max": stats["groups"]["tail_max"],
@@ -155,7 +201,16 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
         "propensity_b": ecfg.propensity_b,
     }
     s_rank = adjusted_scores(s_test, prior, rank["tau"]) if rank["tau"] else None
-    ev = compute_metrics(y_test, pred_test, s_test, labels, train_counts, rank_scores=s_rank, **measure)
+    ev = compute_metrics(
+        y_test,
+        pred_test,
+        s_test,
+        labels,
+        train_counts,
+        rank_scores=s_rank,
+        zero_shot_scored=named["scored"] if named else None,
+        **measure,
+    )
     del s_rank
     # For the report: what a single 0.5 cut-off would have given on test.
     at_half = compute_metrics(y_test, s_test >= 0.5, s_test, labels, train_counts, **measure)["overall"]
@@ -168,7 +223,15 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
         "config": cfg.model_dump(),
     }
     doc = build_metrics_document(
-        ev, thr_doc, stats, provenance, extra={"test_at_0.5": at_half, "rank_adjust": rank}
+        ev,
+        thr_doc,
+        stats,
+        provenance,
+        extra={
+            "test_at_0.5": at_half,
+            "rank_adjust": rank,
+            **({"label_names": named["record"]} if named else {}),
+        },
     )
 
     other = None

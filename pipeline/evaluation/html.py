@@ -114,6 +114,17 @@ def _zero_shot_html(doc: dict[str, Any]) -> str:
     if not z.get("n_labels"):
         return "<p>Every test label occurs in train: there are no zero-shot labels.</p>"
     ov = doc.get("overall", {})
+    if z.get("scored_from_names"):
+        return (
+            f"<p>The {_e(ZERO_SHOT)} group holds the {_e(fmt(z.get('n_labels')))} test labels that never "
+            f"occur in train, with {_e(fmt(z.get('n_positives')))} positives (test document x label pairs). "
+            f"{_e(fmt(z.get('scored_labels')))} named labels outside the vocabulary were scored from their "
+            f"names (evaluate.label_names): recall {_e(fmt(z.get('micro_recall')))} with "
+            f"{_e(fmt(z.get('predicted_pairs')))} predicted pairs, P@5 among them "
+            f"{_e(fmt(z.get('p_at_5')))}, recall@5 among all labels {_e(fmt(z.get('recall_at_5')))}. With "
+            f"them counted, micro F1 goes from {_e(fmt(ov.get('micro_f1')))} to "
+            f"{_e(fmt(ov.get('micro_f1_with_zero_shot')))}; no other figure of this report counts them.</p>"
+        )
     return (
         f"<p>The {_e(ZERO_SHOT)} group holds the {_e(fmt(z.get('n_labels')))} test labels that never occur "
         f"in train, with {_e(fmt(z.get('n_positives')))} positives (test document x label pairs). They are "

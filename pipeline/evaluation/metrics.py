@@ -579,26 +579,36 @@ def _headline(
 
 
 def _zero_shot(
-    positives: Mapping[str, int], labels: list[str], cnt: _Counts, overall: dict[str, Any]
+    positives: Mapping[str, int],
+    labels: list[str],
+    cnt: _Counts,
+    overall: dict[str, Any],
+    scored: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, float | None]]:
-    """(the zero-shot group, its per-label rows, the overall micro figures counting its positives as
-    missed) from each zero-shot label's test positives.
+    """(the zero-shot group, its per-label rows, the overall micro figures with its pairs added) from each
+    zero-shot label's test positives and, when they were scored from their names, ``scored``.
 
     The counts are kept apart from the vocabulary columns so the vocabulary figures stay what they were;
-    the ``*_with_zero_shot`` figures say how far a closed vocabulary falls short of the whole test set.
+    the ``*_with_zero_shot`` figures say how far the model falls short of the whole test set.
     """
     known = sorted(set(positives) & set(labels))
     if known:
         raise ValueError(f"zero-shot labels must be outside the vocabulary, got {known[:10]}")
     if any(int(c) < 0 for c in positives.values()):
         raise ValueError("zero-shot positive counts must be >= 0")
+    scored = scored or {"predicted": {}, "hits": {}, "ranking": {}}
+    predicted_of, hits_of = scored["predicted"], scored["hits"]
+    if any(int(hits_of.get(lab, 0)) > int(positives.get(lab, 0)) for lab in hits_of):
+        raise ValueError("zero-shot hits must not exceed the label's positives")
     names = sorted((lab for lab, c in positives.items() if c), key=lambda lab: (-int(positives[lab]), lab))
     pos = np.array([int(positives[lab]) for lab in names], dtype=np.int64)
-    # y_pred has one column per vocabulary label: nothing predicts a label outside it, so none of these
-    # positives is predicted or hit (an open-vocabulary scorer would count its own here).
-    predicted, hits = np.zeros_like(pos), np.zeros_like(pos)
+    # Without names nothing predicts a label outside the vocabulary: none of these positives is hit.
+    predicted = np.array([int(predicted_of.get(lab, 0)) for lab in names], dtype=np.int64)
+    hits = np.array([int(hits_of.get(lab, 0)) for lab in names], dtype=np.int64)
     recall, f1 = _divide(hits, pos), _divide(2.0 * hits, pos + predicted)
-    n_pos, n_hit, n_pred = int(pos.sum()), int(hits.sum()), int(predicted.sum())
+    # Predictions of scored labels without a test positive are false positives of the group too.
+    n_pos, n_hit, n_pred = int(pos.sum()), int(hits.sum()), int(sum(int(v) for v in predicted_of.values()))
+    ranking = scored["ranking"]
     group = {
         "n_labels": len(names),
         "n_docs": overall["n_docs"],
@@ -609,6 +619,11 @@ def _zero_shot(
         "micro_f1": float(_divide(2.0 * n_hit, n_pos + n_pred)) if names else None,
         "macro_f1": float(f1.mean()) if names else None,
         "labels_with_f1_gt_0": int((f1 > 0).sum()),
+        "scored_from_names": bool(predicted_of),
+        "scored_labels": len(predicted_of),
+        "predicted_pairs": n_pred,
+        # A closed vocabulary never ranks these labels: 0 unless they were scored.
+        **{k: (ranking.get(k, 0.0) if names else None) for k in ("p_at_5", "recall_at_5")},
     }
     rows = [
         {
@@ -652,6 +667,7 @@ def evaluate(
     propensity_a: float = DEFAULT_PROPENSITY_A,
     propensity_b: float = DEFAULT_PROPENSITY_B,
     rank_scores: ArrayLike | None = None,
+    zero_shot_scored: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Every evaluation metric of the report, overall, per frequency group and per label.
 
@@ -682,6 +698,10 @@ def evaluate(
     rank_scores : array of shape (n_samples, n_labels), optional
         Scores the ranking metrics (P@k, nDCG@k, PSP@k, PSnDCG@k) read instead of ``scores``: a logit-adjusted
         ranking (``pipeline.evaluation.rank_adjust``).
+    zero_shot_scored : mapping, optional
+        When labels outside ``labels`` were scored from their names (``pipeline.evaluation.label_names``):
+        ``predicted`` and ``hits`` (documents per scored label) and ``ranking`` (``p_at_5``,
+        ``recall_at_5``), counted into the zero-shot group and the ``*_with_zero_shot`` figures.
 
     Returns
     -------
@@ -748,7 +768,9 @@ def evaluate(
         cols = np.flatnonzero(groups == g)
         # A group holding every label (all head, say) is the overall set: skip recomputing it.
         by_group[g] = dict(overall) if cols.size == n_labels else _headline(cnt, s, cols, ap, f1)
-    by_group[ZERO_SHOT], zero_shot_rows, with_zero_shot = _zero_shot(zero_shot or {}, labels, cnt, overall)
+    by_group[ZERO_SHOT], zero_shot_rows, with_zero_shot = _zero_shot(
+        zero_shot or {}, labels, cnt, overall, zero_shot_scored
+    )
     overall.update(with_zero_shot)
     # After the groups: an all-label group copies the overall figures, and groups have no ranking figures.
     overall.update({key: value if value is None else _opt(value) for key, value in ranking.items()})
@@ -791,6 +813,9 @@ def evaluate(
             "over_prediction": "predicted_count / true_count (null when true_count is 0)",
             "zero_shot": f"{ZERO_SHOT}: labels with test positives that never occur in train, so outside "
             "the model's vocabulary; n_positives counts their (document, label) pairs, which no vocabulary "
-            "figure includes; micro_*_with_zero_shot count them as missed positives (not predicted)",
+            "figure includes; micro_*_with_zero_shot add them (missed unless scored from label names: then "
+            "their predictions too, scored labels without test positives included); p_at_5: positives among "
+            "the 5 top-scored zero-shot labels / 5 and recall_at_5: their share among the 5 top-scored "
+            "labels of all, over the documents holding one (0 when not scored)",
         },
     }

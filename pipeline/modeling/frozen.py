@@ -61,8 +61,8 @@ class EmbeddingFeaturizer:
         chunks: int = 1,
         batch_size: int = 64,
     ) -> None:
-        if pooling not in encoder_kind.POOLINGS:
-            raise ValueError(f"pooling must be one of {encoder_kind.POOLINGS}, got {pooling!r}")
+        if pooling not in encoder_kind.DOCUMENT_POOLINGS:
+            raise ValueError(f"pooling must be one of {encoder_kind.DOCUMENT_POOLINGS}, got {pooling!r}")
         if chunks < 1 or max_length < 4:
             raise ValueError(f"need chunks >= 1 and max_length >= 4, got {chunks} and {max_length}")
         self.encoder = encoder.eval()

@@ -51,7 +51,7 @@ from pipeline.core.layout import MODEL_CONFIG_FILE
 from pipeline.modeling import encoder as encoder_kind
 from pipeline.modeling import frozen as frozen_kind
 from pipeline.modeling import lexical as lexical_kind
-from pipeline.modeling.encoder import POOLINGS, SPECIAL_TOKENS, TINY_BERT
+from pipeline.modeling.encoder import DOCUMENT_POOLINGS, POOLINGS, SPECIAL_TOKENS, TINY_BERT
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,11 @@ class ModelConfig:
             )
         if self.pooling not in POOLINGS:
             raise ValueError(f"model.pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.kind in (FROZEN, COMBINED) and self.pooling not in DOCUMENT_POOLINGS:
+            raise ValueError(
+                f"model.pooling={self.pooling} needs the token states in training: the encoder kind only "
+                f"(the {self.kind} kind embeds each document once: pooling one of {DOCUMENT_POOLINGS})"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.max_length < 4:

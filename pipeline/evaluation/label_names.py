@@ -1,0 +1,327 @@
+"""Scores for named labels that never occur in training: the report's zero-shot group, scored.
+
+A label seen only outside train has no weights in the model. When the labels have names (EURLEX57K's EUROVOC
+concepts do), such a label is scored from its name through the model's own TF-IDF vectorizer:
+
+1. its name text (the name and any alternative names) becomes a TF-IDF vector, L2-normalised as documents are;
+2. a document's score for it starts from the cosine of the two vectors;
+3. the cosine becomes a probability by a one-feature logistic regression fitted on the *seen* labels of
+   validation: every (document, seen label) pair, summarised as two cosine histograms (exact counts, memory
+   bounded by the bins, not by documents x labels), so the mapping is learnt where the answers are known and
+   carried over to labels without any;
+4. the label is predicted at one probability threshold: the micro-F1-optimal cut of that name-only scorer on
+   the same pairs.
+
+Kinds with a TF-IDF vectorizer (lexical, combined) support it. Written here rather than taken from a library:
+scikit-learn fits the logistic map (on the histogram), the rest is the sparse products and counting.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import scipy.sparse as sp
+
+from pipeline.core.config import LabelNamesSection, StorageSection
+from pipeline.core.errors import InputError
+from pipeline.core.storage import Location, locate, read_bytes
+
+#: Cosine histogram bins over [0, 1] (a TF-IDF cosine of non-negative vectors lies there).
+BINS = 2000
+#: Ranking depth of the zero-shot group's figures (P@5 and recall@5).
+TOP = 5
+
+
+def read_label_names(section: LabelNamesSection, storage: StorageSection | None = None) -> dict[str, str]:
+    """label id -> its name text (the name, then the alternative names, joined with " ; ").
+
+    A one-line :class:`InputError` for a missing or unreadable file, missing columns or no named label.
+    """
+    if section.source is None:
+        return {}
+    loc = locate(section.source, storage)
+    if not loc.exists():
+        raise InputError(f"evaluate.label_names.source {loc.uri}: not found")
+    wanted = [section.id_column, section.name_column, *([section.alt_column] if section.alt_column else [])]
+    try:
+        if loc.path.lower().endswith(".csv"):
+            import pyarrow.csv as pacsv
+
+            with loc.fs.open_input_stream(loc.path) as f:
+                table = pacsv.read_csv(f)
+        else:
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(loc.path, filesystem=loc.fs)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise InputError(f"{loc.uri}: not a readable Parquet or CSV file of label names ({e})") from e
+    missing = [c for c in wanted if c not in table.column_names]
+    if missing:
+        raise InputError(
+            f"{loc.uri}: no column(s) {missing} (it has {table.column_names}); set "
+            "evaluate.label_names.id_column / name_column / alt_column"
+        )
+    ids = table.column(section.id_column).cast(pa.string()).to_pylist()
+    names = table.column(section.name_column).cast(pa.string()).to_pylist()
+    alts = table.column(section.alt_column).to_pylist() if section.alt_column else [None] * len(ids)
+    out: dict[str, str] = {}
+    for label, name, alt in zip(ids, names, alts, strict=True):
+        parts = [name] if name else []
+        if isinstance(alt, str):
+            parts.append(alt)
+        elif alt:
+            parts += [str(a) for a in alt if a]
+        text = " ; ".join(p.strip() for p in parts if p.strip())
+        if label is not None and text:
+            out[label] = f"{out[label]} ; {text}" if label in out else text
+    if not out:
+        raise InputError(f"{loc.uri}: no label has a name in column {section.name_column!r}")
+    return out
+
+
+def _rows_l2(x: sp.csr_matrix) -> sp.csr_matrix:
+    from sklearn.preprocessing import normalize
+
+    return normalize(x.tocsr().astype(np.float32), norm="l2", axis=1, copy=False)
+
+
+def name_vectors(vectorizer: Any, names: Sequence[str]) -> sp.csr_matrix:
+    """[features, len(names)]: each name's L2-normalised TF-IDF vector as a column."""
+    return _rows_l2(vectorizer.transform(list(names))).T.tocsr()
+
+
+def cosines(vectorizer: Any, texts: Sequence[str], vectors: sp.csr_matrix) -> np.ndarray:
+    """[len(texts), names] cosine of each document with each name (0 where they share no term)."""
+    x = _rows_l2(vectorizer.transform([str(t) for t in texts]))
+    return np.asarray((x @ vectors).toarray(), dtype=np.float32)
+
+
+def cosine_histograms(
+    blocks: Iterable[tuple[np.ndarray, Sequence[Sequence[int]]]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """(positives, negatives) per cosine bin over every (document, label) pair of ``blocks``: each block is
+    the cosines [B, C] and, per document, the column indices of its labels."""
+    pos = np.zeros(BINS, dtype=np.int64)
+    neg = np.zeros(BINS, dtype=np.int64)
+    for cos, cols in blocks:
+        bins = np.minimum((np.clip(cos, 0.0, 1.0) * BINS).astype(np.int64), BINS - 1)
+        y = np.zeros(cos.shape, dtype=bool)
+        for r, c in enumerate(cols):
+            y[r, list(c)] = True
+        pos += np.bincount(bins[y], minlength=BINS)
+        neg += np.bincount(bins[~y], minlength=BINS)
+    return pos, neg
+
+
+@dataclass(frozen=True)
+class NameCalibration:
+    """probability = sigmoid(a cosine + b); predicted at probability >= threshold (> 1: never)."""
+
+    a: float
+    b: float
+    threshold: float
+    #: The name-only scorer on the seen labels of validation, at the threshold.
+    validation_f1: float
+    validation_positives: int
+    validation_pairs: int
+
+    def probability(self, cos: np.ndarray) -> np.ndarray:
+        z = np.clip(self.a * np.asarray(cos, dtype=np.float64) + self.b, -60.0, 60.0)
+        return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON (a threshold of "never" is null)."""
+        out = asdict(self)
+        out["threshold"] = out["threshold"] if math.isfinite(out["threshold"]) else None
+        return out
+
+
+def fit_calibration(pos: np.ndarray, neg: np.ndarray) -> NameCalibration:
+    """The logistic map and the F1-optimal threshold from the cosine histograms of :func:`cosine_histograms`.
+
+    Names that do not separate positives (no positive pair, or a non-positive slope) give a threshold above
+    1: the unseen labels are then ranked but never predicted.
+    """
+    pos, neg = np.asarray(pos, dtype=np.float64), np.asarray(neg, dtype=np.float64)
+    n_pos, n_pairs = int(pos.sum()), int(pos.sum() + neg.sum())
+    centers = (np.arange(BINS) + 0.5) / BINS
+    if n_pos == 0 or n_pos == n_pairs:
+        return NameCalibration(0.0, 0.0, math.inf, 0.0, n_pos, n_pairs)
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.concatenate([centers[pos > 0], centers[neg > 0]])[:, None]
+    y = np.concatenate([np.ones(int((pos > 0).sum())), np.zeros(int((neg > 0).sum()))])
+    w = np.concatenate([pos[pos > 0], neg[neg > 0]])
+    fit = LogisticRegression(C=1e6, max_iter=1000).fit(x, y, sample_weight=w / w.mean())
+    a, b = float(fit.coef_[0, 0]), float(fit.intercept_[0])
+    # Predicting every pair in bins >= k: F1 = 2 tp / (predicted + positives), best k from the top.
+    tp = np.cumsum(pos[::-1])[::-1]
+    predicted = tp + np.cumsum(neg[::-1])[::-1]
+    f1 = 2.0 * tp / (predicted + n_pos)
+    k = int(np.argmax(f1))
+    if a <= 0 or f1[k] <= 0:
+        return NameCalibration(a, b, math.inf, 0.0, n_pos, n_pairs)
+    cut = k / BINS  # the lower edge of the first predicted bin
+    threshold = float(1.0 / (1.0 + math.exp(-(a * cut + b))))
+    return NameCalibration(a, b, threshold, float(f1[k]), n_pos, n_pairs)
+
+
+def zero_shot_figures(
+    positives: Sequence[Sequence[int]],
+    scores: np.ndarray,
+    predicted: np.ndarray,
+    vocabulary_scores: np.ndarray,
+    labels: Sequence[str],
+) -> tuple[dict[str, int], dict[str, int], dict[str, float | None]]:
+    """(predicted documents per label, hits per label, ranking figures) of the scored unseen labels.
+
+    ``positives[i]``: the column indices (into ``labels``, the unseen labels) of document i's positives;
+    ``scores`` / ``predicted`` [N, Z]: their probabilities and decisions; ``vocabulary_scores`` [N, C]: the
+    model's probabilities of the vocabulary. Over the documents with at least one unseen positive:
+    ``p_at_5``, the positives among the 5 top-scored unseen labels / 5; ``recall_at_5``, the share of their
+    unseen positives among the 5 top-scored labels of all, vocabulary and unseen (ties: vocabulary first).
+    """
+    scores, predicted = np.asarray(scores), np.asarray(predicted, dtype=bool)
+    n, z = scores.shape
+    ok = predicted.shape == (n, z) and len(positives) == n and len(labels) == z
+    if not ok or vocabulary_scores.shape[0] != n:
+        raise ValueError(
+            f"shapes disagree: scores {scores.shape}, predicted {predicted.shape}, {len(positives)} "
+            f"documents of positives, {len(labels)} labels, vocabulary scores {vocabulary_scores.shape}"
+        )
+    hits = np.zeros(z, dtype=np.int64)
+    p_sum, found, total, docs = 0.0, 0, 0, 0
+    c = vocabulary_scores.shape[1]
+    for i, cols in enumerate(positives):
+        cols = np.asarray(sorted(set(cols)), dtype=np.int64)
+        if cols.size == 0:
+            continue
+        hits[cols[predicted[i, cols]]] += 1
+        docs += 1
+        top = np.argsort(-scores[i], kind="stable")[:TOP]
+        p_sum += np.isin(top, cols).sum() / TOP
+        both = np.concatenate([vocabulary_scores[i], scores[i]])
+        top_all = np.argsort(-both, kind="stable")[:TOP]
+        found += int(np.isin(top_all - c, cols).sum())
+        total += cols.size
+    ranking = {
+        "p_at_5": p_sum / docs if docs else None,
+        "recall_at_5": found / total if total else None,
+    }
+    counts = predicted.sum(axis=0)
+    return (
+        {labels[j]: int(counts[j]) for j in range(z)},
+        {labels[j]: int(hits[j]) for j in range(z)},
+        ranking,
+    )
+
+
+#: Model kinds whose folder holds the TF-IDF vectorizer the names are read with.
+NAMED_KINDS = ("lexical", "combined")
+#: Documents per block of cosines (a block is [BLOCK, labels] floats).
+BLOCK = 512
+
+
+def check_kind(kind: str) -> None:
+    if kind not in NAMED_KINDS:
+        raise InputError(
+            "evaluate.label_names needs a model with TF-IDF features (model.kind "
+            f"{' or '.join(NAMED_KINDS)}); this run's model is {kind!r}"
+        )
+
+
+def load_vectorizer(model: Location) -> Any:
+    """The TF-IDF vectorizer of the model folder at ``model`` (only its vectorizer file is read)."""
+    from pipeline.modeling.lexical import VECTORIZER_FILE, TfidfFeaturizer
+
+    with tempfile.TemporaryDirectory(prefix="bml-names-") as tmp:
+        Path(tmp, VECTORIZER_FILE).write_bytes(read_bytes(model.join(VECTORIZER_FILE)))
+        return TfidfFeaturizer.load(tmp).vectorizer
+
+
+def _batches(split: Location, columns: list[str]) -> Iterable[pa.RecordBatch]:
+    import pyarrow.dataset as pads
+
+    return pads.dataset(split.path, filesystem=split.fs, format="parquet").to_batches(
+        columns=columns, batch_size=BLOCK
+    )
+
+
+def calibrate(
+    vectorizer: Any, names: Mapping[str, str], vocabulary: Sequence[str], split: Location
+) -> NameCalibration:
+    """:func:`fit_calibration` on the named vocabulary labels of the prepared ``split`` (validation)."""
+    seen = [lab for lab in vocabulary if lab in names]
+    if not seen:
+        return fit_calibration(np.zeros(BINS), np.zeros(BINS))
+    column = {lab: j for j, lab in enumerate(seen)}
+    vectors = name_vectors(vectorizer, [names[lab] for lab in seen])
+
+    def blocks() -> Iterable[tuple[np.ndarray, list[list[int]]]]:
+        for batch in _batches(split, ["text", "labels"]):
+            cols = [
+                [column[x] for x in (ls or []) if x in column] for ls in batch.column("labels").to_pylist()
+            ]
+            yield cosines(vectorizer, batch.column("text").to_pylist(), vectors), cols
+
+    return fit_calibration(*cosine_histograms(blocks()))
+
+
+def score_unseen(
+    vectorizer: Any,
+    names: Mapping[str, str],
+    unseen: Sequence[str],
+    calibration: NameCalibration,
+    split: Location,
+    order: Sequence[str],
+) -> tuple[np.ndarray, list[list[int]]]:
+    """(probabilities [N, unseen], each document's positives as columns of ``unseen``) for the prepared
+    ``split``, rows in the document order ``order`` (ids) of the scores they join."""
+    vectors = name_vectors(vectorizer, [names[lab] for lab in unseen])
+    column = {lab: j for j, lab in enumerate(unseen)}
+    row = {doc_id: i for i, doc_id in enumerate(order)}
+    if len(row) != len(order):
+        raise ValueError("document ids must be unique to join name scores to the model's")
+    probs = np.zeros((len(order), len(unseen)), dtype=np.float32)
+    positives: list[list[int]] = [[] for _ in order]
+    seen_rows = 0
+    for batch in _batches(split, ["id", "text", "labels"]):
+        at = [row[str(i)] for i in batch.column("id").cast(pa.string()).to_pylist()]
+        probs[at] = calibration.probability(cosines(vectorizer, batch.column("text").to_pylist(), vectors))
+        for r, ls in zip(at, batch.column("labels").to_pylist(), strict=True):
+            positives[r] = sorted({column[x] for x in (ls or []) if x in column})
+        seen_rows += len(at)
+    if seen_rows != len(order):
+        raise ValueError(f"{split.uri}: {seen_rows} documents, but {len(order)} were scored")
+    return probs, positives
+
+
+def unseen_named(names: Mapping[str, str], vocabulary: Sequence[str]) -> list[str]:
+    """The named labels outside the vocabulary, sorted (the columns of the zero-shot scores)."""
+    known = set(vocabulary)
+    return sorted(label for label in names if label not in known)
+
+
+__all__ = [
+    "BINS",
+    "NAMED_KINDS",
+    "calibrate",
+    "check_kind",
+    "load_vectorizer",
+    "score_unseen",
+    "NameCalibration",
+    "cosine_histograms",
+    "cosines",
+    "fit_calibration",
+    "name_vectors",
+    "read_label_names",
+    "unseen_named",
+    "zero_shot_figures",
+]

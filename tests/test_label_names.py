@@ -1,0 +1,151 @@
+"""Scoring labels never seen in training from their names: reading names, cosines, the calibration fitted on
+seen labels, the zero-shot group's figures, and how metrics counts them. Pure functions; the stage end to end
+is in test_evaluate."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.metrics.pairwise import cosine_similarity
+
+from pipeline.core.config import LabelNamesSection
+from pipeline.core.errors import InputError
+from pipeline.evaluation import label_names as ln
+from pipeline.evaluation.metrics import evaluate
+
+
+def test_names_read_from_parquet_with_alternative_names(tmp_path):
+    path = tmp_path / "names.parquet"
+    table = pa.table(
+        {
+            "concept_id": ["10", "20", "30", None],
+            "label": ["aviation security", "marine fish", None, "orphan"],
+            "alt_labels": [["air security", "civil aviation security"], [], ["only alt"], []],
+        }
+    )
+    pq.write_table(table, path)
+    section = LabelNamesSection(
+        source=str(path), id_column="concept_id", name_column="label", alt_column="alt_labels"
+    )
+    assert ln.read_label_names(section) == {
+        "10": "aviation security ; air security ; civil aviation security",
+        "20": "marine fish",
+        "30": "only alt",
+    }
+
+
+def test_names_read_from_csv_and_bad_files_are_one_line_errors(tmp_path):
+    (tmp_path / "names.csv").write_text("label,name\na,first name\nb,second\n")
+    assert ln.read_label_names(LabelNamesSection(source=str(tmp_path / "names.csv"))) == {
+        "a": "first name",
+        "b": "second",
+    }
+    with pytest.raises(InputError, match="not found"):
+        ln.read_label_names(LabelNamesSection(source=str(tmp_path / "absent.parquet")))
+    with pytest.raises(InputError, match=r"no column\(s\) \['title'\]"):
+        ln.read_label_names(LabelNamesSection(source=str(tmp_path / "names.csv"), name_column="title"))
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(InputError, match="not a readable Parquet or CSV"):
+        ln.read_label_names(LabelNamesSection(source=str(tmp_path / "bad.parquet")))
+    (tmp_path / "empty.csv").write_text("label,name\na,\n")
+    with pytest.raises(InputError, match="no label has a name"):
+        ln.read_label_names(LabelNamesSection(source=str(tmp_path / "empty.csv")))
+    with pytest.raises(ValueError, match="label_names.source"):
+        LabelNamesSection(source="  ")
+    with pytest.raises(InputError, match="model.kind lexical or combined"):
+        ln.check_kind("encoder")
+
+
+def test_cosines_are_the_tfidf_cosines_of_documents_and_names():
+    docs = ["aviation security rules for airports", "fish quotas in the baltic sea", "airports and fish"]
+    vec = TfidfVectorizer().fit(docs)
+    names = ["aviation security", "marine fish", "unknown words"]
+    got = ln.cosines(vec, docs, ln.name_vectors(vec, names))
+    np.testing.assert_allclose(got, cosine_similarity(vec.transform(docs), vec.transform(names)), atol=1e-6)
+    assert got[0, 0] > 0 and got[0, 1] == 0 and (got[:, 2] == 0).all()
+
+
+def test_histograms_count_every_pair_and_the_threshold_is_the_f1_optimal_cut():
+    rng = np.random.default_rng(0)
+    cos = rng.random((40, 6)).astype(np.float32)
+    cols = [list(np.flatnonzero(row > 0.7)) for row in cos]  # positives: high cosines, plus noise below
+    cols[0] = [*cols[0], int(np.argmin(cos[0]))]
+    pos, neg = ln.cosine_histograms([(cos[:25], cols[:25]), (cos[25:], cols[25:])])
+    y = np.zeros(cos.shape, bool)
+    for r, c in enumerate(cols):
+        y[r, c] = True
+    assert pos.sum() == y.sum() and neg.sum() == (~y).sum()
+    cal = ln.fit_calibration(pos, neg)
+    assert cal.a > 0 and 0 < cal.threshold < 1
+    # Brute force over cut-offs on the raw pairs: the best F1 equals the histogram's.
+    best = max(
+        2 * (y & (cos >= t)).sum() / ((cos >= t).sum() + y.sum()) for t in np.unique(np.r_[cos.ravel(), 2.0])
+    )
+    assert cal.validation_f1 == pytest.approx(best, abs=1e-9)
+    predicted = cal.probability(cos) >= cal.threshold
+    assert 2 * (y & predicted).sum() / (predicted.sum() + y.sum()) == pytest.approx(best, abs=1e-9)
+
+
+def test_names_without_signal_rank_but_never_predict():
+    none = ln.fit_calibration(np.zeros(ln.BINS), np.r_[np.ones(ln.BINS)])
+    assert math.isinf(none.threshold) and none.to_dict()["threshold"] is None
+    inverse = np.zeros(ln.BINS)
+    inverse[0] = 50  # every positive at cosine 0, negatives higher: a negative slope
+    neg = np.zeros(ln.BINS)
+    neg[-1] = 50
+    assert math.isinf(ln.fit_calibration(inverse, neg).threshold)
+
+
+def test_zero_shot_figures_by_hand():
+    # 3 documents, vocabulary of 2 labels, 3 unseen labels u0..u2.
+    scores = np.array([[0.9, 0.1, 0.2], [0.1, 0.2, 0.3], [0.5, 0.5, 0.5]], np.float32)
+    vocab = np.array([[0.95, 0.8], [0.9, 0.1], [0.1, 0.1]], np.float32)
+    positives = [[0], [1, 2], []]
+    predicted, hits, ranking = ln.zero_shot_figures(
+        positives, scores, scores >= 0.5, vocab, ["u0", "u1", "u2"]
+    )
+    assert predicted == {"u0": 2, "u1": 1, "u2": 1} and hits == {"u0": 1, "u1": 0, "u2": 0}
+    # P@5 among 3 unseen labels: doc 0 1/5, doc 1 2/5; recall@5 among all 5 labels: every positive is in.
+    assert ranking == {"p_at_5": pytest.approx(0.3), "recall_at_5": pytest.approx(1.0)}
+    wide = np.full((3, 6), 0.99, np.float32)  # six vocabulary labels above every unseen one
+    _, _, ranking = ln.zero_shot_figures(positives, scores, scores >= 0.5, wide, ["u0", "u1", "u2"])
+    assert ranking["recall_at_5"] == 0.0
+    with pytest.raises(ValueError, match="shapes disagree"):
+        ln.zero_shot_figures(positives[:2], scores, scores >= 0.5, vocab, ["u0", "u1", "u2"])
+    assert ln.unseen_named({"a": "x", "z": "y", "b": "w"}, ["a"]) == ["b", "z"]
+
+
+def test_metrics_count_scored_zero_shot_labels():
+    y = np.array([[1, 0], [0, 1], [1, 1]])
+    s = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.6]])
+    kw = {"zero_shot": {"u0": 2, "u1": 1}, "n_train_docs": 10}
+    closed = evaluate(y, s >= 0.5, s, ["a", "b"], [5, 5], **kw)
+    z = closed["groups"]["zero-shot"]
+    assert (z["true_positives"], z["p_at_5"], z["recall_at_5"], z["scored_from_names"]) == (
+        0,
+        0.0,
+        0.0,
+        False,
+    )
+    scored = {
+        "predicted": {"u0": 2, "u1": 0, "u9": 1},  # u9: scored, no test positive: a false positive
+        "hits": {"u0": 1, "u1": 0, "u9": 0},
+        "ranking": {"p_at_5": 0.2, "recall_at_5": 0.5},
+    }
+    opened = evaluate(y, s >= 0.5, s, ["a", "b"], [5, 5], zero_shot_scored=scored, **kw)
+    z = opened["groups"]["zero-shot"]
+    assert (z["true_positives"], z["predicted_pairs"], z["micro_recall"]) == (1, 3, pytest.approx(1 / 3))
+    assert z["micro_f1"] == pytest.approx(2 * 1 / (3 + 3)) and (z["p_at_5"], z["recall_at_5"]) == (0.2, 0.5)
+    # Overall: vocabulary tp 4 of 4 true, 4 predicted; zero-shot adds 1 hit, 3 true, 3 predicted.
+    assert opened["overall"]["micro_f1_with_zero_shot"] == pytest.approx(2 * 5 / (7 + 7))
+    assert closed["overall"]["micro_f1_with_zero_shot"] == pytest.approx(2 * 4 / (7 + 4))
+    assert opened["overall"]["micro_f1"] == closed["overall"]["micro_f1"]  # the vocabulary figures unchanged
+    rows = {r["label"]: r for r in opened["zero_shot_labels"]}
+    assert (rows["u0"]["true_positives"], rows["u0"]["predicted_count"], rows["u0"]["recall"]) == (1, 2, 0.5)
+    with pytest.raises(ValueError, match="hits must not exceed"):
+        evaluate(y, s >= 0.5, s, ["a", "b"], [5, 5], zero_shot_scored={**scored, "hits": {"u1": 2}}, **kw)
