@@ -8,7 +8,18 @@ import uuid
 import pytest
 
 from pipeline.core.config import StorageSection
-from pipeline.core.storage import locate, read_bytes, remove_leftovers, staged_dir, write_bytes
+from pipeline.core.errors import InputError
+from pipeline.core.storage import (
+    COMPLETE_MARKER,
+    download_dir,
+    is_complete,
+    locate,
+    read_bytes,
+    remove_leftovers,
+    require_complete,
+    staged_dir,
+    write_bytes,
+)
 from tests.conftest import s3_bucket
 
 
@@ -39,7 +50,8 @@ def test_staged_output_is_whole_and_leftovers_go(where, tmp_path, request):
             write_bytes(stage.join("a.txt"), b"failed a")
             raise RuntimeError("boom")
     assert not any(".staging-" in p for p in root.files())
-    assert sorted(p.rsplit("/", 1)[1] for p in report.files()) == ["a.txt", "b.txt"]
+    marker = [COMPLETE_MARKER] if where == "s3" else []  # object storage: the folder's completion marker
+    assert sorted(p.rsplit("/", 1)[1] for p in report.files()) == [*marker, "a.txt", "b.txt"]
     assert read_bytes(report.join("a.txt")) == b"old a"
     _killed_write(root, "report", {"a.txt": b"half"})
     _killed_write(root, "other", {"x": b"not this output's"})
@@ -49,3 +61,28 @@ def test_staged_output_is_whole_and_leftovers_go(where, tmp_path, request):
     leftovers = [p for p in root.files() if ".staging-" in p or ".old-" in p]
     assert len(leftovers) == 1 and leftovers[0].endswith("-other/x")  # another output's is not touched
     assert remove_leftovers(report) == []
+
+
+def test_object_storage_readers_refuse_a_folder_without_its_marker(moto_storage, tmp_path):
+    """On object storage a folder is copied object by object: the marker, written last, says it is whole;
+    a reader refuses the folder without it (a copy killed half-way, or still running), with one line."""
+    s3_bucket(moto_storage, "marked")
+    model = locate("s3://marked/run/model", StorageSection(**moto_storage))
+    with staged_dir(model) as stage:
+        write_bytes(stage.join("weights.bin"), b"w")
+        write_bytes(stage.join("sub", "config.json"), b"{}")
+    assert is_complete(model) and model.join(COMPLETE_MARKER).exists()
+    download_dir(model, tmp_path / "copy")
+    assert sorted(p.name for p in (tmp_path / "copy").rglob("*") if p.is_file()) == [
+        "config.json",
+        "weights.bin",
+    ]
+    model.fs.delete_file(model.join(COMPLETE_MARKER).path)  # as a copy killed before its last object
+    assert not is_complete(model)
+    with pytest.raises(InputError, match=r"model is incomplete \(no _COMPLETE.*run the train stage again"):
+        require_complete(model, "train")
+    with pytest.raises(InputError, match="incomplete"):
+        download_dir(model, tmp_path / "again", stage="train")
+    assert not (tmp_path / "again").exists()
+    local = locate(str(tmp_path / "copy"))
+    assert is_complete(local) and is_complete(model.join("absent"))  # local folders are renamed in whole

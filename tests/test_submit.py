@@ -244,6 +244,9 @@ def test_job_submit_on_s3_stop_and_resubmit(s3, head):
         assert any(f.startswith(folder) for f in files), (folder, files)
     # Nothing half-written is left visible: no staging folders or temporary files in the run.
     assert not [f for f in files if ".staging" in f or ".tmp" in f], files
+    # Each folder output is marked whole (its readers refuse it without: tests/test_storage.py).
+    for folder in ("prepared", "model", "report", "predictions/test"):
+        assert f"{folder}/_COMPLETE" in files, (folder, files)
     metrics = json.loads(fs.open_input_stream(f"{run}/report/metrics.json").read())
     assert metrics["overall"]["n_docs"] > 0 and 0.0 <= metrics["overall"]["micro_f1"] <= 1.0
 

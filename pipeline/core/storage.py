@@ -25,6 +25,9 @@ from pipeline.core.config import StorageSection
 
 log = logging.getLogger(__name__)
 
+#: Written last into a folder output on object storage: its files are all there (readers check it).
+COMPLETE_MARKER = "_COMPLETE"
+
 
 @dataclass(frozen=True)
 class Location:
@@ -167,11 +170,30 @@ def staged_dir(final: Location) -> Iterator[Location]:
         if old is not None:
             final.fs.delete_dir(old)
         return
-    delete_dir(final)
+    delete_dir(final)  # its marker goes with it: from here readers refuse the folder until the copy ends
     for path in stage.files():
         rel = posixpath.relpath(path, stage.path)
         final.fs.copy_file(path, posixpath.join(final.path, rel))
+    write_json(final.join(COMPLETE_MARKER), {"files": len(stage.files())})
     delete_dir(stage)
+
+
+def is_complete(loc: Location) -> bool:
+    """Whether a folder output can be read whole (see :func:`require_complete`); True for what is absent or
+    local."""
+    return loc.is_local or not loc.is_dir() or loc.join(COMPLETE_MARKER).exists()
+
+
+def require_complete(loc: Location, stage: str) -> None:
+    """Refuse a folder output on object storage whose marker is missing (its write was interrupted, or is
+    running). Local folders are renamed into place whole and need none."""
+    if not is_complete(loc):
+        from pipeline.core.errors import InputError
+
+        raise InputError(
+            f"{loc.uri} is incomplete (no {COMPLETE_MARKER}: its write was interrupted or is still running); "
+            f"run the {stage} stage again"
+        )
 
 
 def upload_dir(local: str | os.PathLike[str], dest: Location) -> None:
@@ -180,5 +202,10 @@ def upload_dir(local: str | os.PathLike[str], dest: Location) -> None:
         pafs.copy_files(os.fspath(local), stage.path, destination_filesystem=stage.fs)
 
 
-def download_dir(src: Location, local: str | os.PathLike[str]) -> None:
+def download_dir(src: Location, local: str | os.PathLike[str], stage: str = "train") -> None:
+    """Copy a folder output to a local folder (its completion marker checked, not copied)."""
+    require_complete(src, stage)
     pafs.copy_files(src.path, os.fspath(local), source_filesystem=src.fs)
+    marker = os.path.join(os.fspath(local), COMPLETE_MARKER)
+    if os.path.exists(marker):
+        os.remove(marker)

@@ -24,7 +24,7 @@ from pipeline.core.config import Config
 from pipeline.core.errors import InputError
 from pipeline.core.layout import MODEL_DESCRIBING_KEYS, RunLayout
 from pipeline.core.progress import RowProgress
-from pipeline.core.storage import Location, read_json, staged_dir, write_bytes, write_json
+from pipeline.core.storage import Location, read_json, require_complete, staged_dir, write_bytes, write_json
 from pipeline.data.labels import outside_counts
 from pipeline.data.prepare import PartFiles
 from pipeline.evaluation import label_names
@@ -139,6 +139,7 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
         label_names.check_kind(str(model_cfg.get("kind", "encoder")))
         names = label_names.read_label_names(ecfg.label_names, cfg.storage)
 
+    require_complete(run.prepared, "prepare")
     # Both splits through one actor pool (one model load per actor), told apart by their file paths.
     both = ray.data.read_parquet(
         [run.prepared_split(split).path for split in SPLITS], filesystem=run.fs, include_paths=True

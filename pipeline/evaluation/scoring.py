@@ -22,7 +22,7 @@ from ray.data.dataset import MaterializedDataset
 
 from pipeline.core.config import EvaluateSection, StorageSection
 from pipeline.core.resources import plan_scoring
-from pipeline.core.storage import download_dir, locate
+from pipeline.core.storage import download_dir, locate, require_complete
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ def score_dataset(
     `counter`: `pipeline.core.progress.RowProgress.counter`, to which each actor adds the rows it scored.
     """
     e = settings or EvaluateSection()
+    require_complete(locate(model_uri, storage), "train")  # here, not as each actor's constructor error
     return ds.map_batches(
         Scorer,
         fn_constructor_args=(

@@ -51,7 +51,7 @@ import ray.data
 from pipeline.core.config import Config
 from pipeline.core.errors import InputError
 from pipeline.core.layout import POINTER_FILE, RunLayout
-from pipeline.core.storage import Location, locate, read_json, write_bytes, write_json
+from pipeline.core.storage import Location, locate, read_json, require_complete, write_bytes, write_json
 from pipeline.data.groups import GROUPS
 from pipeline.evaluation.document import HEADLINE, LOWER_IS_BETTER
 from pipeline.evaluation.metrics import AVERAGES, TOP_K
@@ -206,6 +206,7 @@ def score_current(
     if fitted.labels != cur_labels:
         raise InputError(f"{thr_loc.uri}: its labels differ from those of the current model {model.uri}")
     labels: list[str] = stats["labels"]
+    require_complete(run.prepared, "prepare")
     ds = ray.data.read_parquet(run.prepared_split("test").path, filesystem=run.fs)
     scored = score_dataset(
         ds.select_columns(["id", "text", "labels"]),

@@ -25,7 +25,7 @@ import scipy.sparse as sp
 
 from pipeline.core.config import Config
 from pipeline.core.layout import RunLayout
-from pipeline.core.storage import Location, read_json, staged_dir, write_json
+from pipeline.core.storage import Location, read_json, require_complete, staged_dir, write_json
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,7 @@ def ensure_embeddings(cfg: Config, run: RunLayout, stats: dict[str, Any], tokeni
         return folder
     model_cfg = ModelConfig.from_any(cfg.model.model_dump(exclude={"init_bias_from_priors"})).to_dict()
     t0 = time.perf_counter()
+    require_complete(run.prepared, "prepare")
     # Both splits in one pass: one actor pool, so the encoder is loaded once per actor, not once per split.
     ds = ray.data.read_parquet(
         [run.prepared_split(split).path for split in SPLITS], filesystem=run.fs, include_paths=True

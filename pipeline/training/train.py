@@ -37,8 +37,10 @@ from pipeline.core.resources import cluster_plan
 from pipeline.core.storage import (
     Location,
     download_dir,
+    is_complete,
     read_bytes,
     read_json,
+    require_complete,
     staged_dir,
     upload_dir,
     write_json,
@@ -73,6 +75,7 @@ def read_prepared(run: RunLayout, split: str) -> ray.data.Dataset:
     stats_loc = run.label_stats
     if not stats_loc.exists():
         raise InputError(f"{stats_loc.uri} not found: run the prepare stage first (python -m jobs.prepare)")
+    require_complete(run.prepared, "prepare")
     return ray.data.read_parquet(run.prepared_split(split).path, filesystem=run.fs)
 
 
@@ -138,7 +141,7 @@ def make_featurizer(cfg: Config, run: RunLayout, stats: dict) -> Any:
     # The tokenizer folder keeps the layout of runs made before model kinds existed, so they resume.
     folder = run.join(name) if name == "tokenizer" else run.join(name, key)
     marker = folder.join("data_key.txt")
-    if marker.exists() and read_bytes(marker).decode() == key:
+    if marker.exists() and read_bytes(marker).decode() == key and is_complete(folder):
         with tempfile.TemporaryDirectory() as d:
             download_dir(folder, d)
             return load_featurizer(model_cfg, d)
