@@ -161,7 +161,7 @@ def test_stratified_split_beats_random_on_reuters():
     assert (stratified_assign(y, ratios, seed=0) == names).all()
 
 
-def test_split_column_and_empty_row_policy(ray_session, tmp_path):
+def test_split_column_and_empty_row_policy(ray_session, tmp_path, caplog):
     src = tmp_path / "in"
     split = ["train"] * 6 + ["validation"] * 2 + ["test"] * 2 + ["train"] * 2
     texts = [f"doc {i}" for i in range(10)] + ["   ", "has text"]
@@ -172,6 +172,7 @@ def test_split_column_and_empty_row_policy(ray_session, tmp_path):
     assert stats["documents"] == {"train": 6, "validation": 2, "test": 2}
     assert stats["row_issues"]["empty_text"]["total"] == 1
     assert stats["row_issues"]["no_labels"]["total"] == 1
+    assert "dropped 2 row(s) with empty_text: 1, no_labels: 1 (data.empty_policy=drop" in caplog.text
 
     stats = run_prepare(_cfg(tmp_path, str(src), "run.name=keep", "data.empty_policy=keep"))
     assert stats["documents"]["train"] == 8

@@ -638,6 +638,15 @@ def run_prepare(cfg: Config) -> dict[str, Any]:
     doc["split"] = {"method": method, "ratios": ratios, "seed": cfg.data.split.seed}
     doc["duplicates"] = duplicates
     doc["empty_policy"] = cfg.data.empty_policy
+    issues = {k: v["total"] for k, v in doc["row_issues"].items() if v["total"]}
+    if issues:  # counted in label_stats.json with example ids; never dropped silently
+        log.warning(
+            "%s %d row(s) with %s (data.empty_policy=%s; example ids in label_stats.json row_issues)",
+            "kept" if cfg.data.empty_policy == "keep" else "dropped",
+            sum(issues.values()),
+            ", ".join(f"{k}: {n}" for k, n in issues.items()),
+            cfg.data.empty_policy,
+        )
     doc["unknown_label_policy"] = cfg.data.unknown_label_policy
     doc["unknown_labels_dropped"] = dropped_unknown
     _write(ds, run, doc, cfg.data.rows_per_file)
