@@ -604,3 +604,37 @@ def test_a_checkpoint_holding_a_pickled_object_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="refused: it holds objects other than tensors and plain data"):
         load_state(Checkpoint.from_directory(str(bad)))
     assert not marker.exists()
+
+
+def test_resume_skips_a_checkpoint_whose_state_file_was_cut_short(tmp_path):
+    """A disk that filled while the last checkpoint was copied left a whole meta file beside a truncated
+    state file; every restart then failed loading it. Resuming takes the newest checkpoint whose state file
+    has the size its meta file records (older checkpoints, without a recorded size, need only the file)."""
+    from pipeline.core.storage import locate
+    from pipeline.training.checkpoints import (
+        META_FILE,
+        STATE_BYTES,
+        checkpoint_meta,
+        latest_checkpoint,
+        save_state,
+    )
+
+    root = tmp_path / "checkpoints"
+    for name, epoch in (("checkpoint_2026-01-01_00-00-01", 0), ("checkpoint_2026-01-01_00-00-02", 1)):
+        (root / name).mkdir(parents=True)
+        save_state(root / name, {"model": {"w": torch.full((64,), float(epoch))}}, {"epoch": epoch})
+    newest = root / "checkpoint_2026-01-01_00-00-02"
+    meta = json.loads((newest / META_FILE).read_text())
+    assert meta[STATE_BYTES] == (newest / STATE_FILE).stat().st_size
+    assert checkpoint_meta(latest_checkpoint(locate(str(root))))["epoch"] == 1
+    data = (newest / STATE_FILE).read_bytes()
+    (newest / STATE_FILE).write_bytes(data[: len(data) // 2])  # the copy cut short
+    found = latest_checkpoint(locate(str(root)))
+    assert (
+        checkpoint_meta(found)["epoch"] == 0
+        and read_state(Path(found.path) / STATE_FILE)["model"]["w"][0] == 0
+    )
+    (newest / META_FILE).write_text(json.dumps({"epoch": 1}))  # written before sizes were recorded
+    assert checkpoint_meta(latest_checkpoint(locate(str(root))))["epoch"] == 1
+    (newest / META_FILE).unlink()  # no meta file: its upload stopped before it
+    assert checkpoint_meta(latest_checkpoint(locate(str(root))))["epoch"] == 0

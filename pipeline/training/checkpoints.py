@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import pickle
 import posixpath
 from pathlib import Path
@@ -22,6 +23,8 @@ from ray.train import Checkpoint
 from pipeline.core.config import Config
 from pipeline.core.errors import CheckpointError
 from pipeline.core.storage import Location
+
+log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
@@ -54,10 +57,15 @@ def best_weights(saved: dict[str, Any]) -> dict[str, Any]:
     return saved["model"] if isinstance(best, str) and best == BEST_IS_MODEL else best
 
 
+#: The state file's size in bytes, recorded in META_FILE: a copy cut short (disk full, a killed upload) has a
+#: state file of another size and is no checkpoint to resume from.
+STATE_BYTES = "state_bytes"
+
+
 def save_state(folder: Path, state: dict[str, Any], meta: dict[str, Any]) -> None:
-    """Write a checkpoint's two files into `folder`."""
+    """Write a checkpoint's two files into `folder` (the meta file records the state file's size)."""
     torch.save(state, folder / STATE_FILE)
-    (folder / META_FILE).write_text(json.dumps(meta))
+    (folder / META_FILE).write_text(json.dumps({**meta, STATE_BYTES: (folder / STATE_FILE).stat().st_size}))
 
 
 def read_state(path: str | Path) -> dict[str, Any]:
@@ -135,7 +143,10 @@ def latest_checkpoint(folder: Location) -> Checkpoint | None:
 
     Ray Train restores from its own snapshot file, but that file was missing after a run whose worker was
     killed (checked with Ray 2.60), so a restarted job would start over; the checkpoint folders themselves are
-    the reliable record. Names sort by time; a folder without its state file is an interrupted upload.
+    the reliable record. Names sort by time. A folder whose state file is missing, or is not the size its
+    meta file records, is an interrupted upload (seen: a disk that filled while the last checkpoint was
+    copied left a truncated state file beside a whole meta file, and every restart failed on it).
+    Checkpoints written before sizes were recorded need only their state file.
     """
     if not folder.exists():
         return None
@@ -148,6 +159,19 @@ def latest_checkpoint(folder: Location) -> Checkpoint | None:
         reverse=True,
     )
     for path in candidates:
-        if folder.fs.get_file_info(posixpath.join(path, STATE_FILE)).type == pafs.FileType.File:
-            return Checkpoint(path=path, filesystem=folder.fs)
+        info = folder.fs.get_file_info(posixpath.join(path, STATE_FILE))
+        if info.type != pafs.FileType.File:
+            continue
+        checkpoint = Checkpoint(path=path, filesystem=folder.fs)
+        meta = checkpoint_meta(checkpoint)
+        expected = meta.get(STATE_BYTES)
+        if not meta or (expected is not None and int(expected) != info.size):
+            log.warning(
+                "skipping checkpoint %s: its upload was interrupted (state file %s bytes, %s expected)",
+                path,
+                info.size,
+                expected if expected is not None else "a meta file",
+            )
+            continue
+        return checkpoint
     return None
