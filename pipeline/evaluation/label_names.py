@@ -37,6 +37,10 @@ from pipeline.core.storage import Location, locate, read_bytes
 BINS = 2000
 #: Ranking depth of the zero-shot group's figures (P@5 and recall@5).
 TOP = 5
+#: Model kinds whose folder holds the TF-IDF vectorizer the names are read with.
+NAMED_KINDS = ("lexical", "combined")
+#: Documents per block of cosines (a block is [BLOCK, labels] floats).
+BLOCK = 512
 
 
 def read_label_names(section: LabelNamesSection, storage: StorageSection | None = None) -> dict[str, str]:
@@ -221,12 +225,6 @@ def zero_shot_figures(
         {labels[j]: int(hits[j]) for j in range(z)},
         ranking,
     )
-
-
-#: Model kinds whose folder holds the TF-IDF vectorizer the names are read with.
-NAMED_KINDS = ("lexical", "combined")
-#: Documents per block of cosines (a block is [BLOCK, labels] floats).
-BLOCK = 512
 
 
 def check_kind(kind: str) -> None:
