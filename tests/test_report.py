@@ -377,6 +377,11 @@ def test_zero_shot_group_counts_and_micro_figures() -> None:
         "micro_f1": 0.0,
         "macro_f1": 0.0,
         "labels_with_f1_gt_0": 0,
+        "scored_from_names": False,
+        "scored_labels": 0,
+        "predicted_pairs": 0,
+        "p_at_5": 0.0,  # a closed vocabulary never ranks them
+        "recall_at_5": 0.0,
     }
     ov = ev["overall"]
     assert ov["micro_f1"] == pytest.approx(4 / 7) and ov["micro_recall"] == 0.5 and ov["n_positives"] == 4

@@ -146,7 +146,8 @@ def latest_checkpoint(folder: Location) -> Checkpoint | None:
     the reliable record. Names sort by time. A folder whose state file is missing, or is not the size its
     meta file records, is an interrupted upload (seen: a disk that filled while the last checkpoint was
     copied left a truncated state file beside a whole meta file, and every restart failed on it).
-    Checkpoints written before sizes were recorded need only their state file.
+    Checkpoints without a recorded size (written before sizes were, or without a meta file) need only their
+    state file, as before.
     """
     if not folder.exists():
         return None
@@ -165,12 +166,12 @@ def latest_checkpoint(folder: Location) -> Checkpoint | None:
         checkpoint = Checkpoint(path=path, filesystem=folder.fs)
         meta = checkpoint_meta(checkpoint)
         expected = meta.get(STATE_BYTES)
-        if not meta or (expected is not None and int(expected) != info.size):
+        if expected is not None and int(expected) != info.size:
             log.warning(
                 "skipping checkpoint %s: its upload was interrupted (state file %s bytes, %s expected)",
                 path,
                 info.size,
-                expected if expected is not None else "a meta file",
+                expected,
             )
             continue
         return checkpoint
