@@ -91,6 +91,67 @@ def test_histograms_count_every_pair_and_the_threshold_is_the_f1_optimal_cut():
     assert 2 * (y & predicted).sum() / (predicted.sum() + y.sum()) == pytest.approx(best, abs=1e-9)
 
 
+def _f1(y: np.ndarray, predicted: np.ndarray) -> float:
+    return 2 * (y & predicted).sum() / (predicted.sum() + y.sum())
+
+
+def test_the_threshold_is_chosen_on_unseen_labels_when_validation_holds_one():
+    """Seen labels are common, unseen ones rare: the cut that is best for the rare ones is stricter, and the
+    map (fitted on the seen ones) turns it into their F1-optimal probability threshold."""
+    rng = np.random.default_rng(1)
+    seen_cos = rng.random((200, 5)).astype(np.float32)
+    seen_y = seen_cos + rng.normal(0, 0.2, seen_cos.shape) > 0.6  # a third positive, noisy
+    unseen_cos = rng.random((200, 40)).astype(np.float32)
+    unseen_y = np.zeros(unseen_cos.shape, bool)
+    unseen_y[np.arange(10), np.arange(10)] = True
+    unseen_cos[np.arange(10), np.arange(10)] = rng.uniform(0.85, 1.0, 10)  # 10 positives, high cosines
+
+    def hist(cos: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return ln.cosine_histograms([(cos, [list(np.flatnonzero(r)) for r in y])])
+
+    closed = ln.fit_calibration(*hist(seen_cos, seen_y))
+    cal = ln.fit_calibration(*hist(seen_cos, seen_y), *hist(unseen_cos, unseen_y))
+    assert (closed.threshold_from, cal.threshold_from) == ("seen", "unseen")
+    assert (cal.a, cal.b) == (closed.a, closed.b)  # the same map
+    assert (cal.unseen_positives, cal.unseen_pairs) == (10, unseen_cos.size)
+    best = max(_f1(unseen_y, unseen_cos >= t) for t in np.unique(np.r_[unseen_cos.ravel(), 2.0]))
+    assert cal.validation_f1 == pytest.approx(best, abs=1e-9)
+    predicted = cal.probability(unseen_cos) >= cal.threshold
+    assert _f1(unseen_y, predicted) == pytest.approx(best, abs=1e-9)
+    assert cal.threshold > closed.threshold
+    # Without an unseen positive the cut is the seen labels' one.
+    none = ln.fit_calibration(*hist(seen_cos, seen_y), np.zeros(ln.BINS), hist(unseen_cos, unseen_y)[1])
+    assert none.threshold_from == "seen" and none.threshold == closed.threshold
+
+
+def test_calibrate_reads_validation_once_for_both_the_map_and_the_unseen_cut(tmp_path):
+    from pipeline.core.storage import locate
+
+    texts, labels = [], []
+    for i in range(120):
+        words = ["alpha"] if i % 2 == 0 else ["beta"]
+        lab = ["a"] if i % 2 == 0 else ["b"]
+        if i % 10 == 0:
+            words.append("glacier")  # the unseen label's word, in 12 documents; its label in 6 of them
+            lab += ["zs"] if i % 20 == 0 else []
+        texts.append(" ".join([*words, f"noise{i % 7}"]))
+        labels.append(lab)
+    split = tmp_path / "validation"
+    split.mkdir()
+    pq.write_table(pa.table({"text": texts, "labels": labels}), split / "part-0.parquet")
+    vec = TfidfVectorizer().fit(texts)
+    names = {"a": "alpha", "b": "beta", "zs": "glacier", "zz": "volcano"}
+    loc = locate(str(split))
+    cal = ln.calibrate(vec, names, ["a", "b"], loc, ["zs", "zz"])
+    assert cal.threshold_from == "unseen"
+    assert (cal.validation_positives, cal.validation_pairs) == (120, 240)
+    assert (cal.unseen_positives, cal.unseen_pairs) == (6, 240)
+    assert cal.validation_f1 == pytest.approx(2 * 6 / (12 + 6))  # every "glacier" document predicted
+    seen_only = ln.calibrate(vec, names, ["a", "b"], loc)
+    assert seen_only.threshold_from == "seen" and seen_only.unseen_pairs == 0
+    assert (seen_only.a, seen_only.b) == (cal.a, cal.b)
+
+
 def test_names_without_signal_rank_but_never_predict():
     none = ln.fit_calibration(np.zeros(ln.BINS), np.r_[np.ones(ln.BINS)])
     assert math.isinf(none.threshold) and none.to_dict()["threshold"] is None

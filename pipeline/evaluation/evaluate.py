@@ -87,8 +87,8 @@ def _named_zero_shot(
     """Scores of the named labels outside the vocabulary on test (pipeline.evaluation.label_names):
     {"scored": what metrics.evaluate counts, "record": what the report records}."""
     vectorizer = label_names.load_vectorizer(run.model)
-    calibration = label_names.calibrate(vectorizer, names, labels, run.prepared_split("validation"))
     unseen = label_names.unseen_named(names, labels)
+    calibration = label_names.calibrate(vectorizer, names, labels, run.prepared_split("validation"), unseen)
     order = [
         str(x)
         for b in test.select_columns(["id"]).iter_batches(batch_format="pyarrow", batch_size=65536)
@@ -101,9 +101,10 @@ def _named_zero_shot(
         positives, probs, probs >= calibration.threshold, s_test, unseen
     )
     log.info(
-        "label names: %d unseen named label(s) scored; name-only scorer on validation's seen labels: "
-        "F1 %.3f at probability %.3f; test: %d of %d unseen positive(s) predicted, P@5 %s, recall@5 %s",
+        "label names: %d unseen named label(s) scored; name-only scorer on validation's %s labels: "
+        "F1 %.3f at probability %.4g; test: %d of %d unseen positive(s) predicted, P@5 %s, recall@5 %s",
         len(unseen),
+        calibration.threshold_from,
         calibration.validation_f1,
         calibration.threshold,
         sum(hits.values()),
