@@ -117,7 +117,8 @@ SPECS = {
     "targets": "dataset@dataset | target@target | value@_value | row@row | met@met",
     "longtail": "row@row | seed@seed | device@device | micro-F1@micro_f1 | macro-F1@macro_f1 | tail F1@"
     "tail_f1 | macro AP@macro_ap | P at 1@p_at_1 | P at 5@p_at_5 | nDCG at 5@ndcg_at_5 | PSP at 5@psp_at_5 | "
-    "predicted : true@predicted_to_true~2 | train s@train_seconds~0 | peak RSS (MB)@peak_rss_mb~0",
+    "predicted : true@predicted_to_true~2 | train s@train_seconds~0 | peak RSS (MB)@peak_rss_mb~0 | "
+    "evaluate driver peak (MB)@evaluate_peak_rss_driver_mb~0",
     "finetune": f"loss@loss | {F1} | {F1G} | macro-F1 at 0.5@test_at_0.5/macro_f1 | labels with F1 > 0@"
     f"labels_with_f1_gt_0 | {FT} | evaluate s@evaluate_seconds~0",
     "combined": f"row@_row | {F1} | {F1G} | {FT}",
@@ -455,6 +456,8 @@ def zero_shot_table(rows: list[J]) -> list[str]:
             fmt(r.get("zero_shot_p_at_5"), 3),
             fmt(r.get("zero_shot_recall_at_5"), 3),
             fmt(r.get("micro_f1_with_zero_shot"), 3),
+            fmt(r.get("zero_shot_predicted_pairs"), 0),
+            r.get("zero_shot_threshold_from") or ("seen" if r.get("zero_shot_scored") else ""),
         ]
         for r in zs
     ]
@@ -466,12 +469,15 @@ def zero_shot_table(rows: list[J]) -> list[str]:
         "P at 5 (unseen)",
         "recall at 5 (all)",
         "micro-F1 +zs",
+        "predicted pairs",
+        "threshold chosen on",
     ]
     return [
         f"Zero-shot group: {zs[0]['zero_shot_labels']:,} test labels never seen in training. Recall: their "
         "test positives predicted; P at 5: positives among the 5 top-scored unseen labels / 5 and recall at "
         "5: their share among the 5 top-scored labels of all, over the documents holding one; micro-F1 +zs: "
-        "micro-F1 with their pairs counted. Rows not scored from names never predict or rank them.",
+        "micro-F1 with their pairs counted; threshold chosen on: validation's unseen or seen named labels "
+        "(rows before that choice existed: seen). Rows not scored from names never predict or rank them.",
         "",
         *table(head, cells),
     ]

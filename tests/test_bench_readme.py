@@ -118,11 +118,13 @@ def test_zero_shot_table_and_what_a_model_of_row_adds():
         "zero_shot_p_at_5": 0.05,
         "zero_shot_recall_at_5": 0.1,
         "micro_f1_with_zero_shot": 0.7,
+        "zero_shot_predicted_pairs": 240,
+        "zero_shot_threshold_from": "unseen",
     }
     closed = {**base, "zero_shot_labels": 85, "zero_shot_scored": False, "zero_shot_recall": 0.0}
     assert readme.added(names, [base, names]) == "evaluate.label_names.source=x a=b"
     out = readme.zero_shot_table([closed, names])
     assert out[0].startswith("Zero-shot group: 85 test labels never seen in training.")
-    assert "| db | 0 | no | 0.000 | n/a | n/a | n/a |" in out
-    assert "| db-names | 0 | yes | 0.125 | 0.050 | 0.100 | 0.700 |" in out
+    assert "| db | 0 | no | 0.000 | n/a | n/a | n/a | n/a |  |" in out
+    assert "| db-names | 0 | yes | 0.125 | 0.050 | 0.100 | 0.700 | 240 | unseen |" in out
     assert readme.zero_shot_table([base]) == []

@@ -16,6 +16,7 @@ from sklearn.metrics.pairwise import cosine_similarity
 from pipeline.core.config import LabelNamesSection
 from pipeline.core.errors import InputError
 from pipeline.evaluation import label_names as ln
+from pipeline.evaluation.blocks import ArrayBlocks, top_scores
 from pipeline.evaluation.metrics import evaluate
 
 
@@ -176,6 +177,13 @@ def test_zero_shot_figures_by_hand():
     wide = np.full((3, 6), 0.99, np.float32)  # six vocabulary labels above every unseen one
     _, _, ranking = ln.zero_shot_figures(positives, scores, scores >= 0.5, wide, ["u0", "u1", "u2"])
     assert ranking["recall_at_5"] == 0.0
+    # Each document's 5 top vocabulary scores (what the evaluate stage passes) give the same figures.
+    rng = np.random.default_rng(0)
+    many = np.round(rng.random((3, 40)), 1).astype(np.float32)  # ties with the unseen scores too
+    for vocabulary in (vocab, wide, many):
+        full = ln.zero_shot_figures(positives, scores, scores >= 0.5, vocabulary, ["u0", "u1", "u2"])
+        top = top_scores(ArrayBlocks(vocabulary, rows=2), ln.TOP)
+        assert ln.zero_shot_figures(positives, scores, scores >= 0.5, top, ["u0", "u1", "u2"]) == full
     with pytest.raises(ValueError, match="shapes disagree"):
         ln.zero_shot_figures(positives[:2], scores, scores >= 0.5, vocab, ["u0", "u1", "u2"])
     assert ln.unseen_named({"a": "x", "z": "y", "b": "w"}, ["a"]) == ["b", "z"]

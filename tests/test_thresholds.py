@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 from sklearn.metrics import f1_score
 
+from pipeline.evaluation.blocks import ArrayBlocks
 from pipeline.evaluation.thresholds import (
     STRATEGIES,
     ThresholdResult,
@@ -193,10 +194,12 @@ def test_prior_matched_thresholds_by_hand() -> None:
 def test_prior_matched_thresholds_predict_k_documents(
     data: tuple[NDArray, NDArray], seed: int, block: int
 ) -> None:
+    """Read in row blocks of any size (each label keeping its k + 1 largest scores across them)."""
     _, s = data
     n = s.shape[0]
     q = np.random.default_rng(seed).random(s.shape[1])
-    t = prior_matched_thresholds(s, q, block=block)
+    t = prior_matched_thresholds(ArrayBlocks(s, rows=block), q)
+    np.testing.assert_array_equal(t, prior_matched_thresholds(s, q))
     for j in range(s.shape[1]):
         k = max(1, int(np.ceil(q[j] * n - 1e-9)))
         kth = np.sort(s[:, j])[::-1][k - 1]

@@ -22,7 +22,8 @@ A peer row runs the peer's own method on TF-IDF features (scikit-learn's default
 Every row is one flat record: dataset, row, device, seed, micro_f1, macro_f1, tail_f1, macro_ap, p_at_1,
 p_at_5, ndcg_at_5, psp_at_5, predicted_to_true (predicted positives / true positives on test),
 train_seconds, peak_rss_mb (the largest resident set summed over this process and the Ray processes it
-started, sampled every 0.25 s: an upper bound, shared pages count once per process). The JSON adds the
+started, sampled every 0.25 s: an upper bound, shared pages count once per process); own rows add
+evaluate_seconds and evaluate_peak_rss_driver_mb (the evaluate stage's driver alone). The JSON adds the
 command, git SHA, versions, machine and each dataset's settings.
 
 Data are read from the corpora folder (benchmarks/corpora.py, never copied); a dataset whose folder is

@@ -177,6 +177,11 @@ def _zero_shot_fields(doc: dict[str, Any]) -> dict[str, Any]:
         "zero_shot_p_at_5": z.get("p_at_5"),
         "zero_shot_recall_at_5": z.get("recall_at_5"),
         "micro_f1_with_zero_shot": doc["overall"].get("micro_f1_with_zero_shot"),
+        "zero_shot_predicted_pairs": z.get("predicted_pairs"),
+        # Where the names' decision threshold was chosen (label_names.fit_calibration): unseen or seen labels.
+        "zero_shot_threshold_from": ((doc.get("extra") or {}).get("label_names") or {})
+        .get("calibration", {})
+        .get("threshold_from"),
     }
 
 
@@ -224,7 +229,7 @@ def own_row(
     if not (run_dir / "label_stats.json").exists():
         copy_prepared(work / bench.key / "base", run_dir)
     source = bench.model_of.get(row)
-    with PeakRSS() as rss:
+    with PeakRSS() as rss_train:
         t0 = time.perf_counter()
         best_params = None
         if source is None:
@@ -241,6 +246,7 @@ def own_row(
             shutil.copytree(model, run_dir / "model", copy_function=_link_or_copy)
             history = json.loads((model / "model_config.json").read_text())["training"]["history"]
             train_seconds = (trained_seconds or {}).get((source, seed))
+    with PeakRSS() as rss_evaluate:  # a window of its own: the evaluate driver's peak (issue #25)
         t0 = time.perf_counter()
         doc = run_evaluate(cfg)
         evaluate_seconds = time.perf_counter() - t0
@@ -251,9 +257,10 @@ def own_row(
         device="gpu" if cfg.train.use_gpu else "cpu",
         seed=cfg.run.seed,
         train_seconds=None if train_seconds is None else round(train_seconds, 2),
-        peak_rss_mb=round(rss.tree / MIB),
+        peak_rss_mb=round(max(rss_train.tree, rss_evaluate.tree) / MIB),
         evaluate_seconds=round(evaluate_seconds, 1),
-        peak_rss_driver_mb=round(rss.driver / MIB),
+        peak_rss_driver_mb=round(max(rss_train.driver, rss_evaluate.driver) / MIB),
+        evaluate_peak_rss_driver_mb=round(rss_evaluate.driver / MIB),
         epochs_run=len(history),
         settings={"kind": cfg.model.kind, "loss": cfg.loss.name, "overrides": overrides},
     )

@@ -10,6 +10,7 @@ name are scored from it (`label_names`) and the group counts their predictions a
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import time
 from collections import Counter
@@ -28,6 +29,7 @@ from pipeline.core.storage import Location, read_json, require_complete, staged_
 from pipeline.data.labels import outside_counts
 from pipeline.data.prepare import PartFiles
 from pipeline.evaluation import label_names
+from pipeline.evaluation.blocks import ScoreBlocks, top_scores
 from pipeline.evaluation.document import build_metrics_document, per_label_csv, summary_table
 from pipeline.evaluation.html import render_html
 from pipeline.evaluation.metrics import evaluate as compute_metrics
@@ -35,12 +37,13 @@ from pipeline.evaluation.metrics import inverse_propensities
 from pipeline.evaluation.plots import render_plots
 from pipeline.evaluation.rank_adjust import adjusted_scores, choose_tau
 from pipeline.evaluation.scoring import (
+    DatasetBlocks,
     check_scoring_resources,
-    collect_scores,
     decide,
     score_dataset,
+    scored_blocks,
 )
-from pipeline.evaluation.thresholds import fit_thresholds
+from pipeline.evaluation.thresholds import decisions, fit_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +73,7 @@ def _require(loc: Location, stage: str) -> None:
 
 
 def _rank_adjustment(
-    ecfg: Any, y_val: Any, s_val: np.ndarray, prior: np.ndarray, train_counts: np.ndarray, n_train: int
+    ecfg: Any, y_val: Any, s_val: ScoreBlocks, prior: np.ndarray, train_counts: np.ndarray, n_train: int
 ) -> dict[str, Any]:
     """evaluate.rank_adjust as {"tau", "chosen": config | validation, "validation": [per-tau figures]}."""
     if ecfg.rank_adjust != "auto":
@@ -82,23 +85,22 @@ def _rank_adjustment(
 
 
 def _named_zero_shot(
-    run: RunLayout, names: dict[str, str], labels: list[str], test: ray.data.Dataset, s_test: np.ndarray
+    run: RunLayout, names: dict[str, str], labels: list[str], s_test: DatasetBlocks, n_positives: int
 ) -> dict[str, Any]:
     """Scores of the named labels outside the vocabulary on test (pipeline.evaluation.label_names):
-    {"scored": what metrics.evaluate counts, "record": what the report records}."""
+    {"scored": what metrics.evaluate counts, "record": what the report records}; `n_positives`: the test
+    positives outside the vocabulary."""
     vectorizer = label_names.load_vectorizer(run.model)
     unseen = label_names.unseen_named(names, labels)
     calibration = label_names.calibrate(vectorizer, names, labels, run.prepared_split("validation"), unseen)
-    order = [
-        str(x)
-        for b in test.select_columns(["id"]).iter_batches(batch_format="pyarrow", batch_size=65536)
-        for x in b.column("id").to_pylist()
-    ]
-    probs, positives = label_names.score_unseen(
-        vectorizer, names, unseen, calibration, run.prepared_split("test"), order
-    )
-    predicted, hits, ranking = label_names.zero_shot_figures(
-        positives, probs, probs >= calibration.threshold, s_test, unseen
+    predicted, hits, ranking = label_names.score_unseen(
+        vectorizer,
+        names,
+        unseen,
+        calibration,
+        run.prepared_split("test"),
+        [str(x) for x in s_test.ids.to_pylist()],
+        top_scores(s_test, label_names.TOP),
     )
     log.info(
         "label names: %d unseen named label(s) scored; name-only scorer on validation's %s labels: "
@@ -108,7 +110,7 @@ def _named_zero_shot(
         calibration.validation_f1,
         calibration.threshold,
         sum(hits.values()),
-        sum(len(p) for p in positives),
+        n_positives,
         ranking["p_at_5"],
         ranking["recall_at_5"],
     )
@@ -161,7 +163,8 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
     for split, ds in scored.items():
         log.info("scored %s: %d rows", split, ds.count())
 
-    y_val, s_val = collect_scores(scored["validation"], labels, ignore_unknown=True)
+    # Labels on the driver (sparse); scores read block by block from the object store on each pass.
+    y_val, s_val = scored_blocks(scored["validation"], labels, ignore_unknown=True)
     n_train = int(stats["documents"]["train"])
     prior = train_counts / max(n_train, 1)  # training prevalence: fallback thresholds, ranking adjustment
     thr = fit_thresholds(
@@ -183,7 +186,7 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
         "model_id": model_cfg.get("model_id"),  # predict refuses these thresholds for another model
     }
 
-    y_test, s_test = collect_scores(scored["test"], labels, ignore_unknown=True)
+    y_test, s_test = scored_blocks(scored["test"], labels, ignore_unknown=True)
     zero_shot = _zero_shot_positives(scored["test"], labels)
     if zero_shot:
         log.info(
@@ -191,9 +194,9 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
             len(zero_shot),
             sum(zero_shot.values()),
         )
-    pred_test = thr.apply(s_test)
+    pred_test = decisions(s_test, thr.thresholds, thr.at_least_one)
     rank = _rank_adjustment(ecfg, y_val, s_val, prior, train_counts, n_train)
-    named = _named_zero_shot(run, names, labels, scored["test"], s_test) if names else None
+    named = _named_zero_shot(run, names, labels, s_test, sum(zero_shot.values())) if names else None
     measure = {
         "head_min": stats["groups"]["head_min"],
         "tail_max": stats["groups"]["tail_max"],
@@ -202,7 +205,9 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
         "propensity_a": ecfg.propensity_a,
         "propensity_b": ecfg.propensity_b,
     }
-    s_rank = adjusted_scores(s_test, prior, rank["tau"]) if rank["tau"] else None
+    s_rank = (
+        s_test.map(functools.partial(adjusted_scores, prior=prior, tau=rank["tau"])) if rank["tau"] else None
+    )
     ev = compute_metrics(
         y_test,
         pred_test,
@@ -215,7 +220,9 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
     )
     del s_rank
     # For the report: what a single 0.5 cut-off would have given on test.
-    at_half = compute_metrics(y_test, s_test >= 0.5, s_test, labels, train_counts, **measure)["overall"]
+    at_half = compute_metrics(
+        y_test, decisions(s_test, np.full(len(labels), 0.5)), s_test, labels, train_counts, **measure
+    )["overall"]
     provenance = {
         "run": cfg.run.name,
         "run_uri": run.uri,

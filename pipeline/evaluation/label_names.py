@@ -201,6 +201,57 @@ def fit_calibration(
     return NameCalibration(a, b, threshold, f1, n_pos, n_pairs, source, **unseen)
 
 
+@dataclass
+class _ZeroShotSums:
+    """What the zero-shot figures are made of, summed over blocks of documents."""
+
+    predicted: np.ndarray
+    hits: np.ndarray
+    p_sum: float = 0.0
+    found: int = 0
+    total: int = 0
+    docs: int = 0
+
+    def add(
+        self,
+        positives: Sequence[Sequence[int]],
+        scores: np.ndarray,
+        predicted: np.ndarray,
+        vocabulary_scores: np.ndarray,
+    ) -> None:
+        self.predicted += predicted.sum(axis=0)
+        c = vocabulary_scores.shape[1]
+        for i, cols in enumerate(positives):
+            cols = np.asarray(sorted(set(cols)), dtype=np.int64)
+            if cols.size == 0:
+                continue
+            self.hits[cols[predicted[i, cols]]] += 1
+            self.docs += 1
+            top = np.argsort(-scores[i], kind="stable")[:TOP]
+            self.p_sum += np.isin(top, cols).sum() / TOP
+            both = np.concatenate([vocabulary_scores[i], scores[i]])
+            top_all = np.argsort(-both, kind="stable")[:TOP]
+            self.found += int(np.isin(top_all - c, cols).sum())
+            self.total += cols.size
+
+    def figures(
+        self, labels: Sequence[str]
+    ) -> tuple[dict[str, int], dict[str, int], dict[str, float | None]]:
+        ranking = {
+            "p_at_5": self.p_sum / self.docs if self.docs else None,
+            "recall_at_5": self.found / self.total if self.total else None,
+        }
+        return (
+            {lab: int(self.predicted[j]) for j, lab in enumerate(labels)},
+            {lab: int(self.hits[j]) for j, lab in enumerate(labels)},
+            ranking,
+        )
+
+
+def _sums(z: int) -> _ZeroShotSums:
+    return _ZeroShotSums(np.zeros(z, dtype=np.int64), np.zeros(z, dtype=np.int64))
+
+
 def zero_shot_figures(
     positives: Sequence[Sequence[int]],
     scores: np.ndarray,
@@ -212,7 +263,8 @@ def zero_shot_figures(
 
     ``positives[i]``: the column indices (into ``labels``, the unseen labels) of document i's positives;
     ``scores`` / ``predicted`` [N, Z]: their probabilities and decisions; ``vocabulary_scores`` [N, C]: the
-    model's probabilities of the vocabulary. Over the documents with at least one unseen positive:
+    model's probabilities of the vocabulary, or only each document's 5 largest of them
+    (``blocks.top_scores``: the figures are the same). Over the documents with at least one unseen positive:
     ``p_at_5``, the positives among the 5 top-scored unseen labels / 5; ``recall_at_5``, the share of their
     unseen positives among the 5 top-scored labels of all, vocabulary and unseen (ties: vocabulary first).
     """
@@ -224,31 +276,9 @@ def zero_shot_figures(
             f"shapes disagree: scores {scores.shape}, predicted {predicted.shape}, {len(positives)} "
             f"documents of positives, {len(labels)} labels, vocabulary scores {vocabulary_scores.shape}"
         )
-    hits = np.zeros(z, dtype=np.int64)
-    p_sum, found, total, docs = 0.0, 0, 0, 0
-    c = vocabulary_scores.shape[1]
-    for i, cols in enumerate(positives):
-        cols = np.asarray(sorted(set(cols)), dtype=np.int64)
-        if cols.size == 0:
-            continue
-        hits[cols[predicted[i, cols]]] += 1
-        docs += 1
-        top = np.argsort(-scores[i], kind="stable")[:TOP]
-        p_sum += np.isin(top, cols).sum() / TOP
-        both = np.concatenate([vocabulary_scores[i], scores[i]])
-        top_all = np.argsort(-both, kind="stable")[:TOP]
-        found += int(np.isin(top_all - c, cols).sum())
-        total += cols.size
-    ranking = {
-        "p_at_5": p_sum / docs if docs else None,
-        "recall_at_5": found / total if total else None,
-    }
-    counts = predicted.sum(axis=0)
-    return (
-        {labels[j]: int(counts[j]) for j in range(z)},
-        {labels[j]: int(hits[j]) for j in range(z)},
-        ranking,
-    )
+    sums = _sums(z)
+    sums.add(positives, scores, predicted, vocabulary_scores)
+    return sums.figures(labels)
 
 
 def check_kind(kind: str) -> None:
@@ -315,26 +345,30 @@ def score_unseen(
     calibration: NameCalibration,
     split: Location,
     order: Sequence[str],
-) -> tuple[np.ndarray, list[list[int]]]:
-    """(probabilities [N, unseen], each document's positives as columns of ``unseen``) for the prepared
-    ``split``, rows in the document order ``order`` (ids) of the scores they join."""
+    vocabulary_top: np.ndarray,
+) -> tuple[dict[str, int], dict[str, int], dict[str, float | None]]:
+    """:func:`zero_shot_figures` of the ``unseen`` labels on the prepared ``split``, scored block by block
+    (memory: a block of documents x unseen labels). ``vocabulary_top`` [N, <= 5]: each document's top
+    vocabulary scores (``blocks.top_scores``), rows in the document order ``order`` (ids)."""
     vectors = name_vectors(vectorizer, [names[lab] for lab in unseen])
     column = {lab: j for j, lab in enumerate(unseen)}
     row = {doc_id: i for i, doc_id in enumerate(order)}
-    if len(row) != len(order):
-        raise ValueError("document ids must be unique to join name scores to the model's")
-    probs = np.zeros((len(order), len(unseen)), dtype=np.float32)
-    positives: list[list[int]] = [[] for _ in order]
+    if len(row) != len(order) or vocabulary_top.shape[0] != len(order):
+        raise ValueError("document ids must be unique and match the vocabulary scores' rows")
+    sums = _sums(len(unseen))
     seen_rows = 0
     for batch in _batches(split, ["id", "text", "labels"]):
         at = [row[str(i)] for i in batch.column("id").cast(pa.string()).to_pylist()]
-        probs[at] = calibration.probability(cosines(vectorizer, batch.column("text").to_pylist(), vectors))
-        for r, ls in zip(at, batch.column("labels").to_pylist(), strict=True):
-            positives[r] = sorted({column[x] for x in (ls or []) if x in column})
+        probs = calibration.probability(cosines(vectorizer, batch.column("text").to_pylist(), vectors))
+        positives = [
+            sorted({column[x] for x in (ls or []) if x in column})
+            for ls in batch.column("labels").to_pylist()
+        ]
+        sums.add(positives, probs, probs >= calibration.threshold, vocabulary_top[at])
         seen_rows += len(at)
     if seen_rows != len(order):
         raise ValueError(f"{split.uri}: {seen_rows} documents, but {len(order)} were scored")
-    return probs, positives
+    return sums.figures(unseen)
 
 
 def unseen_named(names: Mapping[str, str], vocabulary: Sequence[str]) -> list[str]:

@@ -9,7 +9,8 @@ values).
 Ground truth may be a dense 0/1 array or a ``scipy.sparse`` matrix (CSR from the pipeline: an 8,000 x 7,900
 split with 130 labels per document is 1M positives, not 63M cells), and both give bit-identical results: every
 function first reduces a label matrix to the coordinates of its positives (:func:`label_positives`) and
-computes from counts. Scores stay dense (the model emits them), float32 is kept as float32. The definitions
+computes from counts. Scores are read in row blocks (``pipeline.evaluation.blocks``: a dense array or the
+scored dataset, never gathered whole), float32 is kept as float32. The definitions
 are scikit-learn's (``precision_recall_fscore_support`` with ``zero_division=0``, ``hamming_loss``,
 ``accuracy_score``, ``average_precision_score``), computed without it: its per-column calls and dense
 ``(n, labels)`` temporaries took minutes and gigabytes at thousands of labels. Count-based figures are
@@ -32,6 +33,7 @@ import scipy.sparse as sp
 from numpy.typing import ArrayLike, NDArray
 
 from pipeline.data.groups import DEFAULT_HEAD_MIN, DEFAULT_TAIL_MAX, GROUPS, ZERO_SHOT, assign_groups
+from pipeline.evaluation.blocks import ScoreBlocks, as_blocks, gather, row_ranges
 
 AVERAGES: tuple[str, ...] = ("micro", "macro", "weighted", "samples")
 TOP_K: tuple[int, ...] = (1, 3)
@@ -105,23 +107,14 @@ def check_scores(scores: ArrayLike, name: str = "scores") -> NDArray[np.floating
     Comparisons of float32 scores with float64 thresholds are exact (numpy promotes to float64), so results
     do not depend on the score dtype.
     """
-    if sp.issparse(scores):
-        raise ValueError(f"{name} must be a dense array, got a sparse matrix")
-    s = np.asarray(scores)
-    if s.dtype != np.float32 and s.dtype != np.float64:
-        s = s.astype(np.float64)
-    if s.ndim != 2:
-        raise ValueError(f"{name} must be 2-D, got shape {s.shape}")
-    step = max(1, _CHUNK_CELLS // max(s.shape[1], 1))  # no (n, labels) boolean temporary
-    if not all(np.isfinite(s[a : a + step]).all() for a in range(0, s.shape[0], step)):
-        raise ValueError(f"{name} must be finite")
-    return s
+    return as_blocks(scores, name).scores  # type: ignore[attr-defined]
 
 
-def checked_inputs(y_true: Any, scores: ArrayLike) -> tuple[Positives, NDArray[np.floating]]:
-    """Positives of a 0/1 label matrix (dense or scipy.sparse) and the checked scores, of one 2-D shape."""
+def checked_inputs(y_true: Any, scores: ArrayLike | ScoreBlocks) -> tuple[Positives, ScoreBlocks]:
+    """Positives of a 0/1 label matrix (dense or scipy.sparse) and the scores as checked row blocks, of one
+    2-D shape."""
     pos = label_positives(y_true)
-    s = check_scores(scores)
+    s = as_blocks(scores)
     if pos.shape != s.shape:
         raise ValueError(f"y_true and scores must be 2-D of one shape, got {pos.shape} and {s.shape}")
     return pos, s
@@ -154,14 +147,10 @@ class ScoreCuts(NamedTuple):
     ptr: NDArray[np.int64]
 
 
-def score_cuts(
-    pos_cols: NDArray[np.int64], pos_scores: NDArray[Any], sorted_rows: NDArray[Any], n_labels: int
-) -> ScoreCuts:
-    """:class:`ScoreCuts` from the positives (column, score) and each label's scores sorted ascending.
-
-    ``sorted_rows[j]`` holds every score of label ``j`` in ascending order (any row for a label without
-    positives). A pooled ranking (micro figures) is one label: all columns zero, one row of all scores.
-    """
+def _positive_cuts(
+    pos_cols: NDArray[np.int64], pos_scores: NDArray[Any], n_labels: int
+) -> tuple[NDArray[np.int64], NDArray[Any], NDArray[np.int64], NDArray[np.int64]]:
+    """(label, cut, tp, ptr) of :class:`ScoreCuts` from the positives' columns and scores alone."""
     order = np.lexsort((-pos_scores, pos_cols))
     c, v = pos_cols[order], pos_scores[order]
     last = np.ones(c.size, dtype=bool)
@@ -170,18 +159,62 @@ def score_cuts(
     first = np.searchsorted(c, np.arange(n_labels))
     idx = np.flatnonzero(last)
     label = c[idx]
-    cut = v[idx]
     tp = (idx - first[label] + 1).astype(np.int64)
     ptr = np.searchsorted(label, np.arange(n_labels + 1)).astype(np.int64)
-    left = np.empty(idx.size, dtype=np.int64)
+    return label, v[idx], tp, ptr
+
+
+def _below(
+    cut: NDArray[Any], ptr: NDArray[np.int64], sorted_rows: NDArray[Any]
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """Per cut of label j (``ptr[j]:ptr[j + 1]``): the scores of ``sorted_rows[j]`` (ascending) below it, and
+    the largest of them (NaN if none)."""
+    left = np.zeros(cut.size, dtype=np.int64)
     for j in np.flatnonzero(ptr[1:] > ptr[:-1]):
         a, b = ptr[j], ptr[j + 1]
         left[a:b] = np.searchsorted(sorted_rows[j], cut[a:b], side="left")
-    n = sorted_rows.shape[1]
-    lower = np.full(idx.size, np.nan)
+    lower = np.full(cut.size, np.nan)
     has_lower = left > 0
+    label = np.repeat(np.arange(ptr.size - 1), np.diff(ptr))
     lower[has_lower] = sorted_rows[label[has_lower], left[has_lower] - 1]
-    return ScoreCuts(label, cut.astype(np.float64), tp, n - left, lower, ptr)
+    return left, lower
+
+
+def _streamed_cuts(
+    pos_cols: NDArray[np.int64],
+    pos_scores: NDArray[Any],
+    n_labels: int,
+    blocks: ScoreBlocks,
+    sorted_block: Any,
+) -> ScoreCuts:
+    """:class:`ScoreCuts` of ``n_labels`` labels from their positives (column, score) and one pass over
+    ``blocks``: ``sorted_block(block)`` gives each label's scores of that block, one ascending row per label.
+    Counts below a cut add up over blocks and the next lower score is the largest of the blocks'."""
+    label, cut, tp, ptr = _positive_cuts(pos_cols, pos_scores, n_labels)
+    left = np.zeros(cut.size, dtype=np.int64)
+    lower = np.full(cut.size, np.nan)
+    cells = 0  # scores per label row (documents; all pooled cells for a pooled ranking)
+    if cut.size:
+        for _, block in blocks:
+            srt = sorted_block(block)
+            cells += srt.shape[1]
+            b_left, b_lower = _below(cut, ptr, srt)
+            left += b_left
+            lower = np.fmax(lower, b_lower)
+    return ScoreCuts(label, cut.astype(np.float64), tp, cells - left, lower, ptr)
+
+
+def score_cuts(
+    pos_cols: NDArray[np.int64], pos_scores: NDArray[Any], sorted_rows: NDArray[Any], n_labels: int
+) -> ScoreCuts:
+    """:class:`ScoreCuts` from the positives (column, score) and each label's scores sorted ascending.
+
+    ``sorted_rows[j]`` holds every score of label ``j`` in ascending order (any row for a label without
+    positives). A pooled ranking (micro figures) is one label: all columns zero, one row of all scores.
+    """
+    label, cut, tp, ptr = _positive_cuts(pos_cols, pos_scores, n_labels)
+    left, lower = _below(cut, ptr, sorted_rows)
+    return ScoreCuts(label, cut.astype(np.float64), tp, sorted_rows.shape[1] - left, lower, ptr)
 
 
 def sorted_label_scores(s: NDArray[Any], labels: NDArray[np.intp] | None = None) -> NDArray[Any]:
@@ -191,9 +224,11 @@ def sorted_label_scores(s: NDArray[Any], labels: NDArray[np.intp] | None = None)
     return rows
 
 
-def label_cuts(pos: Positives, s: NDArray[Any]) -> ScoreCuts:
-    """Per-label :class:`ScoreCuts` of the label matrix ``pos`` against the scores ``s``."""
-    n_labels = s.shape[1]
+def label_cuts(pos: Positives, s: ArrayLike | ScoreBlocks) -> ScoreCuts:
+    """Per-label :class:`ScoreCuts` of the label matrix ``pos`` against the scores ``s`` (one pass over its
+    blocks after gathering the positives' scores: memory is a block and the positives)."""
+    blocks = as_blocks(s)
+    n_labels = blocks.shape[1]
     with_pos = np.flatnonzero(pos.per_label() > 0)
     if with_pos.size == 0:
         empty_i, empty_f = np.zeros(0, dtype=np.int64), np.zeros(0)
@@ -201,26 +236,42 @@ def label_cuts(pos: Positives, s: NDArray[Any]) -> ScoreCuts:
     # Only labels with positives have cuts: sort just those columns, renumbered 0..k-1, then map back.
     slot = np.full(n_labels, -1, dtype=np.int64)
     slot[with_pos] = np.arange(with_pos.size)
-    cuts = score_cuts(slot[pos.cols], s[pos.rows, pos.cols], sorted_label_scores(s, with_pos), with_pos.size)
+    cuts = _streamed_cuts(
+        slot[pos.cols],
+        gather(pos.rows, pos.cols, blocks),
+        with_pos.size,
+        blocks,
+        lambda block: sorted_label_scores(block, with_pos),
+    )
     counts = np.zeros(n_labels, dtype=np.int64)
     counts[with_pos] = np.diff(cuts.ptr)
     ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     return cuts._replace(label=with_pos[cuts.label], ptr=ptr)
 
 
-def pooled_cuts(pos: Positives, s: NDArray[Any], cols: NDArray[np.intp] | None = None) -> ScoreCuts:
+def pooled_cuts(
+    pos: Positives, s: ArrayLike | ScoreBlocks, cols: NDArray[np.intp] | None = None
+) -> ScoreCuts:
     """:class:`ScoreCuts` of all (document, label) cells of the columns ``cols`` (all if None) pooled."""
+    blocks = as_blocks(s)
     if cols is None:
-        flat = np.sort(s, axis=None)
-        keep = slice(None)
+        rows, cols_ = pos.rows, pos.cols
+
+        def flat(block: NDArray[Any]) -> NDArray[Any]:
+            return np.sort(block, axis=None)[None, :]
     else:
-        flat = s[:, cols].reshape(-1)
-        flat.sort()
-        in_cols = np.zeros(s.shape[1], dtype=bool)
+        in_cols = np.zeros(blocks.shape[1], dtype=bool)
         in_cols[cols] = True
         keep = in_cols[pos.cols]
-    rows, cols_ = pos.rows[keep], pos.cols[keep]
-    return score_cuts(np.zeros(rows.size, dtype=np.int64), s[rows, cols_], flat[None, :], 1)
+        rows, cols_ = pos.rows[keep], pos.cols[keep]
+
+        def flat(block: NDArray[Any]) -> NDArray[Any]:
+            out = block[:, cols].reshape(-1)
+            out.sort()
+            return out[None, :]
+
+    scores = gather(rows, cols_, blocks)
+    return _streamed_cuts(np.zeros(rows.size, dtype=np.int64), scores, 1, blocks, flat)
 
 
 def cut_f1(cuts: ScoreCuts, support: NDArray[np.int64]) -> NDArray[np.float64]:
@@ -269,15 +320,17 @@ def _top_k(sub: NDArray[Any], k: int) -> NDArray[np.bool_]:
 
 
 def _positive_ranks(
-    pos: Positives, s: NDArray[Any], depth: int, cols: NDArray[np.intp] | None = None
+    pos: Positives, s: ArrayLike | ScoreBlocks, depth: int, cols: NDArray[np.intp] | None = None
 ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
     """(row, column, rank) of every positive in the columns ``cols`` (all if None; columns renumbered 0.. in
     that order): rank is its 1-based place in its row's ranking of those columns if within the top ``depth``,
     else 0. Ties go to the lower column (:func:`_top_k`, then a stable sort of the top cells by score).
 
-    Rows are ranked in chunks of :data:`_CHUNK_CELLS` cells; only ``depth`` columns per row outlive a chunk.
+    Rows are ranked block by block, in chunks of :data:`_CHUNK_CELLS` cells; only ``depth`` columns per row
+    outlive a chunk.
     """
-    n, n_labels = s.shape
+    blocks = as_blocks(s)
+    n, n_labels = blocks.shape
     if cols is None:
         rows, local, m = pos.rows, pos.cols, n_labels
     else:
@@ -290,19 +343,21 @@ def _positive_ranks(
     depth = min(depth, m)
     if depth == 0 or rows.size == 0:
         return rows, local, rank
-    row_ptr = np.searchsorted(rows, np.arange(n + 1))
+    row_ptr = row_ranges(rows, n)
     step = max(1, _CHUNK_CELLS // m)
-    for a in range(0, n, step):
-        b = min(n, a + step)
-        lo, hi = row_ptr[a], row_ptr[b]
-        if lo == hi:
-            continue  # no positive in these rows: their ranking cannot score
-        sub = s[a:b] if cols is None else s[a:b, cols]
-        top = np.nonzero(_top_k(sub, depth))[1].reshape(b - a, depth)  # each row's top columns, ascending
-        order = np.argsort(-np.take_along_axis(sub, top, axis=1), axis=1, kind="stable")
-        ranked = np.take_along_axis(top, order, axis=1)  # best first; equal scores: lower column first
-        match = ranked[rows[lo:hi] - a] == local[lo:hi, None]
-        rank[lo:hi] = np.where(match.any(axis=1), match.argmax(axis=1) + 1, 0)
+    for start, block in blocks:
+        for a0 in range(0, block.shape[0], step):
+            a, b = start + a0, min(start + block.shape[0], start + a0 + step)
+            lo, hi = row_ptr[a], row_ptr[b]
+            if lo == hi:
+                continue  # no positive in these rows: their ranking cannot score
+            sub = block[a0 : a0 + (b - a)]
+            sub = sub if cols is None else sub[:, cols]
+            top = np.nonzero(_top_k(sub, depth))[1].reshape(b - a, depth)  # each row's top columns, ascending
+            order = np.argsort(-np.take_along_axis(sub, top, axis=1), axis=1, kind="stable")
+            ranked = np.take_along_axis(top, order, axis=1)  # best first; equal scores: lower column first
+            match = ranked[rows[lo:hi] - a] == local[lo:hi, None]
+            rank[lo:hi] = np.where(match.any(axis=1), match.argmax(axis=1) + 1, 0)
     return rows, local, rank
 
 
@@ -312,7 +367,7 @@ def _hits(rows: NDArray[np.int64], rank: NDArray[np.int64], k: int, n: int) -> N
 
 
 def _precision_at_ks(
-    pos: Positives, s: NDArray[Any], ks: tuple[int, ...], cols: NDArray[np.intp] | None = None
+    pos: Positives, s: ScoreBlocks, ks: tuple[int, ...], cols: NDArray[np.intp] | None = None
 ) -> dict[int, float]:
     """:func:`precision_at_k` for each k, ranking only the columns ``cols`` (all if None), in row chunks."""
     n = s.shape[0]
@@ -372,7 +427,7 @@ def propensities(
 
 
 def _ranking(
-    pos: Positives, s: NDArray[Any], ks: tuple[int, ...], inv_ps: NDArray[np.float64] | None
+    pos: Positives, s: ScoreBlocks, ks: tuple[int, ...], inv_ps: NDArray[np.float64] | None
 ) -> dict[str, float]:
     """The figures of :func:`ranking_metrics` from one chunked ranking pass to depth ``max(ks)``."""
     if not ks or min(ks) < 1:
@@ -418,7 +473,7 @@ def _ratio(num: float, den: float) -> float:
 
 def ranking_metrics(
     y_true: Any,
-    scores: ArrayLike,
+    scores: ArrayLike | ScoreBlocks,
     ks: tuple[int, ...] = RANKING_K,
     inv_propensity: ArrayLike | None = None,
 ) -> dict[str, float]:
@@ -506,7 +561,7 @@ def _weighted(values: NDArray[np.float64], weights: NDArray[np.int64]) -> float:
 
 def _headline(
     cnt: _Counts,
-    scores: NDArray[Any],
+    scores: ScoreBlocks,
     cols: NDArray[np.intp],
     ap: NDArray[np.float64],
     f1_label: NDArray[np.float64],
@@ -676,8 +731,8 @@ def evaluate(
     y_true, y_pred : arrays or scipy.sparse matrices of shape (n_samples, n_labels)
         0/1 true and predicted labels; the columns are the whole training vocabulary. Dense and sparse
         inputs give identical results; pass CSR for large label sets.
-    scores : array of shape (n_samples, n_labels)
-        Scores the predictions were thresholded from (for AP, AUPRC and P@k).
+    scores : array of shape (n_samples, n_labels), or :class:`~pipeline.evaluation.blocks.ScoreBlocks`
+        Scores the predictions were thresholded from (for AP, AUPRC and P@k); read in row blocks.
     labels : list of str
         Label names in column order.
     train_counts : array of shape (n_labels,)
@@ -695,7 +750,7 @@ def evaluate(
         propensity-scored figures are null.
     propensity_a, propensity_b : float
         Jain et al. (2016)'s constants A and B of :func:`inverse_propensities`.
-    rank_scores : array of shape (n_samples, n_labels), optional
+    rank_scores : array or ScoreBlocks of shape (n_samples, n_labels), optional
         Scores the ranking metrics (P@k, nDCG@k, PSP@k, PSnDCG@k) read instead of ``scores``: a logit-adjusted
         ranking (``pipeline.evaluation.rank_adjust``).
     zero_shot_scored : mapping, optional
@@ -711,7 +766,7 @@ def evaluate(
     ``per_label``, ``zero_shot_labels`` (per-label rows of the zero-shot group, most positives first),
     ``labels_with_f1_gt_0``, ``never_correct``, ``labels_without_positives``, ``conventions``.
     """
-    s = check_scores(scores)
+    s = as_blocks(scores)
     yt = label_positives(y_true, "y_true")
     yp = label_positives(y_pred, "y_pred")
     counts = np.asarray(train_counts, dtype=np.int64)
@@ -735,7 +790,7 @@ def evaluate(
     inv_ps = None
     if n_train_docs is not None:
         inv_ps = inverse_propensities(counts, n_train_docs, propensity_a, propensity_b)
-    rs = s if rank_scores is None else check_scores(rank_scores, "rank_scores")
+    rs = s if rank_scores is None else as_blocks(rank_scores, "rank_scores")
     if rs.shape != s.shape:
         raise ValueError(f"rank_scores must have the shape of scores {s.shape}, got {rs.shape}")
     ranking: dict[str, float | None] = dict(_ranking(yt, rs, RANKING_K, inv_ps))

@@ -10,9 +10,12 @@ On EURLEX57K's lexical model (probe on its saved scores) tau = 0.05 kept validat
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from pipeline.evaluation.blocks import ScoreBlocks, as_blocks
 from pipeline.evaluation.metrics import RANKING_K, ranking_metrics
 
 #: The taus tried by `choose_tau`.
@@ -38,19 +41,22 @@ def adjusted_scores(scores: ArrayLike, prior: ArrayLike, tau: float) -> NDArray[
 
 def choose_tau(
     y_true: ArrayLike,
-    scores: ArrayLike,
+    scores: ArrayLike | ScoreBlocks,
     prior: ArrayLike,
     inv_propensity: ArrayLike,
     grid: tuple[float, ...] = GRID,
     p1_tolerance: float = P1_TOLERANCE,
 ) -> tuple[float, list[dict[str, float]]]:
     """The tau of `grid` with the best validation PSP@5 among those whose P@1 is within `p1_tolerance` of
-    tau = 0's (ties: the smaller tau), and each tau's P@1, P@5 and PSP@5."""
+    tau = 0's (ties: the smaller tau), and each tau's P@1, P@5 and PSP@5. `scores` (an array or blocks) are
+    adjusted block by block."""
     if 0.0 not in grid:
         raise ValueError("the grid must hold tau = 0 (the reference)")
+    blocks = as_blocks(scores)
     table = []
     for tau in sorted(grid):
-        m = ranking_metrics(y_true, adjusted_scores(scores, prior, tau), RANKING_K, inv_propensity)
+        adjusted = blocks.map(functools.partial(adjusted_scores, prior=prior, tau=tau))
+        m = ranking_metrics(y_true, adjusted, RANKING_K, inv_propensity)
         table.append({"tau": tau, **{k: float(m[k]) for k in ("p_at_1", "p_at_5", "psp_at_5")}})
     floor = table[0]["p_at_1"] - p1_tolerance
     best = max((r for r in table if r["p_at_1"] >= floor), key=lambda r: (r["psp_at_5"], -r["tau"]))

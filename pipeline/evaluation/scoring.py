@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from ray.data.dataset import MaterializedDataset
 from pipeline.core.config import EvaluateSection, StorageSection
 from pipeline.core.resources import plan_scoring
 from pipeline.core.storage import download_dir, locate, require_complete
+from pipeline.evaluation.blocks import BLOCK_CELLS, ScoreBlocks, check_block
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +155,55 @@ def collect_scores(
             raise RuntimeError(f"collect_scores: read {at} rows of a dataset of {rows}")
         return y, out
     return y, (np.concatenate(ss) if ss else np.zeros((0, c), np.float32))
+
+
+class DatasetBlocks(ScoreBlocks):
+    """The ``scores`` column of a materialised scored dataset as row blocks (``pipeline.evaluation.blocks``),
+    read from the object store on each pass: the driver holds one block, not documents x labels.
+
+    Each pass checks that its rows come in the order of ``ids`` (the order the labels were collected in),
+    so labels and scores cannot be paired wrongly."""
+
+    def __init__(
+        self, ds: MaterializedDataset, ids: pa.Array, n_labels: int, rows: int | None = None
+    ) -> None:
+        self.ds, self.ids = ds, ids
+        self.shape = (len(ids), int(n_labels))
+        self.rows = max(1, rows or BLOCK_CELLS // max(n_labels, 1))
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        at = 0
+        for batch in self.ds.iter_batches(batch_format="pyarrow", batch_size=self.rows):
+            if not batch.num_rows:
+                continue
+            expected = self.ids.slice(at, batch.num_rows)
+            if len(expected) != batch.num_rows or not batch.column("id").combine_chunks().equals(expected):
+                raise RuntimeError("scored rows came in another order than on the first pass")
+            yield at, check_block(np.stack(batch.column("scores").to_numpy(zero_copy_only=False)))
+            at += batch.num_rows
+        if at != self.shape[0]:
+            raise RuntimeError(f"read {at} rows of scores, expected {self.shape[0]}")
+
+
+def scored_blocks(
+    ds: MaterializedDataset, labels: list[str], ignore_unknown: bool = False
+) -> tuple[sp.csr_matrix, DatasetBlocks]:
+    """(0/1 CSR y_true, the scores as :class:`DatasetBlocks`) of a materialised scored dataset (columns
+    ``id``, ``labels``, ``scores``): one pass reads the labels and ids; the scores stay in the object store.
+    A label outside ``labels`` is an error unless ``ignore_unknown`` (as :func:`collect_scores`)."""
+    from pipeline.data.labels import csr_from_arrow
+
+    c = len(labels)
+    blocks = DatasetBlocks(ds, pa.array([], pa.string()), c)
+    ys, ids = [], []
+    # The plain dataset, as every pass of DatasetBlocks reads it (a projection could order blocks otherwise).
+    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=blocks.rows):
+        ys.append(csr_from_arrow(batch.column("labels"), labels, ignore_unknown))
+        ids.append(batch.column("id").combine_chunks())
+    y = sp.vstack(ys, format="csr") if ys else sp.csr_matrix((0, c), dtype=np.int8)
+    blocks.ids = pa.concat_arrays(ids) if ids else blocks.ids
+    blocks.shape = (len(blocks.ids), c)
+    return y, blocks
 
 
 def check_scoring_resources(

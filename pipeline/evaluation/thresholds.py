@@ -15,9 +15,10 @@ exactly and without a grid:
   validation micro-F1.
 
 Decision rule everywhere: a label is predicted iff ``score >= threshold``. All functions are pure numpy.
-Validation labels may be a dense 0/1 array or a ``scipy.sparse`` matrix (identical results); the search works
-on the positives' coordinates and one sort per label column (:func:`metrics.label_cuts`), so 8,000
-documents x 7,900 labels take seconds and a few hundred MB beyond the float32 scores.
+Validation labels may be a dense 0/1 array or a ``scipy.sparse`` matrix (identical results); scores a dense
+array or row blocks (``pipeline.evaluation.blocks``). The search works on the positives' coordinates and
+per-block sorts of the label columns (:func:`metrics.label_cuts`), and every decision count is summed over
+blocks, so memory is a block of scores and the positives, not documents x labels.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from numpy.typing import ArrayLike, NDArray
 
+from pipeline.evaluation.blocks import ScoreBlocks, as_blocks, row_ranges
 from pipeline.evaluation.metrics import (
     Positives,
     ScoreCuts,
@@ -113,7 +116,7 @@ def best_f1_thresholds(
     return thr, f1, support
 
 
-def _global_optimum(y: Positives, s: NDArray[np.floating]) -> tuple[float, float]:
+def _global_optimum(y: Positives, s: ScoreBlocks) -> tuple[float, float]:
     total = y.rows.size
     if total == 0:
         return NO_POSITIVES_THRESHOLD, 0.0
@@ -139,7 +142,7 @@ def best_global_threshold(y_true: Any, scores: ArrayLike) -> tuple[float, float]
 
 
 def prior_matched_thresholds(
-    scores: ArrayLike, prior: ArrayLike, cols: ArrayLike | None = None, block: int = 1024
+    scores: ArrayLike | ScoreBlocks, prior: ArrayLike, cols: ArrayLike | None = None
 ) -> NDArray[np.float64]:
     """Thresholds that predict each label for as many documents as its prior prevalence implies.
 
@@ -151,40 +154,51 @@ def prior_matched_thresholds(
 
     Parameters
     ----------
-    scores : array of shape (n_samples, n_labels)
+    scores : array or ScoreBlocks of shape (n_samples, n_labels)
+        Read block by block, keeping each label's k + 1 largest scores (labels grouped by k rounded up to a
+        power of two, so memory is about twice the predicted pairs).
     prior : array of shape (n_labels,)
         Prevalence in [0, 1] per label; NaN for labels it is not defined for (their result is NaN).
     cols : array of int, optional
         Only these columns (others NaN); all by default.
-    block : int, default=1024
-        Columns sorted at once (bounds the memory: n_samples x block scores).
 
     Returns
     -------
     ndarray of shape (n_labels,), NaN outside ``cols``, where the prior is NaN, or without documents.
     """
-    s = np.asarray(scores)
+    blocks = as_blocks(scores)
+    n, n_labels = blocks.shape
     q = np.asarray(prior, dtype=np.float64)
-    if s.ndim != 2 or q.shape != (s.shape[1],):
-        raise ValueError(f"prior must have shape ({s.shape[1] if s.ndim == 2 else '?'},), got {q.shape}")
+    if q.shape != (n_labels,):
+        raise ValueError(f"prior must have shape ({n_labels},), got {q.shape}")
     if ((q < 0) | (q > 1)).any():
         raise ValueError("prior prevalences must lie in [0, 1]")
-    n = s.shape[0]
-    out = np.full(s.shape[1], np.nan)
-    todo = np.arange(s.shape[1]) if cols is None else np.asarray(cols, dtype=np.intp)
+    out = np.full(n_labels, np.nan)
+    todo = np.arange(n_labels) if cols is None else np.asarray(cols, dtype=np.intp)
     todo = todo[np.isfinite(q[todo])]
     if n == 0 or todo.size == 0:
         return out
     k = np.clip(np.ceil(q[todo] * n - 1e-9).astype(np.int64), 1, n)  # 1e-9: q * n = 3 exactly is 3, not 4
-    for a in range(0, todo.size, block):
-        c = todo[a : a + block]
-        srt = np.sort(s[:, c], axis=0).astype(np.float64)  # ascending; k-th largest at n - k
-        i = np.arange(c.size)
-        chosen = srt[n - k[a : a + block], i]
-        below = n - k[a : a + block] - 1
-        lower = np.where(below >= 0, srt[np.maximum(below, 0), i], np.nan)
+    keep = np.minimum(2 ** np.ceil(np.log2(k + 1)).astype(np.int64), n)  # >= k + 1 largest, or all n
+    groups = {int(m): np.flatnonzero(keep == m) for m in np.unique(keep)}
+    top = {m: None for m in groups}  # per group: [m, labels] largest scores so far
+    for _, block in blocks:
+        for m, members in groups.items():
+            cand = block[:, todo[members]]
+            if top[m] is not None:
+                cand = np.concatenate([top[m], cand])
+            if cand.shape[0] > m:
+                cand = np.partition(cand, cand.shape[0] - m, axis=0)[cand.shape[0] - m :]
+            top[m] = cand
+    for m, members in groups.items():
+        srt = -np.sort(-top[m].astype(np.float64), axis=0)  # descending; k-th largest at k - 1
+        i = np.arange(members.size)
+        km = k[members]
+        chosen = srt[km - 1, i]
+        has_lower = km < srt.shape[0]
+        lower = np.where(has_lower, srt[np.minimum(km, srt.shape[0] - 1), i], np.nan)
         mid = 0.5 * chosen + 0.5 * lower
-        out[c] = np.where(~np.isnan(lower) & (mid > lower), mid, chosen)
+        out[todo[members]] = np.where(~np.isnan(lower) & (mid > lower), mid, chosen)
     return out
 
 
@@ -231,10 +245,34 @@ def apply_thresholds(
     return _decide(s, t, at_least_one).view(np.int8)
 
 
-def _counts(y: Positives, pred: NDArray[np.bool_]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """Per-label true and false positives of a boolean decision matrix."""
-    tp = np.bincount(y.cols[pred[y.rows, y.cols]], minlength=pred.shape[1]).astype(np.int64, copy=False)
-    return tp, np.count_nonzero(pred, axis=0).astype(np.int64) - tp
+def _decision_counts(
+    y: Positives, blocks: ScoreBlocks, thresholds: list[NDArray[np.float64]], at_least_one: bool
+) -> list[tuple[NDArray[np.int64], NDArray[np.int64]]]:
+    """Per-label true and false positives of the decisions with each threshold vector, in one pass."""
+    n, n_labels = blocks.shape
+    ptr = row_ranges(y.rows, n)
+    tp = [np.zeros(n_labels, dtype=np.int64) for _ in thresholds]
+    predicted = [np.zeros(n_labels, dtype=np.int64) for _ in thresholds]
+    for a, block in blocks:
+        lo, hi = ptr[a], ptr[a + block.shape[0]]
+        rows, cols = y.rows[lo:hi] - a, y.cols[lo:hi]
+        for i, t in enumerate(thresholds):
+            pred = _decide(block, t, at_least_one)
+            tp[i] += np.bincount(cols[pred[rows, cols]], minlength=n_labels)
+            predicted[i] += np.count_nonzero(pred, axis=0)
+    return [(tp[i], predicted[i] - tp[i]) for i in range(len(thresholds))]
+
+
+def decisions(
+    scores: ArrayLike | ScoreBlocks, thresholds: ArrayLike, at_least_one: bool = False
+) -> sp.csr_matrix:
+    """:func:`apply_thresholds` as a 0/1 CSR matrix, decided block by block (no dense decision matrix)."""
+    blocks = as_blocks(scores)
+    t = np.asarray(thresholds, dtype=np.float64)
+    if t.shape != (blocks.shape[1],) or not np.isfinite(t).all():
+        raise ValueError(f"thresholds must be {blocks.shape[1]} finite values, got shape {t.shape}")
+    parts = [sp.csr_matrix(_decide(block, t, at_least_one).view(np.int8)) for _, block in blocks]
+    return sp.vstack(parts, format="csr") if parts else sp.csr_matrix(blocks.shape, dtype=np.int8)
 
 
 def _f1_from_counts(
@@ -250,10 +288,8 @@ def _micro_ge(tp_a: int, fp_a: int, tp_b: int, fp_b: int, pos: int) -> bool:
     return int(tp_a) * (int(tp_b) + int(fp_b) + pos) >= int(tp_b) * (int(tp_a) + int(fp_a) + pos)
 
 
-def _summary(y: Positives, pred: NDArray[np.bool_]) -> dict[str, float]:
-    """Validation micro- and macro-F1 (macro over all labels, zero_division=0)."""
-    tp, fp = _counts(y, pred)
-    pos = y.per_label()
+def _summary(tp: NDArray[np.int64], fp: NDArray[np.int64], pos: NDArray[np.int64]) -> dict[str, float]:
+    """Validation micro- and macro-F1 from per-label counts (macro over all labels, zero_division=0)."""
     micro = _f1_from_counts(np.array([tp.sum()]), np.array([fp.sum()]), np.array([pos.sum()]))[0]
     macro = float(_f1_from_counts(tp, fp, pos).mean()) if tp.size else 0.0
     return {"micro_f1": float(micro), "macro_f1": macro}
@@ -375,7 +411,7 @@ class ThresholdResult:
 
 
 def _greedy_revert(
-    y: Positives, s: NDArray[np.floating], thresholds: NDArray[np.float64], t_global: float
+    y: Positives, s: ScoreBlocks, thresholds: NDArray[np.float64], t_global: float
 ) -> tuple[NDArray[np.bool_], bool]:
     """Labels to send back to the global threshold until micro-F1 reaches the global threshold's.
 
@@ -386,8 +422,9 @@ def _greedy_revert(
     F1, some single revert does too.
     """
     pos = int(y.rows.size)
-    tp_c, fp_c = _counts(y, _decide(s, thresholds, False))
-    tp_g, fp_g = _counts(y, _decide(s, np.full(s.shape[1], t_global), False))
+    (tp_c, fp_c), (tp_g, fp_g) = _decision_counts(
+        y, s, [thresholds, np.full(s.shape[1], t_global)], at_least_one=False
+    )
     tp_goal, fp_goal = int(tp_g.sum()), int(fp_g.sum())
     tp, fp = int(tp_c.sum()), int(fp_c.sum())
     d_tp, d_fp = tp_g - tp_c, fp_g - fp_c
@@ -427,7 +464,8 @@ def fit_thresholds(
     ----------
     y_true, scores : arrays of shape (n_samples, n_labels)
         Validation labels (0/1; a dense array or a scipy.sparse matrix, with identical results: pass CSR
-        for large label sets) and dense scores (float32 is used as is, without a float64 copy).
+        for large label sets) and scores: a dense array (float32 is used as is, without a float64 copy) or
+        :class:`~pipeline.evaluation.blocks.ScoreBlocks`, read block by block.
     labels : list of str
         Label names in column order.
     strategy : {"global", "per_label", "per_label_with_fallback"}, default="per_label_with_fallback"
@@ -520,8 +558,7 @@ def fit_thresholds(
         if met and at_least_one:
             # The forced labels couple the columns; check the floor on the real decisions.
             trial = np.where(reverted, t_global, thresholds)
-            tp_c, fp_c = _counts(y, _decide(s, trial, True))
-            tp_g, fp_g = _counts(y, _decide(s, np.full(n_labels, t_global), True))
+            (tp_c, fp_c), (tp_g, fp_g) = _decision_counts(y, s, [trial, np.full(n_labels, t_global)], True)
             met = _micro_ge(int(tp_c.sum()), int(fp_c.sum()), int(tp_g.sum()), int(fp_g.sum()), pos)
         if not met:
             floor_action = "wholesale_global"
@@ -529,13 +566,14 @@ def fit_thresholds(
         thresholds[reverted] = t_global
         source[reverted] = "global"
 
-    pred = _decide(s, thresholds, at_least_one)
-    tp, fp = _counts(y, pred)
+    (tp, fp), (tp_g, fp_g), (tp_h, fp_h) = _decision_counts(
+        y, s, [thresholds, np.full(n_labels, t_global), np.full(n_labels, 0.5)], at_least_one
+    )
     names = list(labels)
     validation = {
-        "chosen": _summary(y, pred),
-        "global": _summary(y, _decide(s, np.full(n_labels, t_global), at_least_one)),
-        "fixed_0.5": _summary(y, _decide(s, np.full(n_labels, 0.5), at_least_one)),
+        "chosen": _summary(tp, fp, support),
+        "global": _summary(tp_g, fp_g, support),
+        "fixed_0.5": _summary(tp_h, fp_h, support),
     }
     return ThresholdResult(
         labels=names,
