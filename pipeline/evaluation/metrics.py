@@ -101,15 +101,6 @@ def label_positives(y: Any, name: str = "y_true") -> Positives:
     return Positives(rows.astype(np.int64, copy=False), cols.astype(np.int64, copy=False), a.shape)
 
 
-def check_scores(scores: ArrayLike, name: str = "scores") -> NDArray[np.floating]:
-    """A dense, finite 2-D score matrix; float32 and float64 are kept (no 2x copy), anything else -> float64.
-
-    Comparisons of float32 scores with float64 thresholds are exact (numpy promotes to float64), so results
-    do not depend on the score dtype.
-    """
-    return as_blocks(scores, name).scores  # type: ignore[attr-defined]
-
-
 def checked_inputs(y_true: Any, scores: ArrayLike | ScoreBlocks) -> tuple[Positives, ScoreBlocks]:
     """Positives of a 0/1 label matrix (dense or scipy.sparse) and the scores as checked row blocks, of one
     2-D shape."""
