@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import scipy.sparse as sp
 
 from pipeline.core.config import SyntheticSection
 from pipeline.core.errors import InputError
@@ -84,6 +85,8 @@ def test_align_maps_label_columns_between_vocabularies():
     np.testing.assert_allclose(s, [[0.2, 0.0, 0.1], [0.5, 0.0, 0.4]])
     np.testing.assert_array_equal(p, [[1, 0, 0], [0, 0, 1]])
     assert unknown == ["new"]
+    _, p_sparse, _ = retrain.align(scores, sp.csr_matrix(pred), ["a", "b", "gone"], ["b", "new", "a"])
+    assert sp.issparse(p_sparse) and (p_sparse.toarray() == p).all()
 
 
 def test_unknown_gate_metric_fails_before_any_work(tmp_path):

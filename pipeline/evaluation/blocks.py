@@ -31,9 +31,10 @@ class ScoreBlocks:
     def __iter__(self) -> Iterator[tuple[int, NDArray[Any]]]:
         raise NotImplementedError
 
-    def map(self, fn: Callable[[NDArray[Any]], NDArray[Any]]) -> ScoreBlocks:
-        """The same blocks through ``fn`` (same shape), computed on each pass."""
-        return MappedBlocks(self, fn)
+    def map(self, fn: Callable[[NDArray[Any]], NDArray[Any]], columns: int | None = None) -> ScoreBlocks:
+        """The same blocks through ``fn``, computed on each pass; ``columns``: the width of its output
+        (default: unchanged)."""
+        return MappedBlocks(self, fn, columns)
 
 
 class ArrayBlocks(ScoreBlocks):
@@ -52,8 +53,11 @@ class ArrayBlocks(ScoreBlocks):
 
 
 class MappedBlocks(ScoreBlocks):
-    def __init__(self, source: ScoreBlocks, fn: Callable[[NDArray[Any]], NDArray[Any]]) -> None:
-        self.source, self.fn, self.shape = source, fn, source.shape
+    def __init__(
+        self, source: ScoreBlocks, fn: Callable[[NDArray[Any]], NDArray[Any]], columns: int | None = None
+    ) -> None:
+        self.source, self.fn = source, fn
+        self.shape = (source.shape[0], source.shape[1] if columns is None else int(columns))
 
     def __iter__(self) -> Iterator[tuple[int, NDArray[Any]]]:
         for a, block in self.source:

@@ -40,6 +40,7 @@ but does not close that window. Old challenger runs are kept; nothing deletes th
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import math
 import time
@@ -47,6 +48,7 @@ from typing import Any
 
 import numpy as np
 import ray.data
+import scipy.sparse as sp
 
 from pipeline.core.config import Config
 from pipeline.core.errors import InputError
@@ -56,8 +58,8 @@ from pipeline.data.groups import GROUPS
 from pipeline.evaluation.document import HEADLINE, LOWER_IS_BETTER
 from pipeline.evaluation.metrics import AVERAGES, TOP_K
 from pipeline.evaluation.metrics import evaluate as compute_metrics
-from pipeline.evaluation.scoring import collect_scores, score_dataset
-from pipeline.evaluation.thresholds import ThresholdResult
+from pipeline.evaluation.scoring import score_dataset, scored_blocks
+from pipeline.evaluation.thresholds import ThresholdResult, decisions
 from pipeline.runs.manifest import digest, expected_hash, read_manifest, source_identity
 from pipeline.runs.orchestrator import run_stages
 
@@ -176,20 +178,41 @@ def challenger_config(cfg: Config, key: str) -> Config:
     return Config.model_validate(data)
 
 
+def column_map(from_labels: list[str], to_labels: list[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(columns in `from_labels`, their columns in `to_labels`) of the labels both hold, and the labels of
+    `to_labels` missing from `from_labels`."""
+    index = {lab: j for j, lab in enumerate(from_labels)}
+    both = [(index[lab], j) for j, lab in enumerate(to_labels) if lab in index]
+    src = np.array([a for a, _ in both], dtype=np.int64)
+    dst = np.array([b for _, b in both], dtype=np.int64)
+    return src, dst, [lab for lab in to_labels if lab not in index]
+
+
+def _moved_scores(scores: np.ndarray, src: np.ndarray, dst: np.ndarray, width: int) -> np.ndarray:
+    out = np.zeros((len(scores), width), np.float32)
+    out[:, dst] = scores[:, src]
+    return out
+
+
 def align(
-    scores: np.ndarray, pred: np.ndarray, from_labels: list[str], to_labels: list[str]
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    scores: np.ndarray, pred: Any, from_labels: list[str], to_labels: list[str]
+) -> tuple[np.ndarray, Any, list[str]]:
     """Columns of one label vocabulary re-ordered into another: a label the scoring model does not know gets
-    score 0 and is never predicted; labels outside `to_labels` are dropped.
+    score 0 and is never predicted; labels outside `to_labels` are dropped. `pred` dense or scipy.sparse
+    (then returned as CSR).
 
     Returns (scores, predictions, labels of `to_labels` missing from `from_labels`)."""
-    index = {lab: j for j, lab in enumerate(from_labels)}
-    out_s = np.zeros((len(scores), len(to_labels)), np.float32)
-    out_p = np.zeros((len(scores), len(to_labels)), np.int8)
-    for j, lab in enumerate(to_labels):
-        if lab in index:
-            out_s[:, j], out_p[:, j] = scores[:, index[lab]], pred[:, index[lab]]
-    return out_s, out_p, [lab for lab in to_labels if lab not in index]
+    src, dst, unknown = column_map(from_labels, to_labels)
+    if sp.issparse(pred):
+        # A 0/1 selection matrix moves column src[i] to dst[i].
+        select = sp.csr_matrix(
+            (np.ones(src.size, np.int8), (src, dst)), shape=(len(from_labels), len(to_labels))
+        )
+        moved = (sp.csr_matrix(pred) @ select).tocsr()
+    else:
+        moved = np.zeros((len(pred), len(to_labels)), np.int8)
+        moved[:, dst] = np.asarray(pred)[:, src]
+    return _moved_scores(scores, src, dst, len(to_labels)), moved, unknown
 
 
 def score_current(
@@ -213,10 +236,14 @@ def score_current(
         model.address,
         cfg.storage,
         settings=cfg.evaluate,
-    )
-    # y over the challenger's labels; scores in the current model's label order.
-    y, s_cur = collect_scores(scored, labels, ignore_unknown=True)  # zero-shot test labels: no column
-    scores, pred, unknown = align(s_cur, fitted.apply(s_cur), cur_labels, labels)
+    ).materialize()
+    # y over the challenger's labels (zero-shot test labels: no column); scores in the current model's label
+    # order, read block by block and moved into the challenger's.
+    y, s_cur = scored_blocks(scored, labels, ignore_unknown=True)
+    pred_cur = decisions(s_cur, fitted.thresholds, fitted.at_least_one)
+    _, pred, unknown = align(np.zeros((0, len(cur_labels)), np.float32), pred_cur, cur_labels, labels)
+    src, dst, _ = column_map(cur_labels, labels)
+    scores = s_cur.map(functools.partial(_moved_scores, src=src, dst=dst, width=len(labels)), len(labels))
     ev = compute_metrics(
         y,
         pred,
