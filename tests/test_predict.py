@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from pipeline.core.errors import InputError
-from pipeline.evaluation.scoring import collect_scores
+from pipeline.evaluation.scoring import scored_blocks
 from pipeline.evaluation.thresholds import apply_thresholds, fit_thresholds
 from pipeline.modeling.encoder import train_wordpiece_tokenizer
 from pipeline.modeling.model import ModelConfig, build_model, load_model, save_model
@@ -307,21 +307,34 @@ def test_job_returns_nonzero_with_the_message(ray_session, built, tmp_path, caps
 
 
 @pytest.mark.timeout(120)
-def test_collect_scores_materialised_or_streamed_keeps_labels_with_scores(ray_session):
+def test_scored_blocks_keep_labels_with_scores_over_every_pass(ray_session):
     import ray.data
+
+    from pipeline.evaluation.blocks import gather
 
     rng = np.random.default_rng(0)
     labels = ["a", "b", "c"]
-    rows = 5000  # more than one 2,048-row batch
+    rows = 5000  # several blocks
     scores = rng.random((rows, 3), dtype=np.float32)
     truth = [[lab for lab, on in zip(labels, rng.random(3) < 0.3, strict=True) if on] for _ in range(rows)]
-    ds = ray.data.from_items([{"labels": t, "scores": s} for t, s in zip(truth, scores, strict=True)])
-    ds = ds.repartition(3)
-    for source in (ds, ds.materialize()):
-        y, s = collect_scores(source, labels)
-        assert s.dtype == np.float32 and s.shape == (rows, 3)
+    items = [
+        {"id": f"d{i}", "labels": t, "scores": s} for i, (t, s) in enumerate(zip(truth, scores, strict=True))
+    ]
+    ds = ray.data.from_items(items).repartition(3).materialize()
+    y, blocks = scored_blocks(ds, labels)
+    blocks.rows = 700  # blocks that straddle Ray's own
+    assert y.shape == blocks.shape == (rows, 3)
+    for _ in range(2):  # a second pass reads the same rows in the same order
+        s = np.concatenate([b for _, b in blocks])
+        assert s.dtype == np.float32
         # Ray Data may reorder blocks; each row's labels must stay with its scores.
         got, want = np.argsort(s[:, 0]), np.argsort(scores[:, 0])
         np.testing.assert_array_equal(s[got], scores[want])
         dense = np.array([[lab in t for lab in labels] for t in truth], dtype=np.int8)
         np.testing.assert_array_equal(y.toarray()[got], dense[want])
+    r, c = y.nonzero()
+    np.testing.assert_array_equal(gather(r.astype(np.int64), c.astype(np.int64), blocks), s[r, c])
+    # Rows in another order than the labels were read in are refused, not paired wrongly.
+    blocks.ids = pa.array(list(reversed(blocks.ids.to_pylist())))
+    with pytest.raises(RuntimeError, match="another order"):
+        list(blocks)

@@ -1,9 +1,9 @@
 """Batch scoring with Ray Data: an actor pool that loads a saved model once per actor.
 
 Shared by the evaluate stage (validation and test), the predict job (new shards) and retraining (the current
-model on the challenger's test split): scores per row, the thresholded decision, the driver-side collection
-of scores for threshold fitting and metrics, progress lines, and the resource check that keeps Ray Data from
-waiting forever.
+model on the challenger's test split): scores per row, the thresholded decision, the scored rows as the
+driver reads them for thresholds and metrics (labels collected, scores in blocks), progress lines, and the
+resource check that keeps Ray Data from waiting forever.
 """
 
 from __future__ import annotations
@@ -122,41 +122,6 @@ def decide(table: pa.Table, labels: list[str], thresholds: np.ndarray, at_least_
     return table.append_column("predicted", pa.array(predicted, pa.list_(pa.string())))
 
 
-def collect_scores(
-    ds: ray.data.Dataset, labels: list[str], ignore_unknown: bool = False
-) -> tuple[sp.csr_matrix, np.ndarray]:
-    """(0/1 CSR y_true, dense scores) on the driver: threshold fitting and metrics need every row's scores;
-    the labels stay sparse (a dense matrix of them would be as large as the scores again). A label outside
-    `labels` is an error unless `ignore_unknown` (zero-shot labels of a prepared split: no score column).
-
-    A materialised dataset knows its row count, so the scores are written into one preallocated array: at
-    12,000 rows x 7,900 labels, concatenating batches held a second 380 MB copy at the peak.
-    """
-    from pipeline.data.labels import csr_from_arrow
-
-    c = len(labels)
-    rows = ds.count() if isinstance(ds, MaterializedDataset) else None
-    out = np.empty((rows, c), np.float32) if rows is not None else None
-    ys, ss, at = [], [], 0
-    batches = ds.select_columns(["labels", "scores"]).iter_batches(batch_format="pyarrow", batch_size=2048)
-    for batch in batches:
-        ys.append(csr_from_arrow(batch.column("labels"), labels, ignore_unknown))
-        block = np.stack(batch.column("scores").to_numpy(zero_copy_only=False)) if batch.num_rows else None
-        if block is None:
-            continue
-        if out is not None:
-            out[at : at + len(block)] = block
-        else:
-            ss.append(block.astype(np.float32, copy=False))
-        at += len(block)
-    y = sp.vstack(ys, format="csr") if ys else sp.csr_matrix((0, c), dtype=np.int8)
-    if out is not None:
-        if at != rows:
-            raise RuntimeError(f"collect_scores: read {at} rows of a dataset of {rows}")
-        return y, out
-    return y, (np.concatenate(ss) if ss else np.zeros((0, c), np.float32))
-
-
 class DatasetBlocks(ScoreBlocks):
     """The ``scores`` column of a materialised scored dataset as row blocks (``pipeline.evaluation.blocks``),
     read from the object store on each pass: the driver holds one block, not documents x labels.
@@ -190,7 +155,8 @@ def scored_blocks(
 ) -> tuple[sp.csr_matrix, DatasetBlocks]:
     """(0/1 CSR y_true, the scores as :class:`DatasetBlocks`) of a materialised scored dataset (columns
     ``id``, ``labels``, ``scores``): one pass reads the labels and ids; the scores stay in the object store.
-    A label outside ``labels`` is an error unless ``ignore_unknown`` (as :func:`collect_scores`)."""
+    A label outside ``labels`` is an error unless ``ignore_unknown`` (zero-shot labels of a prepared split:
+    no score column)."""
     from pipeline.data.labels import csr_from_arrow
 
     c = len(labels)
