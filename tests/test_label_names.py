@@ -125,6 +125,43 @@ def test_the_threshold_is_chosen_on_unseen_labels_when_validation_holds_one():
     assert none.threshold_from == "seen" and none.threshold == closed.threshold
 
 
+def test_with_the_models_counts_names_predict_only_where_validation_micro_f1_gains():
+    """A name prediction helps micro-F1 only where its precision beats half of it: weak names predict
+    nothing (ranking only), strong ones at the cut that maximises micro-F1 over every label."""
+    rng = np.random.default_rng(2)
+    seen_cos = rng.random((200, 5)).astype(np.float32)
+    seen_y = seen_cos + rng.normal(0, 0.2, seen_cos.shape) > 0.6  # noisy: a moderate slope
+    seen = ln.cosine_histograms([(seen_cos, [list(np.flatnonzero(r)) for r in seen_y])])
+    closed = (80, 100, 100)  # the model on validation's vocabulary: micro-F1 0.8
+    unseen_cos = rng.random((200, 40)).astype(np.float32)
+    weak = np.zeros(unseen_cos.shape, bool)
+    weak[np.arange(10), np.arange(10)] = True  # positives at random cosines
+    cal = ln.fit_calibration(
+        *seen, *ln.cosine_histograms([(unseen_cos, [list(np.flatnonzero(r)) for r in weak])]), closed
+    )
+    assert cal.threshold_from == "unseen" and math.isinf(cal.threshold)
+    assert cal.closed_micro_f1 == pytest.approx(2 * 80 / (100 + 110)) == cal.micro_f1_with_names
+
+    strong_cos = 0.5 * unseen_cos  # negatives below 0.5, positives above 0.9, two negatives among them
+    strong_cos[np.arange(10), np.arange(10)] = rng.uniform(0.9, 1.0, 10)
+    strong_cos[10, 20], strong_cos[11, 21] = 0.95, 0.93
+    hist = ln.cosine_histograms([(strong_cos, [list(np.flatnonzero(r)) for r in weak])])
+    cal = ln.fit_calibration(*seen, *hist, closed)
+    assert math.isfinite(cal.threshold) and cal.micro_f1_with_names > cal.closed_micro_f1
+
+    def micro(t: float) -> float:
+        pred = strong_cos >= t
+        tp = (pred & weak).sum()
+        return 2 * (80 + tp) / (100 + pred.sum() + 110)
+
+    best = max(micro(t) for t in np.unique(np.r_[strong_cos.ravel(), 2.0]))
+    assert cal.micro_f1_with_names == pytest.approx(best, abs=1e-9)
+    predicted = cal.probability(strong_cos) >= cal.threshold
+    assert 2 * (80 + (predicted & weak).sum()) / (100 + predicted.sum() + 110) == pytest.approx(
+        best, abs=1e-9
+    )
+
+
 def test_calibrate_reads_validation_once_for_both_the_map_and_the_unseen_cut(tmp_path):
     from pipeline.core.storage import locate
 

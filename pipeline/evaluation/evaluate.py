@@ -43,7 +43,7 @@ from pipeline.evaluation.scoring import (
     score_dataset,
     scored_blocks,
 )
-from pipeline.evaluation.thresholds import decisions, fit_thresholds
+from pipeline.evaluation.thresholds import decision_counts, decisions, fit_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +85,21 @@ def _rank_adjustment(
 
 
 def _named_zero_shot(
-    run: RunLayout, names: dict[str, str], labels: list[str], s_test: DatasetBlocks, n_positives: int
+    run: RunLayout,
+    names: dict[str, str],
+    labels: list[str],
+    s_test: DatasetBlocks,
+    n_positives: int,
+    closed: tuple[int, int, int],
 ) -> dict[str, Any]:
     """Scores of the named labels outside the vocabulary on test (pipeline.evaluation.label_names):
     {"scored": what metrics.evaluate counts, "record": what the report records}; `n_positives`: the test
-    positives outside the vocabulary."""
+    positives outside the vocabulary; `closed`: the model's (true positives, predicted, positives) on
+    validation, against which the names' threshold is chosen."""
     vectorizer = label_names.load_vectorizer(run.model)
     unseen = label_names.unseen_named(names, labels)
-    calibration = label_names.calibrate(vectorizer, names, labels, run.prepared_split("validation"), unseen)
+    validation = run.prepared_split("validation")
+    calibration = label_names.calibrate(vectorizer, names, labels, validation, unseen, closed)
     predicted, hits, ranking = label_names.score_unseen(
         vectorizer,
         names,
@@ -103,12 +110,15 @@ def _named_zero_shot(
         top_scores(s_test, label_names.TOP),
     )
     log.info(
-        "label names: %d unseen named label(s) scored; name-only scorer on validation's %s labels: "
-        "F1 %.3f at probability %.4g; test: %d of %d unseen positive(s) predicted, P@5 %s, recall@5 %s",
+        "label names: %d unseen named label(s) scored; threshold %.4g chosen on validation's %s labels "
+        "(name-only F1 %.3f; validation micro-F1 %s without name predictions, %s with); test: %d of %d "
+        "unseen positive(s) predicted, P@5 %s, recall@5 %s",
         len(unseen),
+        calibration.threshold,
         calibration.threshold_from,
         calibration.validation_f1,
-        calibration.threshold,
+        calibration.closed_micro_f1,
+        calibration.micro_f1_with_names,
         sum(hits.values()),
         n_positives,
         ranking["p_at_5"],
@@ -196,7 +206,11 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
         )
     pred_test = decisions(s_test, thr.thresholds, thr.at_least_one)
     rank = _rank_adjustment(ecfg, y_val, s_val, prior, train_counts, n_train)
-    named = _named_zero_shot(run, names, labels, s_test, sum(zero_shot.values())) if names else None
+    named = None
+    if names:
+        tp_v, fp_v = decision_counts(y_val, s_val, thr.thresholds, thr.at_least_one)
+        closed = (int(tp_v.sum()), int(tp_v.sum() + fp_v.sum()), int(thr.support.sum()))
+        named = _named_zero_shot(run, names, labels, s_test, sum(zero_shot.values()), closed)
     measure = {
         "head_min": stats["groups"]["head_min"],
         "tail_max": stats["groups"]["tail_max"],

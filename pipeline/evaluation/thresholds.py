@@ -263,6 +263,15 @@ def _decision_counts(
     return [(tp[i], predicted[i] - tp[i]) for i in range(len(thresholds))]
 
 
+def decision_counts(
+    y_true: Any, scores: ArrayLike | ScoreBlocks, thresholds: ArrayLike, at_least_one: bool = False
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Per-label (true positives, false positives) of :func:`apply_thresholds`' decisions, counted block by
+    block."""
+    y, s = checked_inputs(y_true, scores)
+    return _decision_counts(y, s, [np.asarray(thresholds, dtype=np.float64)], at_least_one)[0]
+
+
 def decisions(
     scores: ArrayLike | ScoreBlocks, thresholds: ArrayLike, at_least_one: bool = False
 ) -> sp.csr_matrix:
