@@ -78,6 +78,14 @@ WHAT: dict[str, tuple[str, str]] = {
         "samples/s) at the bare loop's saturating batch, between two bare runs; ratio = Ray / the mean of "
         "the two. Share of peak = 6 x parameters x tokens/s over the chip's dense bf16 datasheet figure.",
     ),
+    "eval_memory": (
+        "The evaluate stage's driver memory",
+        "A longtail row's model evaluated again in a fresh process: the driver's peak resident memory from "
+        "/proc, whole (RSS) and split into its own (anonymous), the object store's pages it read (the "
+        "scored splits: shared memory owned by the store) and mapped libraries; baseline: the same process "
+        "with Ray started, before the stage. Code: the commit of the `pipeline` package measured. The "
+        "figures must not differ between code versions (the evaluation is exact).",
+    ),
     "tune_throughput": (
         "Tune trials per hour",
         "Ray Tune trials per hour on the demo config: full fine-tuning trials against embeddings-mode trials "
@@ -145,6 +153,10 @@ SPECS = {
     "gpu_pairs": "tokens@seq | batch@batch | documents@docs | bare before@bare_before~0 | Ray@ray/"
     "samples_per_s~0 | bare after@bare_after~0 | ratio@ratio | ratio range@_range | Ray samples/s per "
     "epoch@_epochs | input wait per epoch@_wait | Ray share of peak@ray_point/share_of_peak",
+    "eval_memory": "dataset@dataset | row@row | code@_code | validation / test documents@_docs | "
+    "labels@labels | evaluate s@evaluate_seconds~1 | driver RSS peak (MB)@peak_vmrss_mb | own (MB)@"
+    "peak_rssanon_mb | object store pages (MB)@peak_rssshmem_mb | libraries (MB)@peak_rssfile_mb | "
+    "baseline RSS (MB)@baseline_vmrss_mb | micro-F1@micro_f1 | macro AP@macro_ap | P at 1@p_at_1",
     "tune": "mode@_mode | trials@trials | epochs per trial@epochs_per_trial | seconds@seconds~1 | trials per"
     " hour@trials_per_hour~1 | trials per hour after the cache@trials_per_hour_after_cache~1 | best "
     "validation macro-F1@best_objective/val_tuned_macro_f1",
@@ -638,6 +650,18 @@ def tune_throughput(d: J) -> list[str]:
     return out + grid(SPECS["tune"], [{**r, "_mode": mode} for mode, r in d["results"].items()])
 
 
+def eval_memory(d: J) -> list[str]:
+    rows = [
+        {
+            **r,
+            "_code": str(r.get("code_sha"))[:7],
+            "_docs": " / ".join(fmt(v) for v in r["documents"].values()),
+        }
+        for r in d["rows"]
+    ]
+    return grid(SPECS["eval_memory"], rows)
+
+
 def generic(d: J) -> list[str]:
     return table(["key", "value"], [[f"`{k}`", v] for k, v in d.items() if isinstance(v, int | float | bool)])
 
@@ -652,6 +676,7 @@ RENDER: dict[str, Callable[[J], list[str]]] = {
     "throughput": throughput,
     "tune_throughput": tune_throughput,
     "gpu_efficiency": gpu_efficiency,
+    "eval_memory": eval_memory,
 }
 
 
