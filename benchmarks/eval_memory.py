@@ -118,7 +118,7 @@ def measure(work: Path, dataset: str, row: str) -> dict[str, Any]:
         "code_sha": code_sha(),
         "measured": utc_now(),
         "documents": {k: docs.get(k) for k in ("validation", "test")},
-        "labels": len(doc["per_label"]),
+        "labels": doc.get("data", {}).get("num_labels"),
         "evaluate_seconds": round(seconds, 1),
         **{f"peak_{k.lower()}_mb": round(v) for k, v in peaks.peak.items()},
         **{f"baseline_{k.lower()}_mb": round(v) for k, v in baseline.items()},
