@@ -37,6 +37,11 @@ class ScoreBlocks:
         return MappedBlocks(self, fn, columns)
 
 
+def block_rows(n_labels: int) -> int:
+    """Rows per block: :data:`BLOCK_CELLS` cells."""
+    return max(1, BLOCK_CELLS // max(n_labels, 1))
+
+
 class ArrayBlocks(ScoreBlocks):
     """Row blocks of a dense 2-D array (views, no copy); ``rows`` per block (default: :data:`BLOCK_CELLS`
     cells)."""
@@ -44,7 +49,7 @@ class ArrayBlocks(ScoreBlocks):
     def __init__(self, scores: NDArray[Any], rows: int | None = None) -> None:
         self.scores = scores
         self.shape = (int(scores.shape[0]), int(scores.shape[1]))
-        self.rows = max(1, rows or BLOCK_CELLS // max(self.shape[1], 1))
+        self.rows = rows or block_rows(self.shape[1])
 
     def __iter__(self) -> Iterator[tuple[int, NDArray[Any]]]:
         n = self.shape[0]
@@ -121,20 +126,14 @@ def top_scores(blocks: ScoreBlocks, k: int) -> NDArray[Any]:
     return out
 
 
-def check_rows(blocks: ScoreBlocks, seen: int) -> None:
-    """A pass over ``blocks`` that read ``seen`` rows must have read all of them."""
-    if seen != blocks.shape[0]:
-        raise RuntimeError(f"read {seen} rows of scores, expected {blocks.shape[0]}")
-
-
 __all__ = [
     "BLOCK_CELLS",
     "ArrayBlocks",
     "MappedBlocks",
     "ScoreBlocks",
     "as_blocks",
+    "block_rows",
     "check_block",
-    "check_rows",
     "gather",
     "row_ranges",
     "top_scores",

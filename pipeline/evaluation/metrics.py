@@ -195,19 +195,6 @@ def _streamed_cuts(
     return ScoreCuts(label, cut.astype(np.float64), tp, cells - left, lower, ptr)
 
 
-def score_cuts(
-    pos_cols: NDArray[np.int64], pos_scores: NDArray[Any], sorted_rows: NDArray[Any], n_labels: int
-) -> ScoreCuts:
-    """:class:`ScoreCuts` from the positives (column, score) and each label's scores sorted ascending.
-
-    ``sorted_rows[j]`` holds every score of label ``j`` in ascending order (any row for a label without
-    positives). A pooled ranking (micro figures) is one label: all columns zero, one row of all scores.
-    """
-    label, cut, tp, ptr = _positive_cuts(pos_cols, pos_scores, n_labels)
-    left, lower = _below(cut, ptr, sorted_rows)
-    return ScoreCuts(label, cut.astype(np.float64), tp, sorted_rows.shape[1] - left, lower, ptr)
-
-
 def sorted_label_scores(s: NDArray[Any], labels: NDArray[np.intp] | None = None) -> NDArray[Any]:
     """Scores of the given label columns (all if None), one contiguous row per label, sorted ascending."""
     rows = np.ascontiguousarray(s.T) if labels is None else s.T[labels]

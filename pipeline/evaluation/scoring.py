@@ -24,7 +24,7 @@ from ray.data.dataset import MaterializedDataset
 from pipeline.core.config import EvaluateSection, StorageSection
 from pipeline.core.resources import plan_scoring
 from pipeline.core.storage import download_dir, locate, require_complete
-from pipeline.evaluation.blocks import BLOCK_CELLS, ScoreBlocks, check_block
+from pipeline.evaluation.blocks import ScoreBlocks, block_rows, check_block
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class DatasetBlocks(ScoreBlocks):
     ) -> None:
         self.ds, self.ids = ds, ids
         self.shape = (len(ids), int(n_labels))
-        self.rows = max(1, rows or BLOCK_CELLS // max(n_labels, 1))
+        self.rows = rows or block_rows(n_labels)
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
         at = 0
@@ -160,16 +160,13 @@ def scored_blocks(
     from pipeline.data.labels import csr_from_arrow
 
     c = len(labels)
-    blocks = DatasetBlocks(ds, pa.array([], pa.string()), c)
     ys, ids = [], []
     # The plain dataset, as every pass of DatasetBlocks reads it (a projection could order blocks otherwise).
-    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=blocks.rows):
+    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=block_rows(c)):
         ys.append(csr_from_arrow(batch.column("labels"), labels, ignore_unknown))
         ids.append(batch.column("id").combine_chunks())
     y = sp.vstack(ys, format="csr") if ys else sp.csr_matrix((0, c), dtype=np.int8)
-    blocks.ids = pa.concat_arrays(ids) if ids else blocks.ids
-    blocks.shape = (len(blocks.ids), c)
-    return y, blocks
+    return y, DatasetBlocks(ds, pa.concat_arrays(ids) if ids else pa.array([], pa.string()), c)
 
 
 def check_scoring_resources(

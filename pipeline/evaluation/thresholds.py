@@ -59,7 +59,7 @@ def _best_cuts(
     """F1-optimal threshold and its F1 for every label (NaN / 0 without positives).
 
     F1 = 2 TP / (predicted + positives) only peaks where a run of equal scores holding a positive ends (past a
-    run of negatives TP stays and predictions grow), so the cuts of :func:`metrics.score_cuts` are
+    run of negatives TP stays and predictions grow), so the cuts of :class:`metrics.ScoreCuts` are
     every candidate. Among equal F1s the first cut, i.e. the highest threshold (fewest predictions), wins.
     """
     n_labels = cuts.ptr.size - 1

@@ -194,6 +194,16 @@ def _moved_scores(scores: np.ndarray, src: np.ndarray, dst: np.ndarray, width: i
     return out
 
 
+def _moved_decisions(pred: Any, src: np.ndarray, dst: np.ndarray, shape: tuple[int, int]) -> Any:
+    """`pred` (dense, or scipy.sparse: then CSR) with column src[i] moved to dst[i], others 0."""
+    if sp.issparse(pred):
+        select = sp.csr_matrix((np.ones(src.size, np.int8), (src, dst)), shape=shape)  # a 0/1 selection
+        return (sp.csr_matrix(pred) @ select).tocsr()
+    moved = np.zeros((len(pred), shape[1]), np.int8)
+    moved[:, dst] = np.asarray(pred)[:, src]
+    return moved
+
+
 def align(
     scores: np.ndarray, pred: Any, from_labels: list[str], to_labels: list[str]
 ) -> tuple[np.ndarray, Any, list[str]]:
@@ -203,16 +213,8 @@ def align(
 
     Returns (scores, predictions, labels of `to_labels` missing from `from_labels`)."""
     src, dst, unknown = column_map(from_labels, to_labels)
-    if sp.issparse(pred):
-        # A 0/1 selection matrix moves column src[i] to dst[i].
-        select = sp.csr_matrix(
-            (np.ones(src.size, np.int8), (src, dst)), shape=(len(from_labels), len(to_labels))
-        )
-        moved = (sp.csr_matrix(pred) @ select).tocsr()
-    else:
-        moved = np.zeros((len(pred), len(to_labels)), np.int8)
-        moved[:, dst] = np.asarray(pred)[:, src]
-    return _moved_scores(scores, src, dst, len(to_labels)), moved, unknown
+    shape = (len(from_labels), len(to_labels))
+    return _moved_scores(scores, src, dst, len(to_labels)), _moved_decisions(pred, src, dst, shape), unknown
 
 
 def score_current(
@@ -240,9 +242,9 @@ def score_current(
     # y over the challenger's labels (zero-shot test labels: no column); scores in the current model's label
     # order, read block by block and moved into the challenger's.
     y, s_cur = scored_blocks(scored, labels, ignore_unknown=True)
+    src, dst, unknown = column_map(cur_labels, labels)
     pred_cur = decisions(s_cur, fitted.thresholds, fitted.at_least_one)
-    _, pred, unknown = align(np.zeros((0, len(cur_labels)), np.float32), pred_cur, cur_labels, labels)
-    src, dst, _ = column_map(cur_labels, labels)
+    pred = _moved_decisions(pred_cur, src, dst, (len(cur_labels), len(labels)))
     scores = s_cur.map(functools.partial(_moved_scores, src=src, dst=dst, width=len(labels)), len(labels))
     ev = compute_metrics(
         y,
