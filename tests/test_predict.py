@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 from pathlib import Path
@@ -322,7 +323,7 @@ def test_scored_blocks_keep_labels_with_scores_over_every_pass(ray_session):
     ]
     ds = ray.data.from_items(items).repartition(3).materialize()
     y, blocks = scored_blocks(ds, labels)
-    blocks.rows = 700  # blocks that straddle Ray's own
+    blocks.rows = 700  # several blocks per task
     assert y.shape == blocks.shape == (rows, 3)
     for _ in range(2):  # a second pass reads the same rows in the same order
         s = np.concatenate([b for _, b in blocks])
@@ -334,7 +335,19 @@ def test_scored_blocks_keep_labels_with_scores_over_every_pass(ray_session):
         np.testing.assert_array_equal(y.toarray()[got], dense[want])
     r, c = y.nonzero()
     np.testing.assert_array_equal(gather(r.astype(np.int64), c.astype(np.int64), blocks), s[r, c])
-    # Rows in another order than the labels were read in are refused, not paired wrongly.
-    blocks.ids = pa.array(list(reversed(blocks.ids.to_pylist())))
-    with pytest.raises(RuntimeError, match="another order"):
-        list(blocks)
+    # The block statistics run in Ray tasks (the driver never reads the scores), in row order, at most
+    # `rows` rows at a time; fold merges them.
+    seen = list(blocks.each(_where, 10))
+    assert [a for a, _ in seen] == sorted(a for a, _ in seen) and seen[0][0] == 0
+    assert all(pid != os.getpid() and n <= 700 for _, (pid, n, _) in seen)
+    assert sum(n for _, (_, n, _) in seen) == rows
+    np.testing.assert_array_equal(np.concatenate([head for _, (_, _, head) in seen]), s[:, :1].reshape(-1))
+    np.testing.assert_allclose(blocks.fold(_column_sums, np.add), s.sum(axis=0, dtype=np.float64))
+
+
+def _where(a: int, block: np.ndarray, k: int) -> tuple[int, int, np.ndarray]:
+    return os.getpid(), block.shape[0], block[:, 0].copy()
+
+
+def _column_sums(a: int, block: np.ndarray) -> np.ndarray:
+    return block.sum(axis=0, dtype=np.float64)

@@ -2,16 +2,18 @@
 is held at once.
 
 Every figure of the report is a sum over documents of per-block counts (positives' scores, scores below a
-cut, per-row top k, decisions), so the arithmetic reads the scores block by block, as often as it needs:
-from a dense array (:class:`ArrayBlocks`, views of it: tests and small label spaces) or from the scored
-Ray dataset of the evaluate stage (``pipeline.evaluation.scoring.DatasetBlocks``), whose blocks are read from
-the object store on each pass. Memory is then one block and O(positives) arrays, whatever the documents.
+cut, per-row top k, decisions), so the arithmetic is written as a function of one block whose results are
+put in place (:meth:`ScoreBlocks.each`) or merged (:meth:`ScoreBlocks.fold`), as often as it needs: on a
+dense array (:class:`ArrayBlocks`, views of it: tests and small label spaces) in this process, or on the
+scored Ray dataset of the evaluate stage (``pipeline.evaluation.scoring.DatasetBlocks``) in Ray tasks beside
+its blocks, which return only the statistics. The caller's memory is then O(positives) arrays, whatever the
+documents; the block functions are module-level (or partials of them) so that they travel to those tasks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -19,6 +21,8 @@ from numpy.typing import ArrayLike, NDArray
 
 #: Score cells per block of :func:`as_blocks` (16 MB of float32).
 BLOCK_CELLS = 4_000_000
+
+T = TypeVar("T")
 
 
 class ScoreBlocks:
@@ -30,6 +34,19 @@ class ScoreBlocks:
 
     def __iter__(self) -> Iterator[tuple[int, NDArray[Any]]]:
         raise NotImplementedError
+
+    def each(self, fn: Callable[..., T], *args: Any) -> Iterator[tuple[int, T]]:
+        """``(first row, fn(first row, block, *args))`` for every block, in row order."""
+        for a, block in self:
+            yield a, fn(a, block, *args)
+
+    def fold(self, fn: Callable[..., T], merge: Callable[[T, T], T], *args: Any) -> T | None:
+        """``fn(first row, block, *args)`` of every block, merged pairwise by ``merge`` (associative; blocks
+        in row order); None without blocks."""
+        out: T | None = None
+        for _, part in self.each(fn, *args):
+            out = part if out is None else merge(out, part)
+        return out
 
     def map(self, fn: Callable[[NDArray[Any]], NDArray[Any]], columns: int | None = None) -> ScoreBlocks:
         """The same blocks through ``fn``, computed on each pass; ``columns``: the width of its output
@@ -68,6 +85,19 @@ class MappedBlocks(ScoreBlocks):
         for a, block in self.source:
             yield a, self.fn(block)
 
+    # Through the source's each/fold, so that fn runs where the source's blocks are read.
+    def each(self, fn: Callable[..., T], *args: Any) -> Iterator[tuple[int, T]]:
+        return self.source.each(_mapped, self.fn, fn, *args)
+
+    def fold(self, fn: Callable[..., T], merge: Callable[[T, T], T], *args: Any) -> T | None:
+        return self.source.fold(_mapped, merge, self.fn, fn, *args)
+
+
+def _mapped(
+    a: int, block: NDArray[Any], inner: Callable[[NDArray[Any]], NDArray[Any]], fn: Any, *args: Any
+) -> Any:
+    return fn(a, inner(block), *args)
+
 
 def check_block(block: NDArray[Any], name: str = "scores") -> NDArray[np.floating]:
     """A finite float block; float32 and float64 are kept (no copy), anything else -> float64."""
@@ -102,17 +132,24 @@ def row_ranges(rows: NDArray[np.int64], n: int) -> NDArray[np.int64]:
     return np.searchsorted(rows, np.arange(n + 1)).astype(np.int64)
 
 
+def _gather_block(
+    a: int, block: NDArray[Any], rows: NDArray[np.int64], cols: NDArray[np.int64], ptr: NDArray[np.int64]
+) -> NDArray[Any]:
+    lo, hi = ptr[a], ptr[a + block.shape[0]]
+    return block[rows[lo:hi] - a, cols[lo:hi]]
+
+
 def gather(rows: NDArray[np.int64], cols: NDArray[np.int64], blocks: ScoreBlocks) -> NDArray[Any]:
     """The scores at the cells ``(rows, cols)`` (``rows`` ascending), read block by block."""
     ptr = row_ranges(rows, blocks.shape[0])
-    out: NDArray[Any] | None = None
-    for a, block in blocks:
-        b = a + block.shape[0]
-        lo, hi = ptr[a], ptr[b]
-        if out is None:
-            out = np.empty(rows.size, dtype=block.dtype)
-        out[lo:hi] = block[rows[lo:hi] - a, cols[lo:hi]]
-    return out if out is not None else np.zeros(0, dtype=np.float64)
+    parts = [part for _, part in blocks.each(_gather_block, rows, cols, ptr)]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float64)
+
+
+def _top_block(a: int, block: NDArray[Any], k: int) -> NDArray[Any]:
+    c = block.shape[1]
+    part = block if k >= c else np.partition(block, c - k, axis=1)[:, c - k :]
+    return -np.sort(-part, axis=1)
 
 
 def top_scores(blocks: ScoreBlocks, k: int) -> NDArray[Any]:
@@ -120,9 +157,8 @@ def top_scores(blocks: ScoreBlocks, k: int) -> NDArray[Any]:
     n, c = blocks.shape
     k = min(k, c)
     out = np.zeros((n, k))
-    for a, block in blocks:
-        part = block if k >= c else np.partition(block, c - k, axis=1)[:, c - k :]
-        out[a : a + block.shape[0]] = -np.sort(-part, axis=1)
+    for a, part in blocks.each(_top_block, k):
+        out[a : a + part.shape[0]] = part
     return out
 
 

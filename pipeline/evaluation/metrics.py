@@ -24,6 +24,7 @@ agree with napkinXC to float summation order (~1e-15).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -182,17 +183,24 @@ def _streamed_cuts(
     ``blocks``: ``sorted_block(block)`` gives each label's scores of that block, one ascending row per label.
     Counts below a cut add up over blocks and the next lower score is the largest of the blocks'."""
     label, cut, tp, ptr = _positive_cuts(pos_cols, pos_scores, n_labels)
-    left = np.zeros(cut.size, dtype=np.int64)
-    lower = np.full(cut.size, np.nan)
-    cells = 0  # scores per label row (documents; all pooled cells for a pooled ranking)
-    if cut.size:
-        for _, block in blocks:
-            srt = sorted_block(block)
-            cells += srt.shape[1]
-            b_left, b_lower = _below(cut, ptr, srt)
-            left += b_left
-            lower = np.fmax(lower, b_lower)
+    # (scores per label row: documents, or all pooled cells for a pooled ranking; scores below each cut;
+    # the next lower score)
+    sums = blocks.fold(_block_below, _merge_below, sorted_block, cut, ptr) if cut.size else None
+    cells, left, lower = sums or (0, np.zeros(cut.size, dtype=np.int64), np.full(cut.size, np.nan))
     return ScoreCuts(label, cut.astype(np.float64), tp, cells - left, lower, ptr)
+
+
+def _block_below(
+    a: int, block: NDArray[Any], sorted_block: Any, cut: NDArray[Any], ptr: NDArray[np.int64]
+) -> tuple[int, NDArray[np.int64], NDArray[np.float64]]:
+    srt = sorted_block(block)
+    left, lower = _below(cut, ptr, srt)
+    return srt.shape[1], left.astype(np.int64), lower
+
+
+def _merge_below(x: tuple[Any, Any, Any], y: tuple[Any, Any, Any]) -> tuple[Any, Any, Any]:
+    """Counts below a cut add up over blocks and the next lower score is the largest of the blocks'."""
+    return x[0] + y[0], x[1] + y[1], np.fmax(x[2], y[2])
 
 
 def sorted_label_scores(s: NDArray[Any], labels: NDArray[np.intp] | None = None) -> NDArray[Any]:
@@ -219,7 +227,7 @@ def label_cuts(pos: Positives, s: ArrayLike | ScoreBlocks) -> ScoreCuts:
         gather(pos.rows, pos.cols, blocks),
         with_pos.size,
         blocks,
-        lambda block: sorted_label_scores(block, with_pos),
+        functools.partial(sorted_label_scores, labels=with_pos),
     )
     counts = np.zeros(n_labels, dtype=np.int64)
     counts[with_pos] = np.diff(cuts.ptr)
@@ -234,22 +242,23 @@ def pooled_cuts(
     blocks = as_blocks(s)
     if cols is None:
         rows, cols_ = pos.rows, pos.cols
-
-        def flat(block: NDArray[Any]) -> NDArray[Any]:
-            return np.sort(block, axis=None)[None, :]
     else:
         in_cols = np.zeros(blocks.shape[1], dtype=bool)
         in_cols[cols] = True
         keep = in_cols[pos.cols]
         rows, cols_ = pos.rows[keep], pos.cols[keep]
-
-        def flat(block: NDArray[Any]) -> NDArray[Any]:
-            out = block[:, cols].reshape(-1)
-            out.sort()
-            return out[None, :]
-
     scores = gather(rows, cols_, blocks)
+    flat = functools.partial(_sorted_cells, cols=cols)
     return _streamed_cuts(np.zeros(rows.size, dtype=np.int64), scores, 1, blocks, flat)
+
+
+def _sorted_cells(block: NDArray[Any], cols: NDArray[np.intp] | None) -> NDArray[Any]:
+    """[1, cells]: the block's scores of the columns ``cols`` (all if None), pooled and sorted."""
+    if cols is None:
+        return np.sort(block, axis=None)[None, :]
+    out = block[:, cols].reshape(-1)
+    out.sort()
+    return out[None, :]
 
 
 def cut_f1(cuts: ScoreCuts, support: NDArray[np.int64]) -> NDArray[np.float64]:
@@ -322,21 +331,38 @@ def _positive_ranks(
     if depth == 0 or rows.size == 0:
         return rows, local, rank
     row_ptr = row_ranges(rows, n)
-    step = max(1, _CHUNK_CELLS // m)
-    for start, block in blocks:
-        for a0 in range(0, block.shape[0], step):
-            a, b = start + a0, min(start + block.shape[0], start + a0 + step)
-            lo, hi = row_ptr[a], row_ptr[b]
-            if lo == hi:
-                continue  # no positive in these rows: their ranking cannot score
-            sub = block[a0 : a0 + (b - a)]
-            sub = sub if cols is None else sub[:, cols]
-            top = np.nonzero(_top_k(sub, depth))[1].reshape(b - a, depth)  # each row's top columns, ascending
-            order = np.argsort(-np.take_along_axis(sub, top, axis=1), axis=1, kind="stable")
-            ranked = np.take_along_axis(top, order, axis=1)  # best first; equal scores: lower column first
-            match = ranked[rows[lo:hi] - a] == local[lo:hi, None]
-            rank[lo:hi] = np.where(match.any(axis=1), match.argmax(axis=1) + 1, 0)
+    for start, part in blocks.each(_block_ranks, rows, local, row_ptr, cols, depth):
+        lo = row_ptr[start]
+        rank[lo : lo + part.size] = part
     return rows, local, rank
+
+
+def _block_ranks(
+    start: int,
+    block: NDArray[Any],
+    rows: NDArray[np.int64],
+    local: NDArray[np.int64],
+    row_ptr: NDArray[np.int64],
+    cols: NDArray[np.intp] | None,
+    depth: int,
+) -> NDArray[np.int64]:
+    """The ranks (:func:`_positive_ranks`) of the positives in the block's rows."""
+    step = max(1, _CHUNK_CELLS // (block.shape[1] if cols is None else cols.size))
+    base = row_ptr[start]
+    rank = np.zeros(row_ptr[start + block.shape[0]] - base, dtype=np.int64)
+    for a0 in range(0, block.shape[0], step):
+        a, b = start + a0, min(start + block.shape[0], start + a0 + step)
+        lo, hi = row_ptr[a], row_ptr[b]
+        if lo == hi:
+            continue  # no positive in these rows: their ranking cannot score
+        sub = block[a0 : a0 + (b - a)]
+        sub = sub if cols is None else sub[:, cols]
+        top = np.nonzero(_top_k(sub, depth))[1].reshape(b - a, depth)  # each row's top columns, ascending
+        order = np.argsort(-np.take_along_axis(sub, top, axis=1), axis=1, kind="stable")
+        ranked = np.take_along_axis(top, order, axis=1)  # best first; equal scores: lower column first
+        match = ranked[rows[lo:hi] - a] == local[lo:hi, None]
+        rank[lo - base : hi - base] = np.where(match.any(axis=1), match.argmax(axis=1) + 1, 0)
+    return rank
 
 
 def _hits(rows: NDArray[np.int64], rank: NDArray[np.int64], k: int, n: int) -> NDArray[np.int64]:

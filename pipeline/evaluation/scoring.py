@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -123,50 +124,132 @@ def decide(table: pa.Table, labels: list[str], thresholds: np.ndarray, at_least_
 
 
 class DatasetBlocks(ScoreBlocks):
-    """The ``scores`` column of a materialised scored dataset as row blocks (``pipeline.evaluation.blocks``),
-    read from the object store on each pass: the driver holds one block, not documents x labels.
+    """The ``scores`` column of a materialised scored dataset as row blocks (``pipeline.evaluation.blocks``).
 
-    Each pass checks that its rows come in the order of ``ids`` (the order the labels were collected in),
-    so labels and scores cannot be paired wrongly."""
+    :meth:`each` and :meth:`fold` run the block function in Ray tasks beside the dataset's blocks (one task
+    per dataset block, at most a task per cluster CPU in flight), which return only its results: the driver
+    never reads the scores, so its memory is the statistics, not documents x labels. The dataset's blocks
+    are fixed once (``parts``: block, first and end row in it), so every pass sees the rows in the order the
+    labels were collected in."""
 
     def __init__(
-        self, ds: MaterializedDataset, ids: pa.Array, n_labels: int, rows: int | None = None
+        self,
+        parts: list[tuple[Any, int, int]],
+        ids: pa.Array,
+        n_labels: int,
+        rows: int | None = None,
     ) -> None:
-        self.ds, self.ids = ds, ids
+        self.parts, self.ids = parts, ids
         self.shape = (len(ids), int(n_labels))
         self.rows = rows or block_rows(n_labels)
+        self.first = np.concatenate([[0], np.cumsum([end - start for _, start, end in parts])]).astype(int)
+        if self.first[-1] != self.shape[0]:
+            raise RuntimeError(f"the dataset's blocks hold {self.first[-1]} rows, expected {self.shape[0]}")
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
-        at = 0
-        for batch in self.ds.iter_batches(batch_format="pyarrow", batch_size=self.rows):
-            if not batch.num_rows:
-                continue
-            expected = self.ids.slice(at, batch.num_rows)
-            if len(expected) != batch.num_rows or not batch.column("id").combine_chunks().equals(expected):
-                raise RuntimeError("scored rows came in another order than on the first pass")
-            yield at, check_block(np.stack(batch.column("scores").to_numpy(zero_copy_only=False)))
-            at += batch.num_rows
-        if at != self.shape[0]:
-            raise RuntimeError(f"read {at} rows of scores, expected {self.shape[0]}")
+        return self.each(_whole_block)
+
+    def each(self, fn: Any, *args: Any) -> Iterator[tuple[int, Any]]:
+        for results in self._run(fn, None, args):
+            yield from results
+
+    def fold(self, fn: Any, merge: Any, *args: Any) -> Any:
+        out = None
+        for part in self._run(fn, merge, args):
+            if part is not None:
+                out = part if out is None else merge(out, part)
+        return out
+
+    def _run(self, fn: Any, merge: Any, args: tuple[Any, ...]) -> Iterator[Any]:
+        """Each dataset block's task result, in row order."""
+        shared = [ray.put(x) for x in (fn, *args)]  # once per pass, not once per task
+        window = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        pending: deque[Any] = deque()
+        for (ref, start, end), first in zip(self.parts, self.first, strict=False):
+            pending.append(
+                _block_task.remote(ref, start, end, int(first), self.shape[1], self.rows, merge, *shared)
+            )
+            if len(pending) >= window:
+                yield ray.get(pending.popleft())
+        while pending:
+            yield ray.get(pending.popleft())
+
+
+def _whole_block(a: int, block: np.ndarray) -> np.ndarray:
+    return block
+
+
+def _block_scores(table: pa.Table, width: int) -> np.ndarray:
+    if not table.num_rows:
+        return np.zeros((0, width), np.float32)
+    scores = check_block(np.stack(table.column("scores").to_numpy(zero_copy_only=False)))
+    if scores.shape[1] != width:
+        raise RuntimeError(f"scored rows hold {scores.shape[1]} scores, expected {width}")
+    return scores
+
+
+@ray.remote(num_cpus=1)
+def _block_task(
+    block: Any, start: int, end: int, first: int, width: int, rows: int, merge: Any, fn: Any, *args: Any
+) -> Any:
+    """``fn`` on the rows [start, end) of a dataset block, ``rows`` at a time (first row ``first`` of the
+    whole): the list of ``(first row, result)``, or the results merged by ``merge`` when given."""
+    from ray.data.block import BlockAccessor
+
+    table = BlockAccessor.for_block(block).to_arrow().slice(start, end - start)
+    out: list[tuple[int, Any]] = []
+    merged = None
+    for a in range(0, table.num_rows, rows):
+        part = fn(first + a, _block_scores(table.slice(a, rows), width), *args)
+        if merge is None:
+            out.append((first + a, part))
+        else:
+            merged = part if merged is None else merge(merged, part)
+    return out if merge is None else merged
+
+
+@ray.remote(num_cpus=1)
+def _labels_task(block: Any, start: int, end: int, labels: list[str], ignore_unknown: bool) -> Any:
+    """(0/1 CSR labels, ids) of the rows [start, end) of a scored dataset block."""
+    from ray.data.block import BlockAccessor
+
+    from pipeline.data.labels import csr_from_arrow
+
+    table = BlockAccessor.for_block(block).to_arrow().slice(start, end - start)
+    return csr_from_arrow(table.column("labels"), labels, ignore_unknown), table.column("id").combine_chunks()
+
+
+def dataset_parts(ds: MaterializedDataset) -> list[tuple[Any, int, int]]:
+    """(block, first row, end row) of each block of ``ds``, in its order (slices of blocks honoured)."""
+    parts = []
+    for bundle in ds.iter_internal_ref_bundles():
+        for entry, piece in zip(bundle.blocks, bundle.slices, strict=True):
+            if piece is not None:
+                parts.append((entry.ref, int(piece.start_offset), int(piece.end_offset)))
+            elif entry.metadata.num_rows:
+                parts.append((entry.ref, 0, int(entry.metadata.num_rows)))
+            elif entry.metadata.num_rows is None:
+                raise RuntimeError("a scored block does not know its rows")
+    return parts
 
 
 def scored_blocks(
     ds: MaterializedDataset, labels: list[str], ignore_unknown: bool = False
 ) -> tuple[sp.csr_matrix, DatasetBlocks]:
     """(0/1 CSR y_true, the scores as :class:`DatasetBlocks`) of a materialised scored dataset (columns
-    ``id``, ``labels``, ``scores``): one pass reads the labels and ids; the scores stay in the object store.
-    A label outside ``labels`` is an error unless ``ignore_unknown`` (zero-shot labels of a prepared split:
-    no score column)."""
-    from pipeline.data.labels import csr_from_arrow
-
+    ``id``, ``labels``, ``scores``): Ray tasks read the labels and ids of each block; the scores stay in the
+    object store. A label outside ``labels`` is an error unless ``ignore_unknown`` (zero-shot labels of a
+    prepared split: no score column)."""
     c = len(labels)
+    parts = dataset_parts(ds)
+    shared = ray.put(labels)
+    read = [_labels_task.remote(ref, start, end, shared, ignore_unknown) for ref, start, end in parts]
     ys, ids = [], []
-    # The plain dataset, as every pass of DatasetBlocks reads it (a projection could order blocks otherwise).
-    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=block_rows(c)):
-        ys.append(csr_from_arrow(batch.column("labels"), labels, ignore_unknown))
-        ids.append(batch.column("id").combine_chunks())
+    for y, i in ray.get(read):
+        ys.append(y)
+        ids.append(i)
     y = sp.vstack(ys, format="csr") if ys else sp.csr_matrix((0, c), dtype=np.int8)
-    return y, DatasetBlocks(ds, pa.concat_arrays(ids) if ids else pa.array([], pa.string()), c)
+    return y, DatasetBlocks(parts, pa.concat_arrays(ids) if ids else pa.array([], pa.string()), c)
 
 
 def check_scoring_resources(

@@ -181,15 +181,9 @@ def prior_matched_thresholds(
     k = np.clip(np.ceil(q[todo] * n - 1e-9).astype(np.int64), 1, n)  # 1e-9: q * n = 3 exactly is 3, not 4
     keep = np.minimum(2 ** np.ceil(np.log2(k + 1)).astype(np.int64), n)  # >= k + 1 largest, or all n
     groups = {int(m): np.flatnonzero(keep == m) for m in np.unique(keep)}
-    top = {m: None for m in groups}  # per group: [m, labels] largest scores so far
-    for _, block in blocks:
-        for m, members in groups.items():
-            cand = block[:, todo[members]]
-            if top[m] is not None:
-                cand = np.concatenate([top[m], cand])
-            if cand.shape[0] > m:
-                cand = np.partition(cand, cand.shape[0] - m, axis=0)[cand.shape[0] - m :]
-            top[m] = cand
+    top = blocks.fold(_block_top, _merge_top, {m: todo[members] for m, members in groups.items()})
+    if top is None:
+        return out
     for m, members in groups.items():
         srt = -np.sort(-top[m].astype(np.float64), axis=0)  # descending; k-th largest at k - 1
         i = np.arange(members.size)
@@ -200,6 +194,22 @@ def prior_matched_thresholds(
         mid = 0.5 * chosen + 0.5 * lower
         out[todo[members]] = np.where(~np.isnan(lower) & (mid > lower), mid, chosen)
     return out
+
+
+def _largest(cand: NDArray[Any], m: int) -> NDArray[Any]:
+    """The ``m`` largest rows of each column (all if fewer), unordered."""
+    if cand.shape[0] <= m:
+        return cand
+    return np.partition(cand, cand.shape[0] - m, axis=0)[cand.shape[0] - m :]
+
+
+def _block_top(a: int, block: NDArray[Any], columns: dict[int, NDArray[np.intp]]) -> dict[int, NDArray[Any]]:
+    """Per group m: the m largest scores of each of its ``columns[m]`` in the block, [<= m, labels]."""
+    return {m: _largest(block[:, cols], m) for m, cols in columns.items()}
+
+
+def _merge_top(x: dict[int, NDArray[Any]], y: dict[int, NDArray[Any]]) -> dict[int, NDArray[Any]]:
+    return {m: _largest(np.concatenate([x[m], y[m]]), m) for m in x}
 
 
 def _decide(s: NDArray[np.floating], t: NDArray[np.float64], at_least_one: bool) -> NDArray[np.bool_]:
@@ -251,16 +261,35 @@ def _decision_counts(
     """Per-label true and false positives of the decisions with each threshold vector, in one pass."""
     n, n_labels = blocks.shape
     ptr = row_ranges(y.rows, n)
-    tp = [np.zeros(n_labels, dtype=np.int64) for _ in thresholds]
-    predicted = [np.zeros(n_labels, dtype=np.int64) for _ in thresholds]
-    for a, block in blocks:
-        lo, hi = ptr[a], ptr[a + block.shape[0]]
-        rows, cols = y.rows[lo:hi] - a, y.cols[lo:hi]
-        for i, t in enumerate(thresholds):
-            pred = _decide(block, t, at_least_one)
-            tp[i] += np.bincount(cols[pred[rows, cols]], minlength=n_labels)
-            predicted[i] += np.count_nonzero(pred, axis=0)
-    return [(tp[i], predicted[i] - tp[i]) for i in range(len(thresholds))]
+    sums = blocks.fold(_block_counts, _merge_counts, y.rows, y.cols, ptr, thresholds, at_least_one)
+    zero = np.zeros(n_labels, dtype=np.int64)
+    if sums is None:
+        return [(zero, zero.copy()) for _ in thresholds]
+    return [(tp, predicted - tp) for tp, predicted in sums]
+
+
+def _block_counts(
+    a: int,
+    block: NDArray[Any],
+    y_rows: NDArray[np.int64],
+    y_cols: NDArray[np.int64],
+    ptr: NDArray[np.int64],
+    thresholds: list[NDArray[np.float64]],
+    at_least_one: bool,
+) -> list[tuple[NDArray[np.int64], NDArray[np.int64]]]:
+    """Per threshold vector: (true positives, predicted) per label in the block."""
+    lo, hi = ptr[a], ptr[a + block.shape[0]]
+    rows, cols = y_rows[lo:hi] - a, y_cols[lo:hi]
+    out = []
+    for t in thresholds:
+        pred = _decide(block, t, at_least_one)
+        tp = np.bincount(cols[pred[rows, cols]], minlength=block.shape[1]).astype(np.int64)
+        out.append((tp, np.count_nonzero(pred, axis=0).astype(np.int64)))
+    return out
+
+
+def _merge_counts(x: list[tuple[Any, Any]], y: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    return [(a[0] + b[0], a[1] + b[1]) for a, b in zip(x, y, strict=True)]
 
 
 def decision_counts(
@@ -280,8 +309,14 @@ def decisions(
     t = np.asarray(thresholds, dtype=np.float64)
     if t.shape != (blocks.shape[1],) or not np.isfinite(t).all():
         raise ValueError(f"thresholds must be {blocks.shape[1]} finite values, got shape {t.shape}")
-    parts = [sp.csr_matrix(_decide(block, t, at_least_one).view(np.int8)) for _, block in blocks]
+    parts = [part for _, part in blocks.each(_block_decisions, t, at_least_one)]
     return sp.vstack(parts, format="csr") if parts else sp.csr_matrix(blocks.shape, dtype=np.int8)
+
+
+def _block_decisions(
+    a: int, block: NDArray[Any], t: NDArray[np.float64], at_least_one: bool
+) -> sp.csr_matrix:
+    return sp.csr_matrix(_decide(block, t, at_least_one).view(np.int8))
 
 
 def _f1_from_counts(
