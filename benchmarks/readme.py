@@ -659,7 +659,20 @@ def eval_memory(d: J) -> list[str]:
         }
         for r in d["rows"]
     ]
-    return grid(SPECS["eval_memory"], rows)
+    out = grid(SPECS["eval_memory"], rows)
+    if rows:
+        last = max(rows, key=lambda r: str(r.get("measured")))
+        met = "met" if last["peak_vmrss_mb"] <= EVAL_MEMORY_TARGET_MB else "not met"
+        out += [
+            f"Target (issue #25): driver RSS peak at most {fmt(EVAL_MEMORY_TARGET_MB)} MB; the newest code "
+            f"({last['_code']}) peaks at {fmt(last['peak_vmrss_mb'])} MB: {met}.",
+            "",
+        ]
+    return out
+
+
+#: Issue #25's evaluate driver memory target at 80,000 documents x 7,900 labels.
+EVAL_MEMORY_TARGET_MB = 1500
 
 
 def generic(d: J) -> list[str]:
