@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import shutil
 import subprocess
 from collections import Counter
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -345,3 +348,55 @@ def test_label_names_score_labels_never_seen_in_training(ray_session, tmp_path):
     with_names = doc["overall"]["micro_f1_with_zero_shot"]
     assert with_names > closed_doc["overall"]["micro_f1_with_zero_shot"]
     assert doc["overall"]["micro_f1"] == closed_doc["overall"]["micro_f1"]  # the vocabulary's unchanged
+
+
+def test_a_kill_between_outputs_is_refused_until_evaluate_runs_again(evaluated, monkeypatch, caplog, capsys):
+    """Predictions, thresholds and report are one unit: killed after the predictions, predict and compare
+    refuse the run's outputs (two evaluations may be mixed); the next evaluate replaces them all."""
+    from jobs.predict import main as predict_main
+    from pipeline.core.errors import InputError
+    from pipeline.evaluation import evaluate
+
+    root, cfg_db, _ = evaluated
+    shutil.copytree(root / "db", root / "half")
+    cfg = run_config(root, "half", *SMALL)
+    old_report = (root / "half" / "report" / "metrics.json").read_text()
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed while writing the report")
+
+    monkeypatch.setattr(evaluate, "render_plots", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_evaluate(cfg)
+    monkeypatch.undo()
+    assert (root / "half" / "_EVALUATING.json").is_file()
+    assert (root / "half" / "report" / "metrics.json").read_text() == old_report  # beside new predictions
+
+    src = write_parquet(root / "new" / "part.parquet", corpus_table(["some new text"], [None], id=["n1"]))
+    argv = [f"--set={s}" for s in (*SMALL, f"run.output={root}", "run.name=half", f"predict.source={src}")]
+    capsys.readouterr()
+    with _root_logging_kept():  # the job's logging.basicConfig(force=True) would drop caplog's handler
+        assert predict_main(argv) == 1
+    err = capsys.readouterr().err
+    assert "may come from two evaluations; run the evaluate stage again" in err and "pid" in err
+    with pytest.raises(InputError, match="may come from two evaluations"):
+        run_evaluate(cfg_db, compare="half")
+
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pipeline.evaluation.evaluate"):
+        run_evaluate(cfg)
+    assert "was interrupted" in caplog.text
+    assert not (root / "half" / "_EVALUATING.json").exists()
+    with _root_logging_kept():
+        assert predict_main(argv) == 0, capsys.readouterr().err
+
+
+@contextlib.contextmanager
+def _root_logging_kept() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)

@@ -14,6 +14,7 @@ alike (a :class:`~pipeline.core.storage.Location`)::
     <run>/report/                metrics.json, per_label.csv, report.html, plots/
     <run>/predictions/<name>/    evaluate's validation/test scores and predict's outputs
     <run>/manifests/<stage>.json what each stage ran on (run_all)
+    <run>/_EVALUATING.json       while evaluate replaces its outputs (or after it was killed doing so)
     <run>/current.json           the promoted model and thresholds (retrain; read by predict)
 """
 
@@ -22,7 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.core.config import Config, StorageSection
-from pipeline.core.storage import Location, locate
+from pipeline.core.errors import InputError
+from pipeline.core.storage import Location, locate, read_json
 
 #: A saved model folder's description (labels, encoder, loss, training history).
 MODEL_CONFIG_FILE = "model_config.json"
@@ -30,6 +32,28 @@ MODEL_CONFIG_FILE = "model_config.json"
 MODEL_DESCRIBING_KEYS = ("model_id", "kind", "encoder", "pooling", "max_length", "loss")
 #: The run's pointer to its promoted model and thresholds (written by retraining, read by predict).
 POINTER_FILE = "current.json"
+#: Beside thresholds.json while the evaluate stage replaces its three outputs (predictions, thresholds,
+#: report): they are one unit, and readers refuse them while it is there (:func:`require_evaluated`).
+EVALUATING_FILE = "_EVALUATING.json"
+
+
+def require_evaluated(folder: Location, what: str) -> None:
+    """Refuse ``what`` (an output of the evaluate stage in ``folder``) while that folder's evaluate outputs
+    are being replaced, or were left half-replaced by a killed evaluate: they may come from two
+    evaluations."""
+    marker = folder.join(EVALUATING_FILE)
+    if not marker.exists():
+        return
+    try:
+        started = read_json(marker)
+    except (OSError, ValueError):
+        started = {}
+    who = ", ".join(f"{k} {started[k]}" for k in ("started", "host", "pid") if k in started)
+    raise InputError(
+        f"{what}: the evaluate stage of {folder.uri} is replacing its outputs or was interrupted doing so "
+        f"({who or marker.uri}); its predictions, thresholds and report may come from two evaluations; "
+        "run the evaluate stage again"
+    )
 
 
 @dataclass(frozen=True)
@@ -104,6 +128,10 @@ class RunLayout(Location):
     @property
     def pointer(self) -> Location:
         return self.join(POINTER_FILE)
+
+    @property
+    def evaluating(self) -> Location:
+        return self.join(EVALUATING_FILE)
 
     @property
     def manifests(self) -> Location:

@@ -51,6 +51,11 @@ class Location:
         uri = self.uri.rstrip("/") + "/" + "/".join(parts)
         return Location(self.fs, path, uri)
 
+    @property
+    def parent(self) -> Location:
+        """The folder holding this location."""
+        return Location(self.fs, posixpath.dirname(self.path), posixpath.dirname(self.uri.rstrip("/")))
+
     def exists(self) -> bool:
         return self.fs.get_file_info(self.path).type != pafs.FileType.NotFound
 
@@ -112,6 +117,12 @@ def read_bytes(loc: Location) -> bytes:
 
 def read_json(loc: Location) -> Any:
     return json.loads(read_bytes(loc))
+
+
+def delete_file(loc: Location) -> None:
+    """Remove the file at ``loc`` if there is one."""
+    if loc.exists():
+        loc.fs.delete_file(loc.path)
 
 
 def delete_dir(loc: Location) -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import os
+import socket
 import time
 from collections import Counter
 from typing import Any
@@ -23,9 +25,17 @@ import ray.data
 
 from pipeline.core.config import Config
 from pipeline.core.errors import InputError
-from pipeline.core.layout import MODEL_DESCRIBING_KEYS, RunLayout
+from pipeline.core.layout import MODEL_DESCRIBING_KEYS, RunLayout, require_evaluated
 from pipeline.core.progress import RowProgress
-from pipeline.core.storage import Location, read_json, require_complete, staged_dir, write_bytes, write_json
+from pipeline.core.storage import (
+    Location,
+    delete_file,
+    read_json,
+    require_complete,
+    staged_dir,
+    write_bytes,
+    write_json,
+)
 from pipeline.data.labels import outside_counts
 from pipeline.data.prepare import PartFiles
 from pipeline.evaluation import label_names
@@ -147,6 +157,13 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
         raise InputError(f"{run.uri}: the model's label vocabulary differs from label_stats.json; retrain")
     train_counts = np.array([stats["label_counts"][lab]["train"] for lab in labels])
     check_scoring_resources(ecfg, "evaluate")
+    if run.evaluating.exists():
+        log.warning(
+            "the last evaluate of %s was interrupted while it replaced its outputs (%s is left); this one "
+            "replaces them all",
+            run.uri,
+            run.evaluating.uri,
+        )
     names: dict[str, str] = {}
     if ecfg.label_names.source is not None:  # read and checked before any scoring
         label_names.check_kind(str(model_cfg.get("kind", "encoder")))
@@ -264,10 +281,20 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
             compare if ("/" in compare) else cfg.run.output.rstrip("/") + "/" + compare, cfg.storage
         )
         _require(other_run.metrics, "evaluate (of the compared run)")
+        require_evaluated(other_run, f"compare: {other_run.metrics.uri}")
         other_doc = read_json(other_run.metrics)
         other = (compare, other_doc, other_doc)
 
-    # Predictions first, the report last: a report on storage always describes predictions that exist.
+    # The three outputs are one unit: the marker, written first and removed last, makes readers refuse them
+    # (pipeline.core.layout.require_evaluated) while some are old and some new, or after a kill in between.
+    write_json(
+        run.evaluating,
+        {
+            "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+        },
+    )
     thresholds = np.asarray(thr.thresholds, dtype=np.float64)
     predictions = run.predictions
     for split, ds in scored.items():
@@ -286,6 +313,7 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
             render_html(doc, ev, plots, compare=other, thresholds=thr_doc).encode(),
         )
         write_json(stage.join("metrics.json"), doc)
+    delete_file(run.evaluating)
     print(summary_table(doc, other[1] if other else None), flush=True)
     log.info("evaluate done in %.1fs: report at %s", time.perf_counter() - t0, rep.join("report.html").uri)
     return doc

@@ -21,6 +21,7 @@ Files (no pickle): ``encoder/`` and ``tokenizer/`` (``save_pretrained``), ``froz
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
@@ -286,17 +287,26 @@ class CombinedClassifier(nn.Module):
         self.head.embedding.bias.copy_(bias.to(self.head.embedding.bias))
 
 
-def choose_mix(
-    branch_scores: Sequence[np.ndarray], score: Any, grid: Sequence[float] = MIX_GRID
-) -> tuple[float, Any]:
+def mix_scores(s0: np.ndarray, s1: np.ndarray, w: float) -> np.ndarray:
+    """``w * s0 + (1 - w) * s1`` in float32: the mix of a combined model's branch probabilities."""
+    return np.float32(w) * s0 + np.float32(1.0 - w) * s1
+
+
+def choose_mix(branch_scores: Any, score: Any, grid: Sequence[float] = MIX_GRID) -> tuple[float, Any]:
     """The weight w of ``grid`` whose mix ``w * s_0 + (1 - w) * s_1`` of the branches' probabilities scores
-    highest by ``score(mixed) -> (value, anything)``; returns (w, that anything). Ties go to the earlier w."""
-    if len(branch_scores) != 2:
-        raise ValueError(f"expected the scores of 2 branches, got {len(branch_scores)}")
-    s0, s1 = (np.asarray(s, dtype=np.float32) for s in branch_scores)
+    highest by ``score(mixed) -> (value, anything)``; returns (w, that anything). Ties go to the earlier w.
+
+    ``branch_scores``: the two branches' arrays, or blocks with a ``mixed(w)`` method that mixes them block
+    by block (``pipeline.training.validation_scores.RankBlocks``)."""
+    mixed = getattr(branch_scores, "mixed", None)
+    if mixed is None:
+        if len(branch_scores) != 2:
+            raise ValueError(f"expected the scores of 2 branches, got {len(branch_scores)}")
+        s0, s1 = (np.asarray(s, dtype=np.float32) for s in branch_scores)
+        mixed = functools.partial(mix_scores, s0, s1)
     best: tuple[float, float, Any] | None = None
     for w in grid:
-        value, extra = score(np.float32(w) * s0 + np.float32(1.0 - w) * s1)
+        value, extra = score(mixed(w))
         if best is None or value > best[1]:
             best = (float(w), float(value), extra)
     assert best is not None, "grid is empty"

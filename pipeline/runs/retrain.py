@@ -52,7 +52,7 @@ import scipy.sparse as sp
 
 from pipeline.core.config import Config
 from pipeline.core.errors import InputError
-from pipeline.core.layout import POINTER_FILE, RunLayout
+from pipeline.core.layout import POINTER_FILE, RunLayout, require_evaluated
 from pipeline.core.storage import Location, locate, read_json, require_complete, write_bytes, write_json
 from pipeline.data.groups import GROUPS
 from pipeline.evaluation.document import HEADLINE, LOWER_IS_BETTER
@@ -223,6 +223,7 @@ def score_current(
     """The current model's metrics on `run`'s test split, over `run`'s label vocabulary."""
     model = _resolve(pointer["model"], project, cfg)
     thr_loc = _resolve(pointer["thresholds"], project, cfg)
+    require_evaluated(thr_loc.parent, f"the current thresholds {thr_loc.uri}")
     for loc, what in ((model.join("model_config.json"), "model"), (thr_loc, "thresholds")):
         if not loc.exists():
             raise InputError(f"{loc.uri} not found: the current {what} named by {project.uri}/{POINTER_FILE}")

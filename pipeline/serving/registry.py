@@ -15,7 +15,7 @@ import numpy as np
 
 from pipeline.core.config import Config, StorageSection
 from pipeline.core.errors import InputError
-from pipeline.core.layout import MODEL_CONFIG_FILE, RunLayout
+from pipeline.core.layout import MODEL_CONFIG_FILE, RunLayout, require_evaluated
 from pipeline.core.storage import Location, locate, read_json
 from pipeline.evaluation.thresholds import ThresholdResult
 from pipeline.serving.inputs import listed
@@ -116,6 +116,7 @@ def choose_model(cfg: Config, run: RunLayout) -> ModelChoice:
         raise InputError(
             f"{model_cfg_loc.uri}: not a model_config.json with a 'labels' list ({err!r})"
         ) from None
+    require_evaluated(thresholds.parent, f"thresholds {thresholds.uri} (from {thr_from})")
     try:
         thr_doc = read_json(thresholds)
         fitted = ThresholdResult.from_json_dict(thr_doc)

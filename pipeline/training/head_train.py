@@ -16,6 +16,7 @@ from torch import nn
 from pipeline.core.config import Config
 from pipeline.modeling.losses import build_loss
 from pipeline.training.embeddings import HeadData
+from pipeline.training.validation_scores import RankBlocks, ScoreBuffer
 
 #: report(epoch, metrics, state) is called after every epoch; `state` is what a resumed run needs.
 Reporter = Callable[[int, dict[str, float], dict[str, Any]], None]
@@ -37,15 +38,16 @@ def _dense(y: sp.csr_matrix, rows: np.ndarray) -> torch.Tensor:
 
 def _score(
     head: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y: sp.csr_matrix, batch_size: int
-) -> tuple[np.ndarray, float]:
-    """Validation scores and mean loss, batch by batch."""
-    scores, loss_sum = [], 0.0
+) -> tuple[RankBlocks, float]:
+    """Validation scores (blocks in the object store: no documents x labels matrix here) and mean loss,
+    batch by batch."""
+    scores, loss_sum = ScoreBuffer(y.shape[1]), 0.0
     for start in range(0, len(x), batch_size):
         rows = np.arange(start, min(start + batch_size, len(x)))
         logits = head(x[rows])
         loss_sum += float(loss_fn(logits, _dense(y, rows))) * len(rows)
-        scores.append(torch.sigmoid(logits).numpy())
-    return np.concatenate(scores), loss_sum / max(len(x), 1)
+        scores.add([torch.sigmoid(logits).numpy()])
+    return scores.finish(), loss_sum / max(len(x), 1)
 
 
 def train_head(

@@ -36,6 +36,7 @@ from pipeline.modeling.model import build_model, unwrap
 from pipeline.modeling.sampling import class_aware_indices, sample_weights, weighted_indices
 from pipeline.training import checkpoints
 from pipeline.training.checkpoints import latest_checkpoint, load_state, newer_checkpoint, save_state
+from pipeline.training.validation_scores import ScoreBuffer, all_gather
 
 
 def epoch_metrics(y: Any, scores: np.ndarray) -> dict[str, float]:
@@ -56,7 +57,7 @@ def epoch_metrics(y: Any, scores: np.ndarray) -> dict[str, float]:
     }
 
 
-def mixed_epoch_metrics(y: Any, branch_scores: list[np.ndarray], metric: str, mode: str) -> dict[str, float]:
+def mixed_epoch_metrics(y: Any, branch_scores: Any, metric: str, mode: str) -> dict[str, float]:
     """:func:`epoch_metrics` of the best mix of two branches' probabilities (see
     ``pipeline.modeling.frozen.choose_mix``) by the checkpoint metric, with that weight as ``mix``."""
     if metric == "val_loss":  # the loss is the branches' own; it cannot choose between mixes
@@ -91,10 +92,9 @@ def _autocast(device: torch.device, precision: str):
 
 def _gather(arr: Any) -> Any:
     """Concatenate an array (numpy or scipy.sparse) across data-parallel ranks (identity with one worker)."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+    parts = all_gather(arr)
+    if len(parts) == 1:
         return arr
-    parts: list[Any] = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(parts, arr)
     return sp.vstack(parts, format="csr") if sp.issparse(arr) else np.concatenate(parts, axis=0)
 
 
@@ -275,10 +275,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         val_loss = float(np.mean(_gather(np.array([val_loss]))))
         metrics = {"epoch": epoch, "train_loss": loss_sum / max(rows, 1), "val_loss": val_loss}
         if branched:
-            metrics.update(mixed_epoch_metrics(targets, [_gather(s) for s in scores], metric, mode))
+            metrics.update(mixed_epoch_metrics(targets, scores, metric, mode))
             unwrap(model).mix.fill_(metrics["mix"])  # before best_weights are copied: they carry it
         else:
-            metrics.update(epoch_metrics(targets, _gather(scores)))
+            metrics.update(epoch_metrics(targets, scores))
+        del scores  # the stored validation scores leave the object store
         metrics["samples_per_s"] = rows * world / max(train_time, 1e-9)
         # Rank 0's share of the epoch spent waiting for batches: near 0 when the input pipeline keeps up.
         metrics["input_wait_fraction"] = batches.seconds / max(train_time, 1e-9)
@@ -457,10 +458,12 @@ def _validate(
     c: int,
     branched: bool = False,
 ) -> tuple[float, Any, sp.csr_matrix]:
-    """(mean loss, dense scores, sparse 0/1 targets) of this worker's validation shard; ``branched``: the
-    scores are a list with each branch's, the loss their sum (what training minimises)."""
+    """(mean loss, scores, sparse 0/1 targets) of this worker's validation shard. The scores of all ranks as
+    blocks in the object store (``validation_scores.RankBlocks``: no documents x labels matrix here);
+    ``branched``: blocks of both branches, mixed by their ``mixed(w)``, the loss the branches' sum (what
+    training minimises). Collective: every rank calls it."""
     model.eval()
-    scores, targets, loss_sum, rows = [], [], 0.0, 0
+    scores, targets, loss_sum, rows = ScoreBuffer(c, 2 if branched else 1), [], 0.0, 0
     for batch in shard.iter_torch_batches(batch_size=batch_size):
         y = dense_targets(batch["label_idx"].to(device), c)
         features = {k: batch[k].to(device) for k in columns}
@@ -469,16 +472,11 @@ def _validate(
         logits = logits.float()
         loss_sum += sum(float(loss_fn(z, y)) for z in logits) * len(y)
         rows += len(y)
-        scores.append(torch.sigmoid(logits).cpu().numpy())
+        scores.add(list(torch.sigmoid(logits).cpu().numpy()))
         # Ray puts the batch on the worker's device: a GPU's tensors must come back before numpy.
         targets.append(csr_from_padded(batch["label_idx"].cpu().numpy(), c))
-    k = 2 if branched else 1
-    if not scores:
-        empty = [np.zeros((0, c), np.float32)] * k
-        return 0.0, empty if branched else empty[0], sp.csr_matrix((0, c), dtype=np.int8)
-    per_branch = [np.concatenate([s[i] for s in scores]) for i in range(k)]
-    y = sp.vstack(targets, format="csr")
-    return loss_sum / max(rows, 1), per_branch if branched else per_branch[0], y
+    y = sp.vstack(targets, format="csr") if targets else sp.csr_matrix((0, c), dtype=np.int8)
+    return loss_sum / max(rows, 1), scores.finish(), y
 
 
 def _report(
