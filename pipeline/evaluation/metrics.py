@@ -205,7 +205,7 @@ def _merge_below(x: tuple[Any, Any, Any], y: tuple[Any, Any, Any]) -> tuple[Any,
 
 def sorted_label_scores(s: NDArray[Any], labels: NDArray[np.intp] | None = None) -> NDArray[Any]:
     """Scores of the given label columns (all if None), one contiguous row per label, sorted ascending."""
-    rows = np.ascontiguousarray(s.T) if labels is None else s.T[labels]
+    rows = np.array(s.T, order="C") if labels is None else s.T[labels]  # a copy: blocks may be read-only
     rows.sort(axis=1)
     return rows
 

@@ -39,9 +39,10 @@ from pipeline.training.checkpoints import latest_checkpoint, load_state, newer_c
 from pipeline.training.validation_scores import ScoreBuffer, all_gather
 
 
-def epoch_metrics(y: Any, scores: np.ndarray) -> dict[str, float]:
+def epoch_metrics(y: Any, scores: Any) -> dict[str, float]:
     """Validation metrics at 0.5 and after per-label threshold tuning; macro averages over the whole
-    vocabulary, zero_division=0. `y` is 0/1, dense or scipy.sparse (the loop passes CSR)."""
+    vocabulary, zero_division=0. `y` is 0/1, dense or scipy.sparse (the loop passes CSR); `scores` an array
+    or ``ScoreBlocks`` (the loop passes ``validation_scores.RankBlocks``)."""
     from pipeline.evaluation.metrics import per_label_ap
 
     ap = per_label_ap(y, scores)
