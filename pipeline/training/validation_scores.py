@@ -84,15 +84,11 @@ class RankBlocks(ScoreBlocks):
 
     def mixed(self, w: float) -> RankBlocks:
         """The mix ``w * branch 0 + (1 - w) * branch 1`` of a two-branch store, computed per block."""
-        return RankBlocks(self.blocks, self.first, self.shape, functools.partial(_mixed, w=w))
+        return RankBlocks(self.blocks, self.first, self.shape, functools.partial(mix_scores, w=w))
 
 
 def _whole(a: int, block: np.ndarray) -> np.ndarray:
     return np.array(block)
-
-
-def _mixed(s0: np.ndarray, s1: np.ndarray, w: float) -> np.ndarray:
-    return mix_scores(s0, s1, w)
 
 
 class ScoreBuffer:
