@@ -86,6 +86,15 @@ WHAT: dict[str, tuple[str, str]] = {
         "with Ray started, before the stage. Code: the commit of the `pipeline` package measured. The "
         "figures must not differ between code versions (the evaluation is exact).",
     ),
+    "label_stats": (
+        "Label statistics at scale",
+        "The prepare stage's statistics pass (read, canonical columns, row and duplicate keys, row issues, "
+        "per-block label counts merged once) through Ray Data against one polars query in one process "
+        "(same row semantics and counts, no keys) over the same generated Parquet shards, and on a local "
+        "ray.cluster_utils.Cluster of one 1-CPU node against two. Each side: one untimed pass, then the "
+        "median of the timed passes; ratio = polars seconds / Ray seconds (Ray against polars) and one "
+        "node's seconds / two nodes' (scaling).",
+    ),
     "tune_throughput": (
         "Tune trials per hour",
         "Ray Tune trials per hour on the demo config: full fine-tuning trials against embeddings-mode trials "
@@ -671,6 +680,42 @@ def eval_memory(d: J) -> list[str]:
     return out
 
 
+def label_stats(d: J) -> list[str]:
+    rows = []
+    for r in d["runs"]:
+        one, two = r["cluster"]["nodes_1"], r["cluster"]["nodes_2"]
+        rows.append(
+            [
+                fmt(r["rows"]),
+                f"{fmt(r['polars']['seconds'], 2)} ({fmt(r['polars']['rows_per_s'] / 1e6, 2)} M/s)",
+                f"{fmt(r['ray_local']['seconds'], 2)} ({fmt(r['ray_local']['rows_per_s'] / 1e6, 2)} M/s)",
+                fmt(r["ratio"]),
+                fmt(one["seconds"], 2),
+                fmt(two["seconds"], 2),
+                fmt(r["cluster"]["ratio"]),
+                "yes" if r["counts_identical"] else "no",
+            ]
+        )
+    head = [
+        "rows",
+        "polars s (rows/s)",
+        "Ray Data, 2 CPUs, s (rows/s)",
+        "ratio Ray / polars",
+        "1 node x 1 CPU s",
+        "2 nodes x 1 CPU s",
+        "ratio 2 nodes / 1",
+        "counts equal",
+    ]
+    out = table(head, rows)
+    for name, t in d["targets"].items():
+        out.append(
+            f"Target (issue #25) {name.replace('_', ' ')} at {fmt(t['rows'])} rows: at least "
+            f"{fmt(t['target'])}; measured {fmt(t['ratio'])}: {'met' if t['met'] else 'not met'}."
+        )
+        out.append("")
+    return out
+
+
 #: Issue #25's evaluate driver memory target at 80,000 documents x 7,900 labels.
 EVAL_MEMORY_TARGET_MB = 1500
 
@@ -690,6 +735,7 @@ RENDER: dict[str, Callable[[J], list[str]]] = {
     "tune_throughput": tune_throughput,
     "gpu_efficiency": gpu_efficiency,
     "eval_memory": eval_memory,
+    "label_stats": label_stats,
 }
 
 

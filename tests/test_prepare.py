@@ -16,7 +16,8 @@ import pytest
 import ray.data
 
 from pipeline.core.errors import InputError
-from pipeline.data.prepare import normalised_text, run_prepare
+from pipeline.data.prepare import run_prepare
+from pipeline.data.row_keys import normalised_text
 from pipeline.data.sources import SPLITS
 from pipeline.data.split import label_matrix, stratified_assign
 from tests.conftest import (

@@ -9,7 +9,6 @@ Every check runs before anything is written, so a failed run leaves no output be
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import time
 from typing import Any
@@ -27,6 +26,7 @@ from pipeline.core.config import Config
 from pipeline.core.errors import InputError
 from pipeline.core.layout import RunLayout
 from pipeline.core.storage import Location, staged_dir, write_json
+from pipeline.data import row_keys
 from pipeline.data import stats as stats_mod
 from pipeline.data.sources import SPLITS, InputSpec, discover, normalise_split_name
 from pipeline.data.split import stratified_assign
@@ -51,13 +51,9 @@ class PartFiles(FilenameProvider):
 
 
 def _row_key(row_id: str | None, text: str, labels: list[str]) -> int:
-    """A stable 63-bit key: from the id when there is one, else from the content (so exact duplicates
-    always land in the same split)."""
-    return _hash_key(row_id if row_id is not None else text + "\x1f" + "\x1e".join(labels))
-
-
-def _hash_key(basis: str) -> int:
-    return int.from_bytes(hashlib.blake2b(basis.encode(), digest_size=8).digest(), "little") >> 1
+    """A stable 63-bit key of one row (the per-row definition `Normalise` vectorises): from the id when there
+    is one, else from the content (so exact duplicates always land in the same split)."""
+    return row_keys.reference_key(row_id if row_id is not None else text + "\x1f" + "\x1e".join(labels))
 
 
 def _path_key(path: str) -> str:
@@ -67,49 +63,50 @@ def _path_key(path: str) -> str:
 
 
 @functools.cache
-def _space_class() -> str:
-    """A regex character class of the characters Python's str.strip() removes (all in the BMP)."""
-    return "[" + "".join(f"\\x{{{ord(c):x}}}" for c in map(chr, range(0x10000)) if c.isspace()) + "]"
-
-
-@functools.cache
 def _blank_pattern() -> str:
     """A regex matching texts made only of characters Python's str.strip() removes (`not text.strip()`)."""
-    return f"^{_space_class()}*$"
+    return f"^{row_keys.space_class()}*$"
 
 
-def normalised_text(text: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
-    """The text duplicates are found by: Unicode NFC, lower case, whitespace runs (the same characters as for
-    empty_text) collapsed to one space, trimmed. Arrow kernels only."""
-    text = pc.utf8_lower(pc.utf8_normalize(text, form="NFC"))
-    text = pc.replace_substring_regex(text, pattern=f"{_space_class()}+", replacement=" ")
-    return pc.utf8_trim_whitespace(text)
-
-
-def _text_key(text: str) -> int:
-    """A 63-bit key of a normalised text, from a hash family of its own (`person`) so it never equals the key
-    of an id that happens to spell the same string."""
-    digest = hashlib.blake2b(text.encode(), digest_size=8, person=b"normtext").digest()
-    return int.from_bytes(digest, "little") >> 1
+def _hex_ids(keys: np.ndarray) -> pa.Array:
+    """`row-<key as 16 lower-case hex digits>` for each key, built as fixed-width bytes in numpy."""
+    n = len(keys)
+    nibbles = keys.astype(">u8").view(np.uint8).reshape(n, 8)
+    digits = np.frombuffer(b"0123456789abcdef", np.uint8)
+    chars = np.empty((n, 20), np.uint8)
+    chars[:, :4] = np.frombuffer(b"row-", np.uint8)
+    chars[:, 4::2] = digits[nibbles >> 4]
+    chars[:, 5::2] = digits[nibbles & 15]
+    offsets = np.arange(0, 20 * (n + 1), 20, dtype=np.int32)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(chars))
 
 
 def _clean_labels(labels: pa.ChunkedArray) -> pa.Array:
     """Each row's labels without nulls, empty strings and repeats (first occurrence kept, order kept), as
-    list<string>; a null list becomes an empty one. Arrow and numpy only, no per-label Python."""
-    flat, lengths = stats_mod.flat_lists(labels.cast(pa.list_(pa.string())))
+    list<string>; a null list becomes an empty one. Arrow and numpy only, no per-label Python; a column
+    with nothing to remove is returned as it is (the common case, and twice as fast)."""
+    column = labels.cast(pa.list_(pa.string()))
+    flat, lengths = stats_mod.flat_lists(column)
     n = len(lengths)
     parents = np.repeat(np.arange(n), lengths)
-    keep = np.array(pc.fill_null(pc.greater(pc.utf8_length(flat), 0), False), dtype=bool)
-    at = np.flatnonzero(keep)
-    if len(at):
-        codes = pc.dictionary_encode(flat.take(pa.array(at))).indices.to_numpy(zero_copy_only=False)
-        pair = parents[at] * (int(codes.max()) + 1) + codes
-        keep[:] = False
-        keep[at[np.unique(pair, return_index=True)[1]]] = True
+    valid = pc.fill_null(pc.greater(pc.utf8_length(flat), 0), False)
+    at = None if pc.all(valid).as_py() is not False else np.flatnonzero(valid.to_numpy(zero_copy_only=False))
+    kept = flat if at is None else flat.take(pa.array(at))
+    codes = pc.dictionary_encode(kept).indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    pair = (parents if at is None else parents[at]) * (int(codes.max(initial=0)) + 1) + codes
+    ordered = np.sort(pair)
+    repeats = bool((ordered[1:] == ordered[:-1]).any())
+    if at is None and not repeats and not column.null_count:
+        return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if repeats:
+        first = np.unique(pair, return_index=True)[1]
+        first.sort()
+        at = first if at is None else at[first]
+    elif at is None:
+        at = np.arange(len(flat))
     offsets = np.zeros(n + 1, dtype=np.int32)
-    np.cumsum(np.bincount(parents[keep], minlength=n), out=offsets[1:])
-    values = flat.filter(pa.array(keep))
-    return pa.ListArray.from_arrays(pa.array(offsets), values, type=pa.list_(pa.string()))
+    np.cumsum(np.bincount(parents[at], minlength=n), out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), flat.take(pa.array(at)), type=pa.list_(pa.string()))
 
 
 class Normalise:
@@ -117,9 +114,10 @@ class Normalise:
 
     Labels: nulls, empty strings and repeats removed (first occurrence kept). Row key: `_row_key` of the id
     when there is one, else of the content. Issues: bad_split_value:<value>, empty_text (null or only
-    whitespace), no_labels. With `group_key`, also `_group`: `_text_key` of `normalised_text` (rows with the
-    same normalised text are one duplicate group, split together), or the row key for empty texts, which are
-    no group. Column work is Arrow; Python runs once per row only for the key hashes.
+    whitespace), no_labels. With `group_key`, also `_group`: the `text` family key of
+    `row_keys.normalised_text` (rows with the same normalised text are one duplicate group, split together),
+    or the row key for empty texts, which are no group. Arrow and numpy only: Python runs per distinct split
+    value and file, never per row (except for ids of a type other than string or integer).
     """
 
     def __init__(
@@ -138,71 +136,79 @@ class Normalise:
             None if split_of_path is None else {_path_key(f): s for f, s in split_of_path.items()}
         )
 
-    def _splits_by_path(self, paths: pa.ChunkedArray) -> list[str]:
-        """Each row's split from the split folder of the file it was read from (Ray's `path` column)."""
-        assert self.split_of_path is not None
-        enc = pc.dictionary_encode(paths.combine_chunks())
+    def _raw_splits(self, table: pa.Table) -> pa.DictionaryArray | None:
+        """Each row's split as written in the data (dictionary-encoded), or None for a fixed split."""
+        if self.split_from_column:
+            return pc.dictionary_encode(table.column(self.cols["split"]).combine_chunks())
+        if self.split_of_path is None:
+            return None
+        enc = pc.dictionary_encode(table.column("path").combine_chunks())
         names = []
         for path in enc.dictionary.to_pylist():
             split = self.split_of_path.get(_path_key(path))
             if split is None:
                 raise InputError(f"read a row from {path!r}, which is in no split folder found by discover")
             names.append(split)
-        return np.asarray(names, dtype=object)[enc.indices.to_numpy(zero_copy_only=False)].tolist()
+        return pa.DictionaryArray.from_arrays(enc.indices, pa.array(names, pa.string()))
+
+    def _splits(self, table: pa.Table) -> tuple[pa.Array, pa.Array]:
+        """(each row's split name or null, its issue when the written split is no split name or null). Python
+        runs once per distinct written value."""
+        n = table.num_rows
+        raw = self._raw_splits(table)
+        if raw is None:
+            return pa.repeat(pa.scalar(self.fixed_split, pa.string()), n), pa.nulls(n, pa.string())
+        values = raw.dictionary.to_pylist()
+        names = [normalise_split_name(v) if isinstance(v, str) else None for v in values]
+        issues = [f"bad_split_value:{v}" if sp is None else None for v, sp in zip(values, names, strict=True)]
+        splits = pc.take(pa.array(names, pa.string()), raw.indices)
+        return splits, pc.take(pa.array(issues, pa.string()), raw.indices)
 
     def __call__(self, table: pa.Table) -> pa.Table:
         n = table.num_rows
-        raw_text = table.column(self.cols["text"]).cast(pa.string())
-        text = pc.fill_null(raw_text, "")
+        text = pc.fill_null(table.column(self.cols["text"]).cast(pa.string()).combine_chunks(), "")
         clean = _clean_labels(table.column(self.cols["labels"]))
+        ids = pa.nulls(n, pa.string())
         if self.has_id:
-            id_col = table.column(self.cols["id"])
+            id_col = table.column(self.cols["id"]).combine_chunks()
             if pa.types.is_string(id_col.type) or pa.types.is_large_string(id_col.type):
-                ids = id_col.cast(pa.string()).to_pylist()
+                ids = id_col.cast(pa.string())
+            elif pa.types.is_integer(id_col.type):
+                ids = pc.cast(id_col, pa.string())  # the digits str() writes
             else:
-                ids = [None if v is None else str(v) for v in id_col.to_pylist()]
-        else:
-            ids = [None] * n
-        if any(rid is None for rid in ids):
-            content = pc.binary_join_element_wise(text, pc.binary_join(clean, "\x1e"), "\x1f").to_pylist()
-            bases = [c if rid is None else rid for rid, c in zip(ids, content, strict=True)]
-        else:
-            bases = ids
-        keys = np.fromiter(map(_hash_key, bases), dtype=np.int64, count=n)
-        out_ids = [rid if rid is not None else f"row-{k:016x}" for rid, k in zip(ids, keys, strict=True)]
+                ids = pa.array([None if v is None else str(v) for v in id_col.to_pylist()], pa.string())
+        no_id = ids.is_null()
+        bases = ids
+        if ids.null_count:
+            content = pc.binary_join_element_wise(text, pc.binary_join(clean, "\x1e"), "\x1f")
+            bases = pc.if_else(no_id, content, ids)
+        keys = row_keys.string_keys(bases, "row")
+        out_ids = pc.if_else(no_id, _hex_ids(keys), ids) if ids.null_count else ids
 
-        if self.split_from_column:
-            raw_splits = table.column(self.cols["split"]).to_pylist()
-        elif self.split_of_path is not None:
-            raw_splits = self._splits_by_path(table.column("path"))
-        else:
-            raw_splits = [self.fixed_split] * n
-        memo = {r: normalise_split_name(r) for r in set(raw_splits) if isinstance(r, str)}
-        splits = [memo.get(r) if isinstance(r, str) else None for r in raw_splits]
-        bad = [r is not None and sp is None for r, sp in zip(raw_splits, splits, strict=True)]
+        splits, split_issue = self._splits(table)
+        bad = pc.is_valid(split_issue).to_numpy(zero_copy_only=False)
         blank = pc.match_substring_regex(text, _blank_pattern())
         empty_text = pc.fill_null(blank, True).to_numpy(zero_copy_only=False)
         no_labels = pc.equal(pc.list_value_length(clean), 0).to_numpy(zero_copy_only=False)
-        issues = np.where(empty_text, "empty_text", np.where(no_labels, "no_labels", "")).astype(object)
-        for i in np.flatnonzero(bad):
-            issues[i] = f"bad_split_value:{raw_splits[i]}"
-        bad = np.asarray(bad, dtype=bool)
-        keep = (issues == "") | (self.keep_empty & ~bad)
+        issues = pc.coalesce(
+            split_issue,
+            pc.if_else(pa.array(empty_text), "empty_text", pc.if_else(pa.array(no_labels), "no_labels", "")),
+        )
+        keep = ~(bad | empty_text | no_labels) | (self.keep_empty & ~bad)
         out = pa.table(
             {
-                "id": pa.array(out_ids, pa.string()),
+                "id": out_ids,
                 "text": text,
                 "labels": clean,
-                "split": pa.array(splits, pa.string()),
+                "split": splits,
                 "_key": pa.array(keys, pa.int64()),
-                "_issue": pa.array(issues, pa.string()),
+                "_issue": issues,
                 "_keep": pa.array(keep, pa.bool_()),
             }
         )
         if self.group_key:
-            norm = normalised_text(text).to_pylist()
-            group = np.where(empty_text, keys, np.fromiter(map(_text_key, norm), dtype=np.int64, count=n))
-            out = out.append_column("_group", pa.array(group, pa.int64()))
+            text_keys = row_keys.string_keys(row_keys.normalised_text(text), "text")
+            out = out.append_column("_group", pa.array(np.where(empty_text, keys, text_keys), pa.int64()))
         return out
 
 

@@ -4,8 +4,9 @@ Only the partials (one small record per block) travel to the driver, never the r
 
 Two passes over the prepared rows:
 
-1. `block_partial`: per split, documents, label counts (Arrow `value_counts`, no per-row Python), summed
-   label cardinality, and the row issues with a few example ids.
+1. `block_partial`: per split, documents, label counts (an Arrow group-by of (split, label)), summed label
+   cardinality, and the row issues with a few example ids; no Python per row or per label. `combine`
+   merges the blocks' label counts once, with one group-by over all of them.
 2. `block_pairs`: co-occurring label pairs of the train split, counted only among the `M` most frequent
    train labels (the candidates, known from pass 1) as a sparse `Y^T Y` per block. The driver sums the
    blocks into an `M x M` array, so memory is bounded by `M^2`, not by the vocabulary squared nor by the
@@ -50,6 +51,8 @@ class Partial:
     #: issue -> split -> count, for rows dropped or kept as all-negative.
     issues: dict[str, Counter] = field(default_factory=dict)
     examples: dict[str, list[str]] = field(default_factory=dict)
+    #: A block's label counts not folded into `splits` yet: (split index in SPLITS, label, count) rows.
+    counts: pa.Table | None = None
 
     def merge(self, other: Partial) -> None:
         for s in SPLITS:
@@ -61,14 +64,7 @@ class Partial:
             mine.extend(ex[: MAX_EXAMPLES - len(mine)])
 
 
-def _label_counts(labels: pa.ChunkedArray | pa.Array) -> Counter:
-    """label -> number of list entries holding it (rows hold each label once, so: documents)."""
-    flat = pc.list_flatten(labels)
-    if len(flat) == 0:
-        return Counter()
-    vc = pc.value_counts(flat)
-    values, counts = vc.field("values").to_pylist(), vc.field("counts").to_pylist()
-    return Counter({v: int(n) for v, n in zip(values, counts, strict=True) if v is not None})
+_SPLIT_VALUES = pa.array(list(SPLITS), pa.string())
 
 
 def split_mask(table: pa.Table, split: str) -> pa.ChunkedArray:
@@ -76,32 +72,60 @@ def split_mask(table: pa.Table, split: str) -> pa.ChunkedArray:
     return pc.fill_null(pc.and_(table.column("_keep"), pc.equal(table.column("split"), split)), False)
 
 
-def block_partial(table: pa.Table) -> pa.Table:
-    """Ray Data map_batches function (whole block, pyarrow): one row holding this block's pickled Partial."""
-    part = Partial()
+def _issue_partial(part: Partial, table: pa.Table) -> None:
+    """Issue counts by (issue, split) with an Arrow group-by, and the first few ids of each issue: Python
+    runs per distinct issue, not per row."""
     has_issue = pc.fill_null(pc.not_equal(table.column("_issue"), ""), False)
-    if pc.any(has_issue).as_py():
-        rows = table.filter(has_issue).select(["_issue", "split", "id"]).to_pydict()
-        for issue, split, rid in zip(rows["_issue"], rows["split"], rows["id"], strict=True):
-            part.issues.setdefault(issue, Counter())[split or "?"] += 1
-            ex = part.examples.setdefault(issue, [])
-            if len(ex) < MAX_EXAMPLES:
-                ex.append(rid)
-    for s in SPLITS:
-        labels = table.column("labels").filter(split_mask(table, s))
-        if len(labels) == 0:
-            continue
-        sp_ = part.splits[s]
-        sp_.docs = len(labels)
-        sp_.cardinality_sum = int(pc.sum(pc.list_value_length(labels)).as_py() or 0)
-        sp_.label_counts = _label_counts(labels)
+    if not pc.any(has_issue).as_py():
+        return
+    rows = table.filter(has_issue).select(["_issue", "split", "id"])
+    grouped = rows.group_by(["_issue", "split"], use_threads=False).aggregate([([], "count_all")])
+    columns = (grouped.column(c).to_pylist() for c in ("_issue", "split", "count_all"))
+    for issue, split, n in zip(*columns, strict=True):
+        part.issues.setdefault(issue, Counter())[split or "?"] += int(n)
+    for issue in part.issues:
+        ids = rows.filter(pc.equal(rows.column("_issue"), issue)).column("id").slice(0, MAX_EXAMPLES)
+        part.examples[issue] = ids.to_pylist()
+
+
+def block_partial(table: pa.Table) -> pa.Table:
+    """Ray Data map_batches function (whole block, pyarrow): one row holding this block's pickled Partial.
+    Counts are Arrow group-bys and numpy bincounts; no Python per row or per label."""
+    part = Partial()
+    _issue_partial(part, table)
+    codes = pc.index_in(table.column("split"), value_set=_SPLIT_VALUES)
+    keep = pc.fill_null(table.column("_keep"), False)
+    codes = pc.fill_null(pc.if_else(keep, codes, pa.scalar(None, pa.int32())), -1).to_numpy(
+        zero_copy_only=False
+    )
+    flat, lengths = flat_lists(table.column("labels"))
+    kept = codes >= 0
+    docs = np.bincount(codes[kept], minlength=len(SPLITS))
+    cardinality = np.bincount(codes[kept], weights=lengths[kept], minlength=len(SPLITS))
+    for k, s in enumerate(SPLITS):
+        part.splits[s].docs, part.splits[s].cardinality_sum = int(docs[k]), int(cardinality[k])
+    value_codes = np.repeat(codes, lengths)
+    at = pa.array(value_codes >= 0)
+    pairs = pa.table({"split": pa.array(value_codes.astype(np.int8)).filter(at), "label": flat.filter(at)})
+    part.counts = pairs.group_by(["split", "label"], use_threads=False).aggregate([([], "count_all")])
     return pa.table({"partial": pa.array([pickle.dumps(part)], pa.binary())})
 
 
 def combine(partials: list[bytes]) -> Partial:
+    """The blocks' partials merged once: label counts by one Arrow group-by over all blocks' counts."""
     total = Partial()
+    tables = []
     for blob in partials:
-        total.merge(pickle.loads(blob))
+        part = pickle.loads(blob)
+        if part.counts is not None and part.counts.num_rows:
+            tables.append(part.counts)
+        total.merge(part)
+    if tables:
+        counts = pa.concat_tables(tables).group_by(["split", "label"]).aggregate([("count_all", "sum")])
+        columns = [counts.column(c).to_pylist() for c in ("split", "label", "count_all_sum")]
+        for k, label, n in zip(*columns, strict=True):
+            if label is not None:
+                total.splits[SPLITS[k]].label_counts[label] = int(n)
     return total
 
 
