@@ -10,7 +10,7 @@ import pytest
 import scipy.sparse as sp
 
 from pipeline.evaluation.blocks import ArrayBlocks, as_blocks, gather, top_scores
-from pipeline.evaluation.metrics import evaluate
+from pipeline.evaluation.metrics import evaluate, score_figures
 from pipeline.evaluation.rank_adjust import adjusted_scores, choose_tau
 from pipeline.evaluation.thresholds import apply_thresholds, decisions, fit_thresholds
 
@@ -98,3 +98,45 @@ def test_block_helpers():
         as_blocks(np.array([[0.5, np.nan]]))
     with pytest.raises(ValueError, match="dense"):
         as_blocks(sp.csr_matrix(s))
+
+
+class _CountingBlocks(ArrayBlocks):
+    """ArrayBlocks that count the passes over them."""
+
+    passes = 0
+
+    def __iter__(self):
+        self.passes += 1
+        return super().__iter__()
+
+
+def test_score_figures_computed_once_give_the_same_report():
+    """evaluate(..., scored=score_figures(...)) equals evaluate alone, at any decisions, and reads the scores
+    only for the decision figures (the rank scores not at all)."""
+    y, s, counts = _data(seed=2)
+    labels = [f"l{j}" for j in range(s.shape[1])]
+    common = {"head_min": 50, "tail_max": 10, "n_train_docs": 200}
+    rank = adjusted_scores(s, counts / 200, 0.1)
+    scored = score_figures(y, s, counts, rank_scores=rank, **common)
+    for cut in (0.3, 0.5):
+        pred = apply_thresholds(s, np.full(len(labels), cut))
+        alone = evaluate(y, pred, s, labels, counts, rank_scores=rank, **common)
+        blocks, ranked = _CountingBlocks(s, rows=7), _CountingBlocks(rank, rows=7)
+        reused = evaluate(y, pred, blocks, labels, counts, rank_scores=ranked, scored=scored, **common)
+        _same(alone, reused)
+        assert ranked.passes == 0 and blocks.passes == 0
+        evaluate(y, pred, blocks, labels, counts, rank_scores=ranked, **common)
+        assert ranked.passes > 0 and blocks.passes > 1
+    with pytest.raises(ValueError, match="shape"):
+        evaluate(y[:5], pred[:5], s[:5], labels, counts, scored=scored, **common)
+
+
+def test_threshold_search_reads_the_scores_four_times():
+    """The positives' scores are gathered once for both searches and, without "at least one", one pass
+    counts the decisions for the floor check and the report."""
+    y, s, counts = _data(seed=3)
+    labels = [f"l{j}" for j in range(s.shape[1])]
+    blocks = _CountingBlocks(s, rows=7)
+    blocked = fit_thresholds(y, blocks, labels).to_json_dict()
+    assert blocks.passes == 4  # gather, per-label cuts, pooled cuts, decision counts
+    _same(fit_thresholds(y, s, labels).to_json_dict(), blocked)

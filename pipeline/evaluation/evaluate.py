@@ -43,7 +43,7 @@ from pipeline.evaluation.blocks import ScoreBlocks, top_scores
 from pipeline.evaluation.document import build_metrics_document, per_label_csv, summary_table
 from pipeline.evaluation.html import render_html
 from pipeline.evaluation.metrics import evaluate as compute_metrics
-from pipeline.evaluation.metrics import inverse_propensities
+from pipeline.evaluation.metrics import inverse_propensities, score_figures
 from pipeline.evaluation.plots import render_plots
 from pipeline.evaluation.rank_adjust import adjusted_scores, choose_tau
 from pipeline.evaluation.scoring import (
@@ -239,20 +239,30 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
     s_rank = (
         s_test.map(functools.partial(adjusted_scores, prior=prior, tau=rank["tau"])) if rank["tau"] else None
     )
+    # The score-only figures (AP, AUPRC, rankings) once, for the fitted thresholds and for 0.5 alike.
+    by_score = {k: v for k, v in measure.items() if k != "zero_shot"}
+    scored_test = score_figures(y_test, s_test, train_counts, rank_scores=s_rank, **by_score)
+    del s_rank
     ev = compute_metrics(
         y_test,
         pred_test,
         s_test,
         labels,
         train_counts,
-        rank_scores=s_rank,
         zero_shot_scored=named["scored"] if named else None,
+        scored=scored_test,
         **measure,
     )
-    del s_rank
-    # For the report: what a single 0.5 cut-off would have given on test.
+    # For the report: what a single 0.5 cut-off would have given on test (its ranking figures are the
+    # report's: they do not depend on the cut-off).
     at_half = compute_metrics(
-        y_test, decisions(s_test, np.full(len(labels), 0.5)), s_test, labels, train_counts, **measure
+        y_test,
+        decisions(s_test, np.full(len(labels), 0.5)),
+        s_test,
+        labels,
+        train_counts,
+        scored=scored_test,
+        **measure,
     )["overall"]
     provenance = {
         "run": cfg.run.name,

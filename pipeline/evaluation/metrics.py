@@ -74,8 +74,10 @@ def label_positives(y: Any, name: str = "y_true") -> Positives:
 
     Explicit zeros and the storage order of a sparse matrix do not matter: a dense matrix and any sparse form
     of it give the same :class:`Positives`. Raises ``ValueError`` for anything but 0 and 1 (duplicate sparse
-    entries are summed first, so a duplicated 1 is a 2).
+    entries are summed first, so a duplicated 1 is a 2). Positives are returned as they are.
     """
+    if isinstance(y, Positives):
+        return y
     if sp.issparse(y):
         if len(y.shape) != 2:
             raise ValueError(f"{name} must be 2-D, got shape {y.shape}")
@@ -210,9 +212,10 @@ def sorted_label_scores(s: NDArray[Any], labels: NDArray[np.intp] | None = None)
     return rows
 
 
-def label_cuts(pos: Positives, s: ArrayLike | ScoreBlocks) -> ScoreCuts:
+def label_cuts(pos: Positives, s: ArrayLike | ScoreBlocks, gathered: NDArray[Any] | None = None) -> ScoreCuts:
     """Per-label :class:`ScoreCuts` of the label matrix ``pos`` against the scores ``s`` (one pass over its
-    blocks after gathering the positives' scores: memory is a block and the positives)."""
+    blocks after gathering the positives' scores, unless ``gathered`` holds them: memory is a block and the
+    positives)."""
     blocks = as_blocks(s)
     n_labels = blocks.shape[1]
     with_pos = np.flatnonzero(pos.per_label() > 0)
@@ -224,7 +227,7 @@ def label_cuts(pos: Positives, s: ArrayLike | ScoreBlocks) -> ScoreCuts:
     slot[with_pos] = np.arange(with_pos.size)
     cuts = _streamed_cuts(
         slot[pos.cols],
-        gather(pos.rows, pos.cols, blocks),
+        gather(pos.rows, pos.cols, blocks) if gathered is None else gathered,
         with_pos.size,
         blocks,
         functools.partial(sorted_label_scores, labels=with_pos),
@@ -236,18 +239,22 @@ def label_cuts(pos: Positives, s: ArrayLike | ScoreBlocks) -> ScoreCuts:
 
 
 def pooled_cuts(
-    pos: Positives, s: ArrayLike | ScoreBlocks, cols: NDArray[np.intp] | None = None
+    pos: Positives,
+    s: ArrayLike | ScoreBlocks,
+    cols: NDArray[np.intp] | None = None,
+    gathered: NDArray[Any] | None = None,
 ) -> ScoreCuts:
-    """:class:`ScoreCuts` of all (document, label) cells of the columns ``cols`` (all if None) pooled."""
+    """:class:`ScoreCuts` of all (document, label) cells of the columns ``cols`` (all if None) pooled;
+    ``gathered``: the scores of all of ``pos``'s positives when already read (saves a pass)."""
     blocks = as_blocks(s)
     if cols is None:
-        rows, cols_ = pos.rows, pos.cols
+        rows, cols_, keep = pos.rows, pos.cols, slice(None)
     else:
         in_cols = np.zeros(blocks.shape[1], dtype=bool)
         in_cols[cols] = True
         keep = in_cols[pos.cols]
         rows, cols_ = pos.rows[keep], pos.cols[keep]
-    scores = gather(rows, cols_, blocks)
+    scores = gather(rows, cols_, blocks) if gathered is None else gathered[keep]
     flat = functools.partial(_sorted_cells, cols=cols)
     return _streamed_cuts(np.zeros(rows.size, dtype=np.int64), scores, 1, blocks, flat)
 
@@ -569,10 +576,10 @@ def _headline(
     cols: NDArray[np.intp],
     ap: NDArray[np.float64],
     f1_label: NDArray[np.float64],
-    p_at: Mapping[int, float] | None = None,
+    ranked: Mapping[str, Any],
 ) -> dict[str, Any]:
     """All headline metrics restricted to the label columns ``cols`` (all columns for the overall figures);
-    ``p_at``: the P@k of :data:`TOP_K` when already computed (by the overall ranking pass)."""
+    ``ranked``: their score figures (:func:`_column_score_figures`)."""
     n, n_labels = scores.shape
     out: dict[str, Any] = {
         "n_labels": int(cols.size),
@@ -585,7 +592,6 @@ def _headline(
         out.update(dict.fromkeys(names))
         out.update(macro_ap_n_labels=0, macro_ap_n_excluded=int(cols.size), labels_with_f1_gt_0=0)
         return out
-    every = cols.size == n_labels
     in_cols = np.zeros(n_labels, dtype=bool)
     in_cols[cols] = True
     t_in, p_in = in_cols[cnt.true.cols], in_cols[cnt.pred.cols]
@@ -624,17 +630,84 @@ def _headline(
     out["macro_ap"] = float(ap_sub[defined].mean()) if defined.any() else None
     out["macro_ap_n_labels"] = int(defined.sum())
     out["macro_ap_n_excluded"] = int((~defined).sum())
-    if true_s:
-        pooled = pooled_cuts(cnt.true, scores, None if every else cols)
-        out["micro_auprc"] = float(cut_ap(pooled, np.array([true_s], dtype=np.int64))[0])
-    else:
-        out["micro_auprc"] = None
-    if p_at is None:
-        p_at = _precision_at_ks(cnt.true, scores, TOP_K, None if every else cols)
+    out["micro_auprc"] = ranked["micro_auprc"]
     for k in TOP_K:
-        out[f"p_at_{k}"] = p_at[k]
+        out[f"p_at_{k}"] = ranked["p_at"][k]
     out["labels_with_f1_gt_0"] = int((f1_label[cols] > 0).sum())
     return out
+
+
+class ScoreFigures(NamedTuple):
+    """The figures of :func:`evaluate` that read only truth and scores, not the decisions: computed once and
+    passed to every :func:`evaluate` of the same truth and scores under other decisions (a report's figures
+    at 0.5 beside those at the fitted thresholds), which then reads the scores once, for nothing else."""
+
+    shape: tuple[int, int]
+    ap: NDArray[np.float64]
+    ranking: dict[str, float | None]
+    #: "overall" and each group -> micro_auprc and P@k (of TOP_K) over those columns.
+    columns: dict[str, dict[str, Any]]
+
+
+def _column_score_figures(
+    pos: Positives,
+    s: ScoreBlocks,
+    cols: NDArray[np.intp],
+    p_at: Mapping[int, float] | None,
+    gathered: NDArray[Any],
+) -> dict[str, Any]:
+    if cols.size == 0 or s.shape[0] == 0:
+        return {"micro_auprc": None, "p_at": dict.fromkeys(TOP_K)}
+    every = cols.size == s.shape[1]
+    true_s = int(pos.per_label()[cols].sum())
+    auprc = None
+    if true_s:
+        pooled = pooled_cuts(pos, s, None if every else cols, gathered)
+        auprc = float(cut_ap(pooled, np.array([true_s], dtype=np.int64))[0])
+    if p_at is None:
+        p_at = _precision_at_ks(pos, s, TOP_K, None if every else cols)
+    return {"micro_auprc": auprc, "p_at": dict(p_at)}
+
+
+def score_figures(
+    y_true: Any,
+    scores: ArrayLike,
+    train_counts: ArrayLike,
+    head_min: int = DEFAULT_HEAD_MIN,
+    tail_max: int = DEFAULT_TAIL_MAX,
+    n_train_docs: int | None = None,
+    propensity_a: float = DEFAULT_PROPENSITY_A,
+    propensity_b: float = DEFAULT_PROPENSITY_B,
+    rank_scores: ArrayLike | None = None,
+) -> ScoreFigures:
+    """Per-label AP, the ranking figures (of ``rank_scores`` when given) and, overall and per group, the
+    pooled AUPRC and P@k: see :func:`evaluate`, whose arguments these are."""
+    pos, s = checked_inputs(y_true, scores)
+    counts = np.asarray(train_counts, dtype=np.int64)
+    n, n_labels = s.shape
+    if counts.shape != (n_labels,):
+        raise ValueError(f"train_counts {counts.shape}: expected {n_labels} labels")
+    gathered = gather(pos.rows, pos.cols, s)
+    ap = cut_ap(label_cuts(pos, s, gathered), pos.per_label())
+    inv_ps = None
+    if n_train_docs is not None:
+        inv_ps = inverse_propensities(counts, n_train_docs, propensity_a, propensity_b)
+    rs = s if rank_scores is None else as_blocks(rank_scores, "rank_scores")
+    if rs.shape != s.shape:
+        raise ValueError(f"rank_scores must have the shape of scores {s.shape}, got {rs.shape}")
+    ranking: dict[str, float | None] = dict(_ranking(pos, rs, RANKING_K, inv_ps))
+    if inv_ps is None:
+        ranking.update({f"{m}_at_{k}": None for m in ("psp", "psndcg") for k in RANKING_K})
+    if n == 0 or n_labels == 0:
+        ranking = dict.fromkeys(ranking)  # undefined, as the other overall figures
+    p_at = {k: float(ranking[f"p_at_{k}"]) for k in TOP_K} if n and n_labels else None
+    groups = assign_groups(counts, head_min, tail_max)
+    columns = {"overall": _column_score_figures(pos, s, np.arange(n_labels), p_at, gathered)}
+    for g in GROUPS:
+        cols = np.flatnonzero(groups == g)
+        every = cols.size == n_labels
+        columns[g] = columns["overall"] if every else _column_score_figures(pos, s, cols, None, gathered)
+    return ScoreFigures((n, n_labels), ap, ranking, columns)
 
 
 def _zero_shot(
@@ -727,6 +800,7 @@ def evaluate(
     propensity_b: float = DEFAULT_PROPENSITY_B,
     rank_scores: ArrayLike | None = None,
     zero_shot_scored: Mapping[str, Mapping[str, Any]] | None = None,
+    scored: ScoreFigures | None = None,
 ) -> dict[str, Any]:
     """Every evaluation metric of the report, overall, per frequency group and per label.
 
@@ -761,6 +835,9 @@ def evaluate(
         When labels outside ``labels`` were scored from their names (``pipeline.evaluation.label_names``):
         ``predicted`` and ``hits`` (documents per scored label) and ``ranking`` (``p_at_5``,
         ``recall_at_5``), counted into the zero-shot group and the ``*_with_zero_shot`` figures.
+    scored : ScoreFigures, optional
+        :func:`score_figures` of the same ``y_true``, ``scores``, ``train_counts`` and settings (and
+        ``rank_scores``, which is then not read): only the decision figures are computed here.
 
     Returns
     -------
@@ -790,18 +867,13 @@ def evaluate(
     cnt = _Counts(yt, yp, hit, true_count, pred_count, tp)
     prec, rec = _divide(tp, pred_count), _divide(tp, true_count)
     f1 = _divide(2.0 * tp, true_count + pred_count)
-    ap = cut_ap(label_cuts(yt, s), true_count)
-    inv_ps = None
-    if n_train_docs is not None:
-        inv_ps = inverse_propensities(counts, n_train_docs, propensity_a, propensity_b)
-    rs = s if rank_scores is None else as_blocks(rank_scores, "rank_scores")
-    if rs.shape != s.shape:
-        raise ValueError(f"rank_scores must have the shape of scores {s.shape}, got {rs.shape}")
-    ranking: dict[str, float | None] = dict(_ranking(yt, rs, RANKING_K, inv_ps))
-    if inv_ps is None:
-        ranking.update({f"{m}_at_{k}": None for m in ("psp", "psndcg") for k in RANKING_K})
-    if s.shape[0] == 0 or n_labels == 0:
-        ranking = dict.fromkeys(ranking)  # undefined, as the other overall figures
+    if scored is None:
+        scored = score_figures(
+            yt, s, counts, head_min, tail_max, n_train_docs, propensity_a, propensity_b, rank_scores
+        )
+    elif scored.shape != s.shape:
+        raise ValueError(f"scored figures are of shape {scored.shape}, scores {s.shape}")
+    ap, ranking = scored.ap, scored.ranking
 
     per_label = [
         {
@@ -820,13 +892,14 @@ def evaluate(
         }
         for j in range(n_labels)
     ]
-    p_at = {k: float(ranking[f"p_at_{k}"]) for k in TOP_K} if s.shape[0] and n_labels else None
-    overall = _headline(cnt, s, np.arange(n_labels), ap, f1, p_at)
+    overall = _headline(cnt, s, np.arange(n_labels), ap, f1, scored.columns["overall"])
     by_group = {}
     for g in GROUPS:
         cols = np.flatnonzero(groups == g)
         # A group holding every label (all head, say) is the overall set: skip recomputing it.
-        by_group[g] = dict(overall) if cols.size == n_labels else _headline(cnt, s, cols, ap, f1)
+        by_group[g] = (
+            dict(overall) if cols.size == n_labels else _headline(cnt, s, cols, ap, f1, scored.columns[g])
+        )
     by_group[ZERO_SHOT], zero_shot_rows, with_zero_shot = _zero_shot(
         zero_shot or {}, labels, cnt, overall, zero_shot_scored
     )

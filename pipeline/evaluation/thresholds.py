@@ -31,7 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import ArrayLike, NDArray
 
-from pipeline.evaluation.blocks import ScoreBlocks, as_blocks, row_ranges
+from pipeline.evaluation.blocks import ScoreBlocks, as_blocks, gather, row_ranges
 from pipeline.evaluation.metrics import (
     Positives,
     ScoreCuts,
@@ -116,11 +116,13 @@ def best_f1_thresholds(
     return thr, f1, support
 
 
-def _global_optimum(y: Positives, s: ScoreBlocks) -> tuple[float, float]:
+def _global_optimum(
+    y: Positives, s: ScoreBlocks, gathered: NDArray[Any] | None = None
+) -> tuple[float, float]:
     total = y.rows.size
     if total == 0:
         return NO_POSITIVES_THRESHOLD, 0.0
-    thr, f1 = _best_cuts(pooled_cuts(y, s), np.array([total], dtype=np.int64))
+    thr, f1 = _best_cuts(pooled_cuts(y, s, gathered=gathered), np.array([total], dtype=np.int64))
     return float(thr[0]), float(f1[0])
 
 
@@ -455,7 +457,10 @@ class ThresholdResult:
 
 
 def _greedy_revert(
-    y: Positives, s: ScoreBlocks, thresholds: NDArray[np.float64], t_global: float
+    y: Positives,
+    thresholds: NDArray[np.float64],
+    t_global: float,
+    counts: list[tuple[NDArray[np.int64], NDArray[np.int64]]],
 ) -> tuple[NDArray[np.bool_], bool]:
     """Labels to send back to the global threshold until micro-F1 reaches the global threshold's.
 
@@ -466,9 +471,7 @@ def _greedy_revert(
     F1, some single revert does too.
     """
     pos = int(y.rows.size)
-    (tp_c, fp_c), (tp_g, fp_g) = _decision_counts(
-        y, s, [thresholds, np.full(s.shape[1], t_global)], at_least_one=False
-    )
+    (tp_c, fp_c), (tp_g, fp_g) = counts
     tp_goal, fp_goal = int(tp_g.sum()), int(fp_g.sum())
     tp, fp = int(tp_c.sum()), int(fp_c.sum())
     d_tp, d_fp = tp_g - tp_c, fp_g - fp_c
@@ -565,8 +568,9 @@ def fit_thresholds(
             raise ValueError(f"prior must have shape ({n_labels},), got {np.shape(prior)}")
 
     support = y.per_label()
-    t_label, f1_label = _best_cuts(label_cuts(y, s), support)
-    t_global, _ = _global_optimum(y, s)
+    gathered = gather(y.rows, y.cols, s)  # the positives' scores, read once for both searches
+    t_label, f1_label = _best_cuts(label_cuts(y, s, gathered), support)
+    t_global, _ = _global_optimum(y, s, gathered)
     has_optimum = np.isfinite(t_label)
     if strategy == "global":
         own = np.zeros(n_labels, dtype=bool)
@@ -594,9 +598,16 @@ def fit_thresholds(
 
     floor_action = "none"
     reverted = np.zeros(n_labels, dtype=bool)
+    every_global, half = np.full(n_labels, t_global), np.full(n_labels, 0.5)
+    final = None
     if enforce_global_floor and strategy != "global":
         pos = int(support.sum())
-        reverted, met = _greedy_revert(y, s, thresholds, t_global)
+        # Per-label counts without "at least one" (labels independent, so a revert swaps a label's counts);
+        # without that rule they are also the final counts, after the reverts: one pass for both.
+        plain = _decision_counts(y, s, [thresholds, every_global, half], at_least_one=False)
+        reverted, met = _greedy_revert(y, thresholds, t_global, plain[:2])
+        if not at_least_one:
+            final = plain
         if reverted.any():
             floor_action = "greedy_revert"
         if met and at_least_one:
@@ -609,10 +620,12 @@ def fit_thresholds(
             reverted = thresholds != t_global
         thresholds[reverted] = t_global
         source[reverted] = "global"
-
-    (tp, fp), (tp_g, fp_g), (tp_h, fp_h) = _decision_counts(
-        y, s, [thresholds, np.full(n_labels, t_global), np.full(n_labels, 0.5)], at_least_one
-    )
+        if final is not None:
+            (tp_c, fp_c), (tp_g, fp_g), _ = final
+            final[0] = (np.where(reverted, tp_g, tp_c), np.where(reverted, fp_g, fp_c))
+    if final is None:
+        final = _decision_counts(y, s, [thresholds, every_global, half], at_least_one)
+    (tp, fp), (tp_g, fp_g), (tp_h, fp_h) = final
     names = list(labels)
     validation = {
         "chosen": _summary(tp, fp, support),
