@@ -150,6 +150,60 @@ def measure_polars(work: Path, rows: int, repeats: int, sampler: _Sampler) -> di
     }
 
 
+def _polars_keys_pass(work: Path) -> float:
+    """polars doing the row work of the Ray figure too: beside the same counts, a hash of each row's id and
+    of its normalised text (NFC, lower case, whitespace runs collapsed, trimmed), as prepare's row and
+    duplicate keys (polars' own hash, not prepare's)."""
+    import polars as pl
+
+    from benchmarks.throughput.stats import _split_files
+
+    t0 = time.perf_counter()
+    frames = [
+        pl.scan_parquet(files).select("id", "text", "labels").with_columns(split=pl.lit(split))
+        for split, files in _split_files(work).items()
+    ]
+    el = pl.element()
+    norm = pl.col("text").str.normalize("NFC").str.to_lowercase()
+    norm = norm.str.replace_all(r"\s+", " ").str.strip_chars()
+    rows = (
+        pl.concat(frames)
+        .with_columns(
+            pl.col("labels")
+            .list.eval(el.filter(el.is_not_null() & (el != "")))
+            .list.unique(maintain_order=True),
+            key=pl.col("id").hash(),
+            group=norm.hash(),
+        )
+        .filter(
+            pl.col("text").is_not_null()
+            & (pl.col("text").str.strip_chars() != "")
+            & (pl.col("labels").list.len() > 0)
+        )
+    )
+    docs_q = rows.group_by("split").agg(
+        docs=pl.len(),
+        cardinality_sum=pl.col("labels").list.len().sum(),
+        key=pl.col("key").max(),
+        group=pl.col("group").max(),
+    )
+    counts_q = rows.select("split", "labels").explode("labels").group_by("split", "labels").agg(n=pl.len())
+    pl.collect_all([docs_q, counts_q])
+    return time.perf_counter() - t0
+
+
+def measure_polars_keys(work: Path, rows: int, repeats: int) -> dict:
+    _polars_keys_pass(work)  # untimed, as the others
+    times = [_polars_keys_pass(work) for _ in range(repeats)]
+    median = statistics.median(times)
+    return {
+        "what": " ".join((_polars_keys_pass.__doc__ or "").split()),
+        "seconds_each": [round(t, 3) for t in times],
+        "seconds": round(median, 3),
+        "rows_per_s": round(rows / median, 1),
+    }
+
+
 def run_size(work: Path, rows: int, repeats: int, cluster_repeats: int, sampler: _Sampler) -> dict:
     from benchmarks.throughput.stats import compare_counts, phase_stats_gen
 
@@ -158,6 +212,7 @@ def run_size(work: Path, rows: int, repeats: int, cluster_repeats: int, sampler:
     gen = phase_stats_gen(work, {"rows": rows, "labels": LABELS, "shards": shards}, None, None)
     print(f"[label_stats] {rows:,} rows: polars", flush=True)
     polars = measure_polars(work, rows, repeats, sampler)
+    polars_keys = measure_polars_keys(work, rows, repeats)
     print(f"[label_stats] {rows:,} rows: Ray, local 2 CPUs", flush=True)
     local = measure_ray(work, rows, "local", 1, repeats, sampler)
     counts = compare_counts(work)
@@ -174,6 +229,10 @@ def run_size(work: Path, rows: int, repeats: int, cluster_repeats: int, sampler:
         "polars": polars,
         "ray_local": local,
         "ratio": round(polars["seconds"] / local["seconds"], 3),
+        "polars_same_row_work": {
+            **polars_keys,
+            "ratio": round(polars_keys["seconds"] / local["seconds"], 3),
+        },
         "counts_identical": counts["identical"],
         "cluster": {
             **nodes,

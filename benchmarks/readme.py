@@ -93,7 +93,8 @@ WHAT: dict[str, tuple[str, str]] = {
         "(same row semantics and counts, no keys) over the same generated Parquet shards, and on a local "
         "ray.cluster_utils.Cluster of one 1-CPU node against two. Each side: one untimed pass, then the "
         "median of the timed passes; ratio = polars seconds / Ray seconds (Ray against polars) and one "
-        "node's seconds / two nodes' (scaling).",
+        "node's seconds / two nodes' (scaling). polars with keys: the same query also hashing each row's id "
+        "and normalised text, the row work the Ray figure includes.",
     ),
     "tune_throughput": (
         "Tune trials per hour",
@@ -690,6 +691,8 @@ def label_stats(d: J) -> list[str]:
                 f"{fmt(r['polars']['seconds'], 2)} ({fmt(r['polars']['rows_per_s'] / 1e6, 2)} M/s)",
                 f"{fmt(r['ray_local']['seconds'], 2)} ({fmt(r['ray_local']['rows_per_s'] / 1e6, 2)} M/s)",
                 fmt(r["ratio"]),
+                fmt(r["polars_same_row_work"]["seconds"], 2) if "polars_same_row_work" in r else "n/a",
+                fmt(r["polars_same_row_work"]["ratio"]) if "polars_same_row_work" in r else "n/a",
                 fmt(one["seconds"], 2),
                 fmt(two["seconds"], 2),
                 fmt(r["cluster"]["ratio"]),
@@ -701,6 +704,8 @@ def label_stats(d: J) -> list[str]:
         "polars s (rows/s)",
         "Ray Data, 2 CPUs, s (rows/s)",
         "ratio Ray / polars",
+        "polars with keys s",
+        "ratio Ray / polars with keys",
         "1 node x 1 CPU s",
         "2 nodes x 1 CPU s",
         "ratio 2 nodes / 1",
