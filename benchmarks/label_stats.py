@@ -151,44 +151,13 @@ def measure_polars(work: Path, rows: int, repeats: int, sampler: _Sampler) -> di
 
 
 def _polars_keys_pass(work: Path) -> float:
-    """polars doing the row work of the Ray figure too: beside the same counts, a hash of each row's id and
-    of its normalised text (NFC, lower case, whitespace runs collapsed, trimmed), as prepare's row and
-    duplicate keys (polars' own hash, not prepare's)."""
+    """polars doing the row work of the Ray figure too: `polars_queries` with keys."""
     import polars as pl
 
-    from benchmarks.throughput.stats import _split_files
+    from benchmarks.throughput.stats import polars_queries
 
     t0 = time.perf_counter()
-    frames = [
-        pl.scan_parquet(files).select("id", "text", "labels").with_columns(split=pl.lit(split))
-        for split, files in _split_files(work).items()
-    ]
-    el = pl.element()
-    norm = pl.col("text").str.normalize("NFC").str.to_lowercase()
-    norm = norm.str.replace_all(r"\s+", " ").str.strip_chars()
-    rows = (
-        pl.concat(frames)
-        .with_columns(
-            pl.col("labels")
-            .list.eval(el.filter(el.is_not_null() & (el != "")))
-            .list.unique(maintain_order=True),
-            key=pl.col("id").hash(),
-            group=norm.hash(),
-        )
-        .filter(
-            pl.col("text").is_not_null()
-            & (pl.col("text").str.strip_chars() != "")
-            & (pl.col("labels").list.len() > 0)
-        )
-    )
-    docs_q = rows.group_by("split").agg(
-        docs=pl.len(),
-        cardinality_sum=pl.col("labels").list.len().sum(),
-        key=pl.col("key").max(),
-        group=pl.col("group").max(),
-    )
-    counts_q = rows.select("split", "labels").explode("labels").group_by("split", "labels").agg(n=pl.len())
-    pl.collect_all([docs_q, counts_q])
+    pl.collect_all(polars_queries(work, keys=True))
     return time.perf_counter() - t0
 
 
@@ -197,7 +166,8 @@ def measure_polars_keys(work: Path, rows: int, repeats: int) -> dict:
     times = [_polars_keys_pass(work) for _ in range(repeats)]
     median = statistics.median(times)
     return {
-        "what": " ".join((_polars_keys_pass.__doc__ or "").split()),
+        "what": "the same query also hashing each row's id and normalised text (NFC, lower case, "
+        "whitespace runs collapsed, trimmed) with polars' own hash, as prepare's row and duplicate keys",
         "seconds_each": [round(t, 3) for t in times],
         "seconds": round(median, 3),
         "rows_per_s": round(rows / median, 1),

@@ -76,25 +76,32 @@ def _split_files(work: Path) -> dict[str, list[str]]:
     return {s: sorted(str(p) for p in (base / s).glob("*.parquet")) for s in ("train", "validation", "test")}
 
 
-def phase_stats_polars(
-    work: Path, params: dict[str, Any], sampler: PhaseSampler, ctx: RayContext
-) -> dict[str, Any]:
-    """One lazy polars query (multi-threaded, one process) with the prepare stage's row semantics: labels
-    de-duplicated, empty label names dropped, rows with empty text or no labels dropped (policy drop)."""
+def polars_queries(work: Path, keys: bool = False) -> list[Any]:
+    """(documents and cardinality per split, label counts per split) as lazy polars queries with the prepare
+    stage's row semantics: labels de-duplicated, empty label names dropped, rows with empty text or no labels
+    dropped (policy drop). `keys`: also hash each row's id and its normalised text (NFC, lower case,
+    whitespace runs collapsed, trimmed), the row work of prepare's row and duplicate keys (polars' own
+    hash)."""
     import polars as pl
 
-    t0 = time.perf_counter()
+    el = pl.element()
+    cols = ["id", "text", "labels"] if keys else ["text", "labels"]
+    extra: dict[str, Any] = {}
+    if keys:
+        norm = pl.col("text").str.normalize("NFC").str.to_lowercase()
+        norm = norm.str.replace_all(r"\s+", " ").str.strip_chars()
+        extra = {"key": pl.col("id").hash(), "group": norm.hash()}
     frames = [
-        pl.scan_parquet(files).select("text", "labels").with_columns(split=pl.lit(split))
+        pl.scan_parquet(files).select(cols).with_columns(split=pl.lit(split))
         for split, files in _split_files(work).items()
     ]
-    el = pl.element()
     rows = (
         pl.concat(frames)
         .with_columns(
             pl.col("labels")
             .list.eval(el.filter(el.is_not_null() & (el != "")))
-            .list.unique(maintain_order=True)
+            .list.unique(maintain_order=True),
+            **extra,
         )
         .filter(
             pl.col("text").is_not_null()
@@ -102,9 +109,22 @@ def phase_stats_polars(
             & (pl.col("labels").list.len() > 0)
         )
     )
-    docs_q = rows.group_by("split").agg(docs=pl.len(), cardinality_sum=pl.col("labels").list.len().sum())
+    forced = {name: pl.col(name).max() for name in extra}  # the hashes are computed, not pruned
+    docs_q = rows.group_by("split").agg(
+        docs=pl.len(), cardinality_sum=pl.col("labels").list.len().sum(), **forced
+    )
     counts_q = rows.select("split", "labels").explode("labels").group_by("split", "labels").agg(n=pl.len())
-    docs, counts = pl.collect_all([docs_q, counts_q])
+    return [docs_q, counts_q]
+
+
+def phase_stats_polars(
+    work: Path, params: dict[str, Any], sampler: PhaseSampler, ctx: RayContext
+) -> dict[str, Any]:
+    """One lazy polars query (multi-threaded, one process), `polars_queries` without keys."""
+    import polars as pl
+
+    t0 = time.perf_counter()
+    docs, counts = pl.collect_all(polars_queries(work))
     seconds = time.perf_counter() - t0
     result: dict[str, Any] = {
         s: {"docs": 0, "cardinality_sum": 0, "label_counts": {}} for s in ("train", "validation", "test")

@@ -62,18 +62,16 @@ def _power_table(prime: int, base: int, n: int) -> np.ndarray:
     return out[:n]
 
 
-def _padded_words(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(words, first word of each row, byte length of each row): the rows' bytes zero-padded to whole 32-bit
+def _padded_words(binary: pa.Array, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(words, first word of each row): the rows' bytes (of byte `lengths`) zero-padded to whole 32-bit
     words and laid end to end (Arrow's join kernel does the padding)."""
-    binary = arr.cast(pa.binary())
-    lengths = pc.binary_length(binary).to_numpy(zero_copy_only=False).astype(np.int64)
     pads = pa.array([b"", b"\0\0\0", b"\0\0", b"\0"], pa.binary())
     padded = pc.binary_join_element_wise(binary, pc.take(pads, pa.array(lengths % 4)), b"")
     offsets = np.frombuffer(padded.buffers()[1], np.int32, len(padded) + 1, padded.offset * 4)
     start, stop = int(offsets[0]), int(offsets[-1])
     data = np.frombuffer(padded.buffers()[2], np.uint8)[start:stop] if stop > start else np.zeros(0, np.uint8)
     words = np.ascontiguousarray(data).view("<u4").astype(np.uint64)
-    return words, (offsets[:-1].astype(np.int64) - start) // 4, lengths
+    return words, (offsets[:-1].astype(np.int64) - start) // 4
 
 
 def _poly(words: np.ndarray, first: np.ndarray, nonempty: np.ndarray, prime: int, base: int) -> np.ndarray:
@@ -99,7 +97,8 @@ def string_keys(arr: pa.Array | pa.ChunkedArray, family: str = "row") -> np.ndar
         raise ValueError("string_keys: null strings have no key")
     n = len(arr)
     out = np.empty(n, np.int64)
-    lengths_all = pc.binary_length(arr.cast(pa.binary())).to_numpy(zero_copy_only=False).astype(np.int64)
+    binary = arr.cast(pa.binary())
+    lengths_all = pc.binary_length(binary).to_numpy(zero_copy_only=False).astype(np.int64)
     words_per_row = (lengths_all + 3) // 4
     ends = np.cumsum(words_per_row)
     lo = 0
@@ -107,7 +106,8 @@ def string_keys(arr: pa.Array | pa.ChunkedArray, family: str = "row") -> np.ndar
         # At least one row per chunk, however long.
         base_words = ends[lo - 1] if lo else 0
         hi = max(lo + 1, int(np.searchsorted(ends, base_words + _CHUNK_WORDS, side="right")))
-        words, first, lengths = _padded_words(arr.slice(lo, hi - lo))
+        lengths = lengths_all[lo:hi]
+        words, first = _padded_words(binary.slice(lo, hi - lo), lengths)
         nonempty = lengths > 0
         h1 = _poly(words, first, nonempty, _PRIMES[0], _BASES[0])
         h2 = _poly(words, first, nonempty, _PRIMES[1], _BASES[1])
