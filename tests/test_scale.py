@@ -54,7 +54,8 @@ def test_reduced_shapes_run_end_to_end_within_memory(ray_session, tmp_path):
     # Sparse shapes: most labels are rare, so each row holds a few of them.
     assert rows[1]["num_labels"] > 500 and rows[1]["cardinality_train"] < 10
     assert rows[2]["num_labels"] > 100 and rows[2]["cardinality_train"] < 10
-    # ru_maxrss of the child: the peak over all three shapes.
+    # The child's exact peak RSS (the kernel's high-water mark) over all three shapes; each stage's row holds
+    # its own (peak_rss_driver_exact_mb), so a failure names the stage.
     assert rows[-1]["peak_rss_self_mb"] < RSS_CEILING_MB, [(r["shape"], r["stages"]) for r in rows]
 
 
@@ -79,3 +80,22 @@ def test_results_of_one_shape_replace_only_that_shape(tmp_path):
     failed = _merge(out, [{"shape": "1500", "failed": "exit 1"}], "x", 1.0)
     assert not failed["complete"] and failed["shapes"][1] == {"shape": "1500", "failed": "exit 1"}
     assert not _merge(None, new, "x", 1.0)["complete"]
+
+
+def test_step_peaks_catch_a_spike_in_its_own_step_only():
+    """A 200 MB allocation freed at once shows in the step that made it, not in the next, and in the total."""
+    import numpy as np
+
+    from benchmarks.common.measure import StepPeaks
+
+    peaks = StepPeaks()
+    peaks.start()
+    spike = np.ones(25_000_000)  # 200 MB, touched
+    del spike
+    spiked = peaks.stop()
+    peaks.start()
+    quiet = peaks.stop()
+    if not peaks.resettable:
+        pytest.skip("this kernel refuses to reset the RSS high-water mark (/proc/self/clear_refs)")
+    assert spiked - quiet > 150, (spiked, quiet)
+    assert peaks.peak() >= spiked

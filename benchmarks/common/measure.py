@@ -93,3 +93,34 @@ class PeakRSS:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+class StepPeaks:
+    """The kernel's exact peak RSS of this process per step, where a sampler can miss a short spike.
+
+    Linux lets a process reset its RSS high-water mark (`/proc/self/clear_refs`, value 5); that also resets
+    `ru_maxrss`, so this keeps the peak over all steps in `overall`. Where the reset is refused, `step` is the
+    peak so far (the same as `overall`) and `resettable` is False."""
+
+    def __init__(self) -> None:
+        self.overall = ru_maxrss_mib()
+        self.resettable = False
+
+    def start(self) -> None:
+        self.overall = max(self.overall, ru_maxrss_mib())
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self.resettable = True
+        except OSError:
+            self.resettable = False
+
+    def stop(self) -> float:
+        """The step's peak (MiB), from `start` on."""
+        step = ru_maxrss_mib()
+        self.overall = max(self.overall, step)
+        return step
+
+    def peak(self) -> float:
+        """This process's peak (MiB) over its whole life so far, steps and what ran between them."""
+        return max(self.overall, ru_maxrss_mib())
