@@ -54,8 +54,8 @@ def test_reduced_shapes_run_end_to_end_within_memory(ray_session, tmp_path):
     # Sparse shapes: most labels are rare, so each row holds a few of them.
     assert rows[1]["num_labels"] > 500 and rows[1]["cardinality_train"] < 10
     assert rows[2]["num_labels"] > 100 and rows[2]["cardinality_train"] < 10
-    # The child's exact peak RSS (the kernel's high-water mark) over all three shapes; each stage's row holds
-    # its own (peak_rss_driver_exact_mb), so a failure names the stage.
+    # The child's exact peak RSS (its own VmHWM, not ru_maxrss: that starts at this pytest process's peak)
+    # over all three shapes; each stage's row holds its own (peak_rss_driver_exact_mb).
     assert rows[-1]["peak_rss_self_mb"] < RSS_CEILING_MB, [(r["shape"], r["stages"]) for r in rows]
 
 
@@ -99,3 +99,25 @@ def test_step_peaks_catch_a_spike_in_its_own_step_only():
         pytest.skip("this kernel refuses to reset the RSS high-water mark (/proc/self/clear_refs)")
     assert spiked - quiet > 150, (spiked, quiet)
     assert peaks.peak() >= spiked
+
+
+def test_a_child_peak_is_its_own_not_its_parents():
+    """ru_maxrss of a child started by subprocess begins at the parent's peak (the kernel carries it over at
+    exec); vm_hwm_mib, the child's peak as the scale benchmark reports it, does not."""
+    import sys
+
+    import numpy as np
+
+    from tests.conftest import ROOT
+
+    ballast = np.ones(50_000_000)  # 400 MB touched in this process
+    code = (
+        "import resource; from benchmarks.common.measure import vm_hwm_mib; "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, vm_hwm_mib())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    del ballast
+    inherited, own = map(float, out.stdout.split())
+    if own == inherited:
+        pytest.skip("no /proc/self/status VmHWM here: vm_hwm_mib falls back to ru_maxrss")
+    assert own < 300 < inherited, (own, inherited)
