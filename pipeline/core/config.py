@@ -321,6 +321,13 @@ class LabelNamesSection(_Strict):
     name_column: str = "name"
     #: A list column of other names of the label, read with the name; None: none.
     alt_column: str | None = None
+    #: A frozen encoder (`minilm` or a local model folder; never a download) whose mean-pooled embeddings of
+    #: documents and names add their cosine to the TF-IDF one; None: TF-IDF only.
+    encoder: str | None = None
+    #: With `encoder`: similarity = (1 - w) TF-IDF cosine + w max(encoder cosine, 0).
+    encoder_weight: float = Field(default=0.5, ge=0.0, le=1.0)
+    #: With `encoder`: tokens of each document (its first window) and name the encoder reads.
+    encoder_max_length: int = Field(default=128, ge=8, le=512)
 
     @field_validator("source")
     @classmethod

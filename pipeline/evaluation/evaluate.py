@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray.data
 
-from pipeline.core.config import Config
+from pipeline.core.config import Config, LabelNamesSection
 from pipeline.core.errors import InputError
 from pipeline.core.layout import MODEL_DESCRIBING_KEYS, RunLayout, require_evaluated
 from pipeline.core.progress import RowProgress
@@ -101,17 +101,18 @@ def _named_zero_shot(
     s_test: DatasetBlocks,
     n_positives: int,
     closed: tuple[int, int, int],
+    section: LabelNamesSection,
 ) -> dict[str, Any]:
     """Scores of the named labels outside the vocabulary on test (pipeline.evaluation.label_names):
     {"scored": what metrics.evaluate counts, "record": what the report records}; `n_positives`: the test
     positives outside the vocabulary; `closed`: the model's (true positives, predicted, positives) on
     validation, against which the names' threshold is chosen."""
-    vectorizer = label_names.load_vectorizer(run.model)
+    scorer = label_names.load_scorer(run.model, section)
     unseen = label_names.unseen_named(names, labels)
     validation = run.prepared_split("validation")
-    calibration = label_names.calibrate(vectorizer, names, labels, validation, unseen, closed)
+    calibration = label_names.calibrate(scorer, names, labels, validation, unseen, closed)
     predicted, hits, ranking = label_names.score_unseen(
-        vectorizer,
+        scorer,
         names,
         unseen,
         calibration,
@@ -138,6 +139,10 @@ def _named_zero_shot(
         "named_labels": len(names),
         "named_in_vocabulary": len(labels) - len(set(labels) - set(names)),
         "unseen_scored": len(unseen),
+        "similarity": {
+            "encoder": section.encoder,
+            "encoder_weight": section.encoder_weight if section.encoder else 0.0,
+        },
         "calibration": calibration.to_dict(),
     }
     return {"scored": {"predicted": predicted, "hits": hits, "ranking": ranking}, "record": record}
@@ -227,7 +232,9 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
     if names:
         tp_v, fp_v = decision_counts(y_val, s_val, thr.thresholds, thr.at_least_one)
         closed = (int(tp_v.sum()), int(tp_v.sum() + fp_v.sum()), int(thr.support.sum()))
-        named = _named_zero_shot(run, names, labels, s_test, sum(zero_shot.values()), closed)
+        named = _named_zero_shot(
+            run, names, labels, s_test, sum(zero_shot.values()), closed, ecfg.label_names
+        )
     measure = {
         "head_min": stats["groups"]["head_min"],
         "tail_max": stats["groups"]["tail_max"],

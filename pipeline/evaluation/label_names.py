@@ -4,7 +4,8 @@ A label seen only outside train has no weights in the model. When the labels hav
 concepts do), such a label is scored from its name through the model's own TF-IDF vectorizer:
 
 1. its name text (the name and any alternative names) becomes a TF-IDF vector, L2-normalised as documents are;
-2. a document's score for it starts from the cosine of the two vectors;
+2. a document's score for it starts from the cosine of the two vectors, blended with the cosine of a
+   frozen encoder's embeddings of the two when `evaluate.label_names.encoder` names one (:class:`NameScorer`);
 3. the cosine becomes a probability by a one-feature logistic regression fitted on the *seen* labels of
    validation: every (document, seen label) pair, summarised as two cosine histograms (exact counts, memory
    bounded by the bins, not by documents x labels), so the mapping is learnt where the answers are known and
@@ -110,6 +111,38 @@ def cosines(vectorizer: Any, texts: Sequence[str], vectors: sp.csr_matrix) -> np
     """[len(texts), names] cosine of each document with each name (0 where they share no term)."""
     x = _rows_l2(vectorizer.transform([str(t) for t in texts]))
     return np.asarray((x @ vectors).toarray(), dtype=np.float32)
+
+
+class NameScorer:
+    """Documents' similarity to label names, in [0, 1]: the cosine of their TF-IDF vectors (the model's
+    vectorizer) and, with a frozen ``encoder`` (:class:`pipeline.modeling.frozen.EmbeddingFeaturizer`),
+    ``(1 - weight) * tfidf + weight * max(encoder cosine, 0)`` of mean-pooled embeddings: names share few
+    words with the documents they fit, and the encoder scores related words too."""
+
+    def __init__(self, vectorizer: Any, encoder: Any | None = None, weight: float = 0.0) -> None:
+        if encoder is None and weight:
+            raise ValueError("an encoder weight needs an encoder")
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"encoder weight must be in [0, 1], got {weight}")
+        self.vectorizer, self.encoder, self.weight = vectorizer, encoder, float(weight)
+
+    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        from sklearn.preprocessing import normalize
+
+        return normalize(self.encoder.encode(list(texts))["embedding"], norm="l2", axis=1)
+
+    def names(self, names: Sequence[str]) -> tuple[sp.csr_matrix, np.ndarray | None]:
+        """The names' vectors: TF-IDF [features, names] and, with an encoder, embeddings [names, hidden]."""
+        tfidf = name_vectors(self.vectorizer, names)
+        return tfidf, self._embed(names) if self.encoder is not None else None
+
+    def similarity(self, texts: Sequence[str], names: tuple[sp.csr_matrix, np.ndarray | None]) -> np.ndarray:
+        """[len(texts), names] float32 in [0, 1]."""
+        sim = cosines(self.vectorizer, texts, names[0])
+        if self.encoder is None or not self.weight:
+            return sim
+        dense = np.clip(self._embed([str(t) for t in texts]) @ names[1].T, 0.0, 1.0)
+        return ((1.0 - self.weight) * sim + self.weight * dense).astype(np.float32)
 
 
 def cosine_histograms(
@@ -333,6 +366,40 @@ def load_vectorizer(model: Location) -> Any:
         return TfidfFeaturizer.load(tmp).vectorizer
 
 
+def load_scorer(model: Location, section: LabelNamesSection) -> NameScorer:
+    """The :class:`NameScorer` of the model folder at ``model`` and ``section``'s encoder, if any."""
+    vectorizer = load_vectorizer(model)
+    if section.encoder is None:
+        return NameScorer(vectorizer)
+    from transformers import AutoTokenizer
+
+    from pipeline.modeling.encoder import _load_encoder
+    from pipeline.modeling.encoder_paths import local_encoder_path
+    from pipeline.modeling.frozen import EmbeddingFeaturizer
+
+    path = local_encoder_path(section.encoder)
+    embedding = EmbeddingFeaturizer(
+        _load_encoder(path),
+        AutoTokenizer.from_pretrained(path),
+        section.encoder,
+        "mean",
+        section.encoder_max_length,
+    )
+    return NameScorer(vectorizer, embedding, section.encoder_weight)
+
+
+def check_encoder(section: LabelNamesSection) -> None:
+    """An InputError unless `evaluate.label_names.encoder` loads without the network (torch not imported)."""
+    if section.encoder is None:
+        return
+    from pipeline.modeling.encoder_paths import local_encoder_path
+
+    try:
+        local_encoder_path(section.encoder)
+    except (ImportError, OSError, ValueError) as e:
+        raise InputError(f"evaluate.label_names.encoder: {e}") from e
+
+
 def _batches(split: Location, columns: list[str]) -> Iterable[pa.RecordBatch]:
     import pyarrow.dataset as pads
 
@@ -342,7 +409,7 @@ def _batches(split: Location, columns: list[str]) -> Iterable[pa.RecordBatch]:
 
 
 def calibrate(
-    vectorizer: Any,
+    scorer: NameScorer,
     names: Mapping[str, str],
     vocabulary: Sequence[str],
     split: Location,
@@ -357,11 +424,11 @@ def calibrate(
         return fit_calibration(np.zeros(BINS), np.zeros(BINS))
     both = [*seen, *unseen]
     column = {lab: j for j, lab in enumerate(both)}
-    vectors = name_vectors(vectorizer, [names[lab] for lab in both])
+    vectors = scorer.names([names[lab] for lab in both])
     s = len(seen)
     hist = {part: (np.zeros(BINS, np.int64), np.zeros(BINS, np.int64)) for part in ("seen", "unseen")}
     for batch in _batches(split, ["text", "labels"]):  # one pass; the seen columns are [:s], the unseen [s:]
-        cos = cosines(vectorizer, batch.column("text").to_pylist(), vectors)
+        cos = scorer.similarity(batch.column("text").to_pylist(), vectors)
         cols = [[column[x] for x in (ls or []) if x in column] for ls in batch.column("labels").to_pylist()]
         parts = {
             "seen": (cos[:, :s], [[c for c in r if c < s] for r in cols]),
@@ -376,7 +443,7 @@ def calibrate(
 
 
 def score_unseen(
-    vectorizer: Any,
+    scorer: NameScorer,
     names: Mapping[str, str],
     unseen: Sequence[str],
     calibration: NameCalibration,
@@ -387,7 +454,7 @@ def score_unseen(
     """:func:`zero_shot_figures` of the ``unseen`` labels on the prepared ``split``, scored block by block
     (memory: a block of documents x unseen labels). ``vocabulary_top`` [N, <= 5]: each document's top
     vocabulary scores (``blocks.top_scores``), rows in the document order ``order`` (ids)."""
-    vectors = name_vectors(vectorizer, [names[lab] for lab in unseen])
+    vectors = scorer.names([names[lab] for lab in unseen])
     column = {lab: j for j, lab in enumerate(unseen)}
     row = {doc_id: i for i, doc_id in enumerate(order)}
     if len(row) != len(order) or vocabulary_top.shape[0] != len(order):
@@ -396,7 +463,7 @@ def score_unseen(
     seen_rows = 0
     for batch in _batches(split, ["id", "text", "labels"]):
         at = [row[str(i)] for i in batch.column("id").cast(pa.string()).to_pylist()]
-        probs = calibration.probability(cosines(vectorizer, batch.column("text").to_pylist(), vectors))
+        probs = calibration.probability(scorer.similarity(batch.column("text").to_pylist(), vectors))
         positives = [
             sorted({column[x] for x in (ls or []) if x in column})
             for ls in batch.column("labels").to_pylist()
@@ -418,10 +485,13 @@ __all__ = [
     "BINS",
     "NAMED_KINDS",
     "calibrate",
+    "check_encoder",
     "check_kind",
+    "load_scorer",
     "load_vectorizer",
     "score_unseen",
     "NameCalibration",
+    "NameScorer",
     "cosine_histograms",
     "cosines",
     "fit_calibration",

