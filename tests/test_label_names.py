@@ -163,7 +163,7 @@ def test_with_the_models_counts_names_predict_only_where_validation_micro_f1_gai
     )
 
 
-def test_calibrate_reads_validation_once_for_both_the_map_and_the_unseen_cut(tmp_path):
+def test_calibrate_reads_validation_once_for_both_the_map_and_the_unseen_cut(tmp_path, monkeypatch, caplog):
     from pipeline.core.storage import locate
 
     texts, labels = [], []
@@ -181,7 +181,15 @@ def test_calibrate_reads_validation_once_for_both_the_map_and_the_unseen_cut(tmp
     vec = TfidfVectorizer().fit(texts)
     names = {"a": "alpha", "b": "beta", "zs": "glacier", "zz": "volcano"}
     loc = locate(str(split))
-    cal = ln.calibrate(ln.NameScorer(vec), names, ["a", "b"], loc, ["zs", "zz"])
+    monkeypatch.setattr(ln, "BLOCK", 50)
+    monkeypatch.setattr("pipeline.core.progress.PROGRESS_INTERVAL_S", 0.0)
+    with caplog.at_level("INFO", logger=ln.__name__):
+        cal = ln.calibrate(ln.NameScorer(vec), names, ["a", "b"], loc, ["zs", "zz"])
+    # A progress line per block but the last (an encoder takes minutes over a validation split).
+    assert [r.getMessage().split(": ", 1)[1] for r in caplog.records] == [
+        "50 / 120 documents in 0s",
+        "100 / 120 documents in 0s",
+    ]
     assert cal.threshold_from == "unseen"
     assert (cal.validation_positives, cal.validation_pairs) == (120, 240)
     assert (cal.unseen_positives, cal.unseen_pairs) == (6, 240)

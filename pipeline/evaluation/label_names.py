@@ -24,9 +24,11 @@ scikit-learn fits the logistic map (on the histogram), the rest is the sparse pr
 
 from __future__ import annotations
 
+import logging
 import math
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,8 @@ import scipy.sparse as sp
 from pipeline.core.config import LabelNamesSection, StorageSection
 from pipeline.core.errors import InputError
 from pipeline.core.storage import Location, locate, read_bytes
+
+log = logging.getLogger(__name__)
 
 #: Cosine histogram bins over [0, 1] (a TF-IDF cosine of non-negative vectors lies there).
 BINS = 2000
@@ -400,12 +404,22 @@ def check_encoder(section: LabelNamesSection) -> None:
         raise InputError(f"evaluate.label_names.encoder: {e}") from e
 
 
-def _batches(split: Location, columns: list[str]) -> Iterable[pa.RecordBatch]:
+def _batches(split: Location, columns: list[str], what: str) -> Iterator[pa.RecordBatch]:
+    """The split's rows in blocks of ``BLOCK``, with a progress line every 30 s (an encoder takes minutes)."""
     import pyarrow.dataset as pads
 
-    return pads.dataset(split.path, filesystem=split.fs, format="parquet").to_batches(
-        columns=columns, batch_size=BLOCK
-    )
+    from pipeline.core.progress import PROGRESS_INTERVAL_S
+
+    dataset = pads.dataset(split.path, filesystem=split.fs, format="parquet")
+    total, done = dataset.count_rows(), 0
+    t0 = last = time.perf_counter()
+    for batch in dataset.to_batches(columns=columns, batch_size=BLOCK):
+        yield batch
+        done += batch.num_rows
+        now = time.perf_counter()
+        if now - last >= PROGRESS_INTERVAL_S and done < total:
+            last = now
+            log.info("label names, %s: %d / %d documents in %.0fs", what, done, total, now - t0)
 
 
 def calibrate(
@@ -427,7 +441,8 @@ def calibrate(
     vectors = scorer.names([names[lab] for lab in both])
     s = len(seen)
     hist = {part: (np.zeros(BINS, np.int64), np.zeros(BINS, np.int64)) for part in ("seen", "unseen")}
-    for batch in _batches(split, ["text", "labels"]):  # one pass; the seen columns are [:s], the unseen [s:]
+    # One pass; the seen columns are [:s], the unseen [s:].
+    for batch in _batches(split, ["text", "labels"], "calibrating on " + split.uri):
         cos = scorer.similarity(batch.column("text").to_pylist(), vectors)
         cols = [[column[x] for x in (ls or []) if x in column] for ls in batch.column("labels").to_pylist()]
         parts = {
@@ -461,7 +476,7 @@ def score_unseen(
         raise ValueError("document ids must be unique and match the vocabulary scores' rows")
     sums = _sums(len(unseen))
     seen_rows = 0
-    for batch in _batches(split, ["id", "text", "labels"]):
+    for batch in _batches(split, ["id", "text", "labels"], "scoring " + split.uri):
         at = [row[str(i)] for i in batch.column("id").cast(pa.string()).to_pylist()]
         probs = calibration.probability(scorer.similarity(batch.column("text").to_pylist(), vectors))
         positives = [
