@@ -77,17 +77,3 @@ def test_normalised_text_equals_the_general_kernels():
     assert normalised_text(pa.array(["  A\t\tb  ", "x\u3000 y"])).to_pylist() == ["a b", "x y"]
     assert normalised_text(pa.array(["", ""])).to_pylist() == ["", ""]
     assert normalised_text(pa.array([], pa.string())).to_pylist() == []
-
-
-@pytest.mark.parametrize("count", [1, 1 << 20, 1 << 29])
-def test_fold_is_congruent_and_small_enough_to_sum(count):
-    """The modular reduction the hash sums with: any word x power (< 2^63) keeps its residue, and `count`
-    folded values (the most one chunk can hold) cannot overflow uint64."""
-    rng = np.random.default_rng(0)
-    x = np.concatenate(
-        [rng.integers(0, 1 << 63, 10_000, dtype=np.uint64), np.array([0, (1 << 63) - 1], np.uint64)]
-    )
-    for prime in row_keys._PRIMES:
-        y = row_keys._fold(x, prime, count)
-        assert (y % np.uint64(prime) == x % np.uint64(prime)).all()
-        assert int(y.max()) * count < 1 << 64
