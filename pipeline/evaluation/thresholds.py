@@ -604,7 +604,10 @@ def fit_thresholds(
         pos = int(support.sum())
         # Per-label counts without "at least one" (labels independent, so a revert swaps a label's counts);
         # without that rule they are also the final counts, after the reverts: one pass for both.
-        plain = _decision_counts(y, s, [thresholds, every_global, half], at_least_one=False)
+        # (With the rule, the final counts come from a pass of their own: no 0.5 decisions here.)
+        plain = _decision_counts(
+            y, s, [thresholds, every_global] + ([] if at_least_one else [half]), at_least_one=False
+        )
         reverted, met = _greedy_revert(y, thresholds, t_global, plain[:2])
         if not at_least_one:
             final = plain
