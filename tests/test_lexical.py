@@ -159,3 +159,12 @@ def test_checkpoint_fingerprint_follows_the_features_of_the_kind_in_use():
     f1, f2 = _featurizer(), _featurizer(ngrams=1)
     assert fingerprint(lex, LABELS, {}, f1) != fingerprint(lex, LABELS, {}, f2)
     assert fingerprint(lex, LABELS, {}, f1) == fingerprint(lex, LABELS, {}, _featurizer())
+
+
+def test_a_new_model_starts_at_zero_weights_and_a_loaded_one_keeps_the_loaded_tensor():
+    """No random init to overwrite (it cost seconds per scoring actor at 7,900 labels)."""
+    model = LexicalClassifier(50, 4)
+    assert not model.weight_matrix().any() and not model.head.bias.any()
+    w = torch.randn(50, 4)
+    loaded = LexicalClassifier(50, 4, w)
+    assert loaded.weight_matrix().data_ptr() == w.data_ptr() and loaded.weight_matrix().requires_grad
