@@ -446,30 +446,3 @@ def test_ranking_metrics_match_napkinxc(ties: bool) -> None:
     for m, values in want.items():
         for k in RANKING_K:
             assert got[f"{m}_at_{k}"] == pytest.approx(values[k - 1], rel=0, abs=1e-9), (m, k)
-
-
-def test_counts_below_cuts_are_the_loop_per_label_with_ties_signs_and_zeros():
-    """The one-searchsorted path of the cut statistics equals a searchsorted per label row (float64 path)."""
-    from pipeline.evaluation import metrics as m
-
-    rng = np.random.default_rng(3)
-    for trial in range(30):
-        n_rows, width = int(rng.integers(1, 9)), int(rng.integers(1, 40))
-        pool = np.array([-2.5, -1.0, -0.0, 0.0, 1e-30, 0.25, 0.5, 0.5000001, 1.0, 7.0], np.float32)
-        rows = rng.choice(pool, size=(n_rows, width)).astype(np.float32)
-        if trial % 3 == 0:
-            rows = rng.standard_normal((n_rows, width)).astype(np.float32)
-        rows.sort(axis=1)
-        counts = rng.integers(0, 5, n_rows)
-        ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        cut = rng.choice(np.concatenate([pool, rows.ravel(), [np.float32(-9), np.float32(9)]]), int(ptr[-1]))
-        cut = cut.astype(np.float64)  # float32 values, as gathered positives' scores are
-        want_left = np.zeros(cut.size, dtype=np.int64)
-        for j in range(n_rows):
-            want_left[ptr[j] : ptr[j + 1]] = np.searchsorted(rows[j], cut[ptr[j] : ptr[j + 1]], side="left")
-        assert m._row_keys(rows, cut, np.repeat(np.arange(n_rows), counts)) is not None
-        left, lower = m._below(cut, ptr, rows)
-        np.testing.assert_array_equal(left, want_left)
-        slow_left, slow_lower = m._below(cut, ptr, rows.astype(np.float64))  # float64: the loop per row
-        np.testing.assert_array_equal(slow_left, want_left)
-        np.testing.assert_array_equal(lower, slow_lower)

@@ -163,44 +163,15 @@ def _below(
 ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
     """Per cut of label j (``ptr[j]:ptr[j + 1]``): the scores of ``sorted_rows[j]`` (ascending) below it, and
     the largest of them (NaN if none)."""
-    label = np.repeat(np.arange(ptr.size - 1), np.diff(ptr))
-    keys = _row_keys(sorted_rows, cut, label)
-    if keys is not None:
-        # One searchsorted over all rows at once: the keys (row, score) keep every row's order and put
-        # row j's after row j-1's. A Python loop per label was ~10 s of CPU per evaluate at 7,900 labels.
-        flat, queries = keys
-        left = np.searchsorted(flat, queries, side="left") - label * sorted_rows.shape[1]
-    else:
-        left = np.zeros(cut.size, dtype=np.int64)
-        for j in np.flatnonzero(ptr[1:] > ptr[:-1]):
-            a, b = ptr[j], ptr[j + 1]
-            left[a:b] = np.searchsorted(sorted_rows[j], cut[a:b], side="left")
+    left = np.zeros(cut.size, dtype=np.int64)
+    for j in np.flatnonzero(ptr[1:] > ptr[:-1]):
+        a, b = ptr[j], ptr[j + 1]
+        left[a:b] = np.searchsorted(sorted_rows[j], cut[a:b], side="left")
     lower = np.full(cut.size, np.nan)
     has_lower = left > 0
+    label = np.repeat(np.arange(ptr.size - 1), np.diff(ptr))
     lower[has_lower] = sorted_rows[label[has_lower], left[has_lower] - 1]
     return left, lower
-
-
-def _ordered_int32(x: NDArray[np.float32]) -> NDArray[np.int64]:
-    """Integers in the order of the (finite, not NaN) float32 values: equal floats, equal integers."""
-    bits = (np.asarray(x, dtype=np.float32) + np.float32(0.0)).view(np.int32)  # -0.0 becomes +0.0
-    return (bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))).astype(np.int64)
-
-
-def _row_keys(
-    sorted_rows: NDArray[Any], cut: NDArray[Any], label: NDArray[np.int64]
-) -> tuple[NDArray[np.int64], NDArray[np.int64]] | None:
-    """(keys of every score, keys of the cuts) as int64 ``row * 2^32 + order of the score``, where the scores
-    are float32 and the cuts float32 values (exact); None otherwise (or with NaN), for the loop per row."""
-    if sorted_rows.dtype != np.float32 or sorted_rows.ndim != 2 or sorted_rows.shape[0] >= 1 << 30:
-        return None
-    cut32 = np.asarray(cut).astype(np.float32)
-    if not np.array_equal(cut32, cut) or np.isnan(cut32).any() or np.isnan(sorted_rows).any():
-        return None
-    offset = np.int64(1 << 31)
-    rows = np.arange(sorted_rows.shape[0], dtype=np.int64)[:, None] << np.int64(32)
-    flat = (rows + _ordered_int32(sorted_rows) + offset).ravel()
-    return flat, (label.astype(np.int64) << np.int64(32)) + _ordered_int32(cut32) + offset
 
 
 def _streamed_cuts(
