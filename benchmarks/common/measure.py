@@ -116,8 +116,8 @@ class StepPeaks:
     """The kernel's exact peak RSS of this process per step, where a sampler can miss a short spike.
 
     Linux lets a process reset its RSS high-water mark (`/proc/self/clear_refs`, value 5); this keeps the
-    peak over all steps in `overall`. Where the reset is refused, `step` is the peak so far (the same as
-    `overall`) and `resettable` is False. Peaks are :func:`vm_hwm_mib`'s."""
+    peak over all steps in `overall`. Where the reset is refused, `stop` returns the peak so far (the same
+    as `overall`) and `resettable` is False. Peaks are :func:`vm_hwm_mib`'s."""
 
     def __init__(self) -> None:
         self.overall = vm_hwm_mib()

@@ -139,10 +139,7 @@ def _named_zero_shot(
         "named_labels": len(names),
         "named_in_vocabulary": len(labels) - len(set(labels) - set(names)),
         "unseen_scored": len(unseen),
-        "similarity": {
-            "encoder": section.encoder,
-            "encoder_weight": section.encoder_weight if section.encoder else 0.0,
-        },
+        "similarity": {"encoder": section.encoder, "encoder_weight": scorer.weight},
         "calibration": calibration.to_dict(),
     }
     return {"scored": {"predicted": predicted, "hits": hits, "ranking": ranking}, "record": record}
@@ -172,6 +169,7 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
     names: dict[str, str] = {}
     if ecfg.label_names.source is not None:  # read and checked before any scoring
         label_names.check_kind(str(model_cfg.get("kind", "encoder")))
+        label_names.check_encoder(ecfg.label_names)
         names = label_names.read_label_names(ecfg.label_names, cfg.storage)
 
     require_complete(run.prepared, "prepare")

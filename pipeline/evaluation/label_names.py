@@ -145,7 +145,7 @@ class NameScorer:
         sim = cosines(self.vectorizer, texts, names[0])
         if self.encoder is None or not self.weight:
             return sim
-        dense = np.clip(self._embed([str(t) for t in texts]) @ names[1].T, 0.0, 1.0)
+        dense = np.clip(self._embed(texts) @ names[1].T, 0.0, 1.0)
         return ((1.0 - self.weight) * sim + self.weight * dense).astype(np.float32)
 
 
@@ -375,20 +375,15 @@ def load_scorer(model: Location, section: LabelNamesSection) -> NameScorer:
     vectorizer = load_vectorizer(model)
     if section.encoder is None:
         return NameScorer(vectorizer)
-    from transformers import AutoTokenizer
-
-    from pipeline.modeling.encoder import _load_encoder
     from pipeline.modeling.encoder_paths import local_encoder_path
     from pipeline.modeling.frozen import EmbeddingFeaturizer
+    from pipeline.modeling.model import FROZEN, ModelConfig
 
-    path = local_encoder_path(section.encoder)
-    embedding = EmbeddingFeaturizer(
-        _load_encoder(path),
-        AutoTokenizer.from_pretrained(path),
-        section.encoder,
-        "mean",
-        section.encoder_max_length,
+    local_encoder_path(section.encoder)  # never a download
+    cfg = ModelConfig(
+        kind=FROZEN, encoder=section.encoder, pooling="mean", max_length=section.encoder_max_length
     )
+    embedding = EmbeddingFeaturizer.fit(cfg, None)
     return NameScorer(vectorizer, embedding, section.encoder_weight)
 
 
