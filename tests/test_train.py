@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import signal
 import subprocess
@@ -19,7 +20,8 @@ from pipeline.core.errors import ResourceError
 from pipeline.core.resources import plan_training
 from pipeline.data.prepare import run_prepare
 from pipeline.training.checkpoints import STATE_FILE, best_weights, read_state
-from pipeline.training.train import run_train
+from pipeline.training.train import run_train, shard_in_memory
+from pipeline.training.worker import _epoch_batches
 from tests.conftest import ray_temp_dir, run_child
 from tests.train_callbacks import EpochLog, FailOnce
 
@@ -83,10 +85,21 @@ def _fresh_run(root: Path, name: str) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_in_process_loop_learns(prepared):
+@pytest.mark.parametrize("shard_mb", ["1024", "0"], ids=["shard-in-memory", "shard-streamed"])
+def test_in_process_loop_learns(prepared, shard_mb, caplog):
     _fresh_run(prepared, "inproc")
-    cfg = _cfg(prepared, "inproc", "train.num_workers=0", "train.epochs=6", "loss.name=bce")
-    out = run_train(cfg)
+    cfg = _cfg(
+        prepared,
+        "inproc",
+        "train.num_workers=0",
+        "train.epochs=6",
+        "loss.name=bce",
+        f"train.shard_in_memory_mb={shard_mb}",
+    )
+    with caplog.at_level(logging.INFO, logger="pipeline.training.train"):
+        out = run_train(cfg)
+    how = "held in each worker's memory" if shard_mb != "0" else "streamed through Ray Data"
+    assert f"training shard: {how}" in caplog.text
     hist = out["history"]
     assert len(hist) == 6
     assert hist[-1]["train_loss"] < 0.7 * hist[0]["train_loss"]
@@ -96,6 +109,28 @@ def test_in_process_loop_learns(prepared):
     prevalence = _validation_prevalence(stats)
     assert hist[-1]["val_macro_ap"] > prevalence + 0.2, (hist[-1]["val_macro_ap"], prevalence)
     assert (prepared / "inproc" / "model" / "model_config.json").is_file()
+
+
+def test_a_shard_is_held_in_memory_when_it_fits_or_sampling_needs_it():
+    mib = 2**20
+    assert shard_in_memory(1000 * mib, 1, "none", 1024)
+    assert not shard_in_memory(3000 * mib, 2, "none", 1024)  # 1,500 MiB per worker
+    assert shard_in_memory(3000 * mib, 3, "none", 1024)
+    assert not shard_in_memory(1, 1, "none", 0)  # 0: always stream
+    assert shard_in_memory(3000 * mib, 1, "class-aware", 0)  # sampling draws over the whole shard
+
+
+def test_an_in_memory_shard_without_sampling_gives_each_row_once_per_epoch_in_a_new_order():
+    n = 23
+    held = {"label_idx": torch.zeros((n, 2), dtype=torch.long), "x": torch.arange(n)}
+    config, tcfg = {"sampling": "none", "labels": ["a", "b"]}, {"batch_size": 5}
+    orders = [
+        torch.cat([b["x"] for b in _epoch_batches(None, held, config, tcfg, seed)]).tolist()
+        for seed in (0, 1000)
+    ]
+    assert [len(b["x"]) for b in _epoch_batches(None, held, config, tcfg, 0)] == [5, 5, 5, 5, 3]
+    assert all(sorted(o) == list(range(n)) for o in orders)
+    assert orders[0] != orders[1] and orders[0] != list(range(n))
 
 
 @pytest.mark.timeout(300)

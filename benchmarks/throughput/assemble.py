@@ -12,7 +12,8 @@ from benchmarks.throughput.scale import scale_model
 from benchmarks.throughput.schedule import REPEAT_SEP
 from benchmarks.throughput.stats import compare_counts
 
-TARGET_RATIO = 0.9
+#: Training and scoring through Ray: at least this share of the bare loop's rate (issue #25).
+TARGET_RATIO = 0.95
 SPLIT_RESULTS = RESULTS / "split_scaling.json"
 
 

@@ -263,6 +263,11 @@ class TrainSection(_Strict):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     #: Sampling inside each worker's shard: none, or sample weights from inverse label frequencies.
     sampling: Literal["none", "mean", "max", "geomean", "class-aware"] = "none"
+    #: With sampling none, a worker whose training shard is at most this many MiB (the materialised split's
+    #: size / workers) holds it in memory as tensors and permutes it every epoch; larger shards stream
+    #: through Ray Data's iterator, whose shuffle buffer (4 batches) mixes rows only locally and whose first
+    #: epoch waits for reads. 0: always stream. Other samplings always hold the shard.
+    shard_in_memory_mb: float = Field(1024.0, ge=0)
     #: 0 runs the loop in-process (no worker actors); N >= 1 runs N data-parallel workers.
     num_workers: int = Field(1, ge=0)
     #: Train on GPUs (one per worker by default).

@@ -42,6 +42,7 @@ TRAIN_RESOURCE_KEYS = frozenset(
         "keep_checkpoints",
         "eval_batch_size",
         "progress_seconds",
+        "shard_in_memory_mb",
     }
 )
 

@@ -274,6 +274,14 @@ def resolved_loss_params(name: str, params: dict[str, Any], inputs: TrainInputs)
     return out
 
 
+def shard_in_memory(split_bytes: int, workers: int, sampling: str, limit_mb: float) -> bool:
+    """Whether each worker holds its training shard in memory (see `train.shard_in_memory_mb`): always for
+    weighted sampling, which draws indices over the whole shard; for `none` when the shard fits the limit."""
+    if sampling != "none":
+        return True
+    return split_bytes / max(workers, 1) <= limit_mb * 2**20
+
+
 def make_trainer(
     cfg: Config,
     inputs: TrainInputs,
@@ -282,6 +290,16 @@ def make_trainer(
     extra_loop_config: dict[str, Any] | None = None,
 ) -> TorchTrainer:
     plan = cluster_plan(cfg.train)
+    train_bytes = int(inputs.datasets["train"].size_bytes())
+    in_memory = shard_in_memory(
+        train_bytes, cfg.train.num_workers, cfg.train.sampling, cfg.train.shard_in_memory_mb
+    )
+    log.info(
+        "training shard: %s (%.0f MiB per worker; train.shard_in_memory_mb %g)",
+        "held in each worker's memory" if in_memory else "streamed through Ray Data",
+        train_bytes / max(cfg.train.num_workers, 1) / 2**20,
+        cfg.train.shard_in_memory_mb,
+    )
     loop_config = {
         "local_dir": None,
         "seed": cfg.run.seed,
@@ -295,6 +313,7 @@ def make_trainer(
         "loss_name": cfg.loss.name,
         "loss_params": loss_params,
         "sampling": cfg.train.sampling,
+        "in_memory": in_memory,
         "init_bias": cfg.model.init_bias_from_priors,
         "resume_from": None,
         **(extra_loop_config or {}),

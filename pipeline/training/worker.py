@@ -100,7 +100,7 @@ def _gather(arr: Any) -> Any:
 
 
 def _batches_in_memory(shard: Any, columns: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """This worker's whole shard as tensors: weighted sampling draws indices over it each epoch."""
+    """This worker's whole shard as tensors, shuffled or sampled each epoch (`_epoch_batches`)."""
     cols: dict[str, list[np.ndarray]] = {c: [] for c in (*columns, "label_idx")}
     for batch in shard.iter_batches(batch_size=4096, batch_format="numpy"):
         for k in cols:
@@ -221,7 +221,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("validation")
-    in_memory = _batches_in_memory(train_shard, columns) if config["sampling"] != "none" else None
+    hold = config.get("in_memory", config["sampling"] != "none")
+    in_memory = _batches_in_memory(train_shard, columns) if hold else None
     metric, mode = tcfg["checkpoint_metric"], tcfg["checkpoint_mode"]
     start_time = time.perf_counter()
     progress = _Progress(tcfg["epochs"], batches_per_epoch, world, tcfg["progress_seconds"], rank)
@@ -400,14 +401,17 @@ def _epoch_batches(
             local_shuffle_seed=seed,
         )
         return
-    num_labels = len(config["labels"])
-    rows = csr_from_padded(in_memory["label_idx"].numpy(), num_labels)
-    n = rows.shape[0]
-    if config["sampling"] == "class-aware":
-        idx = class_aware_indices(rows, num_labels, n, seed)
+    n = int(in_memory["label_idx"].shape[0])
+    if config["sampling"] == "none":
+        idx = np.random.default_rng(seed).permutation(n)  # each row once, in a new order every epoch
     else:
-        weights = sample_weights(rows, np.asarray(config["counts"]), config["sampling"])
-        idx = weighted_indices(weights, n, seed)
+        num_labels = len(config["labels"])
+        rows = csr_from_padded(in_memory["label_idx"].numpy(), num_labels)
+        if config["sampling"] == "class-aware":
+            idx = class_aware_indices(rows, num_labels, n, seed)
+        else:
+            weights = sample_weights(rows, np.asarray(config["counts"]), config["sampling"])
+            idx = weighted_indices(weights, n, seed)
     idx = torch.as_tensor(np.asarray(idx), dtype=torch.long)
     for start in range(0, n, tcfg["batch_size"]):
         sel = idx[start : start + tcfg["batch_size"]]
