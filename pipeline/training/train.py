@@ -274,12 +274,13 @@ def resolved_loss_params(name: str, params: dict[str, Any], inputs: TrainInputs)
     return out
 
 
-def shard_in_memory(split_bytes: int, workers: int, sampling: str, limit_mb: float) -> bool:
+def shard_in_memory(split_bytes: int | None, workers: int, sampling: str, limit_mb: float) -> bool:
     """Whether each worker holds its training shard in memory (see `train.shard_in_memory_mb`): always for
-    weighted sampling, which draws indices over the whole shard; for `none` when the shard fits the limit."""
+    weighted sampling, which draws indices over the whole shard; for `none` when the shard is known to fit
+    the limit."""
     if sampling != "none":
         return True
-    return split_bytes / max(workers, 1) <= limit_mb * 2**20
+    return split_bytes is not None and split_bytes / max(workers, 1) <= limit_mb * 2**20
 
 
 def make_trainer(
@@ -290,14 +291,19 @@ def make_trainer(
     extra_loop_config: dict[str, Any] | None = None,
 ) -> TorchTrainer:
     plan = cluster_plan(cfg.train)
-    train_bytes = int(inputs.datasets["train"].size_bytes())
+    train_bytes = inputs.datasets["train"].size_bytes()  # materialised: from the blocks' metadata
     in_memory = shard_in_memory(
         train_bytes, cfg.train.num_workers, cfg.train.sampling, cfg.train.shard_in_memory_mb
     )
+    per_worker = (
+        "size unknown"
+        if train_bytes is None
+        else f"{train_bytes / max(cfg.train.num_workers, 1) / 2**20:.0f} MiB"
+    )
     log.info(
-        "training shard: %s (%.0f MiB per worker; train.shard_in_memory_mb %g)",
+        "training shard: %s (%s per worker; train.shard_in_memory_mb %g)",
         "held in each worker's memory" if in_memory else "streamed through Ray Data",
-        train_bytes / max(cfg.train.num_workers, 1) / 2**20,
+        per_worker,
         cfg.train.shard_in_memory_mb,
     )
     loop_config = {
