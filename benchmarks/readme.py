@@ -475,7 +475,8 @@ def zero_shot_table(rows: list[J]) -> list[str]:
         return []
 
     def loose(r: J) -> bool:
-        return bool(r.get("zero_shot_scored")) and str(r.get("measured", "")) < NAMES_MAP_FIXED
+        measured = r.get("measured")
+        return bool(r.get("zero_shot_scored")) and measured is not None and str(measured) < NAMES_MAP_FIXED
 
     cells = [
         [
