@@ -113,12 +113,12 @@ def test_in_process_loop_learns(prepared, shard_mb, caplog):
 
 def test_a_shard_is_held_in_memory_when_it_fits_or_sampling_needs_it():
     mib = 2**20
-    assert shard_in_memory(1000 * mib, 1, "none", 1024)
-    assert not shard_in_memory(3000 * mib, 2, "none", 1024)  # 1,500 MiB per worker
-    assert shard_in_memory(3000 * mib, 3, "none", 1024)
-    assert not shard_in_memory(1, 1, "none", 0)  # 0: always stream
-    assert shard_in_memory(3000 * mib, 1, "class-aware", 0)  # sampling draws over the whole shard
-    assert not shard_in_memory(None, 1, "none", 1024)  # size unknown: stream
+    assert shard_in_memory(1000 * mib, "none", 1024)
+    assert not shard_in_memory(3000 * mib / 2, "none", 1024)  # 1,500 MiB per worker
+    assert shard_in_memory(3000 * mib / 3, "none", 1024)
+    assert not shard_in_memory(1, "none", 0)  # 0: always stream
+    assert shard_in_memory(3000 * mib, "class-aware", 0)  # sampling draws over the whole shard
+    assert not shard_in_memory(None, "none", 1024)  # size unknown: stream
 
 
 def test_an_in_memory_shard_without_sampling_gives_each_row_once_per_epoch_in_a_new_order():

@@ -274,13 +274,13 @@ def resolved_loss_params(name: str, params: dict[str, Any], inputs: TrainInputs)
     return out
 
 
-def shard_in_memory(split_bytes: int | None, workers: int, sampling: str, limit_mb: float) -> bool:
-    """Whether each worker holds its training shard in memory (see `train.shard_in_memory_mb`): always for
-    weighted sampling, which draws indices over the whole shard; for `none` when the shard is known to fit
-    the limit."""
+def shard_in_memory(shard_bytes: float | None, sampling: str, limit_mb: float) -> bool:
+    """Whether each worker holds its training shard (``shard_bytes``: None if unknown) in memory (see
+    `train.shard_in_memory_mb`): always for weighted sampling, which draws indices over the whole shard; for
+    `none` when the shard is known to fit the limit."""
     if sampling != "none":
         return True
-    return split_bytes is not None and split_bytes / max(workers, 1) <= limit_mb * 2**20
+    return shard_bytes is not None and shard_bytes <= limit_mb * 2**20
 
 
 def make_trainer(
@@ -292,18 +292,12 @@ def make_trainer(
 ) -> TorchTrainer:
     plan = cluster_plan(cfg.train)
     train_bytes = inputs.datasets["train"].size_bytes()  # materialised: from the blocks' metadata
-    in_memory = shard_in_memory(
-        train_bytes, cfg.train.num_workers, cfg.train.sampling, cfg.train.shard_in_memory_mb
-    )
-    per_worker = (
-        "size unknown"
-        if train_bytes is None
-        else f"{train_bytes / max(cfg.train.num_workers, 1) / 2**20:.0f} MiB"
-    )
+    shard_bytes = None if train_bytes is None else train_bytes / max(cfg.train.num_workers, 1)
+    in_memory = shard_in_memory(shard_bytes, cfg.train.sampling, cfg.train.shard_in_memory_mb)
     log.info(
         "training shard: %s (%s per worker; train.shard_in_memory_mb %g)",
         "held in each worker's memory" if in_memory else "streamed through Ray Data",
-        per_worker,
+        "size unknown" if shard_bytes is None else f"{shard_bytes / 2**20:.0f} MiB",
         cfg.train.shard_in_memory_mb,
     )
     loop_config = {

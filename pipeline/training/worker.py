@@ -221,8 +221,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("validation")
-    hold = config.get("in_memory", config["sampling"] != "none")
-    in_memory = _batches_in_memory(train_shard, columns) if hold else None
+    in_memory = _batches_in_memory(train_shard, columns) if config["in_memory"] else None
     metric, mode = tcfg["checkpoint_metric"], tcfg["checkpoint_mode"]
     start_time = time.perf_counter()
     progress = _Progress(tcfg["epochs"], batches_per_epoch, world, tcfg["progress_seconds"], rank)
