@@ -445,15 +445,21 @@ def longtail(d: J) -> list[str]:
         out += zero_shot_table(rows)
         out += db_against_bce(rows)
         out += longtail_targets(name, rows, ds.get("prepare_seconds"))
-    own = [
-        f"{r['row']} {str(r['git_sha'])[:7]}"
-        for r in d["rows"]
-        if r.get("git_sha") not in (None, d.get("git_sha"))
-    ]
-    if own:  # rows kept from earlier invocations (--rows) carry their own commit
-        out += [f"Rows measured at other commits than the file's: {', '.join(own)}.", ""]
+        out += other_commits(rows, d.get("git_sha"))
     skipped = d.get("skipped") or {}
     return out + ([f"Skipped: {'; '.join(f'{k}: {v}' for k, v in skipped.items())}.", ""] if skipped else [])
+
+
+def other_commits(rows: list[J], file_sha: str | None) -> list[str]:
+    """Rows kept from earlier invocations (--rows) carry their own commit: one entry per row and commit."""
+    seeds: dict[tuple[str, str], list[str]] = {}
+    for r in rows:
+        if r.get("git_sha") not in (None, file_sha):
+            seeds.setdefault((r["row"], str(r["git_sha"])[:7]), []).append(str(r.get("seed")))
+    if not seeds:
+        return []
+    each = [f"{row} (seed{'s' * (len(s) > 1)} {', '.join(s)}) {sha}" for (row, sha), s in seeds.items()]
+    return [f"Rows measured at other commits than the file's: {'; '.join(each)}.", ""]
 
 
 def added(row: J, rows: list[J]) -> str:

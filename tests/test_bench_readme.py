@@ -133,3 +133,16 @@ def test_zero_shot_table_and_what_a_model_of_row_adds():
     assert "| db-names | 0 | yes | 0.125 | 0.050 | 0.100 * | 0.700 | 240 | unseen |" in early
     assert early[-1].startswith("\\* measured before 237df45")
     assert readme.zero_shot_table([base]) == []
+
+
+def test_rows_of_other_commits_are_listed_once_per_row_and_commit():
+    rows = [{"row": "db", "seed": s, "git_sha": "a" * 40} for s in (0, 1, 2)] + [
+        {"row": "bce", "seed": 0, "git_sha": "b" * 40},
+        {"row": "peer", "seed": 0, "git_sha": "f" * 40},
+    ]
+    out = readme.other_commits(rows, "f" * 40)
+    assert out == [
+        "Rows measured at other commits than the file's: db (seeds 0, 1, 2) aaaaaaa; bce (seed 0) bbbbbbb.",
+        "",
+    ]
+    assert readme.other_commits(rows[-1:], "f" * 40) == []
