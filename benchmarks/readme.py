@@ -366,7 +366,7 @@ def longtail_targets(name: str, rows: list[J], prepare_seconds: float | None) ->
             own.setdefault(r["row"], []).append(r)
     gpu = bool(own) and all(r.get("device") == "gpu" for rs in own.values() for r in rs)
     rules = (GPU_LONGTAIL_TARGETS if gpu else LONGTAIL_TARGETS).get(name)
-    if not rules or not own:
+    if not rules or not own or not (gpu or peers):  # CPU targets are relative to the peers' rows
         return []
 
     def best(key: str, prefix: tuple[str, ...]) -> float | None:

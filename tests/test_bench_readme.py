@@ -90,6 +90,10 @@ def test_longtail_targets_pick_the_row_meeting_most():
     assert out[0].startswith("Targets (issue #23): db-b meets 2 of 2 (mean of 2 seed(s)")
     assert "| macro_f1 | >= 0.430 | 0.430 | yes |" in out and "| tail_f1 | > 0.100 | 0.150 | yes |" in out
     assert readme.longtail_targets("reuters21578", rows[1:], 5.0) == []  # no peer row: nothing to say
+    # ... even where the one absolute target (the time budget) could be checked.
+    timed = [{**r, "train_seconds": 60.0, "evaluate_seconds": 5.0} for r in rows]
+    assert readme.longtail_targets("eurlex57k", timed, 5.0)[0].startswith("Targets (issue #23): db-")
+    assert readme.longtail_targets("eurlex57k", timed[1:], 5.0) == []
     assert readme.longtail_targets("unknown", rows, 5.0) == []
 
 
