@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ def _check_stats(doc: dict[str, Any]) -> None:
     assert stats["ray_data"]["rows_per_s"] > 0 and stats["polars"]["rows_per_s"] > 0
     assert stats["counts"]["identical"], stats["counts"]["checks"]
     assert stats["ratio_ray_over_polars"] > 0
-    assert stats["ray_data"]["peak_memory"]["driver_ru_maxrss_mib"] > 0
+    assert stats["ray_data"]["peak_memory"]["driver_peak_mib"] > 0
 
 
 def _check_paired(doc: dict[str, Any], section: str, ray_key: str, base_key: str, rate: str) -> None:
@@ -46,7 +47,11 @@ def _check_paired(doc: dict[str, Any], section: str, ray_key: str, base_key: str
     assert part["ratio_ray_over_bare"] > 0
     assert part["target"] == 0.95 and isinstance(part["target_met"], bool)
     assert part[ray_key]["startup_s"] >= 0
-    assert part[ray_key]["peak_memory"]["driver_ru_maxrss_mib"] > 0
+    assert part[ray_key]["peak_memory"]["driver_peak_mib"] > 0
+    # The bare side was not sampled (no thread in its loop's process): its tree is that process alone.
+    bare = part[base_key]["peak_memory"]
+    assert bare["driver_rss_peak_sampled_mib"] is None and bare["ray_worker_rss_peak_max_mib"] is None
+    assert bare["process_tree_rss_peak_sum_mib"] == bare["driver_peak_mib"] > 0
     assert part["repeats"] == 1 and part[ray_key]["runs"] == [part[ray_key][rate]]
 
 
@@ -137,3 +142,26 @@ def test_bad_repeats_are_refused_before_anything_runs(argv, message, capsys):
     with pytest.raises(SystemExit):
         throughput.main(argv)
     assert message in capsys.readouterr().err
+
+
+def test_a_quiet_window_takes_no_samples_and_reports_the_process_alone():
+    from benchmarks.throughput.context import PhaseSampler
+
+    sampler = PhaseSampler()
+    try:
+        sampler.reset(quiet=True)
+        calls = []
+        sampler.sample = lambda: calls.append(1)  # the thread (every 0.25 s) would call this
+        held = bytearray(64 * 1024 * 1024)  # a 64 MiB peak inside the window
+        held[::4096] = b"x" * len(held[::4096])
+        time.sleep(0.6)
+        quiet = sampler.window()
+        assert calls == []
+        assert quiet["driver_rss_peak_sampled_mib"] is None and quiet["ray_worker_rss_peak_max_mib"] is None
+        assert quiet["process_tree_rss_peak_sum_mib"] == quiet["driver_peak_mib"] >= 64
+        del held, sampler.sample
+        sampler.reset()  # a Ray phase's window samples again
+        time.sleep(0.6)
+        assert sampler.window()["driver_rss_peak_sampled_mib"] > 0
+    finally:
+        sampler.stop()

@@ -42,6 +42,7 @@ class PeakRSS:
         self.interval = interval
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self.paused = threading.Event()  # set: the thread takes no samples (and costs its process nothing)
         self._thread: threading.Thread | None = None
         self.reset()
 
@@ -74,7 +75,8 @@ class PeakRSS:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            self.sample()
+            if not self.paused.is_set():
+                self.sample()
 
     def start(self) -> PeakRSS:
         self.sample()

@@ -56,7 +56,7 @@ def run_phases(names: list[str], work: Path) -> None:
             base = name.split(REPEAT_SEP)[0]
             if kinds[base] is None:
                 ctx.stop()
-            sampler.reset()
+            sampler.reset(quiet=kinds[base] is None)
             t0 = time.perf_counter()
             print(f"[throughput] phase {name} ...", file=sys.stderr, flush=True)
             result = PHASE_FUNCS[base](work, params, sampler, ctx)
@@ -212,11 +212,12 @@ def main(argv: list[str] | None = None) -> None:
         "load_average_before": load_before,
         "load_average_after": load_average(2),
         "seconds_total": round(time.perf_counter() - t0, 1),
-        "memory_note": "driver_ru_maxrss_mib is the measuring process's own peak (each side runs in a child "
-        "process of its own unless shared_process_with lists earlier phases); Ray's workers are separate "
-        "processes: process_tree_rss_peak_sum_mib adds every process the child started (raylet, GCS, "
-        "dashboard, workers; shared object-store pages count once per process mapping them) and "
-        "ray_worker_rss_peak_max_mib is the largest single Ray worker",
+        "memory_note": "driver_peak_mib is the measuring process's own peak in the phase (the kernel's "
+        "VmHWM, reset at the phase's start where driver_peak_exact; each side runs in a child process of "
+        "its own unless shared_process_with lists earlier phases; a bare phase is not sampled, its tree is "
+        "that process alone); Ray's workers are separate processes: process_tree_rss_peak_sum_mib adds "
+        "every process the child started (raylet, GCS, dashboard, workers; shared object-store pages count "
+        "once per process mapping them) and ray_worker_rss_peak_max_mib is the largest single Ray worker",
         **sections,
     }
     write_json(out_path, doc)
