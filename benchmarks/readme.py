@@ -154,7 +154,7 @@ SPECS = {
     " s@startup_s~2 | process tree peak RSS (MiB)@peak_memory/process_tree_rss_peak_sum_mib~1",
     "predicted": "nodes@_n | ring all-reduce model samples/s@ring_allreduce_model_samples_per_s~1 | "
     "constant efficiency samples/s@constant_efficiency_samples_per_s~1",
-    "memory": "phase@_side | driver peak RSS@_driver_peak~1 | process tree peak RSS@"
+    "memory": "phase@_side | driver peak RSS@peak_memory/driver_peak_mib~1 | process tree peak RSS@"
     "peak_memory/process_tree_rss_peak_sum_mib~1 | largest Ray worker@peak_memory/"
     "ray_worker_rss_peak_max_mib~1",
     "gpu_sweep": "tokens@seq | batch@batch | samples/s@samples_per_s~0 | tokens/s@tokens_per_s~0 | TFLOP/s@"
@@ -615,8 +615,6 @@ def throughput(d: J) -> list[str]:
             x["_wait"] = ", ".join(f"{w:.1%}" for w in x.get("input_wait_fraction_per_epoch", [])) or "n/a"
             x["_nice"] = x.get("niceness", get(x, "worker_threads/niceness") or "not recorded")
             x["_udf"] = f"{x['udf_share_of_actor_time']:.1%}" if "udf_share_of_actor_time" in x else ""
-            m = x.get("peak_memory", {})  # files before the per-phase peak hold the process's lifetime one
-            x["_driver_peak"] = m.get("driver_peak_mib", m.get("driver_ru_maxrss_mib"))
             sides.append(x)
     env = d["environment"]
     out = [

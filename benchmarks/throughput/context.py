@@ -26,15 +26,14 @@ class PhaseSampler(PeakRSS):
     with the thread, 2,250-2,343 without), a cost its Ray side, sampled from another process, did not pay."""
 
     def __init__(self) -> None:
+        self.steps = StepPeaks()  # before PeakRSS.__init__, which resets
         super().__init__(interval=0.25)
-        self.steps = StepPeaks()
         self.start()
 
     def reset(self, quiet: bool = False) -> None:
         super().reset()
-        if hasattr(self, "steps"):  # PeakRSS.__init__ resets before the steps exist
-            self.steps.start()
-            (self.paused.set if quiet else self.paused.clear)()
+        self.steps.start()
+        (self.paused.set if quiet else self.paused.clear)()
 
     def window(self) -> dict[str, float | None]:
         """The peaks since the last reset, in MiB: the child's exact one and the sampled ones (a quiet
