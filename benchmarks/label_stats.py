@@ -1,17 +1,22 @@
-"""Label statistics at scale (issue #25, item 1): the prepare stage's statistics pass through Ray Data against
-one polars query in one process, at 5M and 50M rows, and on a local cluster of one 1-CPU node against two.
+"""Label statistics at scale (issue #25, item 1): the profile stage's counting pass, and the prepare stage's
+statistics pass, through Ray Data against one polars query in one process, at 5M and 50M rows, and on a
+local cluster of one 1-CPU node against two.
 
-    .venv/bin/python -m benchmarks.label_stats --work-dir /tmp/bml-label-stats       # about 15 minutes
+    .venv/bin/python -m benchmarks.label_stats --work-dir /tmp/bml-label-stats       # about 20 minutes
     .venv/bin/python -m benchmarks.label_stats --rows 200000 --repeats 1 --out /tmp/ls.json   # a smoke run
 
 The corpus is generated on the fly (Zipf label sets over 1,000 labels, 250,000 rows a shard, split folders
-70/15/15%; `benchmarks.throughput.stats.phase_stats_gen`) and never committed. Ray's figure is
-`prepare.read_normalised` (read, canonical columns, row keys, duplicate-group keys, row issues) streamed into
-`prepare._collect_partials` (per-block partial counts merged once on the driver): what the prepare stage
-runs before it splits and writes. Polars runs the same row semantics (labels de-duplicated, empty names and
-rows without text or labels dropped) and counts; it computes no row or duplicate keys. Both give identical
-counts (checked every run). Each configuration runs one untimed pass first (Ray: worker start-up and imports;
-polars: file cache), then `--repeats` timed passes; the median is the figure.
+70/15/15%; `benchmarks.throughput.stats.phase_stats_gen`) and never committed. Two Ray passes, each ending in
+per-block partial counts merged once on the driver: the profile stage's (`prepare.count_rows`: text and labels
+read, labels cleaned, rows checked and counted in one map function, `CountRows`, with files grouped into about
+1M rows per task; also documents per label count and text lengths), and the prepare stage's
+(`prepare.read_normalised` streamed into `prepare.collect_partials`: ids read too, row keys and
+duplicate-group keys hashed, one task per file: what prepare runs before it splits and writes). Polars runs
+the same row semantics (labels de-duplicated, empty names and rows without text or labels dropped) and counts;
+it computes no keys, lengths or label-count histogram. All give identical counts (checked every run). Each
+configuration runs one untimed pass of each kind first (Ray: worker start-up and imports; polars: file cache),
+then `--repeats` timed passes (Ray: profile and prepare alternating, the first of each pair alternating too);
+the median is the figure. Co-occurring pairs (a second pass in both stages) are in no figure.
 """
 
 from __future__ import annotations
@@ -50,15 +55,19 @@ class _Sampler(PeakRSS):
             }
 
 
-def _ray_pass(data: Path) -> tuple[float, Any]:
+PASSES = ("profile", "prepare")
+
+
+def _ray_pass(data: Path, kind: str) -> tuple[float, Any]:
+    """One statistics pass: `profile` (no keys) or `prepare` (row and duplicate-group keys)."""
     from pipeline.core.config import load_config
-    from pipeline.data.prepare import _collect_partials, read_normalised
+    from pipeline.data.prepare import collect_partials, count_rows, read_normalised
     from pipeline.data.sources import discover
 
     cfg = load_config(None, [])
     spec = discover(str(data), cfg.data)
     t0 = time.perf_counter()
-    total = _collect_partials(read_normalised(spec, cfg))
+    total = count_rows(spec, cfg) if kind == "profile" else collect_partials(read_normalised(spec, cfg))
     return time.perf_counter() - t0, total
 
 
@@ -96,40 +105,49 @@ def _stop(cluster: Any, temp_dir: str) -> None:
 
 
 def measure_ray(work: Path, rows: int, kind: str, nodes: int, repeats: int, sampler: _Sampler) -> dict:
-    """One Ray configuration: start, an untimed first pass, `repeats` timed passes, stop."""
+    """One Ray configuration: start, an untimed first pass of each kind, `repeats` timed pairs, stop. Returns
+    {pass kind: figures}; each kind's counts are compared with polars'."""
     import ray
 
-    from benchmarks.throughput.stats import _counts_from_partial
+    from benchmarks.throughput.stats import _counts_from_partial, compare_counts
 
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     t0 = time.perf_counter()
     cluster = _start(kind, nodes, temp_dir)
     start_s = time.perf_counter() - t0
+    first: dict[str, float] = {}
+    times: dict[str, list[float]] = {p: [] for p in PASSES}
+    totals: dict[str, Any] = {}
     try:
         cpus = [n["Resources"].get("CPU") for n in ray.nodes() if n.get("Alive")]
-        first_s, _ = _ray_pass(work / "stats_data")
+        for p in PASSES:
+            first[p], _ = _ray_pass(work / "stats_data", p)
         sampler.reset()
-        times, total = [], None
-        for _ in range(repeats):
-            seconds, total = _ray_pass(work / "stats_data")
-            times.append(seconds)
+        for i in range(repeats):
+            for p in PASSES if i % 2 == 0 else PASSES[::-1]:
+                seconds, totals[p] = _ray_pass(work / "stats_data", p)
+                times[p].append(seconds)
         memory = sampler.window()
     finally:
         _stop(cluster, temp_dir)
-    (work / "stats_ray_counts.json").write_text(json.dumps(_counts_from_partial(total)))
-    median = statistics.median(times)
-    return {
-        "ray": "local Ray (ray.init), 2 CPUs"
-        if kind == "local"
-        else f"ray.cluster_utils.Cluster, {nodes} x 1 CPU",
-        "node_cpus": cpus,
-        "ray_start_s": round(start_s, 2),
-        "first_pass_s": round(first_s, 3),
-        "seconds_each": [round(t, 3) for t in times],
-        "seconds": round(median, 3),
-        "rows_per_s": round(rows / median, 1),
-        "peak_memory": memory,
-    }
+    out = {}
+    for p in PASSES:
+        (work / "stats_ray_counts.json").write_text(json.dumps(_counts_from_partial(totals[p])))
+        median = statistics.median(times[p])
+        out[p] = {
+            "ray": "local Ray (ray.init), 2 CPUs"
+            if kind == "local"
+            else f"ray.cluster_utils.Cluster, {nodes} x 1 CPU",
+            "node_cpus": cpus,
+            "ray_start_s": round(start_s, 2),
+            "first_pass_s": round(first[p], 3),
+            "seconds_each": [round(t, 3) for t in times[p]],
+            "seconds": round(median, 3),
+            "rows_per_s": round(rows / median, 1),
+            "peak_memory_both_passes": memory,
+            "counts_identical_to_polars": compare_counts(work)["identical"],
+        }
+    return out
 
 
 def measure_polars(work: Path, rows: int, repeats: int, sampler: _Sampler) -> dict:
@@ -175,7 +193,7 @@ def measure_polars_keys(work: Path, rows: int, repeats: int) -> dict:
 
 
 def run_size(work: Path, rows: int, repeats: int, cluster_repeats: int, sampler: _Sampler) -> dict:
-    from benchmarks.throughput.stats import compare_counts, phase_stats_gen
+    from benchmarks.throughput.stats import phase_stats_gen
 
     shards = max(20, rows // SHARD_ROWS)
     print(f"[label_stats] {rows:,} rows: generating {shards} shards", flush=True)
@@ -185,30 +203,30 @@ def run_size(work: Path, rows: int, repeats: int, cluster_repeats: int, sampler:
     polars_keys = measure_polars_keys(work, rows, repeats)
     print(f"[label_stats] {rows:,} rows: Ray, local 2 CPUs", flush=True)
     local = measure_ray(work, rows, "local", 1, repeats, sampler)
-    counts = compare_counts(work)
     nodes = {}
     for n in (1, 2):
         print(f"[label_stats] {rows:,} rows: Ray, cluster of {n} x 1 CPU", flush=True)
-        nodes[f"nodes_{n}"] = measure_ray(work, rows, "cluster", n, cluster_repeats, sampler)
-        nodes[f"nodes_{n}"]["counts_identical_to_polars"] = compare_counts(work)["identical"]
+        nodes[n] = measure_ray(work, rows, "cluster", n, cluster_repeats, sampler)
     shutil.rmtree(work / "stats_data", ignore_errors=True)
-    return {
-        "rows": rows,
-        "labels": LABELS,
-        "data": gen,
-        "polars": polars,
-        "ray_local": local,
-        "ratio": round(polars["seconds"] / local["seconds"], 3),
-        "polars_same_row_work": {
-            **polars_keys,
-            "ratio": round(polars_keys["seconds"] / local["seconds"], 3),
-        },
-        "counts_identical": counts["identical"],
-        "cluster": {
-            **nodes,
-            "ratio": round(nodes["nodes_1"]["seconds"] / nodes["nodes_2"]["seconds"], 3),
-        },
-    }
+    out: dict[str, Any] = {"rows": rows, "labels": LABELS, "data": gen, "polars": polars}
+    for p in PASSES:
+        against = polars if p == "profile" else polars_keys
+        out[p] = {
+            "ray_local": local[p],
+            "ratio": round(polars["seconds"] / local[p]["seconds"], 3),
+            "counts_identical": all(r[p]["counts_identical_to_polars"] for r in (local, nodes[1], nodes[2])),
+            "cluster": {
+                "nodes_1": nodes[1][p],
+                "nodes_2": nodes[2][p],
+                "ratio": round(nodes[1][p]["seconds"] / nodes[2][p]["seconds"], 3),
+            },
+        }
+        if p == "prepare":
+            out[p]["polars_same_row_work"] = {
+                **against,
+                "ratio": round(against["seconds"] / local[p]["seconds"], 3),
+            }
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,18 +248,21 @@ def main(argv: list[str] | None = None) -> int:
         "finished": utc_now(),
         "what": __doc__.split("\n\n", 2)[2].strip(),
         "runs": runs,
+        # Measured on the profile stage's pass: label statistics alone. The prepare pass is reported beside.
         "targets": {
             "ray_over_polars_at_largest": {
+                "pass": "profile",
                 "rows": largest["rows"],
-                "ratio": largest["ratio"],
+                "ratio": largest["profile"]["ratio"],
                 "target": TARGETS["ray_over_polars_at_largest"],
-                "met": largest["ratio"] >= TARGETS["ray_over_polars_at_largest"],
+                "met": largest["profile"]["ratio"] >= TARGETS["ray_over_polars_at_largest"],
             },
             "two_nodes_over_one": {
+                "pass": "profile",
                 "rows": largest["rows"],
-                "ratio": largest["cluster"]["ratio"],
+                "ratio": largest["profile"]["cluster"]["ratio"],
                 "target": TARGETS["two_nodes_over_one"],
-                "met": largest["cluster"]["ratio"] >= TARGETS["two_nodes_over_one"],
+                "met": largest["profile"]["cluster"]["ratio"] >= TARGETS["two_nodes_over_one"],
             },
         },
     }

@@ -57,7 +57,7 @@ def _cases(root: Path) -> dict[str, tuple[list[str], str]]:
     }
 
 
-@pytest.mark.parametrize("job", ["prepare", "run_all", "retrain"])
+@pytest.mark.parametrize("job", ["prepare", "profile", "run_all", "retrain"])
 def test_bad_input_fails_before_ray_or_torch(job, tmp_path):
     for name, (sets, message) in _cases(tmp_path).items():
         rc, out, err, _ = _job(job, tmp_path, *sets)

@@ -455,3 +455,64 @@ def test_one_id_with_two_texts_is_an_error(ray_session, tmp_path):
     ):
         run_prepare(_cfg(tmp_path, str(src)))
     assert not (tmp_path / "r" / "prepared").exists()
+
+
+def _raw_counts(files: list[Path]) -> tuple[int, Counter, Counter]:
+    """(rows with text and labels, label counts, documents per number of labels) of shards as read, with
+    prepare's cleaning (labels de-duplicated, empty names dropped; blank texts and empty label sets out)."""
+    docs, counts, per_doc = 0, Counter(), Counter()
+    for text, labels in pl.read_parquet(files).select("text", "labels").iter_rows():
+        clean = list(dict.fromkeys(lab for lab in labels or [] if lab))
+        if text is None or not text.strip() or not clean:
+            continue
+        docs += 1
+        counts.update(clean)
+        per_doc[len(clean)] += 1
+    return docs, counts, per_doc
+
+
+def test_profile_counts_the_corpus_as_read_and_prepares_nothing(ray_session, tmp_path):
+    """Split folders: every split's counts as read (duplicates not merged, validation not carved from train),
+    equal to a count per row; issues name their files. A flat folder is counted as train."""
+    from pipeline.data.profile import run_profile
+
+    src = tmp_path / "in"
+    rng = np.random.default_rng(5)
+    for split, n in (("train", 120), ("test", 40)):
+        rows = [
+            [f"l{j}" for j in rng.choice(12, size=int(rng.integers(1, 5)), replace=False)] for _ in range(n)
+        ]
+        texts = [f"{split} text {i} " + "w" * int(rng.integers(0, 400)) for i in range(n)]
+        texts[0], rows[1] = "   ", rows[1] + [rows[1][0], ""]  # an empty text; a repeated and an empty label
+        texts[2] = texts[3]  # a duplicate text: counted twice
+        for part in range(2):
+            sl = slice(part * n // 2, (part + 1) * n // 2)
+            write_parquet(src / split / f"p{part}.parquet", corpus_table(texts[sl], rows[sl]))
+    doc = run_profile(_cfg(tmp_path, str(src)))
+    on_disk = json.loads((tmp_path / "r" / "profile.json").read_text())
+    assert on_disk == json.loads(json.dumps(doc))
+    assert not (tmp_path / "r" / "prepared").exists() and not (tmp_path / "r" / "label_stats.json").exists()
+    assert doc["split"]["method"] == "folders" and doc["documents"]["validation"] == 0
+    for split in ("train", "test"):
+        n, counts, per_doc = _raw_counts(sorted((src / split).glob("*.parquet")))
+        assert doc["documents"][split] == n == (119 if split == "train" else 39)
+        got = {lab: c[split] for lab, c in {**doc["label_counts"], **doc["zero_shot_labels"]}.items()}
+        assert {lab: c for lab, c in got.items() if c} == dict(counts)
+        assert doc["documents_by_label_count"][split] == [per_doc.get(k, 0) for k in range(5)]
+    assert doc["row_issues"]["empty_text"]["total"] == 2
+    assert set(doc["row_issues"]["empty_text"]["examples"]) == {
+        str(src / "train" / "p0.parquet"),
+        str(src / "test" / "p0.parquet"),
+    }
+    assert doc["text_length"]["train"]["max"] <= len("train text 119 ") + 400
+
+    flat = tmp_path / "flat"
+    for split in ("train", "test"):
+        for f in (src / split).glob("*.parquet"):
+            write_parquet(flat / f"{split}-{f.name}", pl.read_parquet(f).to_arrow())
+    doc = run_profile(_cfg(tmp_path, str(flat), "run.name=flat"))
+    assert doc["split"]["method"].startswith("none") and doc["documents"] == {
+        "train": 158,
+        "validation": 0,
+        "test": 0,
+    }

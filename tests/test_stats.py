@@ -15,7 +15,7 @@ import pytest
 from pipeline.core.config import SyntheticSection
 from pipeline.core.errors import InputError
 from pipeline.data import stats
-from pipeline.data.prepare import Normalise, _drop_unknown_labels, _row_key
+from pipeline.data.prepare import CountRows, Normalise, _blank, _drop_unknown_labels, _row_key
 from pipeline.data.sources import normalise_split_name
 from pipeline.data.synthetic import generate, label_names, target_frequencies
 
@@ -83,6 +83,59 @@ def test_label_counts_cardinality_and_issues_match_counter():
     assert {(i, s): c for i, by in total.issues.items() for s, c in by.items()} == want
     assert total.examples["bad_split_value:tst"] == ["r7"]
     assert len(total.examples["no_labels"]) == stats.MAX_EXAMPLES
+
+
+def test_a_block_of_one_split_counts_as_a_mixed_one():
+    """A shard of a split folder (every row kept, one split: counted without the per-value split codes)
+    gives the label counts of the general path."""
+    rng = np.random.default_rng(4)
+    rows = _random_rows(rng, 50, 20, 1, 5)
+    one = _partial([_block(rows, ["test"] * 50)])
+    mixed = _partial([_block(rows + [["zz"]], ["test"] * 50 + ["train"])])
+    assert one.splits["test"].label_counts == mixed.splits["test"].label_counts
+    assert one.splits["test"].label_counts == Counter(lab for r in rows for lab in r)
+    assert not one.splits["train"].label_counts and mixed.splits["train"].label_counts == {"zz": 1}
+
+
+def test_labels_per_document_and_text_lengths_match_a_per_row_count():
+    """Documents by number of labels and text lengths (characters, not bytes) per split, merged over blocks
+    of different histogram lengths, against a count per row; rows not kept count nowhere."""
+    rng = np.random.default_rng(3)
+    rows = _random_rows(rng, 200, 30, 0, 7)
+    splits = list(rng.choice(["train", "validation", "test"], size=200))
+    keep = list(rng.random(200) > 0.2)
+    texts = ["é" * int(n) for n in rng.integers(0, 3000, size=200)]
+    texts[0], texts[1] = None, ""
+    tables = []
+    for a, b in [(0, 7), (7, 150), (150, 200)]:
+        block = _block(rows[a:b], splits[a:b], keep[a:b])
+        tables.append(block.append_column("text", pa.array(texts[a:b], pa.string())))
+    doc = stats.label_stats(_partial(tables), head_min=10, tail_max=3)
+    for s in ("train", "validation", "test"):
+        at = [n for n in range(200) if keep[n] and splits[n] == s]
+        hist = Counter(len(rows[n]) for n in at)
+        got = doc["documents_by_label_count"][s]
+        assert got == [hist.get(k, 0) for k in range(len(got))] and len(got) == max(hist) + 1
+        chars = [len(texts[n] or "") for n in at]
+        length = doc["text_length"][s]
+        assert length["max"] == max(chars) and length["mean"] == pytest.approx(np.mean(chars))
+        bins = Counter(0 if c == 0 else c.bit_length() for c in chars)
+        want = [{"at_most": 0 if k == 0 else 2**k - 1, "documents": n} for k, n in sorted(bins.items())]
+        assert length["histogram"] == want
+        ordered = sorted(chars)
+        for q in (50, 90, 99):
+            c = ordered[int(np.ceil(q / 100 * len(chars))) - 1]  # the q-th percentile row's length
+            assert length[f"p{q}_at_most"] == (0 if c == 0 else 2 ** c.bit_length() - 1), (s, q)
+    # A block without a text column (the tests' blocks above before the append) records no lengths.
+    bare = stats.label_stats(_partial([_block(rows, splits, keep)]), head_min=10, tail_max=3)
+    assert bare["text_length"]["train"] == {
+        "mean": 0.0,
+        "max": 0,
+        "p50_at_most": None,
+        "p90_at_most": None,
+        "p99_at_most": None,
+        "histogram": [],
+    }
 
 
 def test_pair_counts_exact_for_long_rows_and_small_vocabulary():
@@ -235,6 +288,89 @@ def test_normalise_matches_the_per_row_definition(id_type):
         assert got == _reference_normalise(table, keep_empty)
     assert got["_key"][7] == got["_key"][8] and got["id"][7].startswith("row-")
     assert got["_issue"][3] == "empty_text" and got["labels"][6] == ["r"] and got["labels"][0] == ["p", "q"]
+
+
+def test_normalise_without_keys_cleans_and_checks_rows_alike_and_names_files():
+    """The profile's pass: the same labels, splits, issues and keep decisions as with keys, no `_key` or
+    `_group`, each row named by its file; a corpus that gives no split is counted as train."""
+    texts = ["a b", None, "   ", "x", "y"]
+    labels = [["p", "q", "p"], ["p"], ["q"], [], ["", "r", "r"]]
+    path = ["/in/train/a.parquet"] * 3 + ["/in/test/b.parquet"] * 2
+    table = pa.table(
+        {"text": pa.array(texts), "labels": pa.array(labels, pa.list_(pa.string())), "path": path}
+    )
+    cols = {"text": "text", "labels": "labels", "id": "id", "split": "split"}
+    split_of = {"/in/train/a.parquet": "train", "/in/test/b.parquet": "test"}
+    with_keys = Normalise(cols, False, None, False, "drop", split_of_path=split_of)(table)
+    no_keys = Normalise(cols, False, None, False, "drop", split_of_path=split_of, keys=False)(table)
+    assert no_keys.column_names == ["id", "text", "labels", "split", "_issue", "_keep"]
+    for name in ("text", "labels", "split", "_issue", "_keep"):
+        assert no_keys.column(name).equals(with_keys.column(name)), name
+    assert no_keys.column("id").to_pylist() == path
+    flat = Normalise(cols, False, "train", False, "drop", keys=False)(table.drop_columns(["path"]))
+    assert flat.column("split").to_pylist() == ["train"] * 5 and flat.column("id").null_count == 5
+
+
+@pytest.mark.parametrize("policy", ["drop", "keep"])
+def test_count_rows_gives_the_partial_of_the_normalised_rows(policy):
+    """The profile's fused pass (partials straight from the rows) against block_partial over Normalise's
+    output: counts, histograms, lengths, issues and their examples are equal, on rows with repeated, empty
+    and null labels, blank texts, bad split values, and on a clean block of one split (its fast path)."""
+    rng = np.random.default_rng(7)
+    rows = _random_rows(rng, 300, 25, 0, 5)
+    rows[3], rows[4], rows[5] = ["a", "a", "", None], None, ["", "b"]
+    texts = [f"text {i} " + "é" * int(rng.integers(0, 50)) for i in range(300)]
+    texts[6], texts[7] = "  \u3000", None
+    splits = list(rng.choice(["train", "validation", "test", "dev", "tst"], size=300))
+    path = [f"/in/{i % 3}.parquet" for i in range(300)]
+    cols = {"text": "text", "labels": "labels", "id": "id", "split": "split"}
+
+    def both(table, **kw):
+        norm = Normalise(cols, False, kw.get("fixed"), kw.get("column", False), policy, keys=False)
+        counted = CountRows(cols, False, kw.get("fixed"), kw.get("column", False), policy)
+        return [t.column("partial")[0].as_py() for t in (stats.block_partial(norm(table)), counted(table))]
+
+    mixed = pa.table(
+        {
+            "text": pa.array(texts),
+            "labels": pa.array(rows, pa.list_(pa.string())),
+            "split": pa.array(splits),
+            "path": pa.array(path),
+        }
+    )
+    full = _random_rows(rng, 290, 25, 1, 5)  # every row kept: the fast path
+    clean = pa.table({"text": pa.array(texts[10:]), "labels": pa.array(full, pa.list_(pa.string()))})
+    cases = [(mixed, {"column": True}), (clean.slice(0, 0), {"fixed": "train"}), (clean, {"fixed": "test"})]
+    for table, kw in cases:
+        blobs = both(table, **kw)
+        want, got = (pickle.loads(b) for b in blobs)
+        for s in stats.SPLITS:
+            a, b = want.splits[s], got.splits[s]
+            assert (a.docs, a.cardinality_sum, a.length_sum, a.length_max) == (
+                b.docs,
+                b.cardinality_sum,
+                b.length_sum,
+                b.length_max,
+            ), s
+            assert a.cardinality_hist.tolist() == b.cardinality_hist.tolist()
+            assert a.length_hist.tolist() == b.length_hist.tolist()
+        assert want.issues == got.issues and want.examples == got.examples
+        merged = [stats.combine([b]) for b in blobs]
+        assert [merged[0].splits[s].label_counts for s in stats.SPLITS] == [
+            merged[1].splits[s].label_counts for s in stats.SPLITS
+        ]
+    assert merged[1].splits["test"].label_counts == Counter(lab for r in full for lab in r)
+
+
+def test_blank_texts_are_those_python_strips_to_nothing():
+    """The first-byte filter before the regex: every whitespace character of str.isspace alone, before text
+    and after it; characters whose UTF-8 lead byte is shared with a space (U+20AC, U+3001); a sliced array."""
+    spaces = [chr(c) for c in range(0x10000) if chr(c).isspace()]
+    texts = ["", "x", "é", "\u20ac", "\u3001 ", " x", "x ", "\u3000\u00a0\x1c\t", *spaces]
+    texts += [c + "word" for c in spaces] + ["word" + c for c in spaces] + [c * 3 for c in spaces]
+    arr = pa.array(["pad", *texts], pa.string()).slice(1)
+    assert _blank(arr).tolist() == [not t.strip() for t in texts]
+    assert _blank(pa.array(["", ""], pa.string())).tolist() == [True, True]
 
 
 def test_drop_unknown_labels_matches_a_filter():

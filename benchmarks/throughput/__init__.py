@@ -5,7 +5,7 @@
 
 Sections of benchmarks/results/throughput.json (each one ratio, both sides measured in this one invocation):
 
-- stats: the prepare stage's label statistics (`read_normalised` + `_collect_partials`: Ray Data reads the
+- stats: the prepare stage's label statistics (`read_normalised` + `collect_partials`: Ray Data reads the
   shards, normalises every row and folds per-block partials) against one polars query over the same shards
   (per-split documents, label counts and summed cardinality); both results must be identical.
   Also an attribution of the Ray figure: `Normalise` and `block_partial` timed on one shard in-process,

@@ -158,7 +158,7 @@ def phase_stats_ray(
     work: Path, params: dict[str, Any], sampler: PhaseSampler, ctx: RayContext
 ) -> dict[str, Any]:
     from pipeline.core.config import load_config
-    from pipeline.data.prepare import _collect_partials, read_normalised
+    from pipeline.data.prepare import collect_partials, read_normalised
     from pipeline.data.sources import discover
 
     info = ctx.ensure("local", "stats_ray")
@@ -169,7 +169,7 @@ def phase_stats_ray(
     discover_s = time.perf_counter() - t0
     wall = time.time()
     t1 = time.perf_counter()
-    total = _collect_partials(read_normalised(spec, cfg))
+    total = collect_partials(read_normalised(spec, cfg))
     seconds = time.perf_counter() - t1
     memory = sampler.window()
     operators = ray_data_operator_metrics(wall - 1.0)
@@ -180,10 +180,10 @@ def phase_stats_ray(
         "discover_s": round(discover_s, 3),
         **info,
         "what": "pipeline.data.prepare.read_normalised(spec, cfg) streamed into "
-        "prepare._collect_partials (map_batches(stats.block_partial), take_all, combine); Ray start "
+        "prepare.collect_partials (map_batches(stats.block_partial), take_all, combine); Ray start "
         "and discover (schema check of every footer) excluded from the rate. run_prepare materialises the "
         "normalised rows in between (for the split and the write) and runs a second pass for top pairs "
-        "(_top_pairs); neither is in this figure",
+        "(count_top_pairs); neither is in this figure",
         "ray_data_operators": operators,
         "peak_memory": memory,
     }

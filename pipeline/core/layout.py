@@ -6,6 +6,7 @@ alike (a :class:`~pipeline.core.storage.Location`)::
     <run>/data/                  the synthetic corpus (data.source: synthetic)
     <run>/prepared/<split>/      prepared Parquet shards (train, validation, test)
     <run>/label_stats.json       label statistics and groups
+    <run>/profile.json           label statistics of the corpus as read (the profile stage)
     <run>/embeddings/<key>/      cached frozen-encoder embeddings (tune.mode: embeddings)
     <run>/tune/                  the Tune experiment; <run>/best_params.yaml its result
     <run>/checkpoints/           training checkpoints
@@ -84,6 +85,10 @@ class RunLayout(Location):
     @property
     def label_stats(self) -> Location:
         return self.join("label_stats.json")
+
+    @property
+    def profile(self) -> Location:
+        return self.join("profile.json")
 
     @property
     def embeddings(self) -> Location:

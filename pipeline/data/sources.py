@@ -39,6 +39,8 @@ class InputSpec:
     files: list[str] = field(default_factory=list)
     has_split_column: bool = False
     has_id_column: bool = False
+    #: Rows in all files, from their footers.
+    rows: int = 0
 
     @property
     def all_files(self) -> list[str]:
@@ -171,6 +173,7 @@ def _check_schemas(spec: InputSpec, data: DataSection) -> None:
             )
         split_cols.append(has_split)
         id_cols.append(data.id_column in names)
+    spec.rows = total_rows
     if total_rows == 0:
         raise InputError(f"{spec.uri}: the input holds no rows ({len(spec.all_files)} file(s), all empty)")
     if total_rows < MIN_DOCUMENTS:

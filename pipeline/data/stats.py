@@ -4,9 +4,10 @@ Only the partials (one small record per block) travel to the driver, never the r
 
 Two passes over the prepared rows:
 
-1. `block_partial`: per split, documents, label counts (an Arrow group-by of (split, label)), summed label
-   cardinality, and the row issues with a few example ids; no Python per row or per label. `combine`
-   merges the blocks' label counts once, with one group-by over all of them.
+1. `block_partial`: per split, documents, label counts (an Arrow group-by of (split, label)), documents per
+   number of labels, text lengths (a histogram of power-of-two bins), and the row issues with a few example
+   ids; no Python per row or per label. `combine` merges the blocks' label counts once, with one group-by
+   over all of them.
 2. `block_pairs`: co-occurring label pairs of the train split, counted only among the `M` most frequent
    train labels (the candidates, known from pass 1) as a sparse `Y^T Y` per block. The driver sums the
    blocks into an `M x M` array, so memory is bounded by `M^2`, not by the vocabulary squared nor by the
@@ -33,16 +34,34 @@ from pipeline.data.sources import SPLITS
 MAX_EXAMPLES = 5
 
 
+def _add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Two histograms of different lengths summed."""
+    out = np.zeros(max(len(a), len(b)), np.int64)
+    out[: len(a)] += a
+    out[: len(b)] += b
+    return out
+
+
 @dataclass
 class SplitPartial:
     docs: int = 0
     label_counts: Counter = field(default_factory=Counter)
     cardinality_sum: int = 0
+    #: Documents by number of labels (index k: documents with k labels).
+    cardinality_hist: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    #: Documents by text length in characters, bin k = `length_bins` (0: empty; k >= 1: 2^(k-1) .. 2^k - 1).
+    length_hist: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    length_sum: int = 0
+    length_max: int = 0
 
     def merge(self, other: SplitPartial) -> None:
         self.docs += other.docs
         self.label_counts.update(other.label_counts)
         self.cardinality_sum += other.cardinality_sum
+        self.cardinality_hist = _add(self.cardinality_hist, other.cardinality_hist)
+        self.length_hist = _add(self.length_hist, other.length_hist)
+        self.length_sum += other.length_sum
+        self.length_max = max(self.length_max, other.length_max)
 
 
 @dataclass
@@ -88,27 +107,114 @@ def _issue_partial(part: Partial, table: pa.Table) -> None:
         part.examples[issue] = ids.to_pylist()
 
 
-def block_partial(table: pa.Table) -> pa.Table:
-    """Ray Data map_batches function (whole block, pyarrow): one row holding this block's pickled Partial.
-    Counts are Arrow group-bys and numpy bincounts; no Python per row or per label."""
-    part = Partial()
-    _issue_partial(part, table)
-    codes = pc.index_in(table.column("split"), value_set=_SPLIT_VALUES)
-    keep = pc.fill_null(table.column("_keep"), False)
-    codes = pc.fill_null(pc.if_else(keep, codes, pa.scalar(None, pa.int32())), -1).to_numpy(
-        zero_copy_only=False
-    )
-    flat, lengths = flat_lists(table.column("labels"))
+def length_bins(chars: np.ndarray) -> np.ndarray:
+    """Each length's histogram bin: its bit length (0 for 0, k for 2^(k-1) .. 2^k - 1)."""
+    return np.frexp(chars.astype(np.float64))[1].astype(np.int64)  # x = m * 2^e, 0.5 <= m < 1; exact < 2^53
+
+
+def _lengths_partial(
+    part: Partial, text: pa.Array | pa.ChunkedArray, codes: np.ndarray, kept: np.ndarray
+) -> None:
+    """Text lengths (characters) of the kept rows per split."""
+    chars = pc.fill_null(pc.utf8_length(text), 0).to_numpy(zero_copy_only=False)
+    chars = chars.astype(np.int64)
+    bins = length_bins(chars)
+    for k, s in enumerate(SPLITS):
+        at = kept & (codes == k)
+        if at.any():
+            sp = part.splits[s]
+            sp.length_hist = np.bincount(bins[at]).astype(np.int64)
+            sp.length_sum, sp.length_max = int(chars[at].sum()), int(chars[at].max())
+
+
+def split_codes(split: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Each row's index in SPLITS (int64), -1 for a null or another value. A block of one split (the usual:
+    a shard of a split folder) is one comparison, not a hash lookup per row."""
+    if isinstance(split, pa.ChunkedArray):
+        split = split.combine_chunks() if split.num_chunks else pa.array([], pa.string())
+    if len(split) and not split.null_count and pc.all(pc.equal(split, split[0])).as_py():
+        first = split[0].as_py()
+        return np.full(len(split), SPLITS.index(first) if first in SPLITS else -1, np.int64)
+    codes = pc.fill_null(pc.index_in(split, value_set=_SPLIT_VALUES), -1)
+    return codes.to_numpy(zero_copy_only=False).astype(np.int64)  # a writable copy
+
+
+def _rows_partial(part: Partial, codes: np.ndarray, lengths: np.ndarray, text: pa.Array | None) -> None:
+    """Documents, labels per document and text lengths per split of the rows with a split code >= 0."""
     kept = codes >= 0
     docs = np.bincount(codes[kept], minlength=len(SPLITS))
     cardinality = np.bincount(codes[kept], weights=lengths[kept], minlength=len(SPLITS))
     for k, s in enumerate(SPLITS):
         part.splits[s].docs, part.splits[s].cardinality_sum = int(docs[k]), int(cardinality[k])
-    value_codes = np.repeat(codes, lengths)
-    at = pa.array(value_codes >= 0)
-    pairs = pa.table({"split": pa.array(value_codes.astype(np.int8)).filter(at), "label": flat.filter(at)})
-    part.counts = pairs.group_by(["split", "label"], use_threads=False).aggregate([([], "count_all")])
+        at = kept & (codes == k)
+        if at.any():
+            part.splits[s].cardinality_hist = np.bincount(lengths[at]).astype(np.int64)
+    if text is not None:
+        _lengths_partial(part, text, codes, kept)
+
+
+def _blob(part: Partial) -> pa.Table:
     return pa.table({"partial": pa.array([pickle.dumps(part)], pa.binary())})
+
+
+def coded_partial(
+    codes: np.ndarray,
+    lengths: np.ndarray,
+    label_codes: np.ndarray,
+    dictionary: pa.Array,
+    text: pa.Array | None,
+    issue_rows: pa.Table | None,
+) -> pa.Table:
+    """`block_partial`'s one-row table from a block's parts: each row's split code (-1: not counted), its
+    number of labels, every label value's code in `dictionary` (row after row), the text, and the rows with
+    an issue alone (`_issue`, `split`, `id`; None when there are none). Label counts are one bincount."""
+    part = Partial()
+    if issue_rows is not None:
+        _issue_partial(part, issue_rows)
+    _rows_partial(part, codes, lengths, text)
+    d = len(dictionary)
+    if len(codes) and codes.min() == codes.max() >= 0:  # every row kept, one split
+        n = np.bincount(label_codes, minlength=d)
+        split = np.full(d, codes[0])
+    else:
+        values = np.repeat(codes, lengths)
+        at = values >= 0
+        n = np.bincount(values[at] * d + label_codes[at], minlength=len(SPLITS) * d)
+        split = np.repeat(np.arange(len(SPLITS)), d)
+    nz = np.flatnonzero(n)
+    part.counts = pa.table(
+        {
+            "split": pa.array(split[nz].astype(np.int8)),
+            "label": dictionary.take(pa.array(nz % d if d else nz)),
+            "count_all": pa.array(n[nz].astype(np.int64)),
+        }
+    )
+    return _blob(part)
+
+
+def block_partial(table: pa.Table) -> pa.Table:
+    """Ray Data map_batches function (whole block, pyarrow): one row holding this block's pickled Partial.
+    Counts are Arrow group-bys and numpy bincounts; no Python per row or per label."""
+    part = Partial()
+    _issue_partial(part, table)
+    codes = split_codes(table.column("split"))
+    codes[~pc.fill_null(table.column("_keep"), False).to_numpy(zero_copy_only=False)] = -1
+    flat, lengths = flat_lists(table.column("labels"))
+    _rows_partial(part, codes, lengths, table.column("text") if "text" in table.column_names else None)
+    if len(codes) and codes.min() == codes.max() >= 0:  # every row kept, one split: a shard of a split folder
+        counts = pa.table({"label": flat}).group_by("label", use_threads=False).aggregate([([], "count_all")])
+        split = pa.array(np.full(counts.num_rows, codes[0], np.int8))
+        part.counts = pa.table(
+            {"split": split, "label": counts.column("label"), "count_all": counts.column(1)}
+        )
+    else:
+        value_codes = np.repeat(codes, lengths)
+        at = pa.array(value_codes >= 0)
+        pairs = pa.table(
+            {"split": pa.array(value_codes.astype(np.int8)).filter(at), "label": flat.filter(at)}
+        )
+        part.counts = pairs.group_by(["split", "label"], use_threads=False).aggregate([([], "count_all")])
+    return _blob(part)
 
 
 def combine(partials: list[bytes]) -> Partial:
@@ -206,6 +312,27 @@ def top_pairs(
     return out, bool(kth >= outside)
 
 
+def _length_summary(sp: SplitPartial) -> dict:
+    """Text length in characters: mean, max, the upper bounds of the bins holding the 50th, 90th and 99th
+    percentiles, and the histogram (bins of `length_bins`, empty ones left out)."""
+    hist = sp.length_hist
+    n = int(hist.sum())
+    bounds = [(1 << k) - 1 for k in range(len(hist))]  # bin 0 holds 0 = 2^0 - 1
+    cum = np.cumsum(hist)
+
+    def at_most(q: float) -> int | None:
+        return int(bounds[int(np.searchsorted(cum, q * n))]) if n else None
+
+    return {
+        "mean": sp.length_sum / n if n else 0.0,
+        "max": sp.length_max,
+        **{f"p{round(q * 100)}_at_most": at_most(q) for q in (0.5, 0.9, 0.99)},
+        "histogram": [
+            {"at_most": int(b), "documents": int(c)} for b, c in zip(bounds, hist, strict=True) if c
+        ],
+    }
+
+
 def label_stats(
     total: Partial,
     head_min: int,
@@ -239,6 +366,8 @@ def label_stats(
         "label_counts": per_label,
         "cardinality": cardinality,
         "density": {s: (c / len(vocab) if vocab else 0.0) for s, c in cardinality.items()},
+        "documents_by_label_count": {s: total.splits[s].cardinality_hist.tolist() for s in SPLITS},
+        "text_length": {s: _length_summary(total.splits[s]) for s in SPLITS},
         "groups": {
             "head_min": head_min,
             "tail_max": tail_max,
