@@ -1,6 +1,6 @@
 """The label statistics benchmark at a small size: both Ray passes on local Ray and on clusters of one and
 two nodes count exactly what polars counts, every figure and ratio is there, the targets name the profile
-pass. Starts three Rays in a child process: about a minute on 2 CPUs (e2e)."""
+pass, and the README renders it. Starts three Rays in a child process: about a minute on 2 CPUs (e2e)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import readme
 from tests.conftest import run_child
 
 
@@ -37,4 +38,6 @@ def test_small_run_counts_exactly_and_reports_both_passes(no_local_ray, tmp_path
     assert run["prepare"]["polars_same_row_work"]["ratio"] > 0
     assert {t["pass"] for t in doc["targets"].values()} == {"profile"}
     assert doc["targets"]["ray_over_polars_at_largest"]["ratio"] == run["profile"]["ratio"]
+    text = "\n".join(readme.label_stats(doc))
+    assert "| 200,000 | profile |" in text and "| 200,000 | prepare |" in text
     assert not (tmp_path / "w" / "stats_data").exists()  # the generated corpus is removed
