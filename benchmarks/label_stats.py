@@ -104,6 +104,41 @@ def _stop(cluster: Any, temp_dir: str) -> None:
     shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+#: Process roles by command line, in order of precedence (the driver is this process).
+ROLES = (
+    ("gcs_server", "gcs_server"),
+    ("raylet", "raylets"),
+    ("default_worker", "workers"),
+    ("ray::", "workers"),
+)
+
+
+def cpu_by_process() -> dict[int, tuple[str, float]]:
+    """{pid: (role, user + system CPU seconds)} of this process and every process it started (Ray's GCS,
+    raylets and workers are its descendants, so another Ray on the machine is never counted)."""
+    import psutil
+
+    me = psutil.Process()
+    out: dict[int, tuple[str, float]] = {}
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            cmd = " ".join(proc.cmdline())
+            t = proc.cpu_times()
+        except psutil.Error:
+            continue
+        role = "driver" if proc.pid == me.pid else next((r for k, r in ROLES if k in cmd), "other")
+        out[proc.pid] = (role, t.user + t.system)
+    return out
+
+
+def cpu_delta(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds spent between two `cpu_by_process` snapshots, summed by role."""
+    by: dict[str, float] = {}
+    for pid, (role, cpu) in after.items():
+        by[role] = by.get(role, 0.0) + cpu - before.get(pid, (role, 0.0))[1]
+    return by
+
+
 def measure_ray(work: Path, rows: int, kind: str, nodes: int, repeats: int, sampler: _Sampler) -> dict:
     """One Ray configuration: start, an untimed first pass of each kind, `repeats` timed pairs, stop. Returns
     {pass kind: figures}; each kind's counts are compared with polars'."""
@@ -118,6 +153,7 @@ def measure_ray(work: Path, rows: int, kind: str, nodes: int, repeats: int, samp
     first: dict[str, float] = {}
     times: dict[str, list[float]] = {p: [] for p in PASSES}
     totals: dict[str, Any] = {}
+    cpu: dict[str, dict[str, float]] = {p: {} for p in PASSES}
     try:
         cpus = [n["Resources"].get("CPU") for n in ray.nodes() if n.get("Alive")]
         for p in PASSES:
@@ -125,8 +161,11 @@ def measure_ray(work: Path, rows: int, kind: str, nodes: int, repeats: int, samp
         sampler.reset()
         for i in range(repeats):
             for p in PASSES if i % 2 == 0 else PASSES[::-1]:
+                before = cpu_by_process()
                 seconds, totals[p] = _ray_pass(work / "stats_data", p)
                 times[p].append(seconds)
+                for role, c in cpu_delta(before, cpu_by_process()).items():
+                    cpu[p][role] = cpu[p].get(role, 0.0) + c / repeats
         memory = sampler.window()
     finally:
         _stop(cluster, temp_dir)
@@ -145,6 +184,8 @@ def measure_ray(work: Path, rows: int, kind: str, nodes: int, repeats: int, samp
             "seconds": round(median, 3),
             "rows_per_s": round(rows / median, 1),
             "peak_memory_both_passes": memory,
+            # Mean CPU seconds of one timed pass, by process role.
+            "cpu_s_per_pass": {role: round(c, 2) for role, c in sorted(cpu[p].items())},
             "counts_identical_to_polars": compare_counts(work)["identical"],
         }
     return out

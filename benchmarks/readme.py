@@ -762,10 +762,21 @@ def label_stats(d: J) -> list[str]:
         f"The same two cores as one node of 2 CPUs (local Ray) take {fmt(local, 2)} s for the profile "
         f"pass, {fmt(one / local, 2)}x faster than one 1-CPU node (two nodes: "
         f"{fmt(prof['cluster']['ratio'], 2)}x): "
-        "the difference is what a second node (its raylet and object store on the same two cores, with "
-        "no core left idle for them or the driver) costs on this machine; not measured further.",
+        "the difference is what a second node costs on this machine.",
         "",
     ]
+    cpu = {n: prof["cluster"][f"nodes_{n}"].get("cpu_s_per_pass") for n in (1, 2)}
+    if cpu[1] and cpu[2]:
+        roles = sorted(set(cpu[1]) | set(cpu[2]), key=lambda r: -cpu[2].get(r, 0.0))
+        cells = ", ".join(f"{r} {fmt(cpu[1].get(r, 0.0), 2)} / {fmt(cpu[2].get(r, 0.0), 2)}" for r in roles)
+        rest = [sum(c for r, c in cpu[n].items() if r != "workers") for n in (1, 2)]
+        out += [
+            "CPU seconds of one profile pass by process, one node / two nodes (this process and every "
+            f"process it started): {cells}. Besides the workers, {fmt(rest[0], 2)} / {fmt(rest[1], 2)} "
+            "CPU seconds: with one 1-CPU node they can run on the core it leaves free, with two nodes "
+            "there is none, so they take time from the workers.",
+            "",
+        ]
     for name, t in d["targets"].items():
         out.append(
             f"Target (issue #25) {name.replace('_', ' ')} at {fmt(t['rows'])} rows ({t['pass']} pass): at "

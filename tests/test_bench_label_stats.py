@@ -35,9 +35,13 @@ def test_small_run_counts_exactly_and_reports_both_passes(no_local_ray, tmp_path
         assert p["cluster"]["nodes_1"]["node_cpus"] == [1.0]
         assert p["cluster"]["nodes_2"]["node_cpus"] == [1.0, 1.0]
         assert len(p["ray_local"]["seconds_each"]) == 1
+        for n in (1, 2):  # CPU by process role: the workers counted, the driver is this child process
+            cpu = p["cluster"][f"nodes_{n}"]["cpu_s_per_pass"]
+            assert cpu["workers"] > 0 and cpu["driver"] > 0 and "raylets" in cpu, cpu
     assert run["prepare"]["polars_same_row_work"]["ratio"] > 0
     assert {t["pass"] for t in doc["targets"].values()} == {"profile"}
     assert doc["targets"]["ray_over_polars_at_largest"]["ratio"] == run["profile"]["ratio"]
     text = "\n".join(readme.label_stats(doc))
     assert "| 200,000 | profile |" in text and "| 200,000 | prepare |" in text
+    assert "CPU seconds of one profile pass by process" in text
     assert not (tmp_path / "w" / "stats_data").exists()  # the generated corpus is removed
