@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from benchmarks.common.libmultilabel import LabelCountsCSC
 from benchmarks.quality import config as bench
 from benchmarks.quality import driver, peer, report
 from tests.conftest import missing_tool
@@ -70,7 +71,7 @@ def test_table_and_targets():
 
 def test_label_count_adapter_keeps_the_matrix():
     y = sp.csr_matrix(np.array([[1, 0, 1], [0, 0, 1], [1, 1, 1]], dtype=float))
-    a = peer._LabelCountsCSC(y)
+    a = LabelCountsCSC(y)
     assert np.array_equal(np.asarray(np.sum(a, 2)).ravel(), [2, 1, 3])  # libmultilabel's call: column sums
     assert np.array_equal(np.asarray(a.sum(axis=1)).ravel(), [2, 1, 3])
     assert a.tocsc() is a and np.array_equal(a[:, 1].toarray().ravel(), [0, 0, 1])
@@ -88,7 +89,7 @@ def test_libmultilabel_thresholding_runs_through_the_adapter():
     )
     np.random.seed(0)
     model = linear.train_thresholding(
-        peer._LabelCountsCSC(data["train"]["y"]), data["train"]["x"], options="", verbose=False
+        LabelCountsCSC(data["train"]["y"]), data["train"]["x"], options="", verbose=False
     )
     assert linear.predict_values(model, data["train"]["x"]).shape == (len(texts), 3)
 

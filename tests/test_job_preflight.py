@@ -111,8 +111,9 @@ def test_missing_bucket_is_one_line(moto_storage, tmp_path):
 
 
 def test_a_corrupt_data_page_behind_a_sound_footer_is_one_line(tmp_path):
-    """The preflight reads footers only; a shard whose data page is corrupt fails in the prepare stage's read,
-    ending with one line naming the cause instead of Ray's task error and remote traceback (#24 item 8)."""
+    """The preflight reads footers only; a shard whose data page is corrupt fails in the prepare (or profile)
+    stage's read, ending with one line naming the cause instead of Ray's task error and remote traceback
+    (#24 item 8)."""
     import pyarrow.parquet as pq
 
     texts = [f"document number {i} with some words" for i in range(200)]
@@ -129,9 +130,15 @@ def test_a_corrupt_data_page_behind_a_sound_footer_is_one_line(tmp_path):
     )
     path.write_bytes(bytes(data))
     assert pq.ParquetFile(path).metadata.num_rows == 200  # the footer still reads
-    rc, out, err, _ = _job("prepare", tmp_path, f"data.source={path.parent}", "ray.num_cpus=1")
-    assert rc == 1, (rc, err[-3000:])
-    last = err.strip().splitlines()[-1]
-    assert last.startswith("error: ") and "data could not be read" in last and "Corrupt" in last, err[-3000:]
-    # Ray Data logs the failed read task (with its traceback) above; the job's own end is this one line.
-    assert "RayTaskError" not in last and not (tmp_path / "runs" / "r" / "prepared").exists()
+    for job in ("prepare", "profile"):  # the profile's counting pass reads its results as they come
+        rc, out, err, _ = _job(job, tmp_path, f"data.source={path.parent}", "ray.num_cpus=1")
+        assert rc == 1, (job, rc, err[-3000:])
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("error: ") and "data could not be read" in last and "Corrupt" in last, (
+            job,
+            err[-3000:],
+        )
+        # Ray Data logs the failed read task (with its traceback) above; the job's own end is this one line.
+        assert "RayTaskError" not in last
+        assert not (tmp_path / "runs" / "r" / "prepared").exists()
+        assert not (tmp_path / "runs" / "r" / "profile.json").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import time
 import unicodedata
 from collections import Counter
@@ -43,9 +44,18 @@ def _polars_counts(files: list[Path] | str) -> tuple[int, Counter]:
     return df.height, Counter(dict(zip(counts["labels"].to_list(), counts["count"].to_list(), strict=True)))
 
 
-def test_synthetic_demo_counts_match_polars(ray_session, tmp_path):
+def _progress_lines(caplog: pytest.LogCaptureFixture, what: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"{what}: ")]
+
+
+def test_synthetic_demo_counts_match_polars(ray_session, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr("pipeline.core.progress.PROGRESS_INTERVAL_S", 0.02)
+    caplog.set_level(logging.INFO, logger="pipeline.core.progress")
     cfg = _cfg(tmp_path, "synthetic", "data.synthetic.num_docs=800", "data.synthetic.num_labels=20")
     stats = run_prepare(cfg)
+    # Progress lines while the input is read, out of the rows the footers give.
+    lines = _progress_lines(caplog, "prepare: reading")
+    assert lines and all(" / 800 rows read (" in line for line in lines), lines
     run = tmp_path / "r"
     assert (run / "label_stats.json").is_file()
     on_disk = json.loads((run / "label_stats.json").read_text())
@@ -471,7 +481,7 @@ def _raw_counts(files: list[Path]) -> tuple[int, Counter, Counter]:
     return docs, counts, per_doc
 
 
-def test_profile_counts_the_corpus_as_read_and_prepares_nothing(ray_session, tmp_path):
+def test_profile_counts_the_corpus_as_read_and_prepares_nothing(ray_session, tmp_path, monkeypatch, caplog):
     """Split folders: every split's counts as read (duplicates not merged, validation not carved from train),
     equal to a count per row; issues name their files. A flat folder is counted as train."""
     from pipeline.data.profile import run_profile
@@ -488,7 +498,12 @@ def test_profile_counts_the_corpus_as_read_and_prepares_nothing(ray_session, tmp
         for part in range(2):
             sl = slice(part * n // 2, (part + 1) * n // 2)
             write_parquet(src / split / f"p{part}.parquet", corpus_table(texts[sl], rows[sl]))
+    monkeypatch.setattr("pipeline.core.progress.PROGRESS_INTERVAL_S", 0.02)
+    caplog.set_level(logging.INFO, logger="pipeline.core.progress")
     doc = run_profile(_cfg(tmp_path, str(src)))
+    for what, verb in (("profile: counting", "counted"), ("profile: pairs", "read")):
+        lines = _progress_lines(caplog, what)
+        assert lines and all(f" / 160 rows {verb} (" in line for line in lines), (what, lines)
     on_disk = json.loads((tmp_path / "r" / "profile.json").read_text())
     assert on_disk == json.loads(json.dumps(doc))
     assert not (tmp_path / "r" / "prepared").exists() and not (tmp_path / "r" / "label_stats.json").exists()

@@ -7,6 +7,7 @@ import hashlib
 import itertools
 import pickle
 from collections import Counter
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -325,10 +326,15 @@ def test_count_rows_gives_the_partial_of_the_normalised_rows(policy):
     path = [f"/in/{i % 3}.parquet" for i in range(300)]
     cols = {"text": "text", "labels": "labels", "id": "id", "split": "split"}
 
+    read = []  # rows Normalise adds to its progress counter (RowProgress.counter's add.remote)
+    counter = SimpleNamespace(add=SimpleNamespace(remote=read.append))
+
     def both(table, **kw):
-        norm = Normalise(cols, False, kw.get("fixed"), kw.get("column", False), policy, keys=False)
-        counted = CountRows(cols, False, kw.get("fixed"), kw.get("column", False), policy)
-        return [t.column("partial")[0].as_py() for t in (stats.block_partial(norm(table)), counted(table))]
+        fixed, column = kw.get("fixed"), kw.get("column", False)
+        norm = Normalise(cols, False, fixed, column, policy, keys=False, counter=counter)
+        counted = CountRows(cols, False, fixed, column, policy)(table)
+        assert counted.column("rows").to_pylist() == [table.num_rows]  # the driver's progress lines
+        return [t.column("partial")[0].as_py() for t in (stats.block_partial(norm(table)), counted)]
 
     mixed = pa.table(
         {
@@ -342,7 +348,9 @@ def test_count_rows_gives_the_partial_of_the_normalised_rows(policy):
     clean = pa.table({"text": pa.array(texts[10:]), "labels": pa.array(full, pa.list_(pa.string()))})
     cases = [(mixed, {"column": True}), (clean.slice(0, 0), {"fixed": "train"}), (clean, {"fixed": "test"})]
     for table, kw in cases:
+        read.clear()
         blobs = both(table, **kw)
+        assert read == [table.num_rows]
         want, got = (pickle.loads(b) for b in blobs)
         for s in stats.SPLITS:
             a, b = want.splits[s], got.splits[s]
@@ -458,9 +466,29 @@ def test_block_pairs_blob_is_small():
     rows = _random_rows(rng, 200, 300, 100, 130)
     table = _block(rows, ["train"] * 200)
     cands = stats.pair_candidates(_partial([table]).splits["train"].label_counts, 64)
-    blob = stats.block_pairs(table, cands).column("pairs")[0].as_py()
-    r, c, n = pickle.loads(blob)
+    out = stats.block_pairs(table, cands)
+    r, c, n = pickle.loads(out.column("pairs")[0].as_py())
     assert len(r) <= 64 * 63 // 2 and r.dtype == np.uint16 and n.dtype == np.int32
+    assert out.column("rows").to_pylist() == [200]  # for the driver's progress lines
+
+
+def test_pass_progress_lines_count_what_the_driver_was_told(monkeypatch, caplog):
+    """PassProgress (no actor): a line once the interval has passed, with rows done / total and an ETA."""
+    import logging
+
+    from pipeline.core import progress
+
+    caplog.set_level(logging.INFO, logger="pipeline.core.progress")
+    clock = iter([0.0, 0.5, 2.0, 2.5, 4.0])
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    p = progress.PassProgress(1000, "profile: counting", "counted", interval=1.0)
+    for n in (100, 200, 300, 400):  # at 0.5 s (no line), 2.0 s (a line), 2.5 s (no line), 4.0 s (a line)
+        p.add(n)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "profile: counting: 300 / 1000 rows counted (30%) in 2s, 150.0 rows/s, ETA 5s",
+        "profile: counting: 1000 / 1000 rows counted (100%) in 4s, 250.0 rows/s",
+    ]
 
 
 def test_normalise_takes_each_rows_split_from_its_files_folder():

@@ -17,7 +17,11 @@ A peer row runs the peer's own method on TF-IDF features (scikit-learn's default
 
 - `libmultilabel-1vsrest`: LibMultiLabel's linear one-vs-rest (liblinear, library defaults), decision
   value > 0;
-- `napkinxc-plt`: napkinXC's probabilistic label tree (library defaults), probability >= 0.5.
+- `libmultilabel-thresholding`: the same with the per-label offsets LibMultiLabel's `train_thresholding`
+  learns by 3-fold cross-validation on the train split, decision value (offset included) > 0;
+- `napkinxc-plt`: napkinXC's probabilistic label tree (library defaults), probability >= 0.5;
+- `pecos-xrlinear`: PECOS's XR-Linear (in its own environment), its top 100 labels per document,
+  score >= 0.5.
 
 Every row is one flat record: dataset, row, device, seed, micro_f1, macro_f1, tail_f1, macro_ap, p_at_1,
 p_at_5, ndcg_at_5, psp_at_5, predicted_to_true (predicted positives / true positives on test),

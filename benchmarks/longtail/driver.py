@@ -334,7 +334,7 @@ def run_dataset(
                 print(f"{bench.key} {row} skipped: {reason}", flush=True)
                 continue
             log.info("%s %s: fitting", bench.key, row)
-            result = peer_row(row, train, test, features, measure)
+            result = peer_row(row, train, test, features, measure, base.run.seed)
             rows.append(
                 {
                     "dataset": bench.key,

@@ -10,19 +10,10 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from benchmarks.common.libmultilabel import LabelCountsCSC
 from benchmarks.quality.config import BenchConfig
 from benchmarks.quality.features import Features
 from benchmarks.quality.heads import measure
-
-
-class _LabelCountsCSC(sp.csc_matrix):
-    """Adapter for libmultilabel 0.10.0's `train_thresholding`, which orders labels by frequency with
-    `np.sum(y, 2)`: scipy 1.17 rejects axis 2 ("axis out of range for ndim"). The intent (the micromacro-freq
-    method processes labels from the most to the least frequent) is the column sum, axis 0; nothing else of
-    the matrix changes."""
-
-    def sum(self, axis: Any = None, dtype: Any = None, out: Any = None) -> Any:
-        return super().sum(axis=0 if axis == 2 else axis, dtype=dtype, out=out)
 
 
 def libmultilabel_available() -> str | None:
@@ -75,7 +66,7 @@ def libmultilabel_rows(
     rows = {}
     for row, train_fn, y_train in (
         ("libmultilabel-1vsrest", linear.train_1vsrest, data["train"]["y"]),
-        ("libmultilabel-thresholding", linear.train_thresholding, _LabelCountsCSC(data["train"]["y"])),
+        ("libmultilabel-thresholding", linear.train_thresholding, LabelCountsCSC(data["train"]["y"])),
     ):
         np.random.seed(seed)  # train_thresholding's cross-validation folds use np.random
         t0 = time.perf_counter()

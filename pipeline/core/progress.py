@@ -62,15 +62,39 @@ class RowProgress:
                 done = int(ray.get(self.counter.get.remote(), timeout=10))
             except Exception:  # progress is best effort; scoring goes on regardless
                 continue
-            elapsed = time.perf_counter() - self.t0
-            log.info(
-                "%s: %d / %d rows %s (%.0f%%) in %.0fs, %.1f rows/s%s",
-                self.what,
-                done,
-                self.total,
-                self.verb,
-                100.0 * done / max(self.total, 1),
-                elapsed,
-                done / elapsed if elapsed > 0 else 0.0,
-                f", ETA {(self.total - done) * elapsed / done:.0f}s" if 0 < done < self.total else "",
-            )
+            _line(self.what, done, self.total, self.verb, time.perf_counter() - self.t0)
+
+
+class PassProgress:
+    """The same lines for a pass whose per-block results the driver reads as they come (`iter_rows` over
+    one row per block): `add(rows)` per result, a line once `interval` seconds have passed since the last.
+    No counter actor (a worker process of its own) and no thread: the driver already receives a result per
+    block, so it counts what is done itself; fine where blocks are short (the profile's read tasks of about
+    a million rows take a fraction of a second each)."""
+
+    def __init__(self, total: int, what: str, verb: str, interval: float | None = None) -> None:
+        self.total, self.what, self.verb = total, what, verb
+        self.interval = PROGRESS_INTERVAL_S if interval is None else interval
+        self.done = 0
+        self.t0 = self.last = time.perf_counter()
+
+    def add(self, rows: int) -> None:
+        self.done += rows
+        now = time.perf_counter()
+        if now - self.last >= self.interval:
+            self.last = now
+            _line(self.what, self.done, self.total, self.verb, now - self.t0)
+
+
+def _line(what: str, done: int, total: int, verb: str, elapsed: float) -> None:
+    log.info(
+        "%s: %d / %d rows %s (%.0f%%) in %.0fs, %.1f rows/s%s",
+        what,
+        done,
+        total,
+        verb,
+        100.0 * done / max(total, 1),
+        elapsed,
+        done / elapsed if elapsed > 0 else 0.0,
+        f", ETA {(total - done) * elapsed / done:.0f}s" if 0 < done < total else "",
+    )

@@ -28,6 +28,7 @@ from ray.data.datasource.filename_provider import FilenameProvider
 from pipeline.core.config import Config
 from pipeline.core.errors import InputError
 from pipeline.core.layout import RunLayout
+from pipeline.core.progress import PassProgress, RowProgress
 from pipeline.core.storage import Location, staged_dir, write_json
 from pipeline.data import row_keys
 from pipeline.data import stats as stats_mod
@@ -162,6 +163,9 @@ class Normalise:
     `keys=False` (the profile stage's counting pass) computes no keys: `id` is each row's file (the read's
     `path` column), which names the rows in `row_issues` examples, and there is no `_key`; the cleaning,
     splits, issues and keep decision are the same.
+
+    `counter`: `pipeline.core.progress.RowProgress.counter`, to which each call adds the rows it read
+    (prepare's read, materialised: the driver sees no block before the end).
     """
 
     def __init__(
@@ -174,9 +178,10 @@ class Normalise:
         split_of_path: dict[str, str] | None = None,
         group_key: bool = False,
         keys: bool = True,
+        counter: Any | None = None,
     ) -> None:
         self.cols, self.has_id, self.fixed_split, self.group_key = cols, has_id, fixed_split, group_key
-        self.keys = keys
+        self.keys, self.counter = keys, counter
         self.split_from_column, self.keep_empty = split_from_column, empty_policy == "keep"
         self.split_of_path = (
             None if split_of_path is None else {_path_key(f): s for f, s in split_of_path.items()}
@@ -225,16 +230,15 @@ class Normalise:
         keep = ~(bad | empty_text | no_labels) | (self.keep_empty & ~bad)
         return _Rows(text, clean, codes, dictionary, splits, split_issue, empty_text, no_labels, keep)
 
-    def _checked(
-        self, table: pa.Table
-    ) -> tuple[pa.Array, pa.Array, pa.Array, pa.Array, np.ndarray, np.ndarray]:
-        """(text, clean labels, split, issue, keep, empty text) of each row."""
-        r = self._rows(table)
-        return r.text, r.clean, r.splits, r.issues(), r.keep, r.empty_text
+    def _counted(self, table: pa.Table) -> None:
+        if self.counter is not None:
+            self.counter.add.remote(table.num_rows)
 
     def __call__(self, table: pa.Table) -> pa.Table:
         n = table.num_rows
-        text, clean, splits, issues, keep, empty_text = self._checked(table)
+        r = self._rows(table)
+        self._counted(table)
+        text, clean, splits, issues, keep = r.text, r.clean, r.splits, r.issues(), r.keep
         if not self.keys:
             files = table.column("path").combine_chunks() if "path" in table.column_names else None
             return pa.table(
@@ -276,7 +280,7 @@ class Normalise:
         )
         if self.group_key:
             text_keys = row_keys.string_keys(row_keys.normalised_text(text), "text")
-            out = out.append_column("_group", pa.array(np.where(empty_text, keys, text_keys), pa.int64()))
+            out = out.append_column("_group", pa.array(np.where(r.empty_text, keys, text_keys), pa.int64()))
         return out
 
 
@@ -307,7 +311,8 @@ class CountRows(Normalise):
                 }
             )
         lengths = pc.list_value_length(r.clean).to_numpy(zero_copy_only=False).astype(np.int64)
-        return stats_mod.coded_partial(codes, lengths, r.codes, r.dictionary, r.text, issue_rows)
+        blob = stats_mod.coded_partial(codes, lengths, r.codes, r.dictionary, r.text, issue_rows)
+        return blob.append_column("rows", pa.array([table.num_rows], pa.int64()))  # for progress lines
 
 
 @dataclass
@@ -379,11 +384,12 @@ def _count_tasks(spec: InputSpec) -> int:
 
 
 def read_normalised(
-    spec: InputSpec, cfg: Config, keys: bool = True, counted: bool = False
+    spec: InputSpec, cfg: Config, keys: bool = True, counted: bool = False, counter: Any | None = None
 ) -> ray.data.Dataset:
     """Every row of the input through `Normalise`. `keys=False` (the profile stage) reads no id column, always
     records each row's file, and computes no row or duplicate-group keys; `counted` (implies no keys) maps
-    each block to its statistics partial instead (`CountRows`)."""
+    each block to its statistics partial instead (`CountRows`, with the block's rows read for progress
+    lines). `counter`: a `RowProgress` counter of the rows read (not with `counted`)."""
     keys = keys and not counted
     data = cfg.data
     cols = {
@@ -427,15 +433,23 @@ def read_normalised(
         count = CountRows(cols, has_id, fixed, from_column, data.empty_policy, split_of_path=split_of)
         return ds.map_batches(count, batch_format="pyarrow", zero_copy_batch=True, batch_size=None)
     norm = Normalise(
-        cols, has_id, fixed, from_column, data.empty_policy, split_of_path=split_of, group_key=keys, keys=keys
+        cols,
+        has_id,
+        fixed,
+        from_column,
+        data.empty_policy,
+        split_of_path=split_of,
+        group_key=keys,
+        keys=keys,
+        counter=counter,
     )
     return ds.map_batches(norm, batch_format="pyarrow", zero_copy_batch=True)
 
 
 def read_input(spec: InputSpec, cfg: Config, source: str) -> ray.data.Dataset:
-    """The normalised rows, materialised (read errors as in `reading`)."""
-    with reading(source):
-        return read_normalised(spec, cfg).materialize()
+    """The normalised rows, materialised (read errors as in `reading`), with progress lines."""
+    with reading(source), RowProgress(spec.rows, "prepare: reading", verb="read") as progress:
+        return read_normalised(spec, cfg, counter=progress.counter).materialize()
 
 
 @contextlib.contextmanager
@@ -459,9 +473,14 @@ def reading(source: str) -> Iterator[None]:
 
 
 def count_rows(spec: InputSpec, cfg: Config) -> stats_mod.Partial:
-    """The profile's counting pass: each block's partial straight from its rows (`CountRows`), merged once."""
-    blobs = read_normalised(spec, cfg, counted=True)
-    return stats_mod.combine([row["partial"] for row in blobs.take_all()])
+    """The profile's counting pass: each block's partial straight from its rows (`CountRows`), merged once,
+    with progress lines as the partials come."""
+    progress = PassProgress(spec.rows, "profile: counting", verb="counted")
+    partials = []
+    for row in read_normalised(spec, cfg, counted=True).iter_rows():
+        partials.append(row["partial"])
+        progress.add(row["rows"])
+    return stats_mod.combine(partials)
 
 
 def collect_partials(ds: ray.data.Dataset) -> stats_mod.Partial:
@@ -470,10 +489,15 @@ def collect_partials(ds: ray.data.Dataset) -> stats_mod.Partial:
 
 
 def count_top_pairs(
-    ds: ray.data.Dataset, total: stats_mod.Partial, k: int, limit: int
+    ds: ray.data.Dataset,
+    total: stats_mod.Partial,
+    k: int,
+    limit: int,
+    progress: PassProgress | None = None,
 ) -> tuple[list[dict], bool]:
     """The k most frequent co-occurring train pairs: a second pass counting pairs among the `limit` most
-    frequent train labels only (an M x M array on the driver), plus whether they are provably exact."""
+    frequent train labels only (an M x M array on the driver), plus whether they are provably exact.
+    `progress` is told the rows of each block counted."""
     if k <= 0:
         return [], True
     label_counts = total.splits["train"].label_counts
@@ -481,7 +505,12 @@ def count_top_pairs(
     blobs = ds.map_batches(
         stats_mod.block_pairs, batch_format="pyarrow", batch_size=None, fn_args=(candidates,)
     )
-    counts = stats_mod.combine_pairs([row["pairs"] for row in blobs.take_all()], len(candidates))
+    parts = []
+    for row in blobs.iter_rows():
+        parts.append(row["pairs"])
+        if progress is not None:
+            progress.add(row["rows"])
+    counts = stats_mod.combine_pairs(parts, len(candidates))
     pairs, exact = stats_mod.top_pairs(counts, candidates, label_counts, k)
     if not exact:
         log.warning(

@@ -22,6 +22,7 @@ from typing import Any
 from pipeline.core.config import Config
 from pipeline.core.errors import InputError
 from pipeline.core.layout import RunLayout
+from pipeline.core.progress import PassProgress
 from pipeline.core.storage import write_json
 from pipeline.data import stats as stats_mod
 from pipeline.data.prepare import (
@@ -56,7 +57,8 @@ def run_profile(cfg: Config) -> dict[str, Any]:
     if not any(total.splits[s].docs for s in SPLITS):
         raise InputError(f"{source}: no row has both text and labels")
     ds = read_normalised(spec, cfg, keys=False)  # the pairs' pass reads the rows again
-    pairs, exact = count_top_pairs(ds, total, cfg.data.top_pairs, cfg.data.pair_candidates)
+    progress = PassProgress(spec.rows, "profile: pairs", verb="read")
+    pairs, exact = count_top_pairs(ds, total, cfg.data.top_pairs, cfg.data.pair_candidates, progress)
     groups = cfg.data.groups
     doc = stats_mod.label_stats(total, groups.head_min, groups.tail_max, pairs, exact)
     doc["source"] = source

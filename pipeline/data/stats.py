@@ -112,19 +112,15 @@ def length_bins(chars: np.ndarray) -> np.ndarray:
     return np.frexp(chars.astype(np.float64))[1].astype(np.int64)  # x = m * 2^e, 0.5 <= m < 1; exact < 2^53
 
 
-def _lengths_partial(
-    part: Partial, text: pa.Array | pa.ChunkedArray, codes: np.ndarray, kept: np.ndarray
-) -> None:
-    """Text lengths (characters) of the kept rows per split."""
+def _lengths_partial(part: Partial, text: pa.Array | pa.ChunkedArray, rows: dict[str, np.ndarray]) -> None:
+    """Text lengths (characters) per split of the rows in `rows` (split -> mask of its kept rows)."""
     chars = pc.fill_null(pc.utf8_length(text), 0).to_numpy(zero_copy_only=False)
     chars = chars.astype(np.int64)
     bins = length_bins(chars)
-    for k, s in enumerate(SPLITS):
-        at = kept & (codes == k)
-        if at.any():
-            sp = part.splits[s]
-            sp.length_hist = np.bincount(bins[at]).astype(np.int64)
-            sp.length_sum, sp.length_max = int(chars[at].sum()), int(chars[at].max())
+    for s, at in rows.items():
+        sp = part.splits[s]
+        sp.length_hist = np.bincount(bins[at]).astype(np.int64)
+        sp.length_sum, sp.length_max = int(chars[at].sum()), int(chars[at].max())
 
 
 def split_codes(split: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -144,13 +140,14 @@ def _rows_partial(part: Partial, codes: np.ndarray, lengths: np.ndarray, text: p
     kept = codes >= 0
     docs = np.bincount(codes[kept], minlength=len(SPLITS))
     cardinality = np.bincount(codes[kept], weights=lengths[kept], minlength=len(SPLITS))
+    rows = {}  # split -> mask of its kept rows, for the splits that have any
     for k, s in enumerate(SPLITS):
         part.splits[s].docs, part.splits[s].cardinality_sum = int(docs[k]), int(cardinality[k])
-        at = kept & (codes == k)
-        if at.any():
-            part.splits[s].cardinality_hist = np.bincount(lengths[at]).astype(np.int64)
+        if docs[k]:
+            rows[s] = codes == k  # k >= 0: kept rows only
+            part.splits[s].cardinality_hist = np.bincount(lengths[rows[s]]).astype(np.int64)
     if text is not None:
-        _lengths_partial(part, text, codes, kept)
+        _lengths_partial(part, text, rows)
 
 
 def _blob(part: Partial) -> pa.Table:
@@ -265,7 +262,7 @@ def pair_counts(y: sp.csr_matrix) -> sp.coo_matrix:
 
 def block_pairs(table: pa.Table, candidates: list[str]) -> pa.Table:
     """Ray Data map_batches function (whole block, pyarrow): this block's train pair counts among the
-    candidates as one row (pickled row, column, count arrays of the upper triangle)."""
+    candidates as one row (pickled row, column, count arrays of the upper triangle), and its rows."""
     labels = table.column("labels").filter(split_mask(table, "train"))
     if len(labels) == 0 or len(candidates) < 2:
         blob = (np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.int32))
@@ -273,7 +270,7 @@ def block_pairs(table: pa.Table, candidates: list[str]) -> pa.Table:
         c = pair_counts(candidate_matrix(labels, candidates))
         idx = np.uint16 if len(candidates) <= 1 << 16 else np.int32
         blob = (c.row.astype(idx), c.col.astype(idx), c.data.astype(np.int32))
-    return pa.table({"pairs": pa.array([pickle.dumps(blob)], pa.binary())})
+    return pa.table({"pairs": pa.array([pickle.dumps(blob)], pa.binary()), "rows": [table.num_rows]})
 
 
 def combine_pairs(blobs: list[bytes], num_candidates: int) -> np.ndarray:
