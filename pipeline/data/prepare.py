@@ -230,14 +230,11 @@ class Normalise:
         keep = ~(bad | empty_text | no_labels) | (self.keep_empty & ~bad)
         return _Rows(text, clean, codes, dictionary, splits, split_issue, empty_text, no_labels, keep)
 
-    def _counted(self, table: pa.Table) -> None:
-        if self.counter is not None:
-            self.counter.add.remote(table.num_rows)
-
     def __call__(self, table: pa.Table) -> pa.Table:
         n = table.num_rows
         r = self._rows(table)
-        self._counted(table)
+        if self.counter is not None:
+            self.counter.add.remote(n)
         text, clean, splits, issues, keep = r.text, r.clean, r.splits, r.issues(), r.keep
         if not self.keys:
             files = table.column("path").combine_chunks() if "path" in table.column_names else None
@@ -476,11 +473,18 @@ def count_rows(spec: InputSpec, cfg: Config) -> stats_mod.Partial:
     """The profile's counting pass: each block's partial straight from its rows (`CountRows`), merged once,
     with progress lines as the partials come."""
     progress = PassProgress(spec.rows, "profile: counting", verb="counted")
-    partials = []
-    for row in read_normalised(spec, cfg, counted=True).iter_rows():
-        partials.append(row["partial"])
-        progress.add(row["rows"])
-    return stats_mod.combine(partials)
+    return stats_mod.combine(_per_block(read_normalised(spec, cfg, counted=True), "partial", progress))
+
+
+def _per_block(blobs: ray.data.Dataset, column: str, progress: PassProgress | None) -> list[Any]:
+    """`column` of each row of `blobs` (one row per block, with the block's `rows`), read as the blocks
+    finish; `progress` is told each block's rows."""
+    out = []
+    for row in blobs.iter_rows():
+        out.append(row[column])
+        if progress is not None:
+            progress.add(row["rows"])
+    return out
 
 
 def collect_partials(ds: ray.data.Dataset) -> stats_mod.Partial:
@@ -505,12 +509,7 @@ def count_top_pairs(
     blobs = ds.map_batches(
         stats_mod.block_pairs, batch_format="pyarrow", batch_size=None, fn_args=(candidates,)
     )
-    parts = []
-    for row in blobs.iter_rows():
-        parts.append(row["pairs"])
-        if progress is not None:
-            progress.add(row["rows"])
-    counts = stats_mod.combine_pairs(parts, len(candidates))
+    counts = stats_mod.combine_pairs(_per_block(blobs, "pairs", progress), len(candidates))
     pairs, exact = stats_mod.top_pairs(counts, candidates, label_counts, k)
     if not exact:
         log.warning(
