@@ -47,6 +47,21 @@ def test_bench_section_is_checked(tmp_path):
         path.write_text(f"bench:\n  rows: {rows}\n")
         with pytest.raises(ValueError, match=match):
             driver.load_bench(path)
+    for rows in ("{a: {tune: [], seeds: [1, 1]}}", "{a: {tune: [], seeds: []}}"):
+        path.write_text(f"bench:\n  rows: {rows}\n")
+        with pytest.raises(ValueError, match="distinct seeds"):
+            driver.load_bench(path)
+    path.write_text("bench:\n  rows: {a: {tune: [], seed: [1]}}\n")
+    with pytest.raises(ValueError, match="expected {tune"):
+        driver.load_bench(path)
+    # A tune row's own seeds replace the config's, for it and the rows that evaluate its model.
+    path.write_text(
+        "bench:\n  seeds: [0, 1]\n  rows: {a: [], t: {tune: [x=1], seeds: [1]},"
+        " p: {model_of: t, set: [evaluate.fallback=prior]}}\n"
+    )
+    bench = driver.load_bench(path)
+    assert bench.tuned == {"t"} and bench.rows["t"] == ["x=1"]
+    assert [bench.seeds_of(r) for r in ("a", "t", "p")] == [[0, 1], [1], [1]]
     path.write_text("bench:\n  rows: {a: [x=1], b: {model_of: a, set: [evaluate.fallback=prior]}}\n")
     bench = driver.load_bench(path)
     assert bench.rows["b"] == ["x=1", "evaluate.fallback=prior"] and bench.model_of == {"b": "a"}
@@ -138,8 +153,7 @@ def test_smoke_run_writes_a_flat_row_per_model_and_peer(ray_session, tmp_path):
         ("bce-sparse", 1),
         ("db-sparse-prior", 0),
         ("db-sparse-prior", 1),
-        ("tuned-sparse", 0),
-        ("tuned-sparse", 1),
+        ("tuned-sparse", 0),  # a tune row's own seeds: [0]
         *((p, 0) for p in peers.PEERS),
     ]
     assert (tmp_path / "work" / "smoke" / "db-sparse-seed1" / "model").is_dir()
@@ -189,8 +203,9 @@ def test_set_reaches_every_own_row_and_a_bad_one_fails_before_work(tmp_path):
     assert not (tmp_path / "x.json").exists()
     bench = driver.load_bench(driver.CONFIGS / f"{driver.SMOKE}.yaml")
     before = dict(bench.rows)
+    assert bench.seeds_of("tuned-sparse") == [0]
     driver.with_cli(bench, [3, 4], ["train.epochs=2"], tmp_path)
-    assert bench.seeds == [3, 4]
+    assert bench.seeds == [3, 4] and bench.seeds_of("tuned-sparse") == [3, 4]  # --seeds: every row's
     assert bench.rows == {row: [*o, "train.epochs=2"] for row, o in before.items()}
     cfg = driver.row_config(bench, tmp_path, tmp_path, "db-sparse-prior", bench.rows["db-sparse-prior"])
     assert cfg.train.epochs == 2 and cfg.evaluate.fallback == "prior"

@@ -78,21 +78,43 @@ class Bench:
     model_of: dict[str, str] = field(default_factory=dict)
     #: Rows that run the tune stage first and train with its best_params.yaml.
     tuned: set[str] = field(default_factory=set)
+    #: Rows with seeds of their own (`seeds:` of a tune row: a search per seed), in place of `seeds`.
+    row_seeds: dict[str, list[int]] = field(default_factory=dict)
+
+    def seeds_of(self, row: str) -> list[int]:
+        """The seeds `row` runs with: its own, its source's for a `model_of` row, else the config's."""
+        return self.row_seeds.get(self.model_of.get(row, row), self.seeds)
 
 
-def _parse_rows(path: Path, raw: dict[str, Any]) -> tuple[dict[str, list[str]], dict[str, str], set[str]]:
-    """`bench.rows`: {row: [overrides]} trains a model; {row: {tune: [overrides]}} runs the tune stage (the
-    overrides set tune.*) and trains with its best parameters; {row: {model_of: <earlier row>, set:
-    [evaluate.*]}} re-evaluates that row's model (same seed) with other evaluate settings (thresholds,
-    ranking), without training again."""
+def _seeds(path: Path, where: str, raw: Any) -> list[int]:
+    seeds = [int(x) for x in raw]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"{path}: {where} must list distinct seeds, got {raw}")
+    return seeds
+
+
+def _parse_rows(
+    path: Path, raw: dict[str, Any]
+) -> tuple[dict[str, list[str]], dict[str, str], set[str], dict[str, list[int]]]:
+    """`bench.rows`: {row: [overrides]} trains a model; {row: {tune: [overrides], seeds: [...]}} runs the
+    tune stage (the overrides set tune.*) and trains with its best parameters, once per seed of its own
+    `seeds` (optional: a search costs many trainings); {row: {model_of: <earlier row>, set: [evaluate.*]}}
+    re-evaluates that row's model (same seeds) with other evaluate settings (thresholds, ranking), without
+    training again."""
     rows: dict[str, list[str]] = {}
     model_of: dict[str, str] = {}
     tuned: set[str] = set()
+    row_seeds: dict[str, list[int]] = {}
     for name, spec in raw.items():
         name = str(name)
-        if isinstance(spec, dict) and set(spec) == {"tune"}:
+        if isinstance(spec, dict) and "tune" in spec:
+            unknown = sorted(set(spec) - {"tune", "seeds"})
+            if unknown:
+                raise ValueError(f"{path}: row {name}: expected {{tune: [...], seeds: [...]}}, got {spec}")
             rows[name] = [str(s) for s in spec["tune"] or []]
             tuned.add(name)
+            if "seeds" in spec:
+                row_seeds[name] = _seeds(path, f"row {name}: seeds", spec["seeds"] or [])
         elif isinstance(spec, dict):
             unknown = sorted(set(spec) - {"model_of", "set"})
             if unknown or "model_of" not in spec:
@@ -111,7 +133,7 @@ def _parse_rows(path: Path, raw: dict[str, Any]) -> tuple[dict[str, list[str]], 
             model_of[name] = source
         else:
             rows[name] = [str(s) for s in (spec or [])]
-    return rows, model_of, tuned
+    return rows, model_of, tuned, row_seeds
 
 
 def load_bench(path: Path) -> Bench:
@@ -120,7 +142,7 @@ def load_bench(path: Path) -> Bench:
     unknown = sorted(set(bench) - {"dataset", "rows", "peers", "seeds"})
     if unknown:
         raise ValueError(f"{path}: unknown keys in bench: {unknown}")
-    rows, model_of, tuned = _parse_rows(path, bench.get("rows") or {})
+    rows, model_of, tuned, row_seeds = _parse_rows(path, bench.get("rows") or {})
     peers = [str(p) for p in bench.get("peers") or []]
     for p in peers:
         peer_unavailable(p)  # an unknown name fails here, before any work
@@ -130,7 +152,7 @@ def load_bench(path: Path) -> Bench:
     seeds = [int(x) for x in bench.get("seeds") or [seed]]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"{path}: bench.seeds repeats a seed: {seeds}")
-    return Bench(path.stem, bench.get("dataset"), raw, rows, peers, seeds, model_of, tuned)
+    return Bench(path.stem, bench.get("dataset"), raw, rows, peers, seeds, model_of, tuned, row_seeds)
 
 
 def row_config(bench: Bench, work: Path, corpora: Path, name: str, overrides: list[str]) -> Any:
@@ -296,7 +318,7 @@ def run_dataset(
     for row, overrides in bench.rows.items():
         if only and row not in only:
             continue
-        for seed in bench.seeds:
+        for seed in bench.seeds_of(row):
             log.info("%s %s seed %d: training and evaluating", bench.key, row, seed)
             result = own_row(bench, work, corpora, row, overrides, seed, trained)
             trained[(row, seed)] = result["train_seconds"]
@@ -397,9 +419,10 @@ def _earlier(
 
 
 def with_cli(bench: Bench, seeds: list[int] | None, sets: list[str], corpora: Path) -> None:
-    """--seeds (replacing the config's) and --set (appended to every own row's overrides), each row's config
-    then checked, so a bad override fails before any work."""
-    bench.seeds = seeds or bench.seeds
+    """--seeds (replacing the config's, a row's own included) and --set (appended to every own row's
+    overrides), each row's config then checked, so a bad override fails before any work."""
+    if seeds:
+        bench.seeds, bench.row_seeds = seeds, {}
     bench.rows = {row: [*overrides, *sets] for row, overrides in bench.rows.items()}
     for row, overrides in bench.rows.items():
         row_config(bench, Path(tempfile.gettempdir()), corpora, row, overrides)
