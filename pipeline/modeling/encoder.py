@@ -27,19 +27,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from torch import nn
-from transformers import (
-    AutoModel,
-    AutoTokenizer,
-    BertConfig,
-    BertModel,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-    PreTrainedTokenizerFast,
-)
 
 from pipeline.modeling.encoder_paths import TINY_BERT, resolve_encoder_path
 
+# transformers is imported where an encoder or tokenizer is built or loaded, not here: this module is
+# imported by every training worker and scoring actor, of the lexical kind too (which never builds one), and
+# importing transformers 5 took 3-4 s of a process's start on this project's 2-CPU machines.
 if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
     from pipeline.modeling.model import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -83,6 +79,8 @@ def train_wordpiece_tokenizer(
         special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
     )
     tok.decoder = decoders.WordPiece(prefix="##")
+    from transformers import PreTrainedTokenizerFast
+
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         unk_token="[UNK]",
@@ -109,6 +107,8 @@ def build_tokenizer(
         return train_wordpiece_tokenizer(
             texts, cfg.vocab_size, lowercase=cfg.lowercase, model_max_length=max(512, cfg.max_length)
         )
+    from transformers import AutoTokenizer
+
     return AutoTokenizer.from_pretrained(resolve_encoder_path(cfg.encoder))
 
 
@@ -121,6 +121,7 @@ def _load_encoder(path: str) -> PreTrainedModel:
     The pooler is never used by our head; left in, its parameters get no gradient and DDP (without
     ``find_unused_parameters``) fails. Encoders whose class has no ``add_pooling_layer`` load as they are.
     """
+    from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
     # transformers 5 prints a multi-line "LOAD REPORT" warning (and a progress bar) for every checkpoint
@@ -251,6 +252,8 @@ def build_encoder_model(
 ) -> MultiLabelClassifier:
     """Classifier for ``cfg``: tiny-bert is random-initialised (seed before calling), others pretrained."""
     if cfg.encoder == TINY_BERT:
+        from transformers import BertConfig, BertModel
+
         bert_cfg = BertConfig(
             vocab_size=len(tokenizer),
             hidden_size=cfg.hidden_size,
@@ -318,6 +321,8 @@ def save_encoder(model: MultiLabelClassifier, featurizer: TokenFeaturizer, folde
 
 
 def load_encoder(folder: Path, config: Mapping[str, Any]) -> tuple[MultiLabelClassifier, TokenFeaturizer]:
+    from transformers import AutoTokenizer
+
     encoder = _load_encoder(str(folder / ENCODER_DIR))
     tokenizer = AutoTokenizer.from_pretrained(str(folder / TOKENIZER_DIR))
     head = torch.load(folder / HEAD_FILE, map_location="cpu", weights_only=True)
@@ -355,6 +360,8 @@ class Tokenize:
         keep_columns: Sequence[str] = (),
     ) -> None:
         if isinstance(tokenizer, str | os.PathLike):
+            from transformers import AutoTokenizer
+
             tokenizer = AutoTokenizer.from_pretrained(os.fspath(tokenizer))
         self.tokenizer = tokenizer
         self.max_length = int(max_length)
