@@ -72,7 +72,7 @@ class Bench:
     pipeline: dict[str, Any]
     rows: dict[str, list[str]]
     peers: list[str]
-    #: Seeds every own row runs with (`bench.seeds`; default: the config's run.seed).
+    #: Seeds the own rows run with (`bench.seeds`; default: the config's run.seed), but those of `row_seeds`.
     seeds: list[int]
     #: Rows that evaluate another row's trained model with other `evaluate.*` settings: {row: source row}.
     model_of: dict[str, str] = field(default_factory=dict)
