@@ -74,3 +74,20 @@ def test_the_check_catches_a_wrong_way_import(tmp_path):
     bad.write_text("def f():\n    from pipeline.training.train import run_train\n")
     assert (2, "pipeline.training.train") in _imports(bad)
     assert RANK["training"] >= RANK["data"]
+
+
+def test_the_stages_import_transformers_only_when_they_build_an_encoder():
+    """Every training worker, scoring actor and job imports these modules; transformers (seconds of a
+    process's start) is imported where an encoder or tokenizer is built or loaded, which the lexical kind
+    never does."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import pipeline.training.train, pipeline.evaluation.evaluate, pipeline.serving.predict; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'transformers'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=PIPELINE.parent, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout[-2000:]
