@@ -215,7 +215,9 @@ def test_asha_stops_a_bad_trial_and_writes_best_params(ray_dashboard, tmp_path):
             "tune.search=random",
             "tune.families=[bce]",
             "tune.num_samples=3",
-            "tune.max_concurrent=1",
+            # Two at a time; a bad trial reaching a rung after the good one did is stopped there (the third
+            # at the latest: it starts after one of the first two ended).
+            "tune.max_concurrent=2",
             "tune.grace_period=1",
             "tune.reduction_factor=2",
         ],
