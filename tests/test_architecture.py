@@ -91,3 +91,26 @@ def test_the_stages_import_transformers_only_when_they_build_an_encoder():
         [sys.executable, "-c", code], cwd=PIPELINE.parent, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]", out.stdout[-2000:]
+
+
+def _parquet_reads(path: Path) -> list[int]:
+    """Lines where a file calls Ray Data's `read_parquet` itself (as `ray.data.read_parquet` or imported)."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module == "ray.data":
+            lines += [node.lineno for alias in node.names if alias.name == "read_parquet"]
+        elif isinstance(node, ast.Attribute) and node.attr == "read_parquet":
+            if isinstance(node.value, ast.Attribute) and ast.unparse(node.value) == "ray.data":
+                lines.append(node.lineno)
+    return lines
+
+
+def test_every_parquet_read_goes_through_the_v1_reader(tmp_path):
+    """pipeline.core.parquet_reader says why (a Ray 2.60 stack in users' logs; one task for many files)."""
+    own = PIPELINE / "core" / "parquet_reader.py"
+    direct = {str(p.relative_to(PIPELINE)): _parquet_reads(p) for p in _modules() if p != own}
+    assert not {k: v for k, v in direct.items() if v}
+    assert _parquet_reads(own)
+    bad = tmp_path / "bad.py"  # the check sees both spellings
+    bad.write_text("import ray.data\nfrom ray.data import read_parquet\nray.data.read_parquet('x')\n")
+    assert _parquet_reads(bad) == [2, 3]

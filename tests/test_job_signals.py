@@ -82,32 +82,12 @@ def _text(out: Path) -> str:
     return out.with_suffix(".out").read_text() + out.with_suffix(".err").read_text()
 
 
-def _without_lister_race(text: str) -> str:
-    """`text` less the one stack Ray 2.60 itself may print on a finished read: the completion thread of Ray
-    Data's file lister (ListFiles, the DataSourceV2 Parquet reader) finds its queue already shut down and
-    raises InterruptedError (seen once, in the third run here, which stopped nothing). Any other stack,
-    and the lister's own lines otherwise, stay."""
-    kept: list[str] = []
-    prefix = None  # the lister's log prefix while inside its stack
-    for line in text.splitlines():
-        if prefix is None:
-            if "(ListFiles pid=" in line and "Exception in thread" in line and "completion-signaler" in line:
-                prefix = line.split(")", 1)[0] + ")"
-            else:
-                kept.append(line)
-        elif not line.startswith(prefix):
-            kept.append(line)  # another process's line between the stack's
-        elif line.rstrip().endswith(" InterruptedError"):
-            prefix = None  # the stack's last line
-    return "\n".join(kept)
-
-
 def _check_stopped(out: Path, name: str, rc: int, expected: int) -> None:
     text, err = _text(out), out.with_suffix(".err").read_text()
     assert rc == expected, text[-3000:]
     line = f"stopped by {name}: outputs and checkpoints written so far are kept; run the same command again"
     assert sum(line in ln for ln in err.splitlines()) == 1, err[-3000:]
-    assert not [bad for bad in NEVER if bad in _without_lister_race(text)], text[-3000:]
+    assert not [bad for bad in NEVER if bad in text], text[-3000:]
 
 
 def _last_epoch(folder: Path) -> int:
@@ -155,4 +135,4 @@ def test_sigterm_and_ctrl_c_during_training_stop_cleanly_and_resume(tmp_path):
     # Each line once (Train V2's print patch used to double every worker line), and no stack.
     lines = [ln.split(")", 1)[-1] for ln in text.splitlines() if "[train] epoch" in ln]
     assert len(lines) == 1 and len(lines) == len(set(lines)), lines
-    assert not [bad for bad in NEVER if bad in _without_lister_race(text)], text[-3000:]
+    assert not [bad for bad in NEVER if bad in text], text[-3000:]

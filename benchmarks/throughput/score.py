@@ -70,14 +70,14 @@ def _ray_score_pass(folder: Path, model: Path, ecfg: Any) -> dict[str, Any]:
     pool) -> consumed on the driver. Its wall time includes the actor's start and model load; the Scorer
     operator's own metrics (Ray Data logs them when the run ends) time the actor's work alone."""
     import numpy as np
-    import ray.data
 
+    from pipeline.core.parquet_reader import read_parquet
     from pipeline.evaluation.scoring import score_dataset
 
     known = len(_scorer_operator_metrics())
     t0 = time.perf_counter()
     scored = score_dataset(
-        ray.data.read_parquet(str(folder)),
+        read_parquet(str(folder)),
         str(model),
         settings=ecfg,
     )

@@ -28,6 +28,7 @@ from ray.data.datasource.filename_provider import FilenameProvider
 from pipeline.core.config import Config
 from pipeline.core.errors import InputError
 from pipeline.core.layout import RunLayout
+from pipeline.core.parquet_reader import read_parquet
 from pipeline.core.progress import PassProgress, RowProgress
 from pipeline.core.storage import Location, staged_dir, write_json
 from pipeline.data import row_keys
@@ -403,27 +404,18 @@ def read_normalised(
     split_of = {f: s for s, files in spec.by_split.items() for f in files} or None
     from_column = split_of is None and spec.has_split_column
     files = spec.all_files
-    # Two Ray 2.60 defaults held the read to one CPU (measured on 20 shards of 250,000 rows, 2 CPUs):
-    # - the DataSourceV2 Parquet reader (ListFiles -> ReadFiles) packed every small shard into one read task
-    #   whatever override_num_blocks says; the V1 reader makes one task per file;
-    # - operator resource reservation kept half the CPUs for other operators, of which this pipeline has
-    #   none: tasks ran one at a time (3.5 s), two at a time without it (1.9 s).
-    # The dataset keeps the context it was created with, so only this read changes.
-    ctx = DataContext.get_current()
-    saved = ctx.use_datasource_v2, ctx.op_resource_reservation_enabled
-    ctx.use_datasource_v2 = ctx.op_resource_reservation_enabled = False
-    try:
-        ds = ray.data.read_parquet(
-            files,
-            filesystem=spec.fs,
-            columns=wanted + ([data.split_column] if from_column else []),
-            include_paths=split_of is not None or not keys,
-            override_num_blocks=_count_tasks(spec)
-            if counted
-            else min(len(files), ctx.read_op_min_num_blocks),
-        )
-    finally:
-        ctx.use_datasource_v2, ctx.op_resource_reservation_enabled = saved
+    # Without operator resource reservation: the read and its map are this dataset's only operators, and the
+    # reservation ran the read tasks one at a time on 2 CPUs.
+    ds = read_parquet(
+        files,
+        reserve_resources=False,
+        filesystem=spec.fs,
+        columns=wanted + ([data.split_column] if from_column else []),
+        include_paths=split_of is not None or not keys,
+        override_num_blocks=_count_tasks(spec)
+        if counted
+        else min(len(files), DataContext.get_current().read_op_min_num_blocks),
+    )
     # prepare splits a corpus that gives no split later (null until then); the profile counts it as train.
     fixed = "train" if not keys and split_of is None and not from_column else None
     if counted:

@@ -26,6 +26,7 @@ import ray.data
 from pipeline.core.config import Config, LabelNamesSection
 from pipeline.core.errors import InputError
 from pipeline.core.layout import MODEL_DESCRIBING_KEYS, RunLayout, require_evaluated
+from pipeline.core.parquet_reader import read_parquet
 from pipeline.core.progress import RowProgress
 from pipeline.core.storage import (
     Location,
@@ -174,7 +175,7 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
 
     require_complete(run.prepared, "prepare")
     # Both splits through one actor pool (one model load per actor), told apart by their file paths.
-    both = ray.data.read_parquet(
+    both = read_parquet(
         [run.prepared_split(split).path for split in SPLITS], filesystem=run.fs, include_paths=True
     )
     total = sum(int(stats["documents"][split]) for split in SPLITS)

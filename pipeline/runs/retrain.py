@@ -47,12 +47,12 @@ import time
 from typing import Any
 
 import numpy as np
-import ray.data
 import scipy.sparse as sp
 
 from pipeline.core.config import Config
 from pipeline.core.errors import InputError
 from pipeline.core.layout import POINTER_FILE, RunLayout, require_evaluated
+from pipeline.core.parquet_reader import read_parquet
 from pipeline.core.storage import Location, locate, read_json, require_complete, write_bytes, write_json
 from pipeline.data.groups import GROUPS
 from pipeline.evaluation.document import HEADLINE, LOWER_IS_BETTER
@@ -233,7 +233,7 @@ def score_current(
         raise InputError(f"{thr_loc.uri}: its labels differ from those of the current model {model.uri}")
     labels: list[str] = stats["labels"]
     require_complete(run.prepared, "prepare")
-    ds = ray.data.read_parquet(run.prepared_split("test").path, filesystem=run.fs)
+    ds = read_parquet(run.prepared_split("test").path, filesystem=run.fs)
     scored = score_dataset(
         ds.select_columns(["id", "text", "labels"]),
         model.address,

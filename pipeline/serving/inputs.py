@@ -11,12 +11,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-import ray
-import ray.data
 
 from pipeline.core.config import DataSection, StorageSection
 from pipeline.core.errors import InputError
 from pipeline.core.layout import MODEL_CONFIG_FILE
+from pipeline.core.parquet_reader import read_parquet
 from pipeline.core.storage import make_filesystem
 from pipeline.data.sources import _display, _expand, _is_string, is_string_list, read_footer
 
@@ -171,7 +170,7 @@ def check_rows(inp: PredictInput, data: DataSection, labels: list[str], model_ur
             table = table.append_column("path", pa.array([path] * table.num_rows, pa.string()))
             parts.extend(_check_block(table, **kwargs).to_pylist())
     else:
-        ds = ray.data.read_parquet(
+        ds = read_parquet(
             inp.files, filesystem=inp.fs, columns=columns, include_paths=True, partitioning=None
         )
         parts = ds.map_batches(

@@ -13,12 +13,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-import ray
-import ray.data
 
 from pipeline.core.config import Config
 from pipeline.core.errors import InputError
 from pipeline.core.layout import MODEL_DESCRIBING_KEYS, RunLayout
+from pipeline.core.parquet_reader import read_parquet
 from pipeline.core.progress import RowProgress
 from pipeline.core.storage import (
     Location,
@@ -155,7 +154,7 @@ def run_predict(cfg: Config) -> dict[str, Any]:
 
     labels_col = data.labels_column if inp.has_labels else None
     columns = [data.id_column, data.text_column] + ([labels_col] if labels_col else [])
-    ds = ray.data.read_parquet(inp.files, filesystem=inp.fs, columns=columns, partitioning=None)
+    ds = read_parquet(inp.files, filesystem=inp.fs, columns=columns, partitioning=None)
     ds = ds.map_batches(
         _canonical,
         batch_format="pyarrow",

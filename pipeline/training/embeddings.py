@@ -25,6 +25,7 @@ import scipy.sparse as sp
 
 from pipeline.core.config import Config
 from pipeline.core.layout import RunLayout
+from pipeline.core.parquet_reader import read_parquet
 from pipeline.core.storage import Location, read_json, require_complete, staged_dir, write_json
 
 log = logging.getLogger(__name__)
@@ -95,10 +96,10 @@ def ensure_embeddings(cfg: Config, run: RunLayout, stats: dict[str, Any], tokeni
     t0 = time.perf_counter()
     require_complete(run.prepared, "prepare")
     # Both splits in one pass: one actor pool, so the encoder is loaded once per actor, not once per split.
-    ds = ray.data.read_parquet(
+    ds = read_parquet(
         [run.prepared_split(split).path for split in SPLITS], filesystem=run.fs, include_paths=True
     )
-    # Bounded blocks: the reader packs small files into one large read block, and a map over one block emits
+    # Bounded blocks: a read block can be a whole large file, and a map over one block emits
     # its small output only at the end; Ray Data 2.60 aborts a dataset after 1,800 s without output (seen
     # embedding 43,410 GoEmotions documents with MiniLM on a loaded 2-CPU machine).
     ds = ds.select_columns(["text", "labels", "path"]).repartition(target_num_rows_per_block=2048)

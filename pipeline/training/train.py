@@ -32,6 +32,7 @@ from ray.train.torch import TorchTrainer
 from pipeline.core.config import Config
 from pipeline.core.errors import InputError
 from pipeline.core.layout import RunLayout
+from pipeline.core.parquet_reader import read_parquet
 from pipeline.core.progress import RowProgress
 from pipeline.core.resources import cluster_plan
 from pipeline.core.storage import (
@@ -76,7 +77,7 @@ def read_prepared(run: RunLayout, split: str) -> ray.data.Dataset:
     if not stats_loc.exists():
         raise InputError(f"{stats_loc.uri} not found: run the prepare stage first (python -m jobs.prepare)")
     require_complete(run.prepared, "prepare")
-    return ray.data.read_parquet(run.prepared_split(split).path, filesystem=run.fs)
+    return read_parquet(run.prepared_split(split).path, filesystem=run.fs)
 
 
 def column_batches(run: RunLayout, split: str, column: str, batch_size: int = 65536) -> Iterator[pa.Array]:
@@ -244,8 +245,7 @@ def featurised_splits(inputs: TrainInputs) -> dict[str, ray.data.Dataset]:
     if folder.join("done.json").exists():
         log.info("featurised splits: reusing %s", folder.uri)
         return {
-            split: ray.data.read_parquet(folder.join(split).path, filesystem=run.fs).materialize()
-            for split in SPLITS
+            split: read_parquet(folder.join(split).path, filesystem=run.fs).materialize() for split in SPLITS
         }
     stats = read_json(run.label_stats)
     datasets, t0 = {}, time.perf_counter()
