@@ -36,7 +36,7 @@ def test_bench_section_is_checked(tmp_path):
     with pytest.raises(ValueError, match="both empty"):
         driver.load_bench(path)
     path.write_text("bench:\n  rows: {a: []}\n  seeds: [0, 1, 0]\n")
-    with pytest.raises(ValueError, match="repeats a seed"):
+    with pytest.raises(ValueError, match="bench.seeds must list distinct seeds"):
         driver.load_bench(path)
     for rows, match in (
         ("{b: {model_of: a}}", "earlier training row"),

@@ -149,9 +149,7 @@ def load_bench(path: Path) -> Bench:
     if not rows and not peers:
         raise ValueError(f"{path}: bench.rows and bench.peers are both empty")
     seed = int((raw.get("run") or {}).get("seed", 0))
-    seeds = [int(x) for x in bench.get("seeds") or [seed]]
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"{path}: bench.seeds repeats a seed: {seeds}")
+    seeds = _seeds(path, "bench.seeds", bench.get("seeds") or [seed])
     return Bench(path.stem, bench.get("dataset"), raw, rows, peers, seeds, model_of, tuned, row_seeds)
 
 

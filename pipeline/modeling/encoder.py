@@ -62,7 +62,10 @@ def train_wordpiece_tokenizer(
     Wrapped in ``PreTrainedTokenizerFast`` so it round-trips through ``save_pretrained`` /
     ``AutoTokenizer.from_pretrained`` like any hub tokenizer. ``[PAD]`` gets id 0.
     """
+    # Imported here, not at the top: transformers costs seconds of every process's start, and the lexical
+    # kind's workers never build a tokenizer (tests/test_architecture.py).
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(clean_text=True, lowercase=lowercase, strip_accents=None)
@@ -79,8 +82,6 @@ def train_wordpiece_tokenizer(
         special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
     )
     tok.decoder = decoders.WordPiece(prefix="##")
-    from transformers import PreTrainedTokenizerFast
-
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         unk_token="[UNK]",
