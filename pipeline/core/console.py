@@ -37,6 +37,8 @@ WORKER_NOISE = "|".join(
 DRIVER_NOISE = re.compile(
     r"Starting execution of Dataset|Execution plan of Dataset|execution finished in|Progress bars disabled"
     r"|Data sink .* finished|has constructor arguments in the object store"
+    # The V1 Parquet reader's sizing of its read tasks (pipeline.core.parquet_reader), at every read.
+    r"|Estimated parquet encoding ratio|Estimated parquet reader batch size"
     # A local Ray started in-process is reachable from this machine only; the notice is for clusters.
     r"|Token authentication is enabled for this Ray cluster"
 )
