@@ -32,6 +32,12 @@ def test_bench_section_is_checked(tmp_path):
     path.write_text("bench:\n  peers: [pecos-typo]\n")
     with pytest.raises(ValueError, match="unknown peer row 'pecos-typo'"):
         driver.load_bench(path)
+    path.write_text("bench:\n  peers: [napkinxc-plt]\n  peer_thresholds: {t: [train.lr=1]}\n")
+    with pytest.raises(ValueError, match="may only set evaluate"):
+        driver.load_bench(path)
+    path.write_text("bench:\n  peers: [napkinxc-plt]\n  peer_thresholds: {a+b: []}\n")
+    with pytest.raises(ValueError, match="bad row suffix"):
+        driver.load_bench(path)
     path.write_text("bench: {}\n")
     with pytest.raises(ValueError, match="both empty"):
         driver.load_bench(path)
@@ -154,7 +160,7 @@ def test_smoke_run_writes_a_flat_row_per_model_and_peer(ray_session, tmp_path):
         ("db-sparse-prior", 0),
         ("db-sparse-prior", 1),
         ("tuned-sparse", 0),  # a tune row's own seeds: [0]
-        *((p, 0) for p in peers.PEERS),
+        *((name, 0) for p in peers.PEERS for name in (p, f"{p}+thresholds-prior")),
     ]
     assert (tmp_path / "work" / "smoke" / "db-sparse-seed1" / "model").is_dir()
     rows = {r["row"]: r for r in doc["rows"] if r["seed"] == 0}
@@ -186,6 +192,16 @@ def test_smoke_run_writes_a_flat_row_per_model_and_peer(ray_session, tmp_path):
             for name in ("db-sparse", "db-sparse-prior")
         ]
         assert [t["parameters"]["fallback"] for t in thr] == ["global", "prior"]
+    # A peer's +thresholds-prior row: the same model and test scores (same ranking figures), decided by
+    # thresholds fitted on its validation scores with the prior fallback.
+    for p in peers.PEERS:
+        own, thr = rows[p], rows[f"{p}+thresholds-prior"]
+        assert (thr["p_at_1"], thr["macro_ap"], thr["train_seconds"]) == (
+            own["p_at_1"],
+            own["macro_ap"],
+            own["train_seconds"],
+        )
+        assert thr["thresholds"]["fallback"] == "prior" and thr["threshold_seconds"] >= 0
     # The TF-IDF features were fitted and the splits featurised once, then shared by the later rows.
     shared = tmp_path / "work" / "smoke" / "base" / "features"
     assert (
@@ -209,3 +225,38 @@ def test_set_reaches_every_own_row_and_a_bad_one_fails_before_work(tmp_path):
     assert bench.rows == {row: [*o, "train.epochs=2"] for row, o in before.items()}
     cfg = driver.row_config(bench, tmp_path, tmp_path, "db-sparse-prior", bench.rows["db-sparse-prior"])
     assert cfg.train.epochs == 2 and cfg.evaluate.fallback == "prior"
+
+
+def test_peer_rows_decide_by_the_peers_rule_and_by_thresholds_fitted_on_validation(monkeypatch):
+    """A fake peer scoring 0.3 on every true label: its own rule (>= 0.5) predicts nothing; thresholds
+    fitted on its validation scores predict exactly the true labels of test. Ranking inputs are the same."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import scipy.sparse as sp
+
+    from pipeline.evaluation.thresholds import fit_thresholds
+
+    y = sp.csr_matrix(np.eye(4, dtype=np.int8)[[0, 1, 2, 3, 0, 1, 2, 3]])
+
+    def fit(x_train, y_train, seed, folder):
+        return lambda x: 0.3 * x.toarray().astype(np.float32)
+
+    monkeypatch.setitem(peers.TRAINERS, "napkinxc-plt", (fit, lambda s: s >= 0.5))
+    split = SimpleNamespace(y=y, texts=None)
+    features = [sp.csr_matrix(y, dtype=np.float32)] * 3
+    seen = []
+
+    def measure(y_true, pred, scores):
+        seen.append(scores)
+        return {"tp": int(y_true.multiply(pred).sum()), "predicted": int(pred.sum())}
+
+    thr = (lambda y_val, s_val: fit_thresholds(y_val, s_val, list("abcd")), {"fitted_on": "validation"})
+    out = peers.peer_rows("napkinxc-plt", split, split, features, measure, 0, split, {"t": thr})
+    assert list(out) == ["napkinxc-plt", "napkinxc-plt+t"]
+    assert (out["napkinxc-plt"]["tp"], out["napkinxc-plt"]["predicted"]) == (0, 0)
+    assert (out["napkinxc-plt+t"]["tp"], out["napkinxc-plt+t"]["predicted"]) == (8, 8)
+    assert out["napkinxc-plt+t"]["thresholds"] == {"fitted_on": "validation"}
+    assert seen[0] is seen[1]  # one model, one set of test scores
+    with pytest.raises(ValueError, match="need the validation split"):
+        peers.peer_rows("napkinxc-plt", split, split, features[:2], measure, 0, None, {"t": thr})

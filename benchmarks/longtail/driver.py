@@ -26,7 +26,7 @@ from benchmarks.common.ray_session import benchmark_ray
 from benchmarks.common.results import write_json
 from benchmarks.common.runs import copy_prepared, share_features
 from benchmarks.corpora import data_root
-from benchmarks.longtail.peers import PEERS, SplitText, pecos_version, peer_row, peer_unavailable, tfidf
+from benchmarks.longtail.peers import PEERS, SplitText, pecos_version, peer_rows, peer_unavailable, tfidf
 
 CONFIGS = ROOT / "benchmarks" / "configs" / "longtail"
 DATASETS = ("eurlex57k", "reuters21578", "goemotions", "synthetic-7900")
@@ -80,6 +80,10 @@ class Bench:
     tuned: set[str] = field(default_factory=set)
     #: Rows with seeds of their own (`seeds:` of a tune row: a search per seed), in place of `seeds`.
     row_seeds: dict[str, list[int]] = field(default_factory=dict)
+    #: `bench.peer_thresholds`: {suffix: [evaluate.* overrides]}: every peer's scores also decided by our
+    #: per-label thresholds fitted on its validation scores (the config's evaluate settings plus these), as
+    #: row `<peer>+<suffix>`.
+    peer_thresholds: dict[str, list[str]] = field(default_factory=dict)
 
     def seeds_of(self, row: str) -> list[int]:
         """The seeds `row` runs with: its own, its source's for a `model_of` row, else the config's."""
@@ -136,10 +140,24 @@ def _parse_rows(
     return rows, model_of, tuned, row_seeds
 
 
+def _peer_thresholds(path: Path, raw: Any) -> dict[str, list[str]]:
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: bench.peer_thresholds must map a row suffix to evaluate.* overrides")
+    out = {str(k): [str(o) for o in v or []] for k, v in raw.items()}
+    for suffix, overrides in out.items():
+        if not suffix or not all(c.isalnum() or c in "-_." for c in suffix):
+            raise ValueError(f"{path}: bench.peer_thresholds: bad row suffix {suffix!r}")
+        if any(not o.startswith("evaluate.") for o in overrides):
+            raise ValueError(
+                f"{path}: bench.peer_thresholds.{suffix} may only set evaluate.* keys: {overrides}"
+            )
+    return out
+
+
 def load_bench(path: Path) -> Bench:
     raw = yaml.safe_load(path.read_text()) or {}
     bench = raw.pop("bench", None) or {}
-    unknown = sorted(set(bench) - {"dataset", "rows", "peers", "seeds"})
+    unknown = sorted(set(bench) - {"dataset", "rows", "peers", "seeds", "peer_thresholds"})
     if unknown:
         raise ValueError(f"{path}: unknown keys in bench: {unknown}")
     rows, model_of, tuned, row_seeds = _parse_rows(path, bench.get("rows") or {})
@@ -150,7 +168,10 @@ def load_bench(path: Path) -> Bench:
         raise ValueError(f"{path}: bench.rows and bench.peers are both empty")
     seed = int((raw.get("run") or {}).get("seed", 0))
     seeds = _seeds(path, "bench.seeds", bench.get("seeds") or [seed])
-    return Bench(path.stem, bench.get("dataset"), raw, rows, peers, seeds, model_of, tuned, row_seeds)
+    peer_thresholds = _peer_thresholds(path, bench.get("peer_thresholds") or {})
+    return Bench(
+        path.stem, bench.get("dataset"), raw, rows, peers, seeds, model_of, tuned, row_seeds, peer_thresholds
+    )
 
 
 def row_config(bench: Bench, work: Path, corpora: Path, name: str, overrides: list[str]) -> Any:
@@ -330,7 +351,13 @@ def run_dataset(
         counts = np.array([stats["label_counts"][lab]["train"] for lab in labels])
         run = RunLayout.of(base)
         train, test = SplitText(run, "train", labels), SplitText(run, "test", labels)
-        features = tfidf(train, test)
+        validation = SplitText(run, "validation", labels) if bench.peer_thresholds else None
+        features = tfidf(train, test, *([validation] if validation else []))
+        prior = counts / max(int(stats["documents"]["train"]), 1)
+        thresholders = {
+            suffix: _thresholder(row_config(bench, work, corpora, "base", overrides).evaluate, labels, prior)
+            for suffix, overrides in bench.peer_thresholds.items()
+        }
 
         def measure(y, pred, scores) -> dict[str, Any]:
             doc = evaluate(
@@ -354,18 +381,19 @@ def run_dataset(
                 print(f"{bench.key} {row} skipped: {reason}", flush=True)
                 continue
             log.info("%s %s: fitting", bench.key, row)
-            result = peer_row(row, train, test, features, measure, base.run.seed)
-            rows.append(
-                {
-                    "dataset": bench.key,
-                    "row": row,
-                    "device": "cpu",
-                    "seed": base.run.seed,
-                    **result,
-                    **stamp(),
-                }
-            )
-            log.info("%s", rows[-1])
+            results = peer_rows(row, train, test, features, measure, base.run.seed, validation, thresholders)
+            for name, result in results.items():
+                rows.append(
+                    {
+                        "dataset": bench.key,
+                        "row": name,
+                        "device": "cpu",
+                        "seed": base.run.seed,
+                        **result,
+                        **stamp(),
+                    }
+                )
+                log.info("%s", rows[-1])
     return {
         "rows": [
             {k: r.get(k) for k in FIELDS} | {k: v for k, v in r.items() if k not in FIELDS} for r in rows
@@ -382,6 +410,29 @@ def run_dataset(
             "seeds": bench.seeds,
         },
     }
+
+
+def _thresholder(ecfg: Any, labels: list[str], prior: np.ndarray) -> tuple[Any, dict[str, Any]]:
+    """The evaluate stage's threshold fit with `ecfg`'s settings, for a peer's validation scores."""
+    from pipeline.evaluation.thresholds import fit_thresholds
+
+    keys = ("threshold_strategy", "min_support", "shrinkage", "at_least_one", "fallback")
+    settings = {k: getattr(ecfg, k) for k in keys}
+
+    def fit(y_val: Any, s_val: np.ndarray) -> Any:
+        return fit_thresholds(
+            y_val,
+            s_val,
+            labels,
+            strategy=ecfg.threshold_strategy,
+            min_support=ecfg.min_support,
+            shrinkage=ecfg.shrinkage,
+            at_least_one=ecfg.at_least_one,
+            fallback=ecfg.fallback,
+            prior=prior,
+        )
+
+    return fit, {"fitted_on": "validation", **settings}
 
 
 def _same(row: dict[str, Any], new: list[dict[str, Any]]) -> bool:
@@ -408,7 +459,7 @@ def _earlier(
         for r in old.get("rows", [])
         if not (
             r["dataset"] in names
-            and (only is None or r["row"] in only)
+            and (only is None or r["row"].split("+")[0] in only)  # a peer's +thresholds rows with it
             and (seeds is None or r.get("seed") in seeds)
         )
     ]

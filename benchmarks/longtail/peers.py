@@ -1,6 +1,7 @@
 """Peer rows: LibMultiLabel's linear one-vs-rest (at its default decision and with its own thresholding),
 napkinXC's label tree and PECOS's XR-Linear on TF-IDF features of the same prepared splits, each decided by
-its own rule (PECOS, a ranker without one, by napkinXC's), measured with our metrics."""
+its own rule (PECOS, a ranker without one, by napkinXC's), measured with our metrics; optionally the same
+scores decided by our per-label thresholds fitted on the peer's validation scores (`+<suffix>` rows)."""
 
 from __future__ import annotations
 
@@ -27,8 +28,11 @@ _MODULES = {
 }
 #: PECOS lives in a virtual environment of its own (it pins numpy < 2): `make bench-pecos` makes it.
 PECOS_PYTHON = Path(__file__).resolve().parents[2] / ".venv-pecos" / "bin" / "python"
-#: Labels PECOS returns per test document (its beam search ranks, it does not score every label).
+#: Labels PECOS returns per document (its beam search ranks, it does not score every label).
 PECOS_TOP_K = 100
+
+#: A fitted peer: dense float32 scores (documents x labels) of a feature matrix.
+Scorer = Callable[[sp.csr_matrix], np.ndarray]
 
 
 def pecos_python() -> Path:
@@ -72,84 +76,124 @@ class SplitText:
         self.y = sp.vstack(parts, format="csr").astype(np.int8)
 
 
-def tfidf(train: SplitText, test: SplitText) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-    """scikit-learn's TfidfVectorizer at its defaults (what LibMultiLabel's Preprocessor fits)."""
+def tfidf(train: SplitText, *others: SplitText) -> list[sp.csr_matrix]:
+    """scikit-learn's TfidfVectorizer at its defaults (what LibMultiLabel's Preprocessor fits), fitted on
+    `train`: the features of train, then of each of `others`."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     vec = TfidfVectorizer()
-    return vec.fit_transform(train.texts).tocsr(), vec.transform(test.texts).tocsr()
+    return [vec.fit_transform(train.texts).tocsr(), *(vec.transform(o.texts).tocsr() for o in others)]
 
 
-def _libmultilabel(x_train, y_train, x_test, seed: int) -> tuple[sp.csr_matrix, np.ndarray]:
+def _libmultilabel(x_train, y_train, seed: int, folder: str) -> Scorer:
     import libmultilabel.linear as linear
 
     model = linear.train_1vsrest(y_train.astype(np.float64).tocsr(), x_train, options="", verbose=False)
-    values = np.asarray(linear.predict_values(model, x_test), dtype=np.float32)
-    return sp.csr_matrix(values > 0), values
+    return lambda x: np.asarray(linear.predict_values(model, x), dtype=np.float32)
 
 
-def _libmultilabel_thresholding(x_train, y_train, x_test, seed: int) -> tuple[sp.csr_matrix, np.ndarray]:
+def _libmultilabel_thresholding(x_train, y_train, seed: int, folder: str) -> Scorer:
     """One-vs-rest with the per-label offsets `train_thresholding` learns by 3-fold cross-validation on the
-    training split (its micromacro-freq method); decided at decision value > 0, offsets included. The folds
-    follow `seed`; liblinear's solvers also draw from C's rand(), which nothing reseeds, so a second fit in
-    one process differs slightly (as 1vsrest's does)."""
+    training split (its micromacro-freq method), in its decision values. The folds follow `seed`;
+    liblinear's solvers also draw from C's rand(), which nothing reseeds, so a second fit in one process
+    differs slightly (as 1vsrest's does)."""
     import libmultilabel.linear as linear
 
     np.random.seed(seed)  # train_thresholding draws its cross-validation folds from np.random
     y = LabelCountsCSC(y_train.astype(np.float64))
     model = linear.train_thresholding(y, x_train, options="", verbose=False)
-    values = np.asarray(linear.predict_values(model, x_test), dtype=np.float32)
-    return sp.csr_matrix(values > 0), values
+    return lambda x: np.asarray(linear.predict_values(model, x), dtype=np.float32)
 
 
-def _napkinxc(x_train, y_train, x_test, seed: int) -> tuple[sp.csr_matrix, np.ndarray]:
-    import tempfile
-
+def _napkinxc(x_train, y_train, seed: int, folder: str) -> Scorer:
     from napkinxc.models import PLT
 
-    with tempfile.TemporaryDirectory() as d:
-        model = PLT(d, seed=seed)
-        y = y_train.tocsr()
-        model.fit(x_train, [y.indices[y.indptr[r] : y.indptr[r + 1]].tolist() for r in range(y.shape[0])])
-        # Every label's estimate (top_k = all) as the scores; napkinXC's own decision: probability >= 0.5.
-        ranked = model.predict_proba(x_test, top_k=y_train.shape[1])
-    scores = np.zeros((x_test.shape[0], y_train.shape[1]), dtype=np.float32)
-    for r, pairs in enumerate(ranked):
-        for j, p in pairs:
-            scores[r, int(j)] = p
-    return sp.csr_matrix(scores >= 0.5), scores
+    model = PLT(folder, seed=seed)
+    y = y_train.tocsr()
+    model.fit(x_train, [y.indices[y.indptr[r] : y.indptr[r + 1]].tolist() for r in range(y.shape[0])])
+    n_labels = y_train.shape[1]
+
+    def score(x: sp.csr_matrix) -> np.ndarray:
+        ranked = model.predict_proba(x, top_k=n_labels)  # every label's estimate
+        scores = np.zeros((x.shape[0], n_labels), dtype=np.float32)
+        for r, pairs in enumerate(ranked):
+            for j, p in pairs:
+                scores[r, int(j)] = p
+        return scores
+
+    return score
 
 
-def _pecos(x_train, y_train, x_test, seed: int) -> tuple[sp.csr_matrix, np.ndarray]:
+def _pecos(x_train, y_train, seed: int, folder: str) -> Scorer:
     """XR-Linear in PECOS's own environment (benchmarks/longtail/pecos_runner.py); its top PECOS_TOP_K
-    scores per document, the other labels 0; decided as napkinXC's: score >= 0.5."""
-    runner = Path(__file__).with_name("pecos_runner.py")
-    with tempfile.TemporaryDirectory(prefix="bml-pecos-") as d:
-        for name, m in (("x_train", x_train), ("y_train", y_train), ("x_test", x_test)):
-            sp.save_npz(f"{d}/{name}.npz", sp.csr_matrix(m))
-        subprocess.run([str(pecos_python()), str(runner), d, str(PECOS_TOP_K)], check=True)
-        top = sp.load_npz(f"{d}/scores.npz").tocsr()
-    scores = top.toarray().astype(np.float32)
-    return sp.csr_matrix(scores >= 0.5), scores
+    scores per document, the other labels 0."""
+    runner = [str(pecos_python()), str(Path(__file__).with_name("pecos_runner.py"))]
+    for name, m in (("x_train", x_train), ("y_train", y_train)):
+        sp.save_npz(f"{folder}/{name}.npz", sp.csr_matrix(m))
+    subprocess.run([*runner, "train", folder], check=True)
+
+    def score(x: sp.csr_matrix) -> np.ndarray:
+        sp.save_npz(f"{folder}/x.npz", sp.csr_matrix(x))
+        subprocess.run([*runner, "predict", folder, str(PECOS_TOP_K)], check=True)
+        return sp.load_npz(f"{folder}/scores.npz").toarray().astype(np.float32)
+
+    return score
 
 
-TRAINERS: dict[str, Callable[..., tuple[sp.csr_matrix, np.ndarray]]] = {
-    "libmultilabel-1vsrest": _libmultilabel,
-    "libmultilabel-thresholding": _libmultilabel_thresholding,
-    "napkinxc-plt": _napkinxc,
-    "pecos-xrlinear": _pecos,
+#: row -> (fit(x_train, y_train, seed, folder) -> Scorer, the peer's own decision on its scores).
+TRAINERS: dict[str, tuple[Callable[..., Scorer], Callable[[np.ndarray], np.ndarray]]] = {
+    "libmultilabel-1vsrest": (_libmultilabel, lambda s: s > 0),
+    "libmultilabel-thresholding": (_libmultilabel_thresholding, lambda s: s > 0),  # offsets included
+    "napkinxc-plt": (_napkinxc, lambda s: s >= 0.5),  # napkinXC's own decision: probability >= 0.5
+    "pecos-xrlinear": (_pecos, lambda s: s >= 0.5),  # a ranker without a rule: napkinXC's
 }
 
+#: Per-label thresholds fitted on a peer's validation scores: (y_val, s_val) -> an object whose
+#: `apply(scores)` decides (`thresholds.ThresholdResult`), and the settings to record with the row.
+Thresholder = tuple[Callable[[sp.csr_matrix, np.ndarray], Any], dict[str, Any]]
 
-def peer_row(
-    row: str, train: SplitText, test: SplitText, features: tuple, measure: Callable, seed: int = 0
-) -> dict[str, Any]:
-    """Fit the peer on `features` (train, test TF-IDF), decide by its rule, measure on test."""
-    x_train, x_test = features
-    with PeakRSS() as rss:
+
+def peer_rows(
+    row: str,
+    train: SplitText,
+    test: SplitText,
+    features: list[sp.csr_matrix],
+    measure: Callable,
+    seed: int = 0,
+    validation: SplitText | None = None,
+    thresholders: dict[str, Thresholder] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Fit the peer on `features` (train, test[, validation] TF-IDF) and measure it on test: `row` decided by
+    its own rule, and for each {suffix: thresholder} `row+suffix` decided by thresholds fitted on its
+    validation scores (same model, same test scores; needs `validation` and its features).
+
+    train_seconds: fitting and scoring test (scoring validation is left out, so the figure stays the
+    peer's cost at its own rule); threshold_seconds: scoring validation and fitting the thresholds."""
+    thresholders = thresholders or {}
+    if thresholders and (validation is None or len(features) < 3):
+        raise ValueError("thresholded peer rows need the validation split and its features")
+    fit, decide = TRAINERS[row]
+    with PeakRSS() as rss, tempfile.TemporaryDirectory(prefix=f"bml-{row}-") as folder:
         t0 = time.perf_counter()
-        pred, scores = TRAINERS[row](x_train, train.y, x_test, seed)
+        score = fit(features[0], train.y, seed, folder)
+        s_test = score(features[1])
         seconds = time.perf_counter() - t0
-    out = measure(test.y, pred, scores)
-    out.update(train_seconds=round(seconds, 2), peak_rss_mb=round(rss.tree / MIB))
+        t0 = time.perf_counter()
+        s_val = score(features[2]) if thresholders else None
+        val_seconds = time.perf_counter() - t0
+    out = {row: measure(test.y, sp.csr_matrix(decide(s_test)), s_test)}
+    out[row].update(train_seconds=round(seconds, 2), peak_rss_mb=round(rss.tree / MIB))
+    for suffix, (fit_thresholds, settings) in thresholders.items():
+        t0 = time.perf_counter()
+        fitted = fit_thresholds(validation.y, s_val)
+        pred = sp.csr_matrix(fitted.apply(s_test))
+        t_seconds = round(val_seconds + time.perf_counter() - t0, 2)
+        name = f"{row}+{suffix}"
+        out[name] = measure(test.y, pred, s_test)
+        out[name].update(
+            train_seconds=out[row]["train_seconds"],
+            peak_rss_mb=out[row]["peak_rss_mb"],
+            threshold_seconds=t_seconds,
+            thresholds=settings,
+        )
     return out
