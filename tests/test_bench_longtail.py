@@ -25,6 +25,8 @@ def test_configs_load_and_make_valid_pipeline_configs(name, tmp_path):
 
 
 def test_bench_section_is_checked(tmp_path):
+    import pydantic
+
     path = tmp_path / "x.yaml"
     path.write_text("bench:\n  rowz: {}\n")
     with pytest.raises(ValueError, match="unknown keys in bench"):
@@ -38,6 +40,9 @@ def test_bench_section_is_checked(tmp_path):
     path.write_text("bench:\n  peers: [napkinxc-plt]\n  peer_thresholds: {a+b: []}\n")
     with pytest.raises(ValueError, match="bad row suffix"):
         driver.load_bench(path)
+    path.write_text("bench:\n  peers: [napkinxc-plt]\n  peer_thresholds: {t: [evaluate.fallbak=prior]}\n")
+    with pytest.raises(pydantic.ValidationError, match="fallbak"):
+        driver.with_cli(driver.load_bench(path), None, [], tmp_path)
     path.write_text("bench: {}\n")
     with pytest.raises(ValueError, match="both empty"):
         driver.load_bench(path)

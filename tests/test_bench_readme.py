@@ -95,6 +95,18 @@ def test_longtail_targets_pick_the_row_meeting_most():
     assert readme.longtail_targets("eurlex57k", timed, 5.0)[0].startswith("Targets (issue #23): db-")
     assert readme.longtail_targets("eurlex57k", timed[1:], 5.0) == []
     assert readme.longtail_targets("unknown", rows, 5.0) == []
+    # A peer decided by our thresholds: the issue's targets stay against the peers' own rules; a second
+    # table holds the row meeting most against every peer row (here db-b's tail 0.15 <= 0.18).
+    thr = {"row": "libmultilabel-1vsrest+thresholds", "seed": 0, "macro_f1": 0.41, "tail_f1": 0.18}
+    out = readme.longtail_targets("reuters21578", [*rows, thr], 5.0)
+    assert out[0].startswith("Targets (issue #23): db-b meets 2 of 2")
+    second = next(i for i, x in enumerate(out) if "against the peers with our thresholds too" in x)
+    assert out[second].startswith("Targets (issue #23) against the peers with our thresholds too: db-")
+    assert (
+        "| macro_f1 | >= 0.440 | 0.450 | yes |" in out[second:]
+        and "| tail_f1 | > 0.180 | 0.050 | no |" in out[second:]
+    )
+    assert not any("with our thresholds" in x for x in readme.longtail_targets("reuters21578", rows, 5.0))
 
 
 def test_longtail_targets_on_gpu_rows_are_the_fixed_gpu_figures():

@@ -23,6 +23,12 @@ A peer row runs the peer's own method on TF-IDF features (scikit-learn's default
 - `pecos-xrlinear`: PECOS's XR-Linear (in its own environment), its top 100 labels per document,
   score >= 0.5.
 
+`bench.peer_thresholds: {<suffix>: [evaluate.*]}` adds, per peer, a row `<peer>+<suffix>`: the same fitted
+peer's test scores decided by per-label thresholds fitted on its validation scores, with the config's
+evaluate settings plus these overrides (`pipeline.evaluation.thresholds.fit_thresholds`, as our rows),
+so that an F1 lead can be told apart from the thresholds' share of it. Its train_seconds are the peer's;
+threshold_seconds: scoring validation and fitting the thresholds.
+
 Every row is one flat record: dataset, row, device, seed, micro_f1, macro_f1, tail_f1, macro_ap, p_at_1,
 p_at_5, ndcg_at_5, psp_at_5, predicted_to_true (predicted positives / true positives on test),
 train_seconds, peak_rss_mb (the largest resident set summed over this process and the Ray processes it

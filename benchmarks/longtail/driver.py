@@ -469,12 +469,15 @@ def _earlier(
 
 def with_cli(bench: Bench, seeds: list[int] | None, sets: list[str], corpora: Path) -> None:
     """--seeds (replacing the config's, a row's own included) and --set (appended to every own row's
-    overrides), each row's config then checked, so a bad override fails before any work."""
+    overrides), each row's config (and each peer_thresholds setting) then checked, so a bad override fails
+    before any work."""
     if seeds:
         bench.seeds, bench.row_seeds = seeds, {}
     bench.rows = {row: [*overrides, *sets] for row, overrides in bench.rows.items()}
     for row, overrides in bench.rows.items():
         row_config(bench, Path(tempfile.gettempdir()), corpora, row, overrides)
+    for overrides in bench.peer_thresholds.values():
+        row_config(bench, Path(tempfile.gettempdir()), corpora, "base", overrides)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
