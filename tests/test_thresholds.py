@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 from sklearn.metrics import f1_score
 
+from pipeline.core.config import EvaluateSection
 from pipeline.evaluation.blocks import ArrayBlocks
 from pipeline.evaluation.thresholds import (
     STRATEGIES,
@@ -20,6 +21,7 @@ from pipeline.evaluation.thresholds import (
     best_f1_thresholds,
     best_global_threshold,
     fit_thresholds,
+    fit_thresholds_with,
     prior_matched_thresholds,
 )
 
@@ -238,6 +240,42 @@ def test_prior_fallback_replaces_the_global_threshold_of_low_support_labels() ->
         fit_thresholds(y, s, labels, fallback="prior", prior=prior[:2])
     with pytest.raises(ValueError, match="fallback"):
         fit_thresholds(y, s, labels, fallback="median")
+
+
+def test_fit_thresholds_with_the_evaluate_settings() -> None:
+    # Each evaluate setting reaches the fit: the same thresholds as fit_thresholds given them by hand.
+    rng = np.random.default_rng(9)
+    y = (rng.random((120, 6)) < np.array([0.02, 0.04, 0.1, 0.2, 0.3, 0.4])).astype(np.int8)
+    s = np.clip(0.25 * y + rng.random(y.shape) * 0.7, 0, 1)
+    labels = [f"l{j}" for j in range(6)]
+    prior = y.mean(axis=0)
+    cases = [
+        {},
+        {"fallback": "global"},
+        {"threshold_strategy": "global"},
+        {"min_support": 2, "shrinkage": 3.0},
+        {"at_least_one": True},
+    ]
+    seen = set()
+    for update in cases:
+        ecfg = EvaluateSection(**update)
+        got = fit_thresholds_with(ecfg, y, s, labels, prior)
+        want = fit_thresholds(
+            y,
+            s,
+            labels,
+            strategy=ecfg.threshold_strategy,
+            min_support=ecfg.min_support,
+            shrinkage=ecfg.shrinkage,
+            at_least_one=ecfg.at_least_one,
+            fallback=ecfg.fallback,
+            prior=prior,
+        )
+        assert got.to_json_dict() == want.to_json_dict()
+        seen.add(json.dumps(got.to_json_dict(), sort_keys=True))
+    assert len(seen) == len(cases)  # every setting changed the fit here
+    with pytest.raises(ValueError, match="prior"):
+        fit_thresholds_with(EvaluateSection(fallback="prior"), y, s, labels)
 
 
 def _separated_head_and_a_rare_label(n: int) -> tuple[NDArray, NDArray]:

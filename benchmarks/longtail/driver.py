@@ -414,23 +414,13 @@ def run_dataset(
 
 def _thresholder(ecfg: Any, labels: list[str], prior: np.ndarray) -> tuple[Any, dict[str, Any]]:
     """The evaluate stage's threshold fit with `ecfg`'s settings, for a peer's validation scores."""
-    from pipeline.evaluation.thresholds import fit_thresholds
+    from pipeline.evaluation.thresholds import fit_thresholds_with
 
     keys = ("threshold_strategy", "min_support", "shrinkage", "at_least_one", "fallback")
     settings = {k: getattr(ecfg, k) for k in keys}
 
     def fit(y_val: Any, s_val: np.ndarray) -> Any:
-        return fit_thresholds(
-            y_val,
-            s_val,
-            labels,
-            strategy=ecfg.threshold_strategy,
-            min_support=ecfg.min_support,
-            shrinkage=ecfg.shrinkage,
-            at_least_one=ecfg.at_least_one,
-            fallback=ecfg.fallback,
-            prior=prior,
-        )
+        return fit_thresholds_with(ecfg, y_val, s_val, labels, prior)
 
     return fit, {"fitted_on": "validation", **settings}
 

@@ -148,18 +148,11 @@ def threshold_and_measure(
     bc: BenchConfig, stats: dict[str, Any], inputs: Any, feats: Features, scored: dict[str, Any]
 ) -> dict[str, Any]:
     """The evaluate stage's decision: thresholds fitted on validation, applied to test."""
-    from pipeline.evaluation.thresholds import fit_thresholds
+    from pipeline.evaluation.thresholds import fit_thresholds_with
 
-    ecfg = bc.cfg.evaluate
-    thr = fit_thresholds(
-        feats.y_val,
-        scored["s_val"],
-        inputs.labels,
-        strategy=ecfg.threshold_strategy,
-        min_support=ecfg.min_support,
-        shrinkage=ecfg.shrinkage,
-        at_least_one=ecfg.at_least_one,
-    )
+    # The global fallback, as the committed quality rows were measured (before the prior fallback existed).
+    ecfg = bc.cfg.evaluate.model_copy(update={"fallback": "global"})
+    thr = fit_thresholds_with(ecfg, feats.y_val, scored["s_val"], inputs.labels)
     s_test = scored["s_test"]
     row = measure(bc, stats, inputs, feats.y_test, thr.apply(s_test), s_test)
     at_half = measure(bc, stats, inputs, feats.y_test, s_test >= 0.5, s_test)

@@ -54,7 +54,7 @@ from pipeline.evaluation.scoring import (
     score_dataset,
     scored_blocks,
 )
-from pipeline.evaluation.thresholds import decision_counts, decisions, fit_thresholds
+from pipeline.evaluation.thresholds import decision_counts, decisions, fit_thresholds_with
 
 log = logging.getLogger(__name__)
 
@@ -198,17 +198,7 @@ def run_evaluate(cfg: Config, compare: str | None = None) -> dict[str, Any]:
     y_val, s_val = scored_blocks(scored["validation"], labels, ignore_unknown=True)
     n_train = int(stats["documents"]["train"])
     prior = train_counts / max(n_train, 1)  # training prevalence: fallback thresholds, ranking adjustment
-    thr = fit_thresholds(
-        y_val,
-        s_val,
-        labels,
-        strategy=ecfg.threshold_strategy,
-        min_support=ecfg.min_support,
-        shrinkage=ecfg.shrinkage,
-        at_least_one=ecfg.at_least_one,
-        fallback=ecfg.fallback,
-        prior=prior,
-    )
+    thr = fit_thresholds_with(ecfg, y_val, s_val, labels, prior)
     thr_doc = thr.to_json_dict()
     thr_doc["provenance"] = {
         "run": cfg.run.name,

@@ -655,3 +655,25 @@ def fit_thresholds(
         floor_action=floor_action,
         validation=validation,
     )
+
+
+def fit_thresholds_with(
+    settings: Any, y_true: Any, scores: ArrayLike, labels: list[str], prior: ArrayLike | None = None
+) -> ThresholdResult:
+    """:func:`fit_thresholds` with the evaluate stage's settings.
+
+    ``settings`` is the run's ``evaluate`` config (or anything with its fields ``threshold_strategy``,
+    ``min_support``, ``shrinkage``, ``at_least_one`` and ``fallback``): the one place that maps those settings
+    onto the fit, for the evaluate stage and the benchmarks that decide scores the same way.
+    """
+    return fit_thresholds(
+        y_true,
+        scores,
+        labels,
+        strategy=settings.threshold_strategy,
+        min_support=settings.min_support,
+        shrinkage=settings.shrinkage,
+        at_least_one=settings.at_least_one,
+        fallback=settings.fallback,
+        prior=prior,
+    )
