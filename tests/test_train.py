@@ -278,6 +278,7 @@ def test_lexical_kind_trains_in_a_worker_and_exports_a_model_that_predicts(prepa
 
     _fresh_run(prepared, "lex")
     over = ["model.kind=lexical", "model.lexical.min_df=1", "train.lr=5e-2", "train.cpus_per_worker=0.5"]
+    over.append("train.adam_eps=1e-6")
     cfg = _cfg(prepared, "lex", "train.num_workers=1", "train.epochs=5", *over)
     out = run_train(cfg)
     hist = out["history"]
@@ -292,6 +293,8 @@ def test_lexical_kind_trains_in_a_worker_and_exports_a_model_that_predicts(prepa
     assert len(list((run / "features" / "splits").glob("*/done.json"))) == 1
 
     assert load_model(run / "model").kind == "lexical"
+    latest = sorted(c for c in (run / "checkpoints").glob("checkpoint_*") if c.is_dir())[-1]
+    assert {g["eps"] for g in read_state(latest / STATE_FILE)["optimizer"]["param_groups"]} == {1e-6}
     exported, direct = _export_and_best_weights_scores(
         run, ["w1 w2 alpha", "a different document with words", ""]
     )
@@ -521,6 +524,37 @@ def test_head_l2_is_a_per_label_penalty_on_the_heads_matrices():
         )
         norms.append(float(states[-1]["head"]["1.weight"].norm()))
     assert norms[1] < 0.5 * norms[0], norms
+
+
+def test_adam_eps_reaches_the_optimizer_and_the_identity_only_when_set():
+    """train.adam_eps is AdamW's eps (a large one damps every step), and part of the training identity
+    only away from torch's default."""
+    import scipy.sparse as sp
+
+    from pipeline.core.config import DEFAULT_ADAM_EPS
+    from pipeline.training.embeddings import HeadData
+    from pipeline.training.head_train import train_head
+
+    assert DEFAULT_ADAM_EPS == torch.optim.AdamW([torch.zeros(1, requires_grad=True)]).defaults["eps"]
+    assert "adam_eps" not in load_config(None, []).train.identity(set())
+    assert load_config(None, ["train.adam_eps=1e-12"]).train.identity(set())["adam_eps"] == 1e-12
+    with pytest.raises(ValueError, match="adam_eps"):
+        load_config(None, ["train.adam_eps=0"])
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8)).astype(np.float32)
+    y = (x[:, :3] > 0.5).astype(np.int8)
+    data = HeadData(x, sp.csr_matrix(y))
+    norms = []
+    for eps in (1e-8, 10.0):
+        cfg = load_config(None, [f"train.adam_eps={eps}", "train.epochs=3", "train.lr=0.05", "loss.name=bce"])
+        torch.manual_seed(0)
+        states: list = []
+        train_head(
+            cfg, data, data, y.sum(0).tolist(), 64, {}, report=lambda e, m, s, out=states: out.append(s)
+        )
+        norms.append(float(states[-1]["head"]["1.weight"].norm()))
+    assert norms[1] < 0.25 * norms[0], norms  # eps = 10 leaves the head near its initial weights
 
 
 def test_progress_lines_are_time_based_and_rank_zero_only(monkeypatch, capsys):

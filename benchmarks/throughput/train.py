@@ -200,7 +200,9 @@ def phase_train_bare(
         config["loss_name"], config["counts"], config["num_docs"], dict(config["loss_params"])
     )
     optimizer = torch.optim.AdamW(
-        param_groups(model, tcfg["lr"], tcfg.get("head_lr"), tcfg["weight_decay"]), lr=tcfg["lr"]
+        param_groups(model, tcfg["lr"], tcfg.get("head_lr"), tcfg["weight_decay"]),
+        lr=tcfg["lr"],
+        eps=tcfg["adam_eps"],
     )
     n, bs = len(tensors[target_key]), int(tcfg["batch_size"])
     total_steps = max(math.ceil(n / bs / tcfg["grad_accum"]), 1) * tcfg["epochs"]

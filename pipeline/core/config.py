@@ -10,6 +10,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+#: torch's AdamW default; a run at this value keeps the fingerprint it had before train.adam_eps existed.
+DEFAULT_ADAM_EPS = 1e-8
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -253,6 +256,10 @@ class TrainSection(_Strict):
     #: plus l2 x |w_label|^2. Unlike weight_decay it passes through Adam's scaling, so weights of rare terms,
     #: with small gradients, are held back most. 0: off (see docs/training.md, "Regularisation").
     l2: float = Field(0.0, ge=0)
+    #: AdamW's epsilon, added to the root of each weight's squared-gradient average. The loss is a mean over
+    #: documents x labels, so at thousands of labels a rare label's gradients are ~1e-9 and the default 1e-8
+    #: damps its steps (docs/training.md, "The lexical kind's optimizer"). Default: torch's.
+    adam_eps: float = Field(DEFAULT_ADAM_EPS, gt=0)
     #: Share of the steps with a linear warm-up; then linear decay to 0.
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     #: Gradient norm clipping (null: off).
@@ -298,13 +305,15 @@ class TrainSection(_Strict):
 
     def identity(self, exclude: set[str]) -> dict[str, Any]:
         """The settings that shape the weights, for fingerprints: model_dump less `exclude`, and without
-        head_lr while it is unset and l2 while it is 0, so runs recorded before either existed keep their
-        fingerprints."""
+        head_lr while it is unset, l2 while it is 0 and adam_eps at its default, so runs recorded before
+        these existed keep their fingerprints."""
         data = self.model_dump(exclude=exclude)
         if data.get("head_lr") is None:
             data.pop("head_lr", None)
         if not data.get("l2"):
             data.pop("l2", None)
+        if data.get("adam_eps") == DEFAULT_ADAM_EPS:
+            data.pop("adam_eps", None)
         return data
 
     @model_validator(mode="after")

@@ -69,7 +69,9 @@ def train_head(
     num_labels = train.y.shape[1]
     head = build_head(train.x.shape[1], num_labels, cfg.model.dropout, priors)
     loss_fn = build_loss(cfg.loss.name, counts, num_docs, dict(loss_params))
-    optimizer = torch.optim.AdamW(head.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    optimizer = torch.optim.AdamW(
+        head.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay, eps=tcfg.adam_eps
+    )
     steps_per_epoch = max(math.ceil(len(train.x) / tcfg.batch_size), 1)
     total = steps_per_epoch * tcfg.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -185,7 +185,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         config["loss_name"], config["counts"], config["num_docs"], dict(config["loss_params"])
     ).to(device)
     optimizer = torch.optim.AdamW(
-        param_groups(model, tcfg["lr"], tcfg.get("head_lr"), tcfg["weight_decay"]), lr=tcfg["lr"]
+        param_groups(model, tcfg["lr"], tcfg.get("head_lr"), tcfg["weight_decay"]),
+        lr=tcfg["lr"],
+        eps=tcfg["adam_eps"],
     )
     steps_per_epoch = max(
         math.ceil(config["train_rows"] / world / tcfg["batch_size"] / tcfg["grad_accum"]), 1
