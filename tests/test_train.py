@@ -485,14 +485,30 @@ def test_head_lr_moves_the_head_at_its_own_rate():
     assert fingerprint(base, ["a"], {}, tok) != fingerprint(tuned, ["a"], {}, tok)
 
 
+def _trained_head_norm(setting: str) -> float:
+    """Norm of a linear head's weights after 3 epochs of the head trainer (BCE, lr 0.05) with `setting`, on
+    64 random 8-feature rows whose first 3 features give 3 labels."""
+    import scipy.sparse as sp
+
+    from pipeline.training.embeddings import HeadData
+    from pipeline.training.head_train import train_head
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8)).astype(np.float32)
+    y = (x[:, :3] > 0.5).astype(np.int8)
+    data = HeadData(x, sp.csr_matrix(y))
+    cfg = load_config(None, [setting, "train.epochs=3", "train.lr=0.05", "loss.name=bce"])
+    torch.manual_seed(0)
+    states: list = []
+    train_head(cfg, data, data, y.sum(0).tolist(), 64, {}, report=lambda e, m, s, out=states: out.append(s))
+    return float(states[-1]["head"]["1.weight"].norm())
+
+
 def test_head_l2_is_a_per_label_penalty_on_the_heads_matrices():
     """l2 / C x |W|^2 over the head's matrices only (no bias); 0 adds nothing; part of the training
     identity only when set; in training it shrinks the weights."""
-    import scipy.sparse as sp
 
     from pipeline.modeling.lexical import LexicalClassifier
-    from pipeline.training.embeddings import HeadData
-    from pipeline.training.head_train import train_head
     from pipeline.training.worker import head_l2
 
     model = LexicalClassifier(num_features=6, num_labels=3)
@@ -510,30 +526,14 @@ def test_head_l2_is_a_per_label_penalty_on_the_heads_matrices():
     assert "l2" not in load_config(None, []).train.identity(set())
     assert load_config(None, ["train.l2=1e-6"]).train.identity(set())["l2"] == 1e-6
 
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(64, 8)).astype(np.float32)
-    y = (x[:, :3] > 0.5).astype(np.int8)
-    data = HeadData(x, sp.csr_matrix(y))
-    norms = []
-    for l2 in (0.0, 10.0):
-        cfg = load_config(None, [f"train.l2={l2}", "train.epochs=3", "train.lr=0.05", "loss.name=bce"])
-        torch.manual_seed(0)
-        states: list = []
-        train_head(
-            cfg, data, data, y.sum(0).tolist(), 64, {}, report=lambda e, m, s, out=states: out.append(s)
-        )
-        norms.append(float(states[-1]["head"]["1.weight"].norm()))
+    norms = [_trained_head_norm(f"train.l2={l2}") for l2 in (0.0, 10.0)]
     assert norms[1] < 0.5 * norms[0], norms
 
 
 def test_adam_eps_reaches_the_optimizer_and_the_identity_only_when_set():
     """train.adam_eps is AdamW's eps (a large one damps every step), and part of the training identity
     only away from torch's default."""
-    import scipy.sparse as sp
-
     from pipeline.core.config import DEFAULT_ADAM_EPS
-    from pipeline.training.embeddings import HeadData
-    from pipeline.training.head_train import train_head
 
     assert DEFAULT_ADAM_EPS == torch.optim.AdamW([torch.zeros(1, requires_grad=True)]).defaults["eps"]
     assert "adam_eps" not in load_config(None, []).train.identity(set())
@@ -541,19 +541,7 @@ def test_adam_eps_reaches_the_optimizer_and_the_identity_only_when_set():
     with pytest.raises(ValueError, match="adam_eps"):
         load_config(None, ["train.adam_eps=0"])
 
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(64, 8)).astype(np.float32)
-    y = (x[:, :3] > 0.5).astype(np.int8)
-    data = HeadData(x, sp.csr_matrix(y))
-    norms = []
-    for eps in (1e-8, 10.0):
-        cfg = load_config(None, [f"train.adam_eps={eps}", "train.epochs=3", "train.lr=0.05", "loss.name=bce"])
-        torch.manual_seed(0)
-        states: list = []
-        train_head(
-            cfg, data, data, y.sum(0).tolist(), 64, {}, report=lambda e, m, s, out=states: out.append(s)
-        )
-        norms.append(float(states[-1]["head"]["1.weight"].norm()))
+    norms = [_trained_head_norm(f"train.adam_eps={eps}") for eps in (1e-8, 10.0)]
     assert norms[1] < 0.25 * norms[0], norms  # eps = 10 leaves the head near its initial weights
 
 
