@@ -38,6 +38,16 @@ WHAT: dict[str, tuple[str, str]] = {
         "table, with these rows too. predicted : true = predicted positives / true positives; peak RSS sums "
         "this process and the Ray processes it started.",
     ),
+    "label_subset": (
+        "Tuning the lexical kind on a label subset",
+        "A long-tail row's lexical model trained on a random subset of the labels with the full model's "
+        "per-label loss terms, penalty and optimizer (`benchmarks/label_subset.py`: each of that kind's "
+        "weights belongs to one label, so the subset trains as in the full model at a fraction of the "
+        "cost); test figures over the subset's labels, thresholds fitted on validation as the evaluate "
+        "stage (`thresholds-prior`: the prior fallback). Full model: the same row trained on every label "
+        "by `benchmarks.longtail`, read on the same labels from its per-label report, where that run was "
+        "kept: how well the subset estimates it.",
+    ),
     "demo_quality": (
         "Quality on the demo config",
         "The demo config trained once per loss, measured on its test set with per-label thresholds fitted "
@@ -170,6 +180,9 @@ SPECS = {
     "gpu_pairs": "tokens@seq | batch@batch | documents@docs | bare before@bare_before~0 | Ray@ray/"
     "samples_per_s~0 | bare after@bare_after~0 | ratio@ratio | ratio range@_range | Ray samples/s per "
     "epoch@_epochs | input wait per epoch@_wait | Ray share of peak@ray_point/share_of_peak",
+    "label_subset": "dataset@dataset | row@row | --set@_set | labels@_labels | decision@_decision | train "
+    "s@train_seconds~0 | macro AP@_fig/macro_ap | macro-F1@_fig/macro_f1 | tail-F1@_fig/tail_f1 | full "
+    "model: macro AP@_full/macro_ap | full: macro-F1@_full/macro_f1 | full: tail-F1@_full/tail_f1",
     "eval_memory": "dataset@dataset | row@row | code@_code | validation / test documents@_docs | "
     "labels@labels | evaluate s@evaluate_seconds~1 | driver RSS peak (MB)@peak_vmrss_mb | own (MB)@"
     "peak_rssanon_mb | object store pages (MB)@peak_rssshmem_mb | libraries (MB)@peak_rssfile_mb | "
@@ -703,6 +716,24 @@ def tune_throughput(d: J) -> list[str]:
     return out + grid(SPECS["tune"], [{**r, "_mode": mode} for mode, r in d["results"].items()])
 
 
+def label_subset(d: J) -> list[str]:
+    items = []
+    for r in d["rows"]:
+        for name in [k for k in r if k.startswith("thresholds")]:
+            full = r[name].get("full_model") or {}
+            items.append(
+                {
+                    **r,
+                    "_set": ", ".join(f"`{o}`" for o in r["set"]) or "none",
+                    "_labels": f"{r['labels']} (draw {r['label_seed']})",
+                    "_decision": name,
+                    "_fig": r[name],
+                    "_full": {k: full.get(k) for k in ("macro_ap", "macro_f1", "tail_f1")} if full else {},
+                }
+            )
+    return grid(SPECS["label_subset"], items)
+
+
 def eval_memory(d: J) -> list[str]:
     rows = [
         {
@@ -811,6 +842,7 @@ def generic(d: J) -> list[str]:
 
 RENDER: dict[str, Callable[[J], list[str]]] = {
     "longtail": longtail,
+    "label_subset": label_subset,
     "demo_quality": demo_quality,
     "scale": scale,
     "split_scaling": split_scaling,
