@@ -14,7 +14,7 @@ Rows are training rows of a long-tail benchmark config (`benchmarks/configs/long
 on its prepared split (the long-tail driver's `base` run in `--work-dir`, prepared here when absent). With
 `--full-run`, a row already measured on the whole label set by `benchmarks.longtail` in the same work folder
 is read back on the same labels (its `report/per_label.csv`; a `thresholds-prior` decision: the row's
-`-prior` run), to check the estimate.
+`-prior` run), to check the estimate (not with `--set`: that run was made without it).
 
     python -m benchmarks.label_subset --dataset eurlex57k --rows db-sparse-l2-lr4-e9-ra --labels 512 \\
         --work-dir /tmp/lt/work --out /tmp/subset.json
@@ -350,6 +350,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     corpora, work = Path(args.data_root), Path(args.work_dir).resolve()
     for row in args.rows:  # every row's config checked before any work
         check_exact(driver.row_config(bench, work, corpora, "base", [*bench.rows[row], *args.set]))
+    if args.full_run and args.set:
+        raise SystemExit("--full-run reads the rows' whole-label runs, made without --set: give one of them")
     if bench.dataset is not None and not (corpora / bench.dataset).is_dir():
         raise SystemExit(f"{corpora / bench.dataset} is absent")
     out = Path(args.out) if args.out else DEFAULT_OUT

@@ -45,7 +45,7 @@ def test_a_subset_trains_as_those_labels_in_the_full_model(tmp_path):
     """Same batches, same settings: the subset's weights and biases are the full model's columns (AdamW,
     the per-label L2, weight decay and DB's P_k over every label of a document included)."""
     cfg = _bench_config(
-        ["loss.name=db", "train.grad_clip=null", "train.l2=1.0e-2", "train.weight_decay=0.01",
+        ["loss.name=db", "train.l2=1.0e-2", "train.weight_decay=0.01",
          "train.epochs=2", "train.batch_size=16", "train.warmup_ratio=0.2", "train.lr=0.1"],
         tmp_path,
     )  # fmt: skip
@@ -77,10 +77,10 @@ def test_a_subset_trains_as_those_labels_in_the_full_model(tmp_path):
 
 def test_settings_that_couple_labels_are_refused(tmp_path):
     with pytest.raises(ValueError, match="grad_clip=1.0"):
-        tool.check_exact(_bench_config([], tmp_path))  # the smoke config keeps the default clip
+        tool.check_exact(_bench_config(["train.grad_clip=1.0"], tmp_path))
     with pytest.raises(ValueError, match="sampling=class-aware"):
-        tool.check_exact(_bench_config(["train.grad_clip=null", "train.sampling=class-aware"], tmp_path))
-    tool.check_exact(_bench_config(["train.grad_clip=null"], tmp_path))
+        tool.check_exact(_bench_config(["train.sampling=class-aware"], tmp_path))
+    tool.check_exact(_bench_config([], tmp_path))
 
 
 def test_labels_are_drawn_by_their_seed():
@@ -110,17 +110,7 @@ def test_full_model_figures_follow_the_reports_conventions(tmp_path):
 
 def test_smoke_run_writes_a_row_per_training_row(ray_session, tmp_path):
     out, work = tmp_path / "subset.json", tmp_path / "work"
-    common = [
-        "--smoke",
-        "--labels",
-        "6",
-        "--set",
-        "train.grad_clip=null",
-        "--work-dir",
-        str(work),
-        "--out",
-        str(out),
-    ]
+    common = ["--smoke", "--labels", "6", "--work-dir", str(work), "--out", str(out)]
     first = tool.main([*common, "--rows", "db-sparse", "--full-run"])["rows"][0]
     # The smoke config's peer_thresholds decide (thresholds-prior); no whole-label run in this work folder.
     assert first["thresholds-prior"]["full_model"] is None
@@ -140,7 +130,7 @@ def test_smoke_run_writes_a_row_per_training_row(ray_session, tmp_path):
     assert full["labels"] == 6 and full["macro_ap"] == 0.5 and full["tail_f1"] == 1.0, full
     assert "full_model" not in bce["thresholds-prior"]
     for r in doc["rows"]:
-        assert r["labels"] == 6 and r["set"] == ["train.grad_clip=null"] and r["train_seconds"] > 0
+        assert r["labels"] == 6 and r["set"] == [] and r["train_seconds"] > 0
         assert len(r["val_macro_ap_by_epoch"]) == 3  # the smoke config's epochs
         figures = r["thresholds-prior"]
         assert all(0.0 <= figures[k] <= 1.0 for k in ("macro_ap", "macro_f1", "micro_f1"))
@@ -149,3 +139,6 @@ def test_smoke_run_writes_a_row_per_training_row(ray_session, tmp_path):
     assert len(list((work / "smoke" / "label_subset").glob("*/*.npz"))) == 3
     with pytest.raises(SystemExit, match="not training rows"):
         tool.main([*common, "--rows", "db-sparse-prior"])
+    # A --set variant is not what the whole-label run trained: not compared with it.
+    with pytest.raises(SystemExit, match="made without --set"):
+        tool.main([*common, "--rows", "db-sparse", "--full-run", "--set", "train.lr=0.1"])
