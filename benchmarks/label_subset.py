@@ -8,7 +8,7 @@ with zero logits elsewhere, which give the K labels' weights no gradient) summed
 model's gradients for those labels: it trains them as the full run does, at about K/C of the cost (the batch
 order aside). Per-label figures on the subset (macro AP, macro- and tail-F1 with per-label thresholds)
 estimate the full model's; micro-F1 weighs the subset's labels only. What couples labels is refused
-(`train.grad_clip`: a norm over all weights; `train.sampling`; `train.grad_accum`).
+(`train.grad_clip`: a norm over all weights; `train.sampling`), and `train.grad_accum`, not done here.
 
 Rows are training rows of a long-tail benchmark config (`benchmarks/configs/longtail/<dataset>.yaml`), run
 on its prepared split (the long-tail driver's `base` run in `--work-dir`, prepared here when absent). With
@@ -57,7 +57,7 @@ def check_exact(cfg: Any) -> None:
     if t.sampling != "none":
         problems.append(f"train.sampling={t.sampling} (draws documents by their labels' frequencies)")
     if t.grad_accum != 1:
-        problems.append(f"train.grad_accum={t.grad_accum}")
+        problems.append(f"train.grad_accum={t.grad_accum} (not done here)")
     if problems:
         raise ValueError("a label subset does not train as the full model with " + "; ".join(problems))
 

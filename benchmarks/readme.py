@@ -728,7 +728,7 @@ def label_subset(d: J) -> list[str]:
                     "_labels": f"{r['labels']} (draw {r['label_seed']})",
                     "_decision": name,
                     "_fig": r[name],
-                    "_full": {k: full.get(k) for k in ("macro_ap", "macro_f1", "tail_f1")} if full else {},
+                    "_full": {k: full.get(k) for k in ("macro_ap", "macro_f1", "tail_f1")},
                 }
             )
     return grid(SPECS["label_subset"], items)

@@ -162,3 +162,37 @@ def test_rows_of_other_commits_are_listed_once_per_row_and_commit():
         "",
     ]
     assert readme.other_commits(rows[-1:], "f" * 40) == []
+
+
+def test_label_subset_rows_show_each_decision_beside_the_full_model():
+    figures = {"macro_ap": 0.5906, "macro_f1": 0.267, "tail_f1": 0.0202, "micro_f1": 0.75}
+    row = {"dataset": "d", "row": "r", "set": ["train.lr=0.1"], "labels": 512, "label_seed": 0}
+    text = "\n".join(
+        readme.label_subset(
+            {
+                "rows": [
+                    {
+                        **row,
+                        "train_seconds": 275.2,
+                        "thresholds": {**figures, "full_model": {"labels": 512, "macro_ap": 0.5914}},
+                        "thresholds-prior": {**figures, "macro_f1": 0.2917},
+                    }
+                ]
+            }
+        )
+    )
+    lines = text.splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    cells = [
+        dict(zip(header, [c.strip() for c in line.strip("|").split("|")], strict=True))
+        for line in lines
+        if line.startswith("| d |")
+    ]
+    assert [c["decision"] for c in cells] == ["thresholds", "thresholds-prior"]
+    assert cells[0]["--set"] == "`train.lr=0.1`" and cells[0]["labels"] == "512 (draw 0)"
+    assert (cells[0]["macro AP"], cells[0]["full model: macro AP"], cells[0]["full: macro-F1"]) == (
+        "0.591",
+        "0.591",
+        "n/a",
+    )
+    assert (cells[1]["macro-F1"], cells[1]["full model: macro AP"]) == ("0.292", "n/a")
