@@ -44,6 +44,8 @@ VERSIONED = ("torch", "ray", "scikit-learn", "numpy", "scipy")
 #: The figures of each decision, as the long-tail rows name them.
 FIGURES = ("macro_ap", "macro_f1", "tail_f1", "micro_f1")
 log = logging.getLogger("benchmarks.label_subset")
+#: The checkout's commit when the run started (the rows are stamped with it, as the long-tail rows).
+STARTED_AT_SHA = git_sha()
 
 
 def check_exact(cfg: Any) -> None:
@@ -227,8 +229,11 @@ def full_model_figures(per_label_csv: Path, names: list[str]) -> dict[str, Any] 
     f1 = [float(r["f1"]) for r in rows]
     tail = [float(r["f1"]) for r in rows if r["group"] == "tail"]
     ap = [float(r["ap"]) for r in rows if int(r["support"]) > 0 and r["ap"] not in ("", "nan")]
-    mean = lambda xs: round(float(np.mean(xs)), 4) if xs else None  # noqa: E731
-    return {"labels": len(rows), "macro_ap": mean(ap), "macro_f1": mean(f1), "tail_f1": mean(tail)}
+    return {"labels": len(rows), "macro_ap": _mean(ap), "macro_f1": _mean(f1), "tail_f1": _mean(tail)}
+
+
+def _mean(xs: list[float]) -> float | None:
+    return round(float(np.mean(xs)), 4) if xs else None
 
 
 def run_rows(bench: Any, args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
@@ -298,9 +303,6 @@ def _stats(run: Any) -> dict[str, Any]:
     from pipeline.core.storage import read_json
 
     return read_json(run.label_stats)
-
-
-STARTED_AT_SHA = git_sha()
 
 
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
