@@ -316,7 +316,6 @@ def run_dataset(
     bench: Bench, work: Path, corpora: Path, only: set[str] | None, kept: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:
     from pipeline.data.prepare import run_prepare
-    from pipeline.evaluation.metrics import evaluate
 
     base = row_config(bench, work, corpora, "base", [])
     base_dir = work / bench.key / "base"
@@ -360,19 +359,7 @@ def run_dataset(
         }
 
         def measure(y, pred, scores) -> dict[str, Any]:
-            doc = evaluate(
-                y,
-                pred,
-                scores,
-                labels,
-                counts,
-                head_min=stats["groups"]["head_min"],
-                tail_max=stats["groups"]["tail_max"],
-                n_train_docs=int(stats["documents"]["train"]),
-                propensity_a=base.evaluate.propensity_a,
-                propensity_b=base.evaluate.propensity_b,
-            )
-            return flat_row(doc)
+            return measured(stats, base.evaluate, y, pred, scores, labels, counts)
 
         for row in peers:
             reason = peer_unavailable(row)
@@ -410,6 +397,29 @@ def run_dataset(
             "seeds": bench.seeds,
         },
     }
+
+
+def measured(
+    stats: dict[str, Any], ecfg: Any, y: Any, pred: Any, scores: Any, labels: list[str], counts: Any
+) -> dict[str, Any]:
+    """The flat row's figures of test decisions `pred` and `scores` on the columns `labels` (training counts
+    `counts`), in the report's conventions: the prepared run's groups (`stats`: its label_stats.json) and
+    the evaluate settings' propensities (`ecfg`)."""
+    from pipeline.evaluation.metrics import evaluate
+
+    doc = evaluate(
+        y,
+        pred,
+        scores,
+        labels,
+        counts,
+        head_min=stats["groups"]["head_min"],
+        tail_max=stats["groups"]["tail_max"],
+        n_train_docs=int(stats["documents"]["train"]),
+        propensity_a=ecfg.propensity_a,
+        propensity_b=ecfg.propensity_b,
+    )
+    return flat_row(doc)
 
 
 def _thresholder(ecfg: Any, labels: list[str], prior: np.ndarray) -> tuple[Any, dict[str, Any]]:
