@@ -180,7 +180,7 @@ def train_subset(
             time.perf_counter() - t0,
             val_ap[-1],
         )
-    return model, {"train_seconds": round(time.perf_counter() - t0, 1), "val_macro_ap_by_epoch": val_ap}
+    return model, {"train_seconds": round(time.perf_counter() - t0, 3), "val_macro_ap_by_epoch": val_ap}
 
 
 def decide(
@@ -196,7 +196,6 @@ def decide(
     test; the subset's figures in the report's conventions."""
     import scipy.sparse as sp
 
-    from pipeline.evaluation.metrics import evaluate
     from pipeline.evaluation.thresholds import fit_thresholds_with
 
     (y_val, s_val), (y_te, s_te) = validation, test
@@ -204,17 +203,7 @@ def decide(
     thresholds = fit_thresholds_with(ecfg, y_val, s_val, names, prior[cols])
     pred = sp.csr_matrix(thresholds.apply(s_te).astype(np.int8))
     counts = np.array([stats["label_counts"][lab]["train"] for lab in names])
-    doc = evaluate(
-        y_te,
-        pred,
-        s_te,
-        names,
-        counts,
-        head_min=stats["groups"]["head_min"],
-        tail_max=stats["groups"]["tail_max"],
-        n_train_docs=int(stats["documents"]["train"]),
-    )
-    flat = driver.flat_row(doc)
+    flat = driver.measured(stats, ecfg, y_te, pred, s_te, names, counts)
     return {k: None if flat.get(k) is None else round(float(flat[k]), 4) for k in FIGURES}
 
 
