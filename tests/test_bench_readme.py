@@ -196,3 +196,34 @@ def test_label_subset_rows_show_each_decision_beside_the_full_model():
         "n/a",
     )
     assert (cells[1]["macro-F1"], cells[1]["full model: macro AP"]) == ("0.292", "n/a")
+
+
+def test_gpu_pairs_state_the_ray_over_bare_target():
+    pair = {
+        "seq": 128,
+        "batch": 1024,
+        "docs": 10,
+        "bare_before": 100.0,
+        "bare_after": 100.0,
+        "ratio": 0.85,
+        "ratio_range": [0.84, 0.86],
+        "ray": {"samples_per_s": 85.0, "epochs": [85.0], "input_wait_fraction": [0.01]},
+        "ray_point": {"share_of_peak": 0.1},
+    }
+    doc = {
+        "gpu": "GPU",
+        "device": "cuda",
+        "precision": "bf16",
+        "shape": {"hidden_size": 8},
+        "params": {"params": 10, "params_without_embeddings": 5},
+        "num_labels": 2,
+        "steps": 1,
+        "warmup": 1,
+        "peak_tflops": 1.0,
+        "saturation": 0.95,
+        "sweep": [],
+        "pairs": [pair, {**pair, "seq": 256, "ratio": 0.93}],
+    }
+    text = "\n".join(readme.gpu_efficiency(doc))
+    assert "128 tokens, batch 1,024: 0.850: not met." in text
+    assert "256 tokens, batch 1,024: 0.930: met." in text
