@@ -97,7 +97,12 @@ class Split:
         if cache.exists():
             with np.load(cache, allow_pickle=False) as z:
                 return cls(z["ids"], z["weights"], y)
-        parts = [featurizer.encode(col.to_pylist()) for col in column_batches(run, split, "text", 4096)]
+        parts, t0 = [], time.perf_counter()
+        for col in column_batches(run, split, "text", 4096):
+            parts.append(featurizer.encode(col.to_pylist()))
+            done = sum(len(p["term_ids"]) for p in parts)
+            elapsed = time.perf_counter() - t0
+            log.info("%s features: %d of %d documents, %.0f s", split, done, y.shape[0], elapsed)
         ids = np.concatenate([p["term_ids"] for p in parts]).astype(np.int32)  # half the memory
         weights = np.concatenate([p["term_weights"] for p in parts])
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -348,7 +353,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = Path(args.out) if args.out else DEFAULT_OUT
     doc = {**run_header("benchmarks.label_subset", argv, VERSIONED, sha=STARTED_AT_SHA), "rows": []}
     if out.exists():
-        doc["rows"] = json.loads(out.read_text())["rows"]
+        kept = json.loads(out.read_text())
+        doc["rows"] = kept["rows"]
+        if "note" in kept:  # how earlier rows were made, written by hand: kept with them
+            doc["note"] = kept["note"]
     t0 = time.perf_counter()
     new = run_rows(bench, args, work)
     doc["rows"] = [r for r in doc["rows"] if not any(_same(r, n) for n in new)] + new

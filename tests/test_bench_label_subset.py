@@ -122,8 +122,11 @@ def test_smoke_run_writes_a_row_per_training_row(ray_session, tmp_path):
     rows = "".join(f"{lab},{'tail' if i % 2 else 'head'},1,{i % 2},0.5\n" for i, lab in enumerate(labels))
     (report / "per_label.csv").write_text("label,group,support,f1,ap\n" + rows)
     tool.main([*common, "--rows", "db-sparse", "--full-run"])
+    # A note written into the file by hand stays with its rows.
+    out.write_text(json.dumps({**json.loads(out.read_text()), "note": "how these rows were made"}))
     doc = tool.main([*common, "--rows", "bce-sparse"])
     assert json.loads(out.read_text())["rows"] == doc["rows"]
+    assert doc["note"] == "how these rows were made"
     assert [r["row"] for r in doc["rows"]] == ["db-sparse", "bce-sparse"]
     db, bce = doc["rows"]
     full = db["thresholds-prior"]["full_model"]

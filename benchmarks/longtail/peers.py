@@ -6,6 +6,7 @@ scores decided by our per-label thresholds fitted on the peer's validation score
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import subprocess
 import tempfile
@@ -19,6 +20,8 @@ import scipy.sparse as sp
 
 from benchmarks.common.libmultilabel import LabelCountsCSC
 from benchmarks.common.measure import MIB, PeakRSS
+
+log = logging.getLogger("benchmarks.longtail.peers")
 
 PEERS = ("libmultilabel-1vsrest", "libmultilabel-thresholding", "napkinxc-plt", "pecos-xrlinear")
 _MODULES = {
@@ -174,13 +177,18 @@ def peer_rows(
         raise ValueError("thresholded peer rows need the validation split and its features")
     fit, decide = TRAINERS[row]
     with PeakRSS() as rss, tempfile.TemporaryDirectory(prefix=f"bml-{row}-") as folder:
+        # The peers print nothing while they fit (LibMultiLabel's one-vs-rest takes ~10 minutes on EURLEX57K).
+        (n, f), c = features[0].shape, train.y.shape[1]
+        log.info("%s: fitting %d documents x %d features, %d labels", row, n, f, c)
         t0 = time.perf_counter()
         score = fit(features[0], train.y, seed, folder)
+        log.info("%s: fitted in %.0f s; scoring test", row, time.perf_counter() - t0)
         s_test = score(features[1])
         seconds = time.perf_counter() - t0
         t0 = time.perf_counter()
         s_val = score(features[2]) if thresholders else None
         val_seconds = time.perf_counter() - t0
+        log.info("%s: test%s scored", row, " and validation" if thresholders else "")
     out = {row: measure(test.y, sp.csr_matrix(decide(s_test)), s_test)}
     out[row].update(train_seconds=round(seconds, 2), peak_rss_mb=round(rss.tree / MIB))
     for suffix, (fit_thresholds, settings) in thresholders.items():
