@@ -181,8 +181,9 @@ SPECS = {
     "samples_per_s~0 | bare after@bare_after~0 | ratio@ratio | ratio range@_range | Ray samples/s per "
     "epoch@_epochs | input wait per epoch@_wait | Ray share of peak@ray_point/share_of_peak",
     "label_subset": "dataset@dataset | row@row | --set@_set | labels@_labels | decision@_decision | train "
-    "s@train_seconds~0 | macro AP@_fig/macro_ap | macro-F1@_fig/macro_f1 | tail-F1@_fig/tail_f1 | full "
-    "model: macro AP@_full/macro_ap | full: macro-F1@_full/macro_f1 | full: tail-F1@_full/tail_f1",
+    "s@train_seconds~0 | macro AP@_fig/macro_ap | micro-F1@_fig/micro_f1 | macro-F1@_fig/macro_f1 | "
+    "tail-F1@_fig/tail_f1 | full model: macro AP@_full/macro_ap | full: macro-F1@_full/macro_f1 | full: "
+    "tail-F1@_full/tail_f1",
     "eval_memory": "dataset@dataset | row@row | code@_code | validation / test documents@_docs | "
     "labels@labels | evaluate s@evaluate_seconds~1 | driver RSS peak (MB)@peak_vmrss_mb | own (MB)@"
     "peak_rssanon_mb | object store pages (MB)@peak_rssshmem_mb | libraries (MB)@peak_rssfile_mb | "

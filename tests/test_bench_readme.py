@@ -196,6 +196,7 @@ def test_label_subset_rows_show_each_decision_beside_the_full_model():
         "n/a",
     )
     assert (cells[1]["macro-F1"], cells[1]["full model: macro AP"]) == ("0.292", "n/a")
+    assert cells[0]["micro-F1"] == "0.750"
 
 
 def test_gpu_pairs_state_the_ray_over_bare_target():
