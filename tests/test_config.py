@@ -53,3 +53,14 @@ def test_loss_names_are_checked_when_the_config_loads():
     assert set(get_args(LossName)) == set(LOSS_NAMES)
     with pytest.raises(ValueError, match="loss.name"):
         load_config(None, ["loss.name=dbb"])
+
+
+def test_loss_params_are_checked_when_the_config_loads():
+    # `lam` is the constructor's name of DB's `lambda`; as a config key it is a typo.
+    with pytest.raises(ValueError, match=r"unknown loss.params \['lam'\] for loss 'db'; valid: .*lambda"):
+        load_config(None, ["loss.name=db", "loss.params.lam=5.0"])
+    # A parameter of another loss is refused too; each loss's own are accepted.
+    with pytest.raises(ValueError, match=r"unknown loss.params \['kappa'\] for loss 'bce'; valid: \(none\)"):
+        load_config(None, ["loss.name=bce", "loss.params.kappa=0.2"])
+    cfg = load_config(None, ["loss.name=db", "loss.params.lambda=5.0", "loss.params.kappa=0.2"])
+    assert cfg.loss.params == {"lambda": 5.0, "kappa": 0.2}

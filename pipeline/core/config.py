@@ -234,8 +234,20 @@ LossName = Literal[
 class LossSection(_Strict):
     #: bce, weighted-bce, focal, class-balanced, r-fl, ntr-fl, db-0fl, db, cb-ntr, asymmetric.
     name: LossName = "db"
-    #: Parameters of that loss (see pipeline/modeling/losses.py docstrings); unknown ones are errors.
+    #: Parameters of that loss (see pipeline/modeling/losses.py docstrings); unknown ones are errors, raised
+    #: when the config loads (a misspelt key would otherwise fail the train stage after prepare).
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_params(self) -> LossSection:
+        from pipeline.modeling.loss_params import LOSS_PARAMS  # no torch
+
+        valid = LOSS_PARAMS[self.name]
+        unknown = sorted(set(self.params) - set(valid))
+        if unknown:
+            listed = ", ".join(valid) if valid else "(none)"
+            raise ValueError(f"unknown loss.params {unknown} for loss {self.name!r}; valid: {listed}")
+        return self
 
 
 class TrainSection(_Strict):

@@ -44,6 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.modeling.loss_params import LOSS_NAMES, LOSS_PARAMS
+
 __all__ = [
     "LOSS_NAMES",
     "LOSS_PARAMS",
@@ -511,25 +513,6 @@ class DistributionBalancedLoss(MultiLabelLoss):
 # ----------------------------------------------------------------------------------------------------------
 # Factory
 # ----------------------------------------------------------------------------------------------------------
-_REB = {"rebalance_alpha": 0.1, "rebalance_beta": 10.0, "mu": None}
-_FOC = {"gamma": 2.0, "focal_alpha": 0.5}
-_NTR = {"kappa": 0.05, "lambda": 2.0, "eps": None}
-_CB = {"cb_beta": 0.9, "cb_mode": "by_class", "cb_normalize": False}
-
-#: Valid parameters of each loss name and their defaults (the keys of ``params``).
-LOSS_PARAMS: dict[str, dict[str, Any]] = {
-    "bce": {},
-    "weighted-bce": {"a": 1.0, "cap": None},
-    "focal": {"gamma": 2.0, "alpha": 0.5},
-    "class-balanced": {"beta": 0.9, "mode": "by_class", "normalize": False, "focal": False, **_FOC},
-    "r-fl": {**_REB, **_FOC},
-    "ntr-fl": {**_FOC, **_NTR},
-    "db-0fl": {**_REB, **_NTR},
-    "db": {"weighting": "rebalance", "focal": True, "ntr": True, **_REB, **_FOC, **_NTR, **_CB},
-    "cb-ntr": {**_CB, **_FOC, **_NTR},
-    "asymmetric": {"gamma_pos": 0.0, "gamma_neg": 4.0, "m": 0.05},
-}
-LOSS_NAMES = tuple(LOSS_PARAMS)
 
 # Switch settings of the DB family (the factory names are DistributionBalancedLoss with parts switched off).
 _DB_SWITCHES: dict[str, dict[str, Any]] = {
