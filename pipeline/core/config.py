@@ -10,6 +10,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.core.loss_params import LOSS_PARAMS
+
 #: torch's AdamW default; a run at this value keeps the fingerprint it had before train.adam_eps existed.
 DEFAULT_ADAM_EPS = 1e-8
 
@@ -240,8 +242,6 @@ class LossSection(_Strict):
 
     @model_validator(mode="after")
     def _known_params(self) -> LossSection:
-        from pipeline.modeling.loss_params import LOSS_PARAMS  # no torch
-
         valid = LOSS_PARAMS[self.name]
         unknown = sorted(set(self.params) - set(valid))
         if unknown:

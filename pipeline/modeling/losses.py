@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.modeling.loss_params import LOSS_NAMES, LOSS_PARAMS
+from pipeline.core.loss_params import LOSS_NAMES, LOSS_PARAMS
 
 __all__ = [
     "LOSS_NAMES",

@@ -1,5 +1,5 @@
 """Each loss name's valid parameters and their defaults, without torch: the config checks `loss.params`
-against it when it loads (pipeline/core/config.py), the factory in losses.py builds from it."""
+against it when it loads (config.py), the factory in pipeline/modeling/losses.py builds from it."""
 
 from __future__ import annotations
 
