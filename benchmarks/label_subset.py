@@ -139,7 +139,7 @@ def train_subset(
 
     from pipeline.modeling.lexical import LexicalClassifier
     from pipeline.modeling.losses import build_loss
-    from pipeline.training.worker import head_l2, param_groups, warmup_then_linear
+    from pipeline.training.worker import adamw, add_head_l2_grad, param_groups, warmup_then_linear
 
     t = cfg.train
     num_labels, n = len(inputs.labels), inputs.num_docs
@@ -149,9 +149,7 @@ def train_subset(
     if cfg.model.init_bias_from_priors:
         model.init_head_bias(counts[cols] / max(n, 1))
     loss_fn = build_loss(cfg.loss.name, inputs.counts, n, dict(loss_params), reduction="none")
-    optimizer = torch.optim.AdamW(
-        param_groups(model, t.lr, t.head_lr, t.weight_decay), lr=t.lr, eps=t.adam_eps
-    )
+    optimizer = adamw(param_groups(model, t.lr, t.head_lr, t.weight_decay), lr=t.lr, eps=t.adam_eps)
     rows = len(train.ids)
     total = math.ceil(rows / t.batch_size) * t.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -170,9 +168,10 @@ def train_subset(
                 torch.from_numpy(train.ids[b].astype(np.int64)), torch.from_numpy(train.weights[b])
             )
             y = torch.from_numpy(train.y[b].toarray().astype(np.float32))
-            loss = subset_loss(loss_fn, logits, y, index) + head_l2(model.head, t.l2, num_labels)
+            loss = subset_loss(loss_fn, logits, y, index)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            add_head_l2_grad(model.head, t.l2, num_labels)
             optimizer.step()
             scheduler.step()
         s_val = scores_of(model, validation, t.eval_batch_size)

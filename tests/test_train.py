@@ -505,23 +505,33 @@ def _trained_head_norm(setting: str) -> float:
 
 
 def test_head_l2_is_a_per_label_penalty_on_the_heads_matrices():
-    """l2 / C x |W|^2 over the head's matrices only (no bias); 0 adds nothing; part of the training
-    identity only when set; in training it shrinks the weights."""
+    """The gradient of l2 / C x |W|^2 over the head's matrices only (no bias), added in place to what the
+    loss left (or to nothing); 0 adds nothing; part of the training identity only when set; in training it
+    shrinks the weights."""
 
     from pipeline.modeling.lexical import LexicalClassifier
-    from pipeline.training.worker import head_l2
+    from pipeline.training.worker import add_head_l2_grad
 
     model = LexicalClassifier(num_features=6, num_labels=3)
     with torch.no_grad():
         model.head.bag.weight.copy_(torch.arange(18, dtype=torch.float32).reshape(6, 3))
         model.head.bias.fill_(100.0)
-    penalty = head_l2(model.head, 0.3, 3)
-    assert float(penalty.detach()) == pytest.approx(0.3 / 3 * sum(i * i for i in range(18)))
-    assert head_l2(model.head, 0.0, 3) == 0.0
-    # The gradient is 2 l2 / C x W: each label's objective gains l2 x |w_label|^2.
-    penalty.backward()
-    np.testing.assert_allclose(model.head.bag.weight.grad, 2 * 0.3 / 3 * model.head.bag.weight.detach())
+    weight = model.head.bag.weight
+    # The autograd gradient of the penalty in the objective, which the in-place one replaces.
+    expected = torch.autograd.grad((0.3 / 3) * weight.pow(2).sum(), weight)[0]
+    np.testing.assert_allclose(expected, 2 * 0.3 / 3 * weight.detach())
+    add_head_l2_grad(model.head, 0.3, 3)  # no gradient yet
+    np.testing.assert_allclose(weight.grad, expected)
     assert model.head.bias.grad is None
+    ids, weights = torch.tensor([[1, 4]]), torch.tensor([[0.5, 2.0]])
+    model.zero_grad(set_to_none=True)
+    model(ids, weights).sum().backward()
+    from_loss = weight.grad.clone()
+    add_head_l2_grad(model.head, 0.3, 3)
+    np.testing.assert_allclose(weight.grad, from_loss + expected, rtol=1e-6)
+    before = weight.grad.clone()
+    add_head_l2_grad(model.head, 0.0, 3)
+    assert torch.equal(weight.grad, before)
 
     assert "l2" not in load_config(None, []).train.identity(set())
     assert load_config(None, ["train.l2=1e-6"]).train.identity(set())["l2"] == 1e-6
@@ -543,6 +553,30 @@ def test_adam_eps_reaches_the_optimizer_and_the_identity_only_when_set():
 
     norms = [_trained_head_norm(f"train.adam_eps={eps}") for eps in (1e-8, 10.0)]
     assert norms[1] < 0.25 * norms[0], norms  # eps = 10 leaves the head near its initial weights
+
+
+def test_adamw_is_fused_and_updates_as_the_default_kernel():
+    """The training loops' AdamW runs torch's fused kernel: the same update per weight as the default
+    (decoupled decay included), to float rounding."""
+    from pipeline.training.worker import adamw
+
+    torch.manual_seed(0)
+    start = torch.randn(50, 7)
+    grads = [torch.randn(50, 7) for _ in range(5)]
+    weights = []
+    for make in (
+        lambda p: adamw([p], lr=0.1, eps=1e-8, weight_decay=0.01),
+        lambda p: torch.optim.AdamW([p], lr=0.1, eps=1e-8, weight_decay=0.01),
+    ):
+        p = torch.nn.Parameter(start.clone())
+        opt = make(p)
+        for g in grads:
+            p.grad = g.clone()
+            opt.step()
+        weights.append(p.detach())
+    assert adamw([torch.nn.Parameter(start)], lr=0.1, eps=1e-8).defaults["fused"] is True
+    assert not torch.equal(weights[0], start)
+    np.testing.assert_allclose(weights[0], weights[1], rtol=1e-5, atol=1e-6)
 
 
 def test_progress_lines_are_time_based_and_rank_zero_only(monkeypatch, capsys):

@@ -169,7 +169,7 @@ def phase_train_bare(
 
     from pipeline.modeling.losses import build_loss
     from pipeline.modeling.model import build_model
-    from pipeline.training.worker import param_groups, warmup_then_linear
+    from pipeline.training.worker import adamw, add_head_l2_grad, param_groups, warmup_then_linear
 
     niceness = enter_bare_side(work)
     t0 = time.perf_counter()
@@ -199,7 +199,7 @@ def phase_train_bare(
     loss_fn = build_loss(
         config["loss_name"], config["counts"], config["num_docs"], dict(config["loss_params"])
     )
-    optimizer = torch.optim.AdamW(
+    optimizer = adamw(
         param_groups(model, tcfg["lr"], tcfg.get("head_lr"), tcfg["weight_decay"]),
         lr=tcfg["lr"],
         eps=tcfg["adam_eps"],
@@ -212,6 +212,7 @@ def phase_train_bare(
     startup = time.perf_counter() - t0
 
     def step_optimizer() -> None:
+        add_head_l2_grad(model.head, tcfg["l2"], len(config["labels"]))
         if tcfg["grad_clip"]:
             torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg["grad_clip"])
         optimizer.step()

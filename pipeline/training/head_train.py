@@ -61,7 +61,7 @@ def train_head(
     resume: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train for cfg.train.epochs (patience applies); returns {"history", "best"} of checkpoint_metric."""
-    from pipeline.training.worker import epoch_metrics, head_l2, warmup_then_linear
+    from pipeline.training.worker import adamw, add_head_l2_grad, epoch_metrics, warmup_then_linear
 
     tcfg = cfg.train
     torch.manual_seed(cfg.run.seed)
@@ -69,9 +69,7 @@ def train_head(
     num_labels = train.y.shape[1]
     head = build_head(train.x.shape[1], num_labels, cfg.model.dropout, priors)
     loss_fn = build_loss(cfg.loss.name, counts, num_docs, dict(loss_params))
-    optimizer = torch.optim.AdamW(
-        head.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay, eps=tcfg.adam_eps
-    )
+    optimizer = adamw(head.parameters(), lr=tcfg.lr, eps=tcfg.adam_eps, weight_decay=tcfg.weight_decay)
     steps_per_epoch = max(math.ceil(len(train.x) / tcfg.batch_size), 1)
     total = steps_per_epoch * tcfg.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -96,7 +94,8 @@ def train_head(
         for start in range(0, len(order), tcfg.batch_size):
             idx = order[start : start + tcfg.batch_size]
             loss = loss_fn(head(x_tr[idx]), _dense(y_tr, idx.numpy()))
-            (loss + head_l2(head, tcfg.l2, num_labels)).backward()
+            loss.backward()
+            add_head_l2_grad(head, tcfg.l2, num_labels)
             if tcfg.grad_clip:
                 nn.utils.clip_grad_norm_(head.parameters(), tcfg.grad_clip)
             optimizer.step()

