@@ -43,6 +43,14 @@ def test_bench_section_is_checked(tmp_path):
     path.write_text("bench:\n  peers: [napkinxc-plt]\n  peer_thresholds: {t: [evaluate.fallbak=prior]}\n")
     with pytest.raises(pydantic.ValidationError, match="fallbak"):
         driver.with_cli(driver.load_bench(path), None, [], tmp_path)
+    for top_k in ("0", "1.5", "true", "many"):
+        path.write_text(f"bench:\n  peers: [napkinxc-plt]\n  pecos_top_k: {top_k}\n")
+        with pytest.raises(ValueError, match="pecos_top_k must be an integer >= 1"):
+            driver.load_bench(path)
+    path.write_text("bench:\n  peers: [napkinxc-plt]\n  pecos_top_k: 256\n")
+    assert driver.load_bench(path).pecos_top_k == 256
+    path.write_text("bench:\n  peers: [napkinxc-plt]\n")
+    assert driver.load_bench(path).pecos_top_k == peers.PECOS_TOP_K == 100
     path.write_text("bench: {}\n")
     with pytest.raises(ValueError, match="both empty"):
         driver.load_bench(path)
@@ -265,3 +273,16 @@ def test_peer_rows_decide_by_the_peers_rule_and_by_thresholds_fitted_on_validati
     assert seen[0] is seen[1]  # one model, one set of test scores
     with pytest.raises(ValueError, match="need the validation split"):
         peers.peer_rows("napkinxc-plt", split, split, features[:2], measure, 0, None, {"t": thr})
+
+    # PECOS's top k reaches its fit and is recorded with each of its rows; other peers get no such option.
+    calls = []
+
+    def fit_ranker(x_train, y_train, seed, folder, top_k):
+        calls.append(top_k)
+        return lambda x: 0.3 * x.toarray().astype(np.float32)
+
+    monkeypatch.setitem(peers.TRAINERS, "pecos-xrlinear", (fit_ranker, lambda s: s >= 0.5))
+    out = peers.peer_rows("pecos-xrlinear", split, split, features, measure, 0, split, {"t": thr}, 7)
+    assert calls == [7]
+    assert out["pecos-xrlinear"]["top_k"] == out["pecos-xrlinear+t"]["top_k"] == 7
+    assert "top_k" not in peers.peer_rows("napkinxc-plt", split, split, features, measure)["napkinxc-plt"]

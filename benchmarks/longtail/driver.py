@@ -26,7 +26,15 @@ from benchmarks.common.ray_session import benchmark_ray
 from benchmarks.common.results import write_json
 from benchmarks.common.runs import copy_prepared, share_features
 from benchmarks.corpora import data_root
-from benchmarks.longtail.peers import PEERS, SplitText, pecos_version, peer_rows, peer_unavailable, tfidf
+from benchmarks.longtail.peers import (
+    PECOS_TOP_K,
+    PEERS,
+    SplitText,
+    pecos_version,
+    peer_rows,
+    peer_unavailable,
+    tfidf,
+)
 
 CONFIGS = ROOT / "benchmarks" / "configs" / "longtail"
 DATASETS = ("eurlex57k", "reuters21578", "goemotions", "synthetic-7900")
@@ -84,6 +92,9 @@ class Bench:
     #: per-label thresholds fitted on its validation scores (the config's evaluate settings plus these), as
     #: row `<peer>+<suffix>`.
     peer_thresholds: dict[str, list[str]] = field(default_factory=dict)
+    #: `bench.pecos_top_k`: labels PECOS returns per document (its rows record it); more than the most
+    #: labels a document holds, or its recall is capped.
+    pecos_top_k: int = PECOS_TOP_K
 
     def seeds_of(self, row: str) -> list[int]:
         """The seeds `row` runs with: its own, its source's for a `model_of` row, else the config's."""
@@ -157,7 +168,7 @@ def _peer_thresholds(path: Path, raw: Any) -> dict[str, list[str]]:
 def load_bench(path: Path) -> Bench:
     raw = yaml.safe_load(path.read_text()) or {}
     bench = raw.pop("bench", None) or {}
-    unknown = sorted(set(bench) - {"dataset", "rows", "peers", "seeds", "peer_thresholds"})
+    unknown = sorted(set(bench) - {"dataset", "rows", "peers", "seeds", "peer_thresholds", "pecos_top_k"})
     if unknown:
         raise ValueError(f"{path}: unknown keys in bench: {unknown}")
     rows, model_of, tuned, row_seeds = _parse_rows(path, bench.get("rows") or {})
@@ -169,8 +180,21 @@ def load_bench(path: Path) -> Bench:
     seed = int((raw.get("run") or {}).get("seed", 0))
     seeds = _seeds(path, "bench.seeds", bench.get("seeds") or [seed])
     peer_thresholds = _peer_thresholds(path, bench.get("peer_thresholds") or {})
+    top_k = bench.get("pecos_top_k", PECOS_TOP_K)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"{path}: bench.pecos_top_k must be an integer >= 1, got {top_k!r}")
     return Bench(
-        path.stem, bench.get("dataset"), raw, rows, peers, seeds, model_of, tuned, row_seeds, peer_thresholds
+        path.stem,
+        bench.get("dataset"),
+        raw,
+        rows,
+        peers,
+        seeds,
+        model_of,
+        tuned,
+        row_seeds,
+        peer_thresholds,
+        top_k,
     )
 
 
@@ -368,7 +392,17 @@ def run_dataset(
                 print(f"{bench.key} {row} skipped: {reason}", flush=True)
                 continue
             log.info("%s %s: fitting", bench.key, row)
-            results = peer_rows(row, train, test, features, measure, base.run.seed, validation, thresholders)
+            results = peer_rows(
+                row,
+                train,
+                test,
+                features,
+                measure,
+                base.run.seed,
+                validation,
+                thresholders,
+                pecos_top_k=bench.pecos_top_k,
+            )
             for name, result in results.items():
                 rows.append(
                     {

@@ -31,7 +31,8 @@ _MODULES = {
 }
 #: PECOS lives in a virtual environment of its own (it pins numpy < 2): `make bench-pecos` makes it.
 PECOS_PYTHON = Path(__file__).resolve().parents[2] / ".venv-pecos" / "bin" / "python"
-#: Labels PECOS returns per document (its beam search ranks, it does not score every label).
+#: Labels PECOS returns per document by default (its beam search ranks, it does not score every label);
+#: a benchmark config's `bench.pecos_top_k` sets it.
 PECOS_TOP_K = 100
 
 #: A fitted peer: dense float32 scores (documents x labels) of a feature matrix.
@@ -127,9 +128,9 @@ def _napkinxc(x_train, y_train, seed: int, folder: str) -> Scorer:
     return score
 
 
-def _pecos(x_train, y_train, seed: int, folder: str) -> Scorer:
-    """XR-Linear in PECOS's own environment (benchmarks/longtail/pecos_runner.py); its top PECOS_TOP_K
-    scores per document, the other labels 0."""
+def _pecos(x_train, y_train, seed: int, folder: str, top_k: int = PECOS_TOP_K) -> Scorer:
+    """XR-Linear in PECOS's own environment (benchmarks/longtail/pecos_runner.py); its top `top_k` scores
+    per document, the other labels 0."""
     runner = [str(pecos_python()), str(Path(__file__).with_name("pecos_runner.py"))]
     for name, m in (("x_train", x_train), ("y_train", y_train)):
         sp.save_npz(f"{folder}/{name}.npz", sp.csr_matrix(m))
@@ -137,7 +138,7 @@ def _pecos(x_train, y_train, seed: int, folder: str) -> Scorer:
 
     def score(x: sp.csr_matrix) -> np.ndarray:
         sp.save_npz(f"{folder}/x.npz", sp.csr_matrix(x))
-        subprocess.run([*runner, "predict", folder, str(PECOS_TOP_K)], check=True)
+        subprocess.run([*runner, "predict", folder, str(top_k)], check=True)
         return sp.load_npz(f"{folder}/scores.npz").toarray().astype(np.float32)
 
     return score
@@ -165,6 +166,7 @@ def peer_rows(
     seed: int = 0,
     validation: SplitText | None = None,
     thresholders: dict[str, Thresholder] | None = None,
+    pecos_top_k: int = PECOS_TOP_K,
 ) -> dict[str, dict[str, Any]]:
     """Fit the peer on `features` (train, test[, validation] TF-IDF) and measure it on test: `row` decided by
     its own rule, and for each {suffix: thresholder} `row+suffix` decided by thresholds fitted on its
@@ -176,12 +178,13 @@ def peer_rows(
     if thresholders and (validation is None or len(features) < 3):
         raise ValueError("thresholded peer rows need the validation split and its features")
     fit, decide = TRAINERS[row]
+    options = {"top_k": pecos_top_k} if row == "pecos-xrlinear" else {}
     with PeakRSS() as rss, tempfile.TemporaryDirectory(prefix=f"bml-{row}-") as folder:
         # The peers print nothing while they fit (LibMultiLabel's one-vs-rest takes ~10 minutes on EURLEX57K).
         (n, f), c = features[0].shape, train.y.shape[1]
         log.info("%s: fitting %d documents x %d features, %d labels", row, n, f, c)
         t0 = time.perf_counter()
-        score = fit(features[0], train.y, seed, folder)
+        score = fit(features[0], train.y, seed, folder, **options)
         log.info("%s: fitted in %.0f s; scoring test", row, time.perf_counter() - t0)
         s_test = score(features[1])
         seconds = time.perf_counter() - t0
@@ -190,7 +193,7 @@ def peer_rows(
         val_seconds = time.perf_counter() - t0
         log.info("%s: test%s scored", row, " and validation" if thresholders else "")
     out = {row: measure(test.y, sp.csr_matrix(decide(s_test)), s_test)}
-    out[row].update(train_seconds=round(seconds, 2), peak_rss_mb=round(rss.tree / MIB))
+    out[row].update(train_seconds=round(seconds, 2), peak_rss_mb=round(rss.tree / MIB), **options)
     for suffix, (fit_thresholds, settings) in thresholders.items():
         t0 = time.perf_counter()
         fitted = fit_thresholds(validation.y, s_val)
@@ -203,5 +206,6 @@ def peer_rows(
             peak_rss_mb=out[row]["peak_rss_mb"],
             threshold_seconds=t_seconds,
             thresholds=settings,
+            **options,
         )
     return out
