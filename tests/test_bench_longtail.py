@@ -176,6 +176,8 @@ def test_smoke_run_writes_a_flat_row_per_model_and_peer(ray_session, tmp_path):
         *((name, 0) for p in peers.PEERS for name in (p, f"{p}+thresholds-prior")),
     ]
     assert (tmp_path / "work" / "smoke" / "db-sparse-seed1" / "model").is_dir()
+    # A measured row keeps its model, not its training checkpoints.
+    assert not list((tmp_path / "work" / "smoke").glob("*/checkpoints"))
     rows = {r["row"]: r for r in doc["rows"] if r["seed"] == 0}
     for r in doc["rows"]:
         assert list(r)[: len(driver.FIELDS)] == list(driver.FIELDS)

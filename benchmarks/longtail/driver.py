@@ -317,6 +317,10 @@ def own_row(
         evaluate_seconds = time.perf_counter() - t0
     # Featurizers are fitted and splits featurised once per dataset and settings: later rows find them.
     share_features(run_dir, work / bench.key / "base")
+    if source is None:
+        # The row is measured and its model is in run_dir/model; its checkpoints only resume its training
+        # (an EURLEX57K row's: 4.6-11 GB of weights and AdamW state), and a few rows' filled the disk.
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     out = flat_row(doc)
     out.update(
         device="gpu" if cfg.train.use_gpu else "cpu",
