@@ -532,6 +532,10 @@ def test_head_l2_is_a_per_label_penalty_on_the_heads_matrices():
     before = weight.grad.clone()
     add_head_l2_grad(model.head, 0.0, 3)
     assert torch.equal(weight.grad, before)
+    weight.requires_grad_(False)  # a frozen matrix is left alone, as autograd would leave it
+    weight.grad = None
+    add_head_l2_grad(model.head, 0.3, 3)
+    assert weight.grad is None
 
     assert "l2" not in load_config(None, []).train.identity(set())
     assert load_config(None, ["train.l2=1e-6"]).train.identity(set())["l2"] == 1e-6

@@ -151,7 +151,7 @@ def add_head_l2_grad(head: torch.nn.Module, l2: float, num_labels: int) -> None:
     alpha = 2.0 * l2 / max(num_labels, 1)
     with torch.no_grad():
         for p in head.parameters():
-            if p.ndim < 2:
+            if p.ndim < 2 or not p.requires_grad:  # as autograd: a frozen weight gets no gradient
                 continue
             if p.grad is None:
                 p.grad = p.detach() * alpha
