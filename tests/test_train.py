@@ -311,6 +311,32 @@ def test_lexical_kind_trains_in_a_worker_and_exports_a_model_that_predicts(prepa
     assert [h["epoch"] for h in longer] == list(range(7)) and longer[:5] == hist
     assert json.loads((run / "model" / "model_config.json").read_text())["training"]["epochs_run"] == 7
 
+    # The label-name prior is added to a finished run's exported weights without training again.
+    from safetensors.torch import load_file
+
+    from pipeline.training.name_prior import GRID, name_matrix
+
+    loaded = load_model(run / "model")
+    names_file = prepared / "names.csv"
+    terms = loaded.featurizer.terms()
+    names = {label: f"{terms[2 * i]} {terms[2 * i + 1]}" for i, label in enumerate(loaded.labels)}
+    names_file.write_text("label,name\n" + "".join(f"{k},{v}\n" for k, v in names.items()))
+    before = load_file(str(run / "model" / WEIGHTS_FILE))["weight"]
+    mat = name_matrix(loaded.featurizer.vectorizer, loaded.labels, names)
+    for prior in ("2", "auto"):
+        named = [f"train.name_prior={prior}", f"evaluate.label_names.source={names_file}"]
+        cfg_named = _cfg(prepared, "lex", "train.num_workers=1", "train.epochs=7", *over, *named)
+        assert run_train(cfg_named)["history"] == longer
+        info = json.loads((run / "model" / "model_config.json").read_text())["name_prior"]
+        g = info["weight"]
+        if prior == "auto":
+            assert sorted(float(k) for k in info["val_macro_ap"]) == sorted(GRID)
+            assert info["val_macro_ap"][str(g)] == max(info["val_macro_ap"].values())
+        else:
+            assert g == 2.0 and info["named_labels"] == len(loaded.labels)
+        after = load_file(str(run / "model" / WEIGHTS_FILE))["weight"]
+        np.testing.assert_allclose(after.numpy(), before.numpy() + g * mat.toarray(), atol=1e-6)
+
 
 @pytest.mark.timeout(300)
 def test_combined_kind_mixes_two_branches_chosen_on_validation(prepared, monkeypatch, caplog):

@@ -314,11 +314,15 @@ class TrainSection(_Strict):
     #: Seconds between progress lines inside an epoch (step / total, samples/s, loss, ETA); one more line
     #: follows each epoch.
     progress_seconds: float = Field(30.0, gt=0)
+    #: The lexical kind only: add g x (the TF-IDF vector of each label's name, from evaluate.label_names) to
+    #: its weights after training, which lifts labels with few training documents (docs/training.md, "Label
+    #: names as a prior"). A number is g; auto chooses it on validation by macro AP. 0: off.
+    name_prior: float | Literal["auto"] = 0.0
 
     def identity(self, exclude: set[str]) -> dict[str, Any]:
         """The settings that shape the weights, for fingerprints: model_dump less `exclude`, and without
-        head_lr while it is unset, l2 while it is 0 and adam_eps at its default, so runs recorded before
-        these existed keep their fingerprints."""
+        head_lr while it is unset, l2 and name_prior while they are 0 and adam_eps at its default, so runs
+        recorded before these existed keep their fingerprints."""
         data = self.model_dump(exclude=exclude)
         if data.get("head_lr") is None:
             data.pop("head_lr", None)
@@ -326,7 +330,16 @@ class TrainSection(_Strict):
             data.pop("l2", None)
         if data.get("adam_eps") == DEFAULT_ADAM_EPS:
             data.pop("adam_eps", None)
+        if not data.get("name_prior"):
+            data.pop("name_prior", None)
         return data
+
+    @field_validator("name_prior")
+    @classmethod
+    def _prior_not_negative(cls, v: float | str) -> float | str:
+        if v != "auto" and not (0 <= float(v) < 1000):
+            raise ValueError(f"train.name_prior must be auto or a number in [0, 1000), got {v}")
+        return v
 
     @model_validator(mode="after")
     def _mode_follows_metric(self) -> TrainSection:
@@ -498,6 +511,15 @@ class Config(_Strict):
     predict: PredictSection = PredictSection()
     retrain: RetrainSection = RetrainSection()
     ray: RaySection = RaySection()
+
+    @model_validator(mode="after")
+    def _name_prior_needs_names(self) -> Config:
+        if self.train.name_prior != 0:
+            if self.model.kind != "lexical":
+                raise ValueError(f"train.name_prior needs model.kind lexical, got {self.model.kind}")
+            if self.evaluate.label_names.source is None:
+                raise ValueError("train.name_prior needs the labels' names: set evaluate.label_names.source")
+        return self
 
     @property
     def run_uri(self) -> str:

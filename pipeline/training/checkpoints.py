@@ -102,8 +102,9 @@ def checkpoint_meta(checkpoint: Checkpoint) -> dict[str, Any]:
 
 def fingerprint(cfg: Config, labels: list[str], loss_params: dict[str, Any], featurizer: Any) -> str:
     """What a checkpoint must match to be resumed: everything that shapes the weights, not how long or where
-    the run goes (epochs, patience, workers and resources may change between attempts)."""
-    train = cfg.train.identity(set(TRAIN_RESOURCE_KEYS | {"epochs", "patience"}))
+    the run goes (epochs, patience, workers and resources may change between attempts), nor the name prior,
+    which is added to the exported weights after training."""
+    train = cfg.train.identity(set(TRAIN_RESOURCE_KEYS | {"epochs", "patience", "name_prior"}))
     if cfg.model.kind == "encoder":
         # The blob of runs written before model kinds existed, so their checkpoints still resume.
         model, features = cfg.model.model_dump(exclude={"kind", "lexical", "chunks"}), None

@@ -47,6 +47,7 @@ from pipeline.core.storage import (
     write_json,
 )
 from pipeline.data.labels import csr_from_arrow, padded_indices, row_width
+from pipeline.evaluation.label_names import read_label_names
 from pipeline.modeling.losses import build_loss, estimate_mu
 from pipeline.modeling.model import (
     ModelConfig,
@@ -64,6 +65,7 @@ from pipeline.training.checkpoints import (
     latest_checkpoint,
     load_state,
 )
+from pipeline.training.name_prior import apply_name_prior
 from pipeline.training.worker import TrainCallback, train_loop_per_worker
 
 log = logging.getLogger(__name__)
@@ -340,6 +342,8 @@ def run_train(cfg: Config, callbacks: Sequence[TrainCallback] = ()) -> dict[str,
     """
     plan = cluster_plan(cfg.train)  # fail fast before any dataset work
     log.info("resource plan: %s", plan.describe())
+    # Read now, so that a bad names file fails before training rather than after it.
+    names = read_label_names(cfg.evaluate.label_names, cfg.storage) if cfg.train.name_prior != 0 else None
     # Featurising waits until we know there is training to do: a finished run is exported, and a
     # mismatched one refused, without it.
     inputs = build_inputs(cfg, tokenize=False)
@@ -417,6 +421,13 @@ def run_train(cfg: Config, callbacks: Sequence[TrainCallback] = ()) -> dict[str,
     model.load_state_dict(best_weights(saved))
     history = saved["state"]["history"]
     best = saved["state"]["best"]
+    prior = None
+    if cfg.train.name_prior != 0:
+        if cfg.train.name_prior == "auto" and not inputs.datasets:
+            inputs = with_datasets(cfg, inputs)  # a finished run: its cached featurised splits
+        validation = inputs.datasets.get("validation") if inputs.datasets else None
+        vectorizer = featurizer.vectorizer
+        prior = apply_name_prior(cfg.train.name_prior, model, vectorizer, labels, names or {}, validation)
     extra = {
         "loss": {"name": cfg.loss.name, "params": loss_params},
         "training": {
@@ -428,6 +439,8 @@ def run_train(cfg: Config, callbacks: Sequence[TrainCallback] = ()) -> dict[str,
         "label_counts_train": dict(zip(labels, inputs.counts, strict=True)),
         "num_train_docs": inputs.num_docs,
     }
+    if prior is not None:
+        extra["name_prior"] = prior
     export_model(model, featurizer, labels, extra, inputs.model_cfg, run.model)
     log.info(
         "training done in %.0fs; best %s %.4f; model at %s",

@@ -35,13 +35,15 @@ def all_gather(obj: Any) -> list[Any]:
     return parts
 
 
-def _store(block: np.ndarray) -> Any:
+def store_block(block: np.ndarray) -> Any:
+    """``block`` in Ray's object store (a reference to it), or itself without a Ray session."""
     import ray
 
     return ray.put(block) if ray.is_initialized() else block
 
 
-def _load(x: Any) -> np.ndarray:
+def load_block(x: Any) -> np.ndarray:
+    """The array of :func:`store_block`'s result."""
     import ray
 
     return ray.get(x) if isinstance(x, ray.ObjectRef) else x
@@ -59,7 +61,7 @@ class RankBlocks(ScoreBlocks):
     def _local(self) -> Iterator[tuple[int, np.ndarray]]:
         a = self.first
         for arrays, rows in self.blocks:
-            parts = [_load(x) for x in arrays]
+            parts = [load_block(x) for x in arrays]
             yield a, parts[0] if self.combine is None else self.combine(*parts)
             a += rows
 
@@ -111,7 +113,7 @@ class ScoreBuffer:
 
     def _flush(self) -> None:
         if self._pending_rows:
-            arrays = tuple(_store(np.concatenate(p)) for p in self._pending)
+            arrays = tuple(store_block(np.concatenate(p)) for p in self._pending)
             self.blocks.append((arrays, self._pending_rows))
         self._pending = [[] for _ in range(self.branches)]
         self._pending_rows = 0

@@ -1,0 +1,137 @@
+"""The lexical kind's label-name prior: folded into the weights exactly, its weight chosen on validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.core.config import LexicalSection, load_config
+from pipeline.data.labels import padded_indices
+from pipeline.evaluation.metrics import per_label_ap
+from pipeline.modeling.lexical import LexicalClassifier, TfidfFeaturizer
+from pipeline.training.checkpoints import fingerprint
+from pipeline.training.name_prior import (
+    GRID,
+    apply_name_prior,
+    best_weight,
+    fold_into,
+    name_matrix,
+    rows_matrix,
+)
+
+LABELS = ["fish", "tax", "rail"]
+WORDS = {"fish": "fishery quota vessel", "tax": "customs tariff duty", "rail": "railway track train"}
+NOISE = "regulation council article member states shall".split()
+
+
+def _corpus(n: int, seed: int) -> tuple[list[str], list[list[int]]]:
+    """Documents of noise words plus one or two words of each of their labels."""
+    rng = np.random.default_rng(seed)
+    texts, labels = [], []
+    for _ in range(n):
+        mine = sorted(rng.choice(3, size=int(rng.integers(1, 3)), replace=False).tolist())
+        words = list(rng.choice(NOISE, size=6))
+        for j in mine:
+            words += list(rng.choice(WORDS[LABELS[j]].split(), size=int(rng.integers(1, 3))))
+        texts.append(" ".join(words))
+        labels.append(mine)
+    return texts, labels
+
+
+@pytest.fixture(scope="module")
+def featurizer() -> TfidfFeaturizer:
+    texts, _ = _corpus(200, 0)
+    return TfidfFeaturizer.fit(texts, LexicalSection(min_df=1, ngrams=1))
+
+
+class _Validation:
+    """The featurised validation split's interface that apply_name_prior reads (Ray dataset-like)."""
+
+    def __init__(self, featurizer: TfidfFeaturizer, texts: list[str], labels: list[list[int]]) -> None:
+        import scipy.sparse as sp
+
+        self.cols = featurizer.encode(texts)
+        rows, cols = [i for i, ls in enumerate(labels) for _ in ls], [j for ls in labels for j in ls]
+        y = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(labels), 3))
+        self.cols["label_idx"] = padded_indices(y, 3)
+        self.y = y
+
+    def iter_batches(self, batch_size: int, batch_format: str):
+        assert batch_format == "numpy"
+        n = len(self.cols["label_idx"])
+        for a in range(0, n, 7):  # several blocks, whatever batch_size says
+            yield {k: v[a : a + 7] for k, v in self.cols.items()}
+
+
+def _logits(model: LexicalClassifier, cols: dict) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.as_tensor(cols["term_ids"]), torch.as_tensor(cols["term_weights"])).numpy()
+
+
+def test_folding_adds_g_times_the_name_cosine_to_every_logit(featurizer):
+    torch.manual_seed(0)
+    model = LexicalClassifier(featurizer.num_features, 3, torch.randn(featurizer.num_features, 3))
+    names = {"fish": "Fishery ; vessel", "tax": "customs duty"}  # rail unnamed: its column stays
+    mat = name_matrix(featurizer.vectorizer, LABELS, names)
+    assert mat.shape == (featurizer.num_features, 3)
+    np.testing.assert_allclose(np.sqrt(mat.multiply(mat).sum(0)).A1, [1, 1, 0], atol=1e-6)
+    cols = featurizer.encode(["fishery vessel council", "customs tariff railway", ""])
+    before = _logits(model, cols)
+    x = rows_matrix(cols["term_ids"], cols["term_weights"], featurizer.num_features)
+    fold_into(model, mat, 2.5)
+    after = _logits(model, cols)
+    np.testing.assert_allclose(after, before + 2.5 * (x @ mat).toarray(), atol=1e-5)
+    assert after[0, 0] > before[0, 0] + 1 and after[1, 1] > before[1, 1] + 0.5
+    np.testing.assert_array_equal(after[:, 2], before[:, 2])
+
+
+def test_auto_picks_the_best_validation_macro_ap_and_zero_when_names_mislead(featurizer):
+    texts, labels = _corpus(60, 1)
+    val = _Validation(featurizer, texts, labels)
+    # An untrained model (all scores equal): names that describe the labels are all it has.
+    blank = LexicalClassifier(featurizer.num_features, 3)
+    info = apply_name_prior("auto", blank, featurizer.vectorizer, LABELS, WORDS, val)
+    aps = {float(g): ap for g, ap in info["val_macro_ap"].items()}
+    assert sorted(aps) == sorted(GRID) and info["weight"] == best_weight(aps) > 0
+    assert aps[info["weight"]] > aps[0.0] + 0.2
+    got = np.nanmean(per_label_ap(val.y, _logits(blank, val.cols)))  # the folded model scores as chosen
+    assert got == pytest.approx(aps[info["weight"]], abs=1e-6)
+    assert info["named_labels"] == 3 and info["chosen_on"] == "validation macro AP"
+    # A model that already ranks well, and names swapped between the labels: no weight helps.
+    good = LexicalClassifier(featurizer.num_features, 3)
+    fold_into(good, name_matrix(featurizer.vectorizer, LABELS, WORDS), 10.0)
+    swapped = {"fish": WORDS["tax"], "tax": WORDS["rail"], "rail": WORDS["fish"]}
+    w = good.weight_matrix().detach().clone()
+    info = apply_name_prior("auto", good, featurizer.vectorizer, LABELS, swapped, val)
+    assert info["weight"] == 0.0 and torch.equal(good.weight_matrix(), w)
+
+
+def test_best_weight_prefers_the_smallest_of_equal_scores_and_ignores_nan():
+    assert best_weight({0.0: 0.5, 2.0: 0.7, 5.0: 0.7}) == 2.0
+    assert best_weight({0.0: 0.5, 1.0: float("nan")}) == 0.0
+    assert best_weight({0.0: float("nan")}) == 0.0
+
+
+def test_config_checks_the_name_prior_before_any_work():
+    names = ["evaluate.label_names.source=names.csv"]
+    cfg = load_config(None, ["model.kind=lexical", "train.name_prior=auto", *names])
+    assert cfg.train.name_prior == "auto"
+    assert load_config(None, ["model.kind=lexical", "train.name_prior=3", *names]).train.name_prior == 3
+    for bad, message in (
+        (["model.kind=lexical", "train.name_prior=-1", *names], "train.name_prior must be auto or a number"),
+        (["model.kind=lexical", "train.name_prior=often", *names], "name_prior"),
+        (["train.name_prior=auto", *names], "needs model.kind lexical"),
+        (["model.kind=lexical", "train.name_prior=auto"], "evaluate.label_names.source"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            load_config(None, bad)
+
+
+def test_the_name_prior_leaves_checkpoints_resumable(featurizer):
+    """It is added after training: a finished run is re-exported with another weight, not retrained."""
+    names = ["model.kind=lexical", "evaluate.label_names.source=names.csv"]
+    off = load_config(None, names)
+    on = load_config(None, [*names, "train.name_prior=auto"])
+    assert fingerprint(off, LABELS, {}, featurizer) == fingerprint(on, LABELS, {}, featurizer)
+    assert "name_prior" not in off.train.identity(set()) and on.train.identity(set())["name_prior"] == "auto"
