@@ -12,10 +12,12 @@ from pipeline.evaluation.metrics import per_label_ap
 from pipeline.modeling.lexical import LexicalClassifier, TfidfFeaturizer
 from pipeline.training.checkpoints import fingerprint
 from pipeline.training.name_prior import (
-    GRID,
+    P_AT_1_TOLERANCE,
     apply_name_prior,
-    best_weight,
+    candidates,
+    choose,
     fold_into,
+    label_weights,
     name_matrix,
     rows_matrix,
 )
@@ -79,7 +81,7 @@ def test_folding_adds_g_times_the_name_cosine_to_every_logit(featurizer):
     cols = featurizer.encode(["fishery vessel council", "customs tariff railway", ""])
     before = _logits(model, cols)
     x = rows_matrix(cols["term_ids"], cols["term_weights"], featurizer.num_features)
-    fold_into(model, mat, 2.5)
+    fold_into(model, mat, np.array([2.5, 2.5, 7.0]))  # rail unnamed: its weight changes nothing
     after = _logits(model, cols)
     np.testing.assert_allclose(after, before + 2.5 * (x @ mat).toarray(), atol=1e-5)
     assert after[0, 0] > before[0, 0] + 1 and after[1, 1] > before[1, 1] + 0.5
@@ -89,28 +91,43 @@ def test_folding_adds_g_times_the_name_cosine_to_every_logit(featurizer):
 def test_auto_picks_the_best_validation_macro_ap_and_zero_when_names_mislead(featurizer):
     texts, labels = _corpus(60, 1)
     val = _Validation(featurizer, texts, labels)
+    counts = [3, 30, 300]
     # An untrained model (all scores equal): names that describe the labels are all it has.
     blank = LexicalClassifier(featurizer.num_features, 3)
-    info = apply_name_prior("auto", blank, featurizer.vectorizer, LABELS, WORDS, val)
-    aps = {float(g): ap for g, ap in info["val_macro_ap"].items()}
-    assert sorted(aps) == sorted(GRID) and info["weight"] == best_weight(aps) > 0
-    assert aps[info["weight"]] > aps[0.0] + 0.2
+    info = apply_name_prior("auto", blank, featurizer.vectorizer, LABELS, WORDS, counts, val)
+    tried = info["tried"]
+    assert [(f["g"], f["k"]) for f in tried] == candidates() and info["weight"] > 0
+    chosen = next(f for f in tried if (f["g"], f["k"]) == (info["weight"], info["pseudo_count"]))
+    assert chosen["val_macro_ap"] > tried[0]["val_macro_ap"] + 0.2
+    assert chosen["val_macro_ap"] == max(f["val_macro_ap"] for f in tried)  # all score equal before: no P@1
     got = np.nanmean(per_label_ap(val.y, _logits(blank, val.cols)))  # the folded model scores as chosen
-    assert got == pytest.approx(aps[info["weight"]], abs=1e-6)
-    assert info["named_labels"] == 3 and info["chosen_on"] == "validation macro AP"
+    assert got == pytest.approx(chosen["val_macro_ap"], abs=1e-6)
+    assert info["named_labels"] == 3 and info["chosen_on"].startswith("validation macro AP")
     # A model that already ranks well, and names swapped between the labels: no weight helps.
     good = LexicalClassifier(featurizer.num_features, 3)
     fold_into(good, name_matrix(featurizer.vectorizer, LABELS, WORDS), 10.0)
     swapped = {"fish": WORDS["tax"], "tax": WORDS["rail"], "rail": WORDS["fish"]}
     w = good.weight_matrix().detach().clone()
-    info = apply_name_prior("auto", good, featurizer.vectorizer, LABELS, swapped, val)
+    info = apply_name_prior("auto", good, featurizer.vectorizer, LABELS, swapped, counts, val)
     assert info["weight"] == 0.0 and torch.equal(good.weight_matrix(), w)
 
 
-def test_best_weight_prefers_the_smallest_of_equal_scores_and_ignores_nan():
-    assert best_weight({0.0: 0.5, 2.0: 0.7, 5.0: 0.7}) == 2.0
-    assert best_weight({0.0: 0.5, 1.0: float("nan")}) == 0.0
-    assert best_weight({0.0: float("nan")}) == 0.0
+def test_the_choice_keeps_p_at_1_and_prefers_the_smaller_prior_among_equals():
+    def fig(g, k, ap, p1):
+        return {"g": g, "k": k, "val_macro_ap": ap, "val_p_at_1": p1}
+
+    base = fig(0.0, None, 0.50, 0.90)
+    # The best macro AP costs more P@1 than the tolerance: the best one within it wins.
+    within = fig(3.0, 10.0, 0.55, 0.90 - P_AT_1_TOLERANCE)
+    figures = [base, within, fig(5.0, 10.0, 0.60, 0.90 - 2 * P_AT_1_TOLERANCE), fig(8.0, 10.0, 0.55, 0.95)]
+    assert choose(figures) is within
+    assert choose([base, fig(1.0, None, float("nan"), 0.95)]) is base
+    assert choose([base, fig(1.0, None, 0.40, 0.95)]) is base
+
+
+def test_label_weights_fade_with_a_labels_training_documents():
+    np.testing.assert_allclose(label_weights(6.0, 10.0, [0, 10, 90]), [6.0, 3.0, 0.6])
+    np.testing.assert_allclose(label_weights(6.0, None, [0, 10, 90]), [6.0, 6.0, 6.0])
 
 
 def test_config_checks_the_name_prior_before_any_work():

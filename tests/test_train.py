@@ -314,7 +314,7 @@ def test_lexical_kind_trains_in_a_worker_and_exports_a_model_that_predicts(prepa
     # The label-name prior is added to a finished run's exported weights without training again.
     from safetensors.torch import load_file
 
-    from pipeline.training.name_prior import GRID, name_matrix
+    from pipeline.training.name_prior import candidates, label_weights, name_matrix
 
     loaded = load_model(run / "model")
     names_file = prepared / "names.csv"
@@ -328,14 +328,15 @@ def test_lexical_kind_trains_in_a_worker_and_exports_a_model_that_predicts(prepa
         cfg_named = _cfg(prepared, "lex", "train.num_workers=1", "train.epochs=7", *over, *named)
         assert run_train(cfg_named)["history"] == longer
         info = json.loads((run / "model" / "model_config.json").read_text())["name_prior"]
-        g = info["weight"]
+        g, k = info["weight"], info["pseudo_count"]
         if prior == "auto":
-            assert sorted(float(k) for k in info["val_macro_ap"]) == sorted(GRID)
-            assert info["val_macro_ap"][str(g)] == max(info["val_macro_ap"].values())
+            assert [(f["g"], f["k"]) for f in info["tried"]] == candidates()
+            assert (g, k) in [(f["g"], f["k"]) for f in info["tried"]]
         else:
-            assert g == 2.0 and info["named_labels"] == len(loaded.labels)
+            assert (g, k) == (2.0, None) and info["named_labels"] == len(loaded.labels)
+        w_l = label_weights(g, k, [loaded.config["label_counts_train"][label] for label in loaded.labels])
         after = load_file(str(run / "model" / WEIGHTS_FILE))["weight"]
-        np.testing.assert_allclose(after.numpy(), before.numpy() + g * mat.toarray(), atol=1e-6)
+        np.testing.assert_allclose(after.numpy(), before.numpy() + mat.toarray() * w_l, atol=1e-6)
 
 
 @pytest.mark.timeout(300)

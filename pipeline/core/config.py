@@ -314,9 +314,10 @@ class TrainSection(_Strict):
     #: Seconds between progress lines inside an epoch (step / total, samples/s, loss, ETA); one more line
     #: follows each epoch.
     progress_seconds: float = Field(30.0, gt=0)
-    #: The lexical kind only: add g x (the TF-IDF vector of each label's name, from evaluate.label_names) to
-    #: its weights after training, which lifts labels with few training documents (docs/training.md, "Label
-    #: names as a prior"). A number is g; auto chooses it on validation by macro AP. 0: off.
+    #: The lexical kind only: add a multiple of each label's name (its TF-IDF vector; names from
+    #: evaluate.label_names) to its weights after training, which lifts labels with few training documents
+    #: (docs/training.md, "Label names as a prior"). A number g: g for every label. auto: g k / (k + the
+    #: label's training documents), g and k chosen on validation (macro AP, keeping P@1). 0: off.
     name_prior: float | Literal["auto"] = 0.0
 
     def identity(self, exclude: set[str]) -> dict[str, Any]:

@@ -427,7 +427,9 @@ def run_train(cfg: Config, callbacks: Sequence[TrainCallback] = ()) -> dict[str,
             inputs = with_datasets(cfg, inputs)  # a finished run: its cached featurised splits
         validation = inputs.datasets.get("validation") if inputs.datasets else None
         vectorizer = featurizer.vectorizer
-        prior = apply_name_prior(cfg.train.name_prior, model, vectorizer, labels, names or {}, validation)
+        prior = apply_name_prior(
+            cfg.train.name_prior, model, vectorizer, labels, names or {}, inputs.counts, validation
+        )
     extra = {
         "loss": {"name": cfg.loss.name, "params": loss_params},
         "training": {
