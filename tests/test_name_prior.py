@@ -135,11 +135,15 @@ def test_config_checks_the_name_prior_before_any_work():
     cfg = load_config(None, ["model.kind=lexical", "train.name_prior=auto", *names])
     assert cfg.train.name_prior == "auto"
     assert load_config(None, ["model.kind=lexical", "train.name_prior=3", *names]).train.name_prior == 3
+    from_ids = ["model.kind=lexical", "train.name_prior=auto", "evaluate.label_names.from_ids=true"]
+    ids = load_config(None, from_ids)
+    assert ids.evaluate.label_names.from_ids and ids.evaluate.label_names.source is None
     for bad, message in (
         (["model.kind=lexical", "train.name_prior=-1", *names], "train.name_prior must be auto or a number"),
         (["model.kind=lexical", "train.name_prior=often", *names], "name_prior"),
         (["train.name_prior=auto", *names], "needs model.kind lexical"),
         (["model.kind=lexical", "train.name_prior=auto"], "evaluate.label_names.source"),
+        (["evaluate.label_names.from_ids=true", *names], "source or from_ids, not both"),
     ):
         with pytest.raises(ValueError, match=message):
             load_config(None, bad)
@@ -152,3 +156,16 @@ def test_the_name_prior_leaves_checkpoints_resumable(featurizer):
     on = load_config(None, [*names, "train.name_prior=auto"])
     assert fingerprint(off, LABELS, {}, featurizer) == fingerprint(on, LABELS, {}, featurizer)
     assert "name_prior" not in off.train.identity(set()) and on.train.identity(set())["name_prior"] == "auto"
+
+
+def test_label_ids_read_as_names():
+    from pipeline.core.config import LabelNamesSection
+    from pipeline.evaluation.label_names import id_names, read_label_names
+
+    assert id_names(["money-fx", "sun_oil", "grain", "--"]) == {
+        "money-fx": "money fx",
+        "sun_oil": "sun oil",
+        "grain": "grain",
+    }
+    section = LabelNamesSection(from_ids=True)
+    assert read_label_names(section, None, ["veg-oil"]) == {"veg-oil": "veg oil"}

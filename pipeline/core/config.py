@@ -355,6 +355,10 @@ class LabelNamesSection(_Strict):
     #: A Parquet or CSV file naming the labels (local path or URI). Named labels that never occur in training
     #: are then scored from their names (pipeline/evaluation/label_names.py); None: they are not scored.
     source: str | None = None
+    #: Instead of a file, each label's id is its name ("-" and "_" read as spaces), for ids that are words
+    #: (Reuters-21578's topics, GoEmotions' emotions). Read by train.name_prior only: unseen labels are
+    #: scored from a file's names alone.
+    from_ids: bool = False
     #: Its column of label ids (as the data's labels are written).
     id_column: str = "label"
     #: Its column of label names.
@@ -375,6 +379,12 @@ class LabelNamesSection(_Strict):
         if v is not None and not v.strip():
             raise ValueError("evaluate.label_names.source must be a path or URI, or null")
         return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LabelNamesSection:
+        if self.from_ids and self.source is not None:
+            raise ValueError("evaluate.label_names: give source or from_ids, not both")
+        return self
 
 
 class EvaluateSection(_Strict):
@@ -518,8 +528,12 @@ class Config(_Strict):
         if self.train.name_prior != 0:
             if self.model.kind != "lexical":
                 raise ValueError(f"train.name_prior needs model.kind lexical, got {self.model.kind}")
-            if self.evaluate.label_names.source is None:
-                raise ValueError("train.name_prior needs the labels' names: set evaluate.label_names.source")
+            names = self.evaluate.label_names
+            if names.source is None and not names.from_ids:
+                raise ValueError(
+                    "train.name_prior needs the labels' names: set evaluate.label_names.source (a file) or "
+                    "evaluate.label_names.from_ids"
+                )
         return self
 
     @property

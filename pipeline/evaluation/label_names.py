@@ -53,11 +53,22 @@ NAMED_KINDS = ("lexical", "combined")
 BLOCK = 512
 
 
-def read_label_names(section: LabelNamesSection, storage: StorageSection | None = None) -> dict[str, str]:
-    """label id -> its name text (the name, then the alternative names, joined with " ; ").
+def id_names(labels: Iterable[str]) -> dict[str, str]:
+    """Each label id as its name, "-" and "_" read as spaces (``money-fx`` -> ``money fx``)."""
+    out = {label: " ".join(label.replace("-", " ").replace("_", " ").split()) for label in labels}
+    return {label: name for label, name in out.items() if name}
+
+
+def read_label_names(
+    section: LabelNamesSection, storage: StorageSection | None = None, labels: Iterable[str] = ()
+) -> dict[str, str]:
+    """label id -> its name text (the name, then the alternative names, joined with " ; "); with
+    ``section.from_ids``, :func:`id_names` of ``labels``.
 
     A one-line :class:`InputError` for a missing or unreadable file, missing columns or no named label.
     """
+    if section.from_ids:
+        return id_names(labels)
     if section.source is None:
         return {}
     loc = locate(section.source, storage)
@@ -509,6 +520,7 @@ __all__ = [
     "cosines",
     "fit_calibration",
     "name_vectors",
+    "id_names",
     "read_label_names",
     "unseen_named",
     "zero_shot_figures",

@@ -425,6 +425,8 @@ def run_train(cfg: Config, callbacks: Sequence[TrainCallback] = ()) -> dict[str,
     if cfg.train.name_prior != 0:
         if cfg.train.name_prior == "auto" and not inputs.datasets:
             inputs = with_datasets(cfg, inputs)  # a finished run: its cached featurised splits
+        if cfg.evaluate.label_names.from_ids:
+            names = read_label_names(cfg.evaluate.label_names, cfg.storage, labels)
         validation = inputs.datasets.get("validation") if inputs.datasets else None
         vectorizer = featurizer.vectorizer
         prior = apply_name_prior(
