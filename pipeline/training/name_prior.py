@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 GRID: tuple[float, ...] = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 12.0, 20.0)
 #: Pseudo-counts k ``auto`` tries: a label's weight is g * k / (k + its training documents); None: g for all.
 SCALES: tuple[float | None, ...] = (10.0, 30.0, 100.0, None)
-#: How much validation P@1 a prior may cost (about 1.5 standard errors at 6,000 documents and P@1 0.9).
+#: How much validation P@1 a prior may cost (about 1.3 standard errors at 6,000 documents and P@1 0.9).
 P_AT_1_TOLERANCE = 0.005
 
 
