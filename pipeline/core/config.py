@@ -250,6 +250,13 @@ class LossSection(_Strict):
         return self
 
 
+def _auto_or_below(v: float | str, key: str, high: float) -> float | str:
+    """A setting that is "auto" or a number in [0, high)."""
+    if v != "auto" and not (0 <= float(v) < high):
+        raise ValueError(f"{key} must be auto or a number in [0, {high:g}), got {v}")
+    return v
+
+
 class TrainSection(_Strict):
     #: Passes over the training split (early stopping may end sooner).
     epochs: int = Field(10, ge=1)
@@ -338,9 +345,7 @@ class TrainSection(_Strict):
     @field_validator("name_prior")
     @classmethod
     def _prior_not_negative(cls, v: float | str) -> float | str:
-        if v != "auto" and not (0 <= float(v) < 1000):
-            raise ValueError(f"train.name_prior must be auto or a number in [0, 1000), got {v}")
-        return v
+        return _auto_or_below(v, "train.name_prior", 1000)
 
     @model_validator(mode="after")
     def _mode_follows_metric(self) -> TrainSection:
@@ -425,9 +430,7 @@ class EvaluateSection(_Strict):
     @field_validator("rank_adjust")
     @classmethod
     def _tau_not_negative(cls, v: float | str) -> float | str:
-        if v != "auto" and not (0 <= float(v) < 10):
-            raise ValueError(f"evaluate.rank_adjust must be auto or a number in [0, 10), got {v}")
-        return v
+        return _auto_or_below(v, "evaluate.rank_adjust", 10)
 
 
 class TuneSection(_Strict):
