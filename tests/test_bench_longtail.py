@@ -43,14 +43,17 @@ def test_bench_section_is_checked(tmp_path):
     path.write_text("bench:\n  peers: [napkinxc-plt]\n  peer_thresholds: {t: [evaluate.fallbak=prior]}\n")
     with pytest.raises(pydantic.ValidationError, match="fallbak"):
         driver.with_cli(driver.load_bench(path), None, [], tmp_path)
-    for top_k in ("0", "1.5", "true", "many"):
-        path.write_text(f"bench:\n  peers: [napkinxc-plt]\n  pecos_top_k: {top_k}\n")
-        with pytest.raises(ValueError, match="pecos_top_k must be an integer >= 1"):
-            driver.load_bench(path)
-    path.write_text("bench:\n  peers: [napkinxc-plt]\n  pecos_top_k: 256\n")
-    assert driver.load_bench(path).pecos_top_k == 256
+    for key in ("pecos_top_k", "pecos_beam_size"):
+        for value in ("0", "1.5", "true", "many"):
+            path.write_text(f"bench:\n  peers: [napkinxc-plt]\n  {key}: {value}\n")
+            with pytest.raises(ValueError, match=f"{key} must be an integer >= 1"):
+                driver.load_bench(path)
+    path.write_text("bench:\n  peers: [napkinxc-plt]\n  pecos_top_k: 256\n  pecos_beam_size: 50\n")
+    assert (driver.load_bench(path).pecos_top_k, driver.load_bench(path).pecos_beam_size) == (256, 50)
     path.write_text("bench:\n  peers: [napkinxc-plt]\n")
-    assert driver.load_bench(path).pecos_top_k == peers.PECOS_TOP_K == 100
+    bench = driver.load_bench(path)
+    assert (bench.pecos_top_k, bench.pecos_beam_size) == (100, 10)
+    assert (peers.PECOS_TOP_K, peers.PECOS_BEAM_SIZE) == (100, 10)
     path.write_text("bench: {}\n")
     with pytest.raises(ValueError, match="both empty"):
         driver.load_bench(path)
@@ -276,15 +279,18 @@ def test_peer_rows_decide_by_the_peers_rule_and_by_thresholds_fitted_on_validati
     with pytest.raises(ValueError, match="need the validation split"):
         peers.peer_rows("napkinxc-plt", split, split, features[:2], measure, 0, None, {"t": thr})
 
-    # PECOS's top k reaches its fit and is recorded with each of its rows; other peers get no such option.
+    # PECOS's top k and beam width reach its fit and are recorded with each of its rows; other peers get no
+    # such options.
     calls = []
 
-    def fit_ranker(x_train, y_train, seed, folder, top_k):
-        calls.append(top_k)
+    def fit_ranker(x_train, y_train, seed, folder, top_k, beam_size):
+        calls.append((top_k, beam_size))
         return lambda x: 0.3 * x.toarray().astype(np.float32)
 
     monkeypatch.setitem(peers.TRAINERS, "pecos-xrlinear", (fit_ranker, lambda s: s >= 0.5))
-    out = peers.peer_rows("pecos-xrlinear", split, split, features, measure, 0, split, {"t": thr}, 7)
-    assert calls == [7]
-    assert out["pecos-xrlinear"]["top_k"] == out["pecos-xrlinear+t"]["top_k"] == 7
-    assert "top_k" not in peers.peer_rows("napkinxc-plt", split, split, features, measure)["napkinxc-plt"]
+    out = peers.peer_rows("pecos-xrlinear", split, split, features, measure, 0, split, {"t": thr}, 7, 30)
+    assert calls == [(7, 30)]
+    for name in ("pecos-xrlinear", "pecos-xrlinear+t"):
+        assert (out[name]["top_k"], out[name]["beam_size"]) == (7, 30)
+    plt = peers.peer_rows("napkinxc-plt", split, split, features, measure)["napkinxc-plt"]
+    assert "top_k" not in plt and "beam_size" not in plt

@@ -21,7 +21,8 @@ A peer row runs the peer's own method on TF-IDF features (scikit-learn's default
   learns by 3-fold cross-validation on the train split, decision value (offset included) > 0;
 - `napkinxc-plt`: napkinXC's probabilistic label tree (library defaults), probability >= 0.5;
 - `pecos-xrlinear`: PECOS's XR-Linear (in its own environment), its top `bench.pecos_top_k` labels per
-  document (default 100; recorded as the rows' `top_k`), score >= 0.5.
+  document (default 100) from a beam search of width `bench.pecos_beam_size` over its label tree (default
+  10, PECOS's own; both recorded in its rows as `top_k` and `beam_size`), score >= 0.5.
 
 `bench.peer_thresholds: {<suffix>: [evaluate.*]}` adds, per peer, a row `<peer>+<suffix>`: the same fitted
 peer's test scores decided by per-label thresholds fitted on its validation scores, with the config's

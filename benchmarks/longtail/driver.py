@@ -27,6 +27,7 @@ from benchmarks.common.results import write_json
 from benchmarks.common.runs import copy_prepared, share_features
 from benchmarks.corpora import data_root
 from benchmarks.longtail.peers import (
+    PECOS_BEAM_SIZE,
     PECOS_TOP_K,
     PEERS,
     SplitText,
@@ -95,6 +96,8 @@ class Bench:
     #: `bench.pecos_top_k`: labels PECOS returns per document (its rows record it); more than the most
     #: labels a document holds, or its recall is capped.
     pecos_top_k: int = PECOS_TOP_K
+    #: `bench.pecos_beam_size`: the width of PECOS's beam search (its rows record it).
+    pecos_beam_size: int = PECOS_BEAM_SIZE
 
     def seeds_of(self, row: str) -> list[int]:
         """The seeds `row` runs with: its own, its source's for a `model_of` row, else the config's."""
@@ -168,7 +171,8 @@ def _peer_thresholds(path: Path, raw: Any) -> dict[str, list[str]]:
 def load_bench(path: Path) -> Bench:
     raw = yaml.safe_load(path.read_text()) or {}
     bench = raw.pop("bench", None) or {}
-    unknown = sorted(set(bench) - {"dataset", "rows", "peers", "seeds", "peer_thresholds", "pecos_top_k"})
+    known = {"dataset", "rows", "peers", "seeds", "peer_thresholds", "pecos_top_k", "pecos_beam_size"}
+    unknown = sorted(set(bench) - known)
     if unknown:
         raise ValueError(f"{path}: unknown keys in bench: {unknown}")
     rows, model_of, tuned, row_seeds = _parse_rows(path, bench.get("rows") or {})
@@ -180,9 +184,13 @@ def load_bench(path: Path) -> Bench:
     seed = int((raw.get("run") or {}).get("seed", 0))
     seeds = _seeds(path, "bench.seeds", bench.get("seeds") or [seed])
     peer_thresholds = _peer_thresholds(path, bench.get("peer_thresholds") or {})
-    top_k = bench.get("pecos_top_k", PECOS_TOP_K)
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"{path}: bench.pecos_top_k must be an integer >= 1, got {top_k!r}")
+    pecos = {
+        key: bench.get(key, default)
+        for key, default in (("pecos_top_k", PECOS_TOP_K), ("pecos_beam_size", PECOS_BEAM_SIZE))
+    }
+    for key, value in pecos.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{path}: bench.{key} must be an integer >= 1, got {value!r}")
     return Bench(
         path.stem,
         bench.get("dataset"),
@@ -194,7 +202,8 @@ def load_bench(path: Path) -> Bench:
         tuned,
         row_seeds,
         peer_thresholds,
-        top_k,
+        pecos["pecos_top_k"],
+        pecos["pecos_beam_size"],
     )
 
 
@@ -406,6 +415,7 @@ def run_dataset(
                 validation,
                 thresholders,
                 pecos_top_k=bench.pecos_top_k,
+                pecos_beam_size=bench.pecos_beam_size,
             )
             for name, result in results.items():
                 rows.append(

@@ -34,6 +34,10 @@ PECOS_PYTHON = Path(__file__).resolve().parents[2] / ".venv-pecos" / "bin" / "py
 #: Labels PECOS returns per document by default (its beam search ranks, it does not score every label);
 #: a benchmark config's `bench.pecos_top_k` sets it.
 PECOS_TOP_K = 100
+#: Width of PECOS's beam search over its label tree by default (PECOS's own default); a benchmark config's
+#: `bench.pecos_beam_size` sets it. A label outside the beam's clusters gets no score at all, so the width,
+#: not the top k, bounds what PECOS can rank.
+PECOS_BEAM_SIZE = 10
 
 #: A fitted peer: dense float32 scores (documents x labels) of a feature matrix.
 Scorer = Callable[[sp.csr_matrix], np.ndarray]
@@ -128,9 +132,11 @@ def _napkinxc(x_train, y_train, seed: int, folder: str) -> Scorer:
     return score
 
 
-def _pecos(x_train, y_train, seed: int, folder: str, top_k: int = PECOS_TOP_K) -> Scorer:
+def _pecos(
+    x_train, y_train, seed: int, folder: str, top_k: int = PECOS_TOP_K, beam_size: int = PECOS_BEAM_SIZE
+) -> Scorer:
     """XR-Linear in PECOS's own environment (benchmarks/longtail/pecos_runner.py); its top `top_k` scores
-    per document, the other labels 0."""
+    per document (beam search of width `beam_size`), the other labels 0."""
     runner = [str(pecos_python()), str(Path(__file__).with_name("pecos_runner.py"))]
     for name, m in (("x_train", x_train), ("y_train", y_train)):
         sp.save_npz(f"{folder}/{name}.npz", sp.csr_matrix(m))
@@ -138,7 +144,7 @@ def _pecos(x_train, y_train, seed: int, folder: str, top_k: int = PECOS_TOP_K) -
 
     def score(x: sp.csr_matrix) -> np.ndarray:
         sp.save_npz(f"{folder}/x.npz", sp.csr_matrix(x))
-        subprocess.run([*runner, "predict", folder, str(top_k)], check=True)
+        subprocess.run([*runner, "predict", folder, str(top_k), str(beam_size)], check=True)
         return sp.load_npz(f"{folder}/scores.npz").toarray().astype(np.float32)
 
     return score
@@ -167,6 +173,7 @@ def peer_rows(
     validation: SplitText | None = None,
     thresholders: dict[str, Thresholder] | None = None,
     pecos_top_k: int = PECOS_TOP_K,
+    pecos_beam_size: int = PECOS_BEAM_SIZE,
 ) -> dict[str, dict[str, Any]]:
     """Fit the peer on `features` (train, test[, validation] TF-IDF) and measure it on test: `row` decided by
     its own rule, and for each {suffix: thresholder} `row+suffix` decided by thresholds fitted on its
@@ -178,7 +185,7 @@ def peer_rows(
     if thresholders and (validation is None or len(features) < 3):
         raise ValueError("thresholded peer rows need the validation split and its features")
     fit, decide = TRAINERS[row]
-    options = {"top_k": pecos_top_k} if row == "pecos-xrlinear" else {}
+    options = {"top_k": pecos_top_k, "beam_size": pecos_beam_size} if row == "pecos-xrlinear" else {}
     with PeakRSS() as rss, tempfile.TemporaryDirectory(prefix=f"bml-{row}-") as folder:
         # The peers print nothing while they fit (LibMultiLabel's one-vs-rest takes ~10 minutes on EURLEX57K).
         (n, f), c = features[0].shape, train.y.shape[1]
