@@ -242,6 +242,39 @@ def test_prior_fallback_replaces_the_global_threshold_of_low_support_labels() ->
         fit_thresholds(y, s, labels, fallback="median")
 
 
+def test_best_fallback_takes_the_prior_threshold_only_where_it_wins_on_validation() -> None:
+    # 40 documents; "head" has 20 separated positives (a threshold of its own), the others fewer than 5.
+    n = 40
+    y, s2 = _separated_head_and_a_rare_label(n)
+    y = np.concatenate([y[:, :1], np.zeros((n, 4), dtype=np.int8)], axis=1)
+    s = np.concatenate([s2[:, :1], np.tile(np.linspace(0.0, 0.05, n)[:, None], (1, 4))], axis=1)
+    y[[20, 21], 1] = 1  # "found": its 2 positives top its column, below the global threshold
+    s[[20, 21], 1] = 0.08
+    y[[22, 23], 2] = 1  # "missed": its 2 positives score 0, 2 negatives top the column
+    s[[22, 23], 2] = 0.0
+    s[[0, 1], 2] = 0.07
+    # "unseen": no validation positive (column 3 as is)
+    y[24, 4] = 1  # "crowded": 1 positive at 0.95 over 10 negatives at 0.92, all above the global threshold
+    s[24, 4], s[:10, 4] = 0.95, 0.92
+    labels = ["head", "found", "missed", "unseen", "crowded"]
+    prior = np.array([0.5, 0.05, 0.05, 0.1, 0.025])  # predicts 2, 2, 4 and 1 documents
+    kw = {"prior": prior, "enforce_global_floor": False}
+    best = fit_thresholds(y, s, labels, fallback="best", **kw)
+    every = fit_thresholds(y, s, labels, fallback="prior", **kw)
+    assert 0.1 < best.global_threshold < 0.9
+    # found: F1 1 with the prior's 2 predictions, 0 without; crowded: 1 against 2/12 with 11 predictions;
+    # missed and unseen: F1 0 either way, and the global threshold predicts nothing.
+    assert best.source == ["per_label", "prior", "global", "global", "prior"]
+    assert every.source == ["per_label", "prior", "prior", "prior", "prior"]
+    np.testing.assert_array_equal(best.thresholds[[1, 4]], prior_matched_thresholds(s, prior)[[1, 4]])
+    assert best.thresholds[2] == best.thresholds[3] == best.global_threshold
+    assert best.f1.tolist() == [1.0, 1.0, 0.0, 0.0, 1.0]
+    assert best.fallback_labels == ["found", "missed", "unseen", "crowded"]
+    assert ThresholdResult.from_json_dict(json.loads(json.dumps(best.to_json_dict()))).fallback == "best"
+    with pytest.raises(ValueError, match="best.*prior"):
+        fit_thresholds(y, s, labels, fallback="best")
+
+
 def test_fit_thresholds_with_the_evaluate_settings() -> None:
     # Each evaluate setting reaches the fit: the same thresholds as fit_thresholds given them by hand.
     rng = np.random.default_rng(9)
@@ -252,6 +285,7 @@ def test_fit_thresholds_with_the_evaluate_settings() -> None:
     cases = [
         {},
         {"fallback": "global"},
+        {"fallback": "best"},
         {"threshold_strategy": "global"},
         {"min_support": 2, "shrinkage": 3.0},
         {"at_least_one": True},

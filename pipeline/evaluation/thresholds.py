@@ -9,7 +9,8 @@ exactly and without a grid:
 - one global threshold maximising validation micro-F1 (the floor every strategy must match),
 - per-label thresholds maximising each label's validation F1,
 - a fallback for labels with little validation support: the global threshold, or a prior-matched one
-  (the label predicted for as many validation documents as its training prevalence implies),
+  (the label predicted for as many validation documents as its training prevalence implies), or for each
+  such label the one of the two with the higher validation F1,
 - optional shrinkage of per-label thresholds toward the global one,
 - a guard that reverts labels to the global threshold whenever the per-label thresholds would lose to it on
   validation micro-F1.
@@ -43,7 +44,7 @@ from pipeline.evaluation.metrics import (
 
 STRATEGIES: tuple[str, ...] = ("global", "per_label", "per_label_with_fallback")
 DEFAULT_STRATEGY = "per_label_with_fallback"
-FALLBACKS: tuple[str, ...] = ("global", "prior")
+FALLBACKS: tuple[str, ...] = ("global", "prior", "best")
 DEFAULT_FALLBACK = "global"
 DEFAULT_MIN_SUPPORT = 5
 DEFAULT_SHRINKAGE = 0.0
@@ -329,6 +330,25 @@ def _f1_from_counts(
     return np.divide(2.0 * tp, denom, out=np.zeros(tp.shape), where=denom > 0)
 
 
+def _prior_is_better(
+    y: Positives,
+    s: ScoreBlocks,
+    thresholds: NDArray[np.float64],
+    t_prior: NDArray[np.float64],
+    cols: NDArray[np.intp],
+    support: NDArray[np.int64],
+) -> NDArray[np.bool_]:
+    """Per column of ``cols``: whether ``t_prior`` gives it a higher validation F1 than ``thresholds``, or the
+    same F1 with fewer predictions (labels are independent without the at-least-one rule). Equal rationals
+    give equal floats, so the tie test is exact."""
+    trial = thresholds.copy()
+    trial[cols] = t_prior[cols]
+    (tp_a, fp_a), (tp_b, fp_b) = _decision_counts(y, s, [thresholds, trial], at_least_one=False)
+    f1_a, f1_b = _f1_from_counts(tp_a, fp_a, support)[cols], _f1_from_counts(tp_b, fp_b, support)[cols]
+    fewer = (tp_b + fp_b)[cols] < (tp_a + fp_a)[cols]
+    return (f1_b > f1_a) | ((f1_b == f1_a) & fewer)
+
+
 def _micro_ge(tp_a: int, fp_a: int, tp_b: int, fp_b: int, pos: int) -> bool:
     """Exact micro-F1 comparison a >= b in integers (no float ties)."""
     return int(tp_a) * (int(tp_b) + int(fp_b) + pos) >= int(tp_b) * (int(tp_a) + int(fp_a) + pos)
@@ -537,10 +557,14 @@ def fit_thresholds(
         Guarantee, on validation, micro-F1 at least that of the global threshold: labels are greedily
         reverted to the global threshold until the floor is met, and all of them if greedy cannot reach it.
         Off only to reproduce the naive per-label strategy.
-    fallback : {"global", "prior"}, default="global"
+    fallback : {"global", "prior", "best"}, default="global"
         Threshold of the labels ``per_label_with_fallback`` gives no threshold of their own. ``global``: the
         global threshold. ``prior``: :func:`prior_matched_thresholds` with ``prior`` (source ``"prior"``;
         labels whose prior is 0 or NaN keep the global one); the micro-F1 guard may still revert them.
+        ``best``: each such label the prior-matched threshold where that gives it a higher validation F1
+        than the global one, or the same F1 with fewer validation predictions, else the global one: a choice
+        between two candidates, which a label's 1-4 validation positives can make where they cannot place
+        an optimum of their own.
     prior : array of shape (n_labels,), optional
         Each label's prevalence in training (training documents with the label / training documents).
         Required by ``fallback="prior"``.
@@ -561,9 +585,9 @@ def fit_thresholds(
         raise ValueError("shrinkage must be >= 0")
     if fallback not in FALLBACKS:
         raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
-    if fallback == "prior":
+    if fallback in ("prior", "best"):
         if prior is None:
-            raise ValueError('fallback="prior" needs the labels\' training prevalences (prior)')
+            raise ValueError(f"fallback={fallback!r} needs the labels' training prevalences (prior)")
         if np.shape(prior) != (n_labels,):
             raise ValueError(f"prior must have shape ({n_labels},), got {np.shape(prior)}")
 
@@ -588,10 +612,12 @@ def fit_thresholds(
         thresholds[own] = shrunk[own]
         source[own] = "shrunk"
     low_support = ~own if strategy == "per_label_with_fallback" else np.zeros(n_labels, dtype=bool)
-    if fallback == "prior" and low_support.any():
+    if fallback in ("prior", "best") and low_support.any():
         q = np.asarray(prior, dtype=np.float64)
         cols = np.flatnonzero(low_support & (np.nan_to_num(q) > 0))
         t_prior = prior_matched_thresholds(s, q, cols)
+        if fallback == "best" and cols.size:
+            cols = cols[_prior_is_better(y, s, thresholds, t_prior, cols, support)]
         thresholds[cols] = t_prior[cols]
         source[cols] = "prior"
     fallback_mask = ~own if strategy != "global" else np.zeros(n_labels, dtype=bool)
