@@ -567,7 +567,7 @@ def fit_thresholds(
         an optimum of their own.
     prior : array of shape (n_labels,), optional
         Each label's prevalence in training (training documents with the label / training documents).
-        Required by ``fallback="prior"``.
+        Required by ``fallback="prior"`` and ``"best"``.
 
     Returns
     -------
