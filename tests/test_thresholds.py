@@ -275,6 +275,33 @@ def test_best_fallback_takes_the_prior_threshold_only_where_it_wins_on_validatio
         fit_thresholds(y, s, labels, fallback="best")
 
 
+def test_blend_fallback_sits_halfway_between_the_global_and_the_prior_threshold() -> None:
+    rng = np.random.default_rng(5)
+    supports = [0, 1, 3, 6, 20]
+    n = 80
+    y = np.zeros((n, len(supports)), dtype=np.int8)
+    for j, k in enumerate(supports):
+        y[rng.choice(n, k, replace=False), j] = 1
+    s = np.clip(0.3 * y + rng.random(y.shape) * 0.6, 0, 1)
+    labels = [f"s{k}" for k in supports]
+    prior = np.array([0.0, 0.02, 0.05, 0.1, 0.25])
+    kw = {"prior": prior, "enforce_global_floor": False}
+    blend = fit_thresholds(y, s, labels, fallback="blend", **kw)
+    every = fit_thresholds(y, s, labels, fallback="prior", **kw)
+    g = blend.global_threshold
+    # s0 never seen in training keeps the global threshold; s1, s3 (under 5 positives) sit halfway.
+    assert blend.source == ["global", "blend", "blend", "per_label", "per_label"]
+    assert blend.thresholds[0] == g
+    np.testing.assert_array_equal(blend.thresholds[1:3], (g + prior_matched_thresholds(s, prior)[1:3]) / 2)
+    np.testing.assert_array_equal(blend.thresholds[3:], every.thresholds[3:])
+    lo, hi = np.minimum(every.thresholds[1:3], g), np.maximum(every.thresholds[1:3], g)
+    assert ((lo < blend.thresholds[1:3]) & (blend.thresholds[1:3] < hi)).all()
+    back = ThresholdResult.from_json_dict(json.loads(json.dumps(blend.to_json_dict())))
+    assert back.fallback == "blend" and back.source == blend.source
+    with pytest.raises(ValueError, match="blend.*prior"):
+        fit_thresholds(y, s, labels, fallback="blend")
+
+
 def test_fit_thresholds_with_the_evaluate_settings() -> None:
     # Each evaluate setting reaches the fit: the same thresholds as fit_thresholds given them by hand.
     rng = np.random.default_rng(9)
@@ -286,6 +313,7 @@ def test_fit_thresholds_with_the_evaluate_settings() -> None:
         {},
         {"fallback": "global"},
         {"fallback": "best"},
+        {"fallback": "blend"},
         {"threshold_strategy": "global"},
         {"min_support": 2, "shrinkage": 3.0},
         {"at_least_one": True},

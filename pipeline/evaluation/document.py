@@ -16,7 +16,7 @@ them atomically to storage.
   {head, medium, tail}}, ``row_issues`` {issue: {by_split, total, examples}}, ``split`` (method, ratios, seed;
   null if absent).
 - ``thresholds``: summary of ``thresholds.json``: ``strategy``, ``decision_rule``, ``parameters``,
-  ``global_threshold``, ``sources`` {per_label | shrunk | prior | global: number of labels},
+  ``global_threshold``, ``sources`` {per_label | shrunk | prior | blend | global: number of labels},
   ``fallback_labels`` and ``reverted_labels`` (counts; the names are in ``thresholds.json``),
   ``floor_action``, ``validation`` {chosen | global | fixed_0.5: {micro_f1, macro_f1}} (validation F1 of the
   applied thresholds, of the single global threshold and of 0.5).

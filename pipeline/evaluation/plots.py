@@ -29,7 +29,7 @@ PLOTS: dict[str, str] = {
     "predicted_vs_true": "Predicted against true test count per label (log-log); points above the diagonal "
     "are over-predicted, at y = 0 never predicted.",
     "threshold_distribution": "Decision thresholds per label, by source (own F1-optimal threshold, shrunk, "
-    "or the global fallback).",
+    "or a fallback: global, prior-matched or blend).",
     "f1_by_frequency_bin": "Test F1 of the labels with test positives, by training-frequency bin (labels "
     "ordered by training documents, cut into bins of about equal size): macro F1 (bars), median and "
     "interquartile range, and the share of labels with F1 > 0.",
@@ -38,7 +38,13 @@ PLOTS: dict[str, str] = {
     "above 1).",
 }
 GROUP_COLOURS = {"head": "#1f77b4", "medium": "#ff7f0e", "tail": "#2ca02c"}
-SOURCE_COLOURS = {"per_label": "#1f77b4", "shrunk": "#9467bd", "prior": "#17becf", "global": "#7f7f7f"}
+SOURCE_COLOURS = {
+    "per_label": "#1f77b4",
+    "shrunk": "#9467bd",
+    "prior": "#17becf",
+    "blend": "#bcbd22",
+    "global": "#7f7f7f",
+}
 
 
 def _png(fig: Any) -> bytes:

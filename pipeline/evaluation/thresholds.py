@@ -44,7 +44,7 @@ from pipeline.evaluation.metrics import (
 
 STRATEGIES: tuple[str, ...] = ("global", "per_label", "per_label_with_fallback")
 DEFAULT_STRATEGY = "per_label_with_fallback"
-FALLBACKS: tuple[str, ...] = ("global", "prior", "best")
+FALLBACKS: tuple[str, ...] = ("global", "prior", "best", "blend")
 DEFAULT_FALLBACK = "global"
 DEFAULT_MIN_SUPPORT = 5
 DEFAULT_SHRINKAGE = 0.0
@@ -371,11 +371,12 @@ class ThresholdResult:
     thresholds : the threshold applied per label.
     support : validation positives per label.
     f1 : validation F1 per label at the applied threshold.
-    source : per label ``"per_label"``, ``"global"``, ``"shrunk"`` or ``"prior"``.
+    source : per label ``"per_label"``, ``"global"``, ``"shrunk"``, ``"prior"`` or ``"blend"``.
     label_optimal_threshold, label_optimal_f1 : the unconstrained per-label optimum (NaN threshold: no
         positives), kept to show what the fallback and the micro-F1 guard gave up.
     global_threshold : the micro-F1-optimal single threshold.
-    fallback : what low-support labels get: ``"global"`` or ``"prior"`` (:func:`prior_matched_thresholds`).
+    fallback : what low-support labels get: ``"global"``, ``"prior"`` (:func:`prior_matched_thresholds`),
+        ``"best"`` or ``"blend"`` (see :func:`fit_thresholds`).
     fallback_labels : labels with too little validation support for a threshold of their own.
     reverted_labels : labels sent back to the global threshold by the micro-F1 guard.
     floor_action : ``"none"``, ``"greedy_revert"`` or ``"wholesale_global"``.
@@ -557,17 +558,20 @@ def fit_thresholds(
         Guarantee, on validation, micro-F1 at least that of the global threshold: labels are greedily
         reverted to the global threshold until the floor is met, and all of them if greedy cannot reach it.
         Off only to reproduce the naive per-label strategy.
-    fallback : {"global", "prior", "best"}, default="global"
+    fallback : {"global", "prior", "best", "blend"}, default="global"
         Threshold of the labels ``per_label_with_fallback`` gives no threshold of their own. ``global``: the
         global threshold. ``prior``: :func:`prior_matched_thresholds` with ``prior`` (source ``"prior"``;
         labels whose prior is 0 or NaN keep the global one); the micro-F1 guard may still revert them.
         ``best``: each such label the prior-matched threshold where that gives it a higher validation F1
         than the global one, or the same F1 with fewer validation predictions, else the global one: a choice
         between two candidates, which a label's 1-4 validation positives can make where they cannot place
-        an optimum of their own.
+        an optimum of their own. ``blend``: halfway between the two, ``(t_global + t_prior) / 2`` (source
+        ``"blend"``; prior 0 or NaN: the global one), as ``shrinkage`` pulls a per-label threshold toward
+        the global one: the prior's threshold alone makes every rare label predict at least one validation
+        document, which costs micro-F1, while the global one hardly ever predicts them.
     prior : array of shape (n_labels,), optional
         Each label's prevalence in training (training documents with the label / training documents).
-        Required by ``fallback="prior"`` and ``"best"``.
+        Required by ``fallback="prior"``, ``"best"`` and ``"blend"``.
 
     Returns
     -------
@@ -585,7 +589,7 @@ def fit_thresholds(
         raise ValueError("shrinkage must be >= 0")
     if fallback not in FALLBACKS:
         raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
-    if fallback in ("prior", "best"):
+    if fallback != "global":
         if prior is None:
             raise ValueError(f"fallback={fallback!r} needs the labels' training prevalences (prior)")
         if np.shape(prior) != (n_labels,):
@@ -612,14 +616,18 @@ def fit_thresholds(
         thresholds[own] = shrunk[own]
         source[own] = "shrunk"
     low_support = ~own if strategy == "per_label_with_fallback" else np.zeros(n_labels, dtype=bool)
-    if fallback in ("prior", "best") and low_support.any():
+    if fallback != "global" and low_support.any():
         q = np.asarray(prior, dtype=np.float64)
         cols = np.flatnonzero(low_support & (np.nan_to_num(q) > 0))
         t_prior = prior_matched_thresholds(s, q, cols)
         if fallback == "best" and cols.size:
             cols = cols[_prior_is_better(y, s, thresholds, t_prior, cols, support)]
-        thresholds[cols] = t_prior[cols]
-        source[cols] = "prior"
+        if fallback == "blend":
+            thresholds[cols] = (thresholds[cols] + t_prior[cols]) / 2  # low-support labels hold t_global
+            source[cols] = "blend"
+        else:
+            thresholds[cols] = t_prior[cols]
+            source[cols] = "prior"
     fallback_mask = ~own if strategy != "global" else np.zeros(n_labels, dtype=bool)
 
     floor_action = "none"
