@@ -34,11 +34,10 @@ WHAT: dict[str, tuple[str, str]] = {
         "rule; PECOS, a ranker, returns its top k labels per document (k = 100, or the row's `top_k`) from "
         "a beam search of width 10 over its label tree (or the row's `beam_size`), decided at score >= 0.5 "
         "as napkinXC's. A `<peer>+thresholds` row decides the same peer's test "
-        "scores as our rows decide: by "
-        "per-label thresholds fitted on its validation scores (`-prior`: with the prior fallback); its "
-        "training figures are the peer's. Issue #23's targets compare with the peers' own rules; a second "
-        "table, with these rows too. predicted : true = predicted positives / true positives; peak RSS sums "
-        "this process and the Ray processes it started.",
+        "scores as our rows decide: by per-label thresholds fitted on its validation scores (`-prior`, "
+        "`-best`, `-blend`: with that fallback); its training figures are the peer's. Issue #23's targets "
+        "compare with the peers' own rules; a second table, with these rows too. predicted : true = "
+        "predicted positives / true positives; peak RSS sums this process and the Ray processes it started.",
     ),
     "label_subset": (
         "Tuning the lexical kind on a label subset",
