@@ -99,14 +99,14 @@ def test_thresholds_never_lose_to_global_on_validation(evaluated):
     assert thr["strategy"] == "per_label_with_fallback"
 
 
-def test_rare_labels_get_prior_matched_thresholds(evaluated):
+def test_rare_labels_get_thresholds_halfway_to_the_prior_matched_ones(evaluated):
     from pipeline.evaluation.thresholds import prior_matched_thresholds
 
     root, _, _ = evaluated
     run = root / "db"
     thr = json.loads((run / "thresholds.json").read_text())
     stats = json.loads((run / "label_stats.json").read_text())
-    assert thr["parameters"]["fallback"] == "prior"
+    assert thr["parameters"]["fallback"] == "blend"  # the default
     labels = [row["label"] for row in thr["labels"]]
     prior = np.array([stats["label_counts"][lab]["train"] for lab in labels]) / stats["documents"]["train"]
     val = pl.read_parquet(sorted((run / "predictions" / "validation").glob("*.parquet")))
@@ -114,12 +114,12 @@ def test_rare_labels_get_prior_matched_thresholds(evaluated):
     rows = [(j, row) for j, row in enumerate(thr["labels"]) if row["label"] in thr["fallback_labels"]]
     assert rows, "the fixture has no low-support label"
     for j, row in rows:
-        if row["source"] == "prior":
-            assert row["threshold"] == pytest.approx(expected[j], abs=1e-7)
+        if row["source"] == "blend":
+            assert row["threshold"] == pytest.approx((thr["global_threshold"] + expected[j]) / 2, abs=1e-7)
         else:  # unseen in training, or sent back by the micro-F1 floor
             assert row["threshold"] == thr["global_threshold"]
             assert prior[j] == 0 or row["label"] in thr["reverted_labels"]
-    assert any(row["source"] == "prior" for _, row in rows)
+    assert any(row["source"] == "blend" for _, row in rows)
 
 
 def test_compare_shows_both_runs(evaluated):

@@ -397,12 +397,12 @@ class EvaluateSection(_Strict):
     threshold_strategy: Literal["global", "per_label", "per_label_with_fallback"] = "per_label_with_fallback"
     #: Validation positives a label needs for a threshold of its own.
     min_support: int = Field(5, ge=1)
-    #: Threshold of the labels with fewer: prior (each is predicted for as many validation documents as its
-    #: training prevalence implies, at least one), global (the micro-F1-optimal threshold: rare labels are
-    #: then hardly ever predicted), best (per label, the one of those two with the higher validation F1;
-    #: ties: the one predicting less) or blend (halfway between those two thresholds). See docs/metrics.md,
-    #: "Thresholds".
-    fallback: Literal["prior", "global", "best", "blend"] = "prior"
+    #: Threshold of the labels with fewer: blend (halfway between the global and the prior threshold), prior
+    #: (each is predicted for as many validation documents as its training prevalence implies, at least
+    #: one), global (the micro-F1-optimal threshold: rare labels are then hardly ever predicted) or best (per
+    #: label, the one of the global and the prior threshold with the higher validation F1; ties: the one
+    #: predicting less). See docs/metrics.md, "Thresholds".
+    fallback: Literal["blend", "prior", "global", "best"] = "blend"
     #: Shrink per-label thresholds toward the global one: t = (s t_label + k t_global) / (s + k); 0 = off.
     shrinkage: float = Field(0.0, ge=0)
     #: Give a document with no label over its threshold the label whose score is least below its own
