@@ -313,7 +313,7 @@ def test_fit_thresholds_with_the_evaluate_settings() -> None:
         {},
         {"fallback": "global"},
         {"fallback": "best"},
-        {"fallback": "prior"},  # the default: blend
+        {"fallback": "prior"},  # ({} is the default, blend)
         {"threshold_strategy": "global"},
         {"min_support": 2, "shrinkage": 3.0},
         {"at_least_one": True},
