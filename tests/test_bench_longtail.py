@@ -122,6 +122,14 @@ def test_further_seeds_keep_the_seeds_measured_before(tmp_path):
     assert [(r["dataset"], r["seed"]) for r in kept] == [("a", 0), ("b", 0), ("b", 1)]
 
 
+def test_a_model_of_row_takes_the_training_seconds_recorded_beside_the_model(tmp_path):
+    # The kept results may hold an older training of the source (row, seed): the model's record wins.
+    assert driver.source_train_seconds(tmp_path, 1111.5) == 1111.5
+    (tmp_path / driver.TRAIN_SECONDS).write_text(json.dumps({"seconds": 2166.38}))
+    assert driver.source_train_seconds(tmp_path, 1111.5) == 2166.38
+    assert driver.source_train_seconds(tmp_path, None) == 2166.38
+
+
 def test_flat_row_takes_the_reports_figures():
     doc = {
         "overall": {
@@ -205,6 +213,8 @@ def test_smoke_run_writes_a_flat_row_per_model_and_peer(ray_session, tmp_path):
         assert again["model_of"] == "db-sparse" and again["train_seconds"] == own["train_seconds"]
         assert (again["p_at_1"], again["macro_ap"]) == (own["p_at_1"], own["macro_ap"])
         runs = tmp_path / "work" / "smoke"
+        record = runs / driver.run_name(bench, "db-sparse", seed) / driver.TRAIN_SECONDS
+        assert json.loads(record.read_text())["seconds"] == own["train_seconds"]
         thr = [
             json.loads((runs / driver.run_name(bench, name, seed) / "thresholds.json").read_text())
             for name in ("db-sparse", "db-sparse-prior")

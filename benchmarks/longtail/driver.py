@@ -273,6 +273,18 @@ def run_name(bench: Bench, row: str, seed: int) -> str:
     return row if seed == int((bench.pipeline.get("run") or {}).get("seed", 0)) else f"{row}-seed{seed}"
 
 
+#: Beside a trained row's model: the seconds its training took, for the rows that evaluate that model later.
+TRAIN_SECONDS = "train_seconds.json"
+
+
+def source_train_seconds(source_dir: Path, kept: float | None) -> float | None:
+    """Training seconds of the model in `source_dir`: its own record, else `kept` (the source row's figure in
+    this invocation or the kept results; a work folder's model may have been trained again since a kept row
+    was measured, so the record comes first)."""
+    record = source_dir / TRAIN_SECONDS
+    return json.loads(record.read_text())["seconds"] if record.is_file() else kept
+
+
 def _link_or_copy(src: str, dst: str) -> None:
     try:
         os.link(src, dst)  # a model can be GBs: the re-evaluated row shares its files
@@ -290,8 +302,8 @@ def own_row(
     trained_seconds: dict[tuple[str, int], float | None] | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one row in a run of its own that shares the dataset's prepared splits; a
-    `model_of` row evaluates its source row's model instead (its train_seconds are the source's, looked up in
-    `trained_seconds` by (row, seed))."""
+    `model_of` row evaluates its source row's model instead (its train_seconds are the source's: recorded
+    beside that model, else looked up in `trained_seconds` by (row, seed))."""
     from pipeline.core.config import apply_params
     from pipeline.evaluation.evaluate import run_evaluate
     from pipeline.training.train import run_train
@@ -319,7 +331,7 @@ def own_row(
             shutil.rmtree(run_dir / "model", ignore_errors=True)
             shutil.copytree(model, run_dir / "model", copy_function=_link_or_copy)
             history = json.loads((model / "model_config.json").read_text())["training"]["history"]
-            train_seconds = (trained_seconds or {}).get((source, seed))
+            train_seconds = source_train_seconds(model.parent, (trained_seconds or {}).get((source, seed)))
     with PeakRSS() as rss_evaluate:  # a window of its own: the evaluate driver's peak (issue #25)
         t0 = time.perf_counter()
         doc = run_evaluate(cfg)
@@ -327,6 +339,7 @@ def own_row(
     # Featurizers are fitted and splits featurised once per dataset and settings: later rows find them.
     share_features(run_dir, work / bench.key / "base")
     if source is None:
+        (run_dir / TRAIN_SECONDS).write_text(json.dumps({"seconds": round(train_seconds, 2)}))
         # The row is measured and its model is in run_dir/model; its checkpoints only resume its training
         # (an EURLEX57K row's: 4.6-11 GB of weights and AdamW state), and a few rows' filled the disk.
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
