@@ -322,8 +322,10 @@ def own_row(
             if row in bench.tuned:  # as run_all --tune: the search, then the train stage with its best
                 best_params = run_tune(cfg)
                 cfg = apply_params(cfg, best_params)
+            (run_dir / TRAIN_SECONDS).unlink(missing_ok=True)  # an earlier training's, until this one ends
             history = run_train(cfg)["history"]
             train_seconds: float | None = time.perf_counter() - t0
+            (run_dir / TRAIN_SECONDS).write_text(json.dumps({"seconds": round(train_seconds, 2)}))
         else:
             model = work / bench.key / run_name(bench, source, seed) / "model"
             if not (model / "model_config.json").is_file():
@@ -339,7 +341,6 @@ def own_row(
     # Featurizers are fitted and splits featurised once per dataset and settings: later rows find them.
     share_features(run_dir, work / bench.key / "base")
     if source is None:
-        (run_dir / TRAIN_SECONDS).write_text(json.dumps({"seconds": round(train_seconds, 2)}))
         # The row is measured and its model is in run_dir/model; its checkpoints only resume its training
         # (an EURLEX57K row's: 4.6-11 GB of weights and AdamW state), and a few rows' filled the disk.
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
