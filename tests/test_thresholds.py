@@ -209,7 +209,9 @@ def test_prior_matched_thresholds_predict_k_documents(
         np.testing.assert_array_equal(s[:, j] >= t[j], s[:, j] >= kth)
 
 
-def test_prior_fallback_replaces_the_global_threshold_of_low_support_labels() -> None:
+def _five_supports() -> tuple[NDArray, NDArray, list[str], NDArray]:
+    """80 documents, labels s0..s20 with 0, 1, 3, 6 and 20 validation positives, their training priors (s0's
+    is 0: never seen in training)."""
     rng = np.random.default_rng(5)
     supports = [0, 1, 3, 6, 20]
     n = 80
@@ -217,8 +219,11 @@ def test_prior_fallback_replaces_the_global_threshold_of_low_support_labels() ->
     for j, k in enumerate(supports):
         y[rng.choice(n, k, replace=False), j] = 1
     s = np.clip(0.3 * y + rng.random(y.shape) * 0.6, 0, 1)
-    labels = [f"s{k}" for k in supports]
-    prior = np.array([0.0, 0.02, 0.05, 0.1, 0.25])
+    return y, s, [f"s{k}" for k in supports], np.array([0.0, 0.02, 0.05, 0.1, 0.25])
+
+
+def test_prior_fallback_replaces_the_global_threshold_of_low_support_labels() -> None:
+    y, s, labels, prior = _five_supports()
     plain = fit_thresholds(y, s, labels, enforce_global_floor=False)
     res = fit_thresholds(y, s, labels, fallback="prior", prior=prior, enforce_global_floor=False)
     assert res.fallback == "prior" and res.fallback_labels == plain.fallback_labels == ["s0", "s1", "s3"]
@@ -276,15 +281,7 @@ def test_best_fallback_takes_the_prior_threshold_only_where_it_wins_on_validatio
 
 
 def test_blend_fallback_sits_halfway_between_the_global_and_the_prior_threshold() -> None:
-    rng = np.random.default_rng(5)
-    supports = [0, 1, 3, 6, 20]
-    n = 80
-    y = np.zeros((n, len(supports)), dtype=np.int8)
-    for j, k in enumerate(supports):
-        y[rng.choice(n, k, replace=False), j] = 1
-    s = np.clip(0.3 * y + rng.random(y.shape) * 0.6, 0, 1)
-    labels = [f"s{k}" for k in supports]
-    prior = np.array([0.0, 0.02, 0.05, 0.1, 0.25])
+    y, s, labels, prior = _five_supports()
     kw = {"prior": prior, "enforce_global_floor": False}
     blend = fit_thresholds(y, s, labels, fallback="blend", **kw)
     every = fit_thresholds(y, s, labels, fallback="prior", **kw)

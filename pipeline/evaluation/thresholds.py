@@ -9,8 +9,8 @@ exactly and without a grid:
 - one global threshold maximising validation micro-F1 (the floor every strategy must match),
 - per-label thresholds maximising each label's validation F1,
 - a fallback for labels with little validation support: the global threshold, or a prior-matched one
-  (the label predicted for as many validation documents as its training prevalence implies), or for each
-  such label the one of the two with the higher validation F1,
+  (the label predicted for as many validation documents as its training prevalence implies), for each
+  such label the one of the two with the higher validation F1, or the midpoint of the two,
 - optional shrinkage of per-label thresholds toward the global one,
 - a guard that reverts labels to the global threshold whenever the per-label thresholds would lose to it on
   validation micro-F1.
