@@ -21,7 +21,7 @@ from pipeline.core.resources import plan_training
 from pipeline.data.prepare import run_prepare
 from pipeline.training.checkpoints import STATE_FILE, best_weights, read_state
 from pipeline.training.train import run_train, shard_in_memory
-from pipeline.training.worker import _epoch_batches
+from pipeline.training.worker import _batches_in_memory, _epoch_batches
 from tests.conftest import ray_temp_dir, run_child
 from tests.train_callbacks import EpochLog, FailOnce
 
@@ -132,6 +132,39 @@ def test_an_in_memory_shard_without_sampling_gives_each_row_once_per_epoch_in_a_
     assert [len(b["x"]) for b in _epoch_batches(None, held, config, tcfg, 0)] == [5, 5, 5, 5, 3]
     assert all(sorted(o) == list(range(n)) for o in orders)
     assert orders[0] != orders[1] and orders[0] != list(range(n))
+
+
+class _Shard:
+    """A worker's dataset shard that hands out the given numpy batches in the given order."""
+
+    def __init__(self, batches: list[dict[str, np.ndarray]]) -> None:
+        self.batches = batches
+
+    def iter_batches(self, **_: object):
+        yield from self.batches
+
+
+def test_an_in_memory_shard_is_the_same_whatever_order_its_blocks_arrive_in():
+    rng = np.random.default_rng(0)
+    blocks = [{"x": rng.integers(0, 50, (7, 3)), "label_idx": rng.integers(-1, 4, (7, 2))} for _ in range(4)]
+    blocks[3]["x"][0], blocks[3]["label_idx"][0] = blocks[0]["x"][0], blocks[0]["label_idx"][0]  # a duplicate
+    first, again = (_batches_in_memory(_Shard(b), ("x",)) for b in (blocks, blocks[::-1]))
+    assert set(first) == {"x", "label_idx"}
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    # Every row kept, with its own labels, once.
+    rows = sorted((tuple(b["x"][i]), tuple(b["label_idx"][i])) for b in blocks for i in range(len(b["x"])))
+    held = sorted(zip(map(tuple, first["x"].tolist()), map(tuple, first["label_idx"].tolist()), strict=True))
+    assert held == rows
+    # So the seeded epoch order is the same too.
+    config, tcfg = {"sampling": "none", "labels": ["a", "b", "c", "d"]}, {"batch_size": 5}
+    assert all(
+        torch.equal(a["x"], b["x"])
+        for a, b in zip(
+            _epoch_batches(None, first, config, tcfg, 3),
+            _epoch_batches(None, again, config, tcfg, 3),
+            strict=True,
+        )
+    )
 
 
 @pytest.mark.timeout(300)

@@ -9,6 +9,7 @@ worker starts (`checkpoints`: a worker restarted within the same fit finds an ep
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import random
@@ -99,13 +100,32 @@ def _gather(arr: Any) -> Any:
     return sp.vstack(parts, format="csr") if sp.issparse(arr) else np.concatenate(parts, axis=0)
 
 
+def content_order(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """Row indices that sort the rows of equally long `arrays` by a digest of their content: the same order
+    whatever order the rows came in (rows of equal content are interchangeable)."""
+    keys = [np.ascontiguousarray(arrays[k]).reshape(len(arrays[k]), -1) for k in sorted(arrays)]
+    n = len(keys[0]) if keys else 0
+    digests = np.empty(n, dtype="S16")
+    for i in range(n):
+        h = hashlib.blake2b(digest_size=16)
+        for key in keys:
+            h.update(key[i].tobytes())
+        digests[i] = h.digest()
+    return np.argsort(digests, kind="stable")
+
+
 def _batches_in_memory(shard: Any, columns: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """This worker's whole shard as tensors, shuffled or sampled each epoch (`_epoch_batches`)."""
+    """This worker's whole shard as tensors, shuffled or sampled each epoch (`_epoch_batches`).
+
+    Ray Data hands a worker its blocks in the order they become ready, which changes from run to run; put
+    in :func:`content_order` first, the seeded per-epoch order is the same in every run of one worker."""
     cols: dict[str, list[np.ndarray]] = {c: [] for c in (*columns, "label_idx")}
     for batch in shard.iter_batches(batch_size=4096, batch_format="numpy"):
         for k in cols:
             cols[k].append(batch[k])
-    return {k: torch.from_numpy(np.concatenate(v)) for k, v in cols.items()}
+    arrays = {k: np.concatenate(v) for k, v in cols.items()}
+    order = content_order(arrays)
+    return {k: torch.from_numpy(v[order]) for k, v in arrays.items()}
 
 
 def param_groups(
