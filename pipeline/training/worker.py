@@ -123,9 +123,10 @@ def _batches_in_memory(shard: Any, columns: tuple[str, ...]) -> dict[str, torch.
     for batch in shard.iter_batches(batch_size=4096, batch_format="numpy"):
         for k in cols:
             cols[k].append(batch[k])
-    arrays = {k: np.concatenate(v) for k, v in cols.items()}
+    # One column's batches (then its unordered copy) freed as the next is made: the peak stays near one shard.
+    arrays = {k: np.concatenate(cols.pop(k)) for k in list(cols)}
     order = content_order(arrays)
-    return {k: torch.from_numpy(v[order]) for k, v in arrays.items()}
+    return {k: torch.from_numpy(arrays.pop(k)[order]) for k in list(arrays)}
 
 
 def param_groups(
