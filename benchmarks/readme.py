@@ -1,8 +1,9 @@
 """`benchmarks/README.md`, generated from the committed results (`benchmarks/results/*.json`).
 
-Every figure on the page is read from a results file; only the fixed sentences saying what a benchmark
-measures are written here. `python -m benchmarks.readme` writes the page, `--check` exits 1 when the
-committed page differs from what would be generated (a test runs it).
+Every figure in the page's tables is read from a results file; the fixed sentences saying what a benchmark
+measures are written here, and what a file's rows show, where someone wrote it, beside the file
+(`benchmarks/results/<name>.md`, figures quoted from it). `python -m benchmarks.readme` writes the page,
+`--check` exits 1 when the committed page differs from what would be generated (a test runs it).
 """
 
 from __future__ import annotations
@@ -50,8 +51,9 @@ WHAT: dict[str, tuple[str, str]] = {
         "kept: how well the subset estimates it.",
     ),
     "demo_quality": (
-        "Quality on the demo config",
-        "The demo config trained once per loss, measured on its test set with per-label thresholds fitted "
+        "Quality of a shipped config",
+        "A config of `configs/` (the demo's, `make run`, unless the file names another) trained once per "
+        "loss through prepare, train and evaluate, measured on its test set with per-label thresholds fitted "
         "on validation ('at 0.5': one global cut-off instead).",
     ),
     "scale": (
@@ -894,6 +896,9 @@ def render(results: Path = RESULTS) -> str:
         out += RENDER.get(module(d), generic)(d)
         note = " The file's `note` says how the run was made; read it there." if "note" in d else ""
         out += [provenance(d) + note, ""]
+        findings = results / f"{Path(name).stem}.md"  # what its rows show, written by hand beside the file
+        if findings.is_file():
+            out += ["### What these rows show", "", findings.read_text().strip(), ""]
     return "\n".join(out).rstrip() + "\n"
 
 

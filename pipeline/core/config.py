@@ -277,7 +277,7 @@ class TrainSection(_Strict):
     l2: float = Field(0.0, ge=0)
     #: AdamW's epsilon, added to the root of each weight's squared-gradient average. The loss is a mean over
     #: documents x labels, so at thousands of labels a rare label's gradients are ~1e-9 and the default 1e-8
-    #: damps its steps (docs/training.md, "The lexical kind's optimizer"). Default: torch's.
+    #: damps its steps (docs/training.md, "train.adam_eps"). Default: torch's.
     adam_eps: float = Field(DEFAULT_ADAM_EPS, gt=0)
     #: Share of the steps with a linear warm-up; then linear decay to 0.
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
