@@ -1,23 +1,21 @@
-"""Quality and wall time of the embedded default (`make run`) on this machine.
+"""Quality and wall time of a shipped config on this machine: the embedded default (`make run`) unless told.
 
-    .venv/bin/python -m benchmarks.demo_quality [--loss db --loss bce ...]
+    .venv/bin/python -m benchmarks.demo_quality [--loss db --loss bce ...] [--config configs/X.yaml --out F]
 
-Runs the whole pipeline (prepare -> train -> evaluate) with configs/demo.yaml once per loss, each into its own
-run under a temporary output root, and writes benchmarks/results/demo_quality.json.
+Runs the whole pipeline (prepare -> train -> evaluate) with the config (configs/demo.yaml) once per loss, each
+into its own run under a temporary output root, and writes benchmarks/results/demo_quality.json (or --out).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 from pathlib import Path
 
-from benchmarks.common.machine import machine_record
 from benchmarks.common.measure import Stopwatch
-from benchmarks.common.paths import DEMO_CONFIG, RESULTS
-from benchmarks.common.provenance import command_line, git_sha, package_versions
+from benchmarks.common.paths import DEMO_CONFIG, RESULTS, ROOT
+from benchmarks.common.provenance import run_header
 from benchmarks.common.ray_session import benchmark_ray
 from benchmarks.common.results import write_json
 from pipeline.core.config import load_config
@@ -26,18 +24,21 @@ from pipeline.evaluation.evaluate import run_evaluate
 from pipeline.training.train import run_train
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.demo_quality")
     parser.add_argument("--loss", action="append", default=None)
+    parser.add_argument("--config", type=Path, default=DEMO_CONFIG, help="a run config (configs/demo.yaml)")
     parser.add_argument("--out", default=str(RESULTS / "demo_quality.json"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     losses = args.loss or ["db", "bce"]
+    config = args.config.resolve()
+    header = run_header("benchmarks.demo_quality", argv, ["ray", "torch", "transformers", "scikit-learn"])
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        base = load_config(DEMO_CONFIG, [f"run.output={tmp}"])
+        base = load_config(config, [f"run.output={tmp}"])  # a bad config fails here, before Ray starts
         with benchmark_ray(ray_config=base.ray):
             for loss in losses:
-                cfg = load_config(DEMO_CONFIG, [f"run.output={tmp}", f"run.name={loss}", f"loss.name={loss}"])
+                cfg = load_config(config, [f"run.output={tmp}", f"run.name={loss}", f"loss.name={loss}"])
                 clock = Stopwatch()
                 run_prepare(cfg)
                 prepare_s = clock.lap()
@@ -64,14 +65,8 @@ def main() -> None:
                         "labels_with_f1_gt_0": doc["labels_with_f1_gt_0"],
                     }
                 )
-    out = {
-        "command": command_line("benchmarks.demo_quality", [f"--loss {x}" for x in losses]),
-        "git_sha": git_sha(),
-        "config": "configs/demo.yaml",
-        "machine": {**machine_record(), "python": platform.python_version()},
-        "versions": package_versions("ray", "torch", "transformers"),
-        "results": results,
-    }
+    shown = config.relative_to(ROOT) if config.is_relative_to(ROOT) else config
+    out = {**header, "config": str(shown), "results": results}
     write_json(Path(args.out), out)
     print(
         json.dumps(
