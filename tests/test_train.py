@@ -23,7 +23,7 @@ from pipeline.training.checkpoints import STATE_FILE, best_weights, read_state
 from pipeline.training.train import run_train, shard_in_memory
 from pipeline.training.worker import _batches_in_memory, _epoch_batches
 from tests.conftest import ray_temp_dir, run_child
-from tests.train_callbacks import EpochLog, FailOnce
+from tests.train_callbacks import EpochLog, FailOnce, TorchThreads
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = [
@@ -301,19 +301,21 @@ def test_a_worker_killed_after_a_checkpoint_restarts_from_it(prepared, tmp_path)
 
 
 @pytest.mark.timeout(600)
-def test_lexical_kind_trains_in_a_worker_and_exports_a_model_that_predicts(prepared, monkeypatch):
+def test_lexical_kind_trains_in_a_worker_and_exports_a_model_that_predicts(prepared, monkeypatch, tmp_path):
     """model.kind=lexical through the same stage and worker loop: the featurizer travels to the worker, the
     model learns, the exported folder scores as the best epoch's weights do, and a finished run re-exports
-    without featurising again."""
+    without featurising again. Its 1.5-CPU worker trains on 2 torch threads (Ray's default: 1)."""
     from pipeline.modeling.lexical import VECTORIZER_FILE, WEIGHTS_FILE
     from pipeline.modeling.model import load_model
     from pipeline.training import train as train_module
 
     _fresh_run(prepared, "lex")
-    over = ["model.kind=lexical", "model.lexical.min_df=1", "train.lr=5e-2", "train.cpus_per_worker=0.5"]
+    over = ["model.kind=lexical", "model.lexical.min_df=1", "train.lr=5e-2", "train.cpus_per_worker=1.5"]
     over.append("train.adam_eps=1e-6")
     cfg = _cfg(prepared, "lex", "train.num_workers=1", "train.epochs=5", *over)
-    out = run_train(cfg)
+    threads = tmp_path / "threads.txt"
+    out = run_train(cfg, callbacks=[TorchThreads(str(threads))])
+    assert threads.read_text() == "2"
     hist = out["history"]
     stats = json.loads((prepared / "lex" / "label_stats.json").read_text())
     prevalence = _validation_prevalence(stats)

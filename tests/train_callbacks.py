@@ -57,3 +57,14 @@ class WeightDigest(TrainCallback):
             h.update(tensor.detach().cpu().numpy().tobytes())
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / f"rank-{rank}.txt").write_text(h.hexdigest())
+
+
+class TorchThreads(TrainCallback):
+    """Rank 0 writes the worker's torch thread count to `path` as training starts."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_epoch_start(self, *, epoch: int, rank: int) -> None:
+        if rank == 0 and epoch == 0:
+            self.path.write_text(str(torch.get_num_threads()))

@@ -298,7 +298,8 @@ class TrainSection(_Strict):
     num_workers: int = Field(1, ge=0)
     #: Train on GPUs (one per worker by default).
     use_gpu: bool = False
-    #: CPUs reserved per training worker.
+    #: CPUs reserved per training worker; it trains on this many torch threads, rounded up (Ray's default,
+    #: the floor, gave a 1.5-CPU worker one thread).
     cpus_per_worker: float = Field(1.0, gt=0)
     #: GPUs per worker when use_gpu.
     gpus_per_worker: float = Field(1.0, ge=0)

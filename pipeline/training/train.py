@@ -66,7 +66,7 @@ from pipeline.training.checkpoints import (
     load_state,
 )
 from pipeline.training.name_prior import apply_name_prior
-from pipeline.training.worker import TrainCallback, train_loop_per_worker
+from pipeline.training.worker import TrainCallback, train_loop_per_worker, worker_threads
 
 log = logging.getLogger(__name__)
 
@@ -341,7 +341,12 @@ def run_train(cfg: Config, callbacks: Sequence[TrainCallback] = ()) -> dict[str,
     `callbacks`: :class:`TrainCallback` instances run inside every training worker.
     """
     plan = cluster_plan(cfg.train)  # fail fast before any dataset work
-    log.info("resource plan: %s", plan.describe())
+    threads = (
+        f"; {worker_threads(cfg.train.cpus_per_worker)} torch thread(s) per worker"
+        if cfg.train.num_workers
+        else ""
+    )
+    log.info("resource plan: %s%s", plan.describe(), threads)
     # Read now, so that a bad names file fails before training rather than after it.
     names = read_label_names(cfg.evaluate.label_names, cfg.storage) if cfg.train.name_prior != 0 else None
     # Featurising waits until we know there is training to do: a finished run is exported, and a
