@@ -60,11 +60,13 @@ class WeightDigest(TrainCallback):
 
 
 class TorchThreads(TrainCallback):
-    """Rank 0 writes the worker's torch thread count to `path` as training starts."""
+    """Rank 0 writes, as training starts, the worker's torch thread count and how many denormal results a
+    product spread over all its threads left (0 when every thread flushes them)."""
 
     def __init__(self, path: str) -> None:
         self.path = Path(path)
 
     def on_epoch_start(self, *, epoch: int, rank: int) -> None:
         if rank == 0 and epoch == 0:
-            self.path.write_text(str(torch.get_num_threads()))
+            denormal = int((torch.full((1 << 22,), 1e-30) * 1e-10).count_nonzero())  # 1e-40 unless flushed
+            self.path.write_text(f"{torch.get_num_threads()} {denormal}")

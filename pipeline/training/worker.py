@@ -208,7 +208,13 @@ def worker_threads(cpus: float) -> int:
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     _quiet_report_lines()
-    if config["train"]["num_workers"] >= 1:  # in-process (0): the driver's own threads stay
+    if config["train"]["num_workers"] >= 1:  # in-process (0): the driver's own settings stay
+        # Denormal floats (below 1.2e-38) as zero, before the thread pool grows (a new thread inherits the
+        # flag; one started earlier keeps its own). AdamW's second moments of weights whose gradients are
+        # tiny (a rare label's, on a document far from it) sink below that range, and the CPU handles such
+        # numbers in microcode: on EURLEX57K's lexical kind 13% of them were denormal after 2 epochs and a
+        # fused AdamW step took 1.0 s against 0.25 s flushed (2 threads). A value that small is 0 beside eps.
+        torch.set_flush_denormal(True)
         torch.set_num_threads(worker_threads(config["train"]["cpus_per_worker"]))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
