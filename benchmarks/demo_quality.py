@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     losses = args.loss or ["db", "bce"]
     config = args.config.resolve()
+    if not config.is_file():
+        parser.error(f"--config {args.config}: no such file")
     header = run_header("benchmarks.demo_quality", argv, ["ray", "torch", "transformers", "scikit-learn"])
     results = []
     with tempfile.TemporaryDirectory() as tmp:
