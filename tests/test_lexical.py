@@ -62,6 +62,25 @@ def test_features_are_scikit_learns_tfidf_and_the_scorer_is_x_times_w_plus_b():
     np.testing.assert_allclose(logits, x.astype(np.float64) @ w + b, rtol=1e-5, atol=1e-5)
 
 
+def test_the_scorers_gradient_is_x_transposed_times_the_upstream_gradient_padding_and_empty_rows_included():
+    """The padding is dropped before the bag (a speed-up): the weights' gradient must stay exactly x^T g,
+    with nothing added to row 0 (the padding's id) by the padding, and a document with no terms scored by
+    the bias alone."""
+    f = _featurizer(ngrams=1)
+    texts = [*TEXTS, "zzzz qqqq"]  # the last has no known term: an all-padding row
+    enc = f.encode(texts)
+    assert not enc[TERM_WEIGHTS][-1].any()
+    x = f.vectorizer.transform(texts).astype(np.float64)
+    model = _random_model(f)
+    upstream = torch.randn(len(texts), len(LABELS), generator=torch.Generator().manual_seed(1))
+    logits = model(**{k: torch.from_numpy(v) for k, v in enc.items()})
+    (logits * upstream).sum().backward()
+    grad = model.weight_matrix().grad.numpy()
+    np.testing.assert_allclose(grad, x.T @ upstream.numpy().astype(np.float64), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(logits[-1].detach().numpy(), model.head.bias.detach().numpy())
+    np.testing.assert_allclose(model.head.bias.grad.numpy(), upstream.sum(0).numpy(), rtol=1e-5)
+
+
 def test_max_terms_keeps_each_documents_strongest_terms():
     f = _featurizer(ngrams=2, max_terms=3)
     x = f.vectorizer.transform(TEXTS).tocsr()
